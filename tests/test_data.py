@@ -1,0 +1,95 @@
+import gzip
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from zylax import data
+
+
+def test_real_fashion_mnist_shapes_and_statistics(fmnist_train, fmnist_test):
+    for (images, labels), n in ((fmnist_train, 60000), (fmnist_test, 10000)):
+        assert images.shape == (n, 28, 28, 1) and images.dtype == np.uint8
+        assert labels.shape == (n,) and labels.dtype == np.int32
+        assert labels.min() == 0 and labels.max() == 9
+        # Fashion-MNIST is balanced: every class has exactly n / 10 examples.
+        np.testing.assert_array_equal(np.bincount(labels), np.full(10, n // 10))
+    # Published pixel statistics of the training split (mean 0.2860, std 0.3530).
+    pixels = fmnist_train[0].astype(np.float64) / 255
+    assert abs(pixels.mean() - 0.2860) < 1e-3 and abs(pixels.std() - 0.3530) < 1e-3
+
+
+def test_preprocess_normalises_and_pads(fmnist_train):
+    x = data.preprocess(fmnist_train[0][:512], "fashion_mnist")
+    assert x.dtype == np.float32 and abs(x.mean()) < 0.1 and abs(x.std() - 1) < 0.1
+    padded = data.preprocess(fmnist_train[0][:4], "fashion_mnist", pad_to=32)
+    assert padded.shape == (4, 32, 32, 1)
+    np.testing.assert_array_equal(padded[:, 2:30, 2:30], data.preprocess(fmnist_train[0][:4],
+                                                                         "fashion_mnist"))
+    black = -0.2860 / 0.3530
+    np.testing.assert_allclose(padded[:, 0, :], black, rtol=1e-6)
+
+
+def test_shuffling_is_deterministic_per_epoch():
+    a = data.epoch_permutation(1000, seed=3, epoch=1)
+    np.testing.assert_array_equal(a, data.epoch_permutation(1000, seed=3, epoch=1))
+    assert not np.array_equal(a, data.epoch_permutation(1000, seed=3, epoch=2))
+    assert not np.array_equal(a, data.epoch_permutation(1000, seed=4, epoch=1))
+    np.testing.assert_array_equal(np.sort(a), np.arange(1000))
+
+
+def test_batches_drop_and_pad_remainder(fmnist_test):
+    images, labels = fmnist_test[0][:250], fmnist_test[1][:250]
+    dropped = list(data.batches(images, labels, 100, name="fashion_mnist", remainder="drop"))
+    assert len(dropped) == 2 and all(b["mask"].sum() == 100 for b in dropped)
+    padded = list(data.batches(images, labels, 100, name="fashion_mnist", shuffle=False,
+                               remainder="pad"))
+    assert len(padded) == 3 and padded[-1]["mask"].sum() == 50
+    assert padded[-1]["image"].shape == (100, 28, 28, 1)
+    seen = np.concatenate([b["label"][b["mask"] > 0] for b in padded])
+    np.testing.assert_array_equal(seen, labels)
+    resumed = list(data.batches(images, labels, 100, name="fashion_mnist", seed=1, start=1))
+    full = list(data.batches(images, labels, 100, name="fashion_mnist", seed=1))
+    np.testing.assert_array_equal(resumed[0]["label"], full[1]["label"])
+
+
+def test_missing_data_directory_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.FASHION_MNIST_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(data.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.load("fashion_mnist", "train")
+
+
+def test_environment_variable_points_at_other_idx_files(tmp_path, monkeypatch):
+    images = np.arange(2 * 28 * 28, dtype=np.uint32).astype(np.uint8).reshape(2, 28, 28)
+    header = bytes([0, 0, 8, 3]) + np.array([2, 28, 28], ">u4").tobytes()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + images.tobytes()))
+    label_header = bytes([0, 0, 8, 1]) + np.array([2], ">u4").tobytes()
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(label_header + bytes([7, 1]))
+    monkeypatch.setenv(data.FASHION_MNIST_DIR_ENV, str(tmp_path))
+    got_images, got_labels = data.load("fashion_mnist", "test")
+    np.testing.assert_array_equal(got_images[..., 0], images)
+    np.testing.assert_array_equal(got_labels, [7, 1])
+
+
+def test_truncated_idx_file_is_rejected(tmp_path):
+    header = bytes([0, 0, 8, 1]) + np.array([5], ">u4").tobytes()
+    (tmp_path / "bad").write_bytes(header + bytes([1, 2]))
+    with pytest.raises(ValueError, match="promises 5 bytes"):
+        data.read_idx(tmp_path / "bad")
+
+
+def test_unknown_dataset_and_split():
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+        data.load("imagenet", "train")
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        data.load("mnist", "val")
+
+
+@pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
+def test_tfds_path_with_mock_data(name, shape):
+    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+        images, labels = data.load(name, "test")
+    assert images.shape == (6, *shape) and images.dtype == np.uint8
+    assert labels.dtype == np.int32 and 0 <= labels.min() and labels.max() < 10
+    batch = next(data.batches(images, labels, 4, name=name))
+    assert batch["image"].shape == (4, *shape) and batch["image"].dtype == np.float32

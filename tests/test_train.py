@@ -1,0 +1,100 @@
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from zylax import data, nets, train
+
+
+def test_one_epoch_lenet300_on_real_data(fmnist_train, fmnist_test):
+    model = nets.LeNet300100()
+    result = train.fit(model, optax.adam(1e-3), fmnist_train, name="fashion_mnist", epochs=1,
+                       eval_data=fmnist_test, progress=False)
+    assert result.history[0]["test_accuracy"] > 0.80
+    assert int(result.state.step) == 60000 // 128
+
+
+def test_transform_hook_receives_and_returns_params(fmnist_train):
+    seen = []
+
+    def halve_ip3(params):
+        seen.append(jax.tree.structure(params))
+        return {**params, "ip3": jax.tree.map(lambda v: v * 0.5, params["ip3"])}
+
+    model = nets.LeNet300100()
+    images, labels = fmnist_train[0][:256], fmnist_train[1][:256]
+    result = train.fit(model, optax.sgd(0.1), (images, labels), name="fashion_mnist",
+                       epochs=1, transform=halve_ip3, progress=False)
+    init = train.init_variables(model, data.preprocess(images[:1], "fashion_mnist"), 0)["params"]
+    assert seen and seen[0] == jax.tree.structure(init)
+    # The hook sits inside the differentiated function: ip3's gradient is halved,
+    # so its bias moves by half of what the plain model's would.
+    plain = train.fit(model, optax.sgd(0.1), (images, labels), name="fashion_mnist",
+                      epochs=1, progress=False)
+    moved_hook = result.state.params["ip3"]["bias"] - init["ip3"]["bias"]
+    moved_plain = plain.state.params["ip3"]["bias"] - init["ip3"]["bias"]
+    assert float(jnp.abs(moved_hook).sum()) > 0
+    assert not np.allclose(moved_hook, moved_plain)
+
+
+def test_transform_with_aux_reads_constants(fmnist_train):
+    model = nets.LeNet300100()
+    images, labels = fmnist_train[0][:256], fmnist_train[1][:256]
+    aux = {"scale": jnp.float32(0.0)}
+    result = train.fit(model, optax.sgd(0.1), (images, labels), name="fashion_mnist", epochs=1,
+                       transform=lambda p, a: jax.tree.map(lambda v: v * a["scale"], p),
+                       aux=aux, progress=False)
+    # Zeroed weights give zero gradients for every kernel: nothing moves.
+    init = train.init_variables(model, data.preprocess(images[:1], "fashion_mnist"), 0)["params"]
+    chex.assert_trees_all_equal(result.state.params["ip1"]["kernel"], init["ip1"]["kernel"])
+
+
+def test_killed_run_resumes_bit_identically(fmnist_train, tmp_path):
+    model = nets.LeNet300100()
+    images, labels = fmnist_train[0][:2048], fmnist_train[1][:2048]
+    kwargs = dict(name="fashion_mnist", epochs=3, batch_size=128, seed=7, progress=False)
+    tx = optax.adamw(optax.cosine_decay_schedule(1e-3, 48), weight_decay=1e-4)
+    uninterrupted = train.fit(model, tx, (images, labels), **kwargs)
+    # "Killed" after 21 steps (mid-epoch 2), last checkpoint at step 20.
+    ckpt = tmp_path / "ckpt"
+    train.fit(model, tx, (images, labels), checkpoint_dir=ckpt, checkpoint_every=10,
+              max_steps=21, **kwargs)
+    import shutil
+    shutil.rmtree(ckpt / "21")
+    resumed = train.fit(model, tx, (images, labels), checkpoint_dir=ckpt, checkpoint_every=10,
+                        **kwargs)
+    assert int(resumed.state.step) == int(uninterrupted.state.step) == 48
+    chex.assert_trees_all_equal(resumed.state.params, uninterrupted.state.params)
+    chex.assert_trees_all_equal(resumed.state.opt_state, uninterrupted.state.opt_state)
+
+
+def _run_sharded(tmp_path, devices: int):
+    out = tmp_path / f"d{devices}.npz"
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "JAX_PLATFORMS": "cpu"}
+    script = os.path.join(os.path.dirname(__file__), "sharded_steps.py")
+    subprocess.run([sys.executable, script, str(out)], check=True, env=env)
+    return dict(np.load(out))
+
+
+def test_sharded_step_matches_single_device(tmp_path):
+    one, four = _run_sharded(tmp_path, 1), _run_sharded(tmp_path, 4)
+    assert int(one["devices"]) == 1 and int(four["devices"]) == 4
+    assert int(four["shards"]) == 4  # params replicated over all four devices
+    np.testing.assert_allclose(four["losses"], one["losses"], atol=1e-5)
+    for key in one:
+        if key.startswith("["):
+            np.testing.assert_allclose(four[key], one[key], atol=1e-5, err_msg=key)
+
+
+def test_batch_size_must_divide_over_devices(fmnist_train):
+    mesh = train.data_mesh()
+    with pytest.raises(ValueError, match="exceeds the 10 examples"):
+        train.fit(nets.LeNet300100(), optax.sgd(0.1), (fmnist_train[0][:10], fmnist_train[1][:10]),
+                  name="fashion_mnist", epochs=1, batch_size=64, mesh=mesh, progress=False)

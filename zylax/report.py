@@ -1,0 +1,198 @@
+"""Han-style compression report: per-layer rows, stage totals, table, Markdown, JSON, plots.
+
+Per layer (as Han's Tables 2-4): weights, % kept, weight bits, index bits, the
+bytes of the weight-index and gap streams before and after Huffman coding,
+and the layer's compression ratio. Stage totals (Table 7): dense fp32,
+pruned (P: fp32 weights + relative indices), +quantized (P+Q: ``bits`` per
+weight + codebook), +Huffman (P+Q+H: the coded streams), and the file.
+Rows are computed from a file's header alone, so ``zylax inspect`` shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+HAN = {
+    "lenet300": {"P": "8% (12x)", "P+Q": "3.1% (32x)", "P+Q+H": "2.49% (40x)"},
+    "lenet5": {"P": "8% (12x)", "P+Q": "3.05% (33x)", "P+Q+H": "2.55% (39x)"},
+}
+"""Han et al. 2015, Tables 1-3: compressed size as % of the dense model (rate)."""
+
+
+def _bytes(bits: int) -> int:
+    return math.ceil(bits / 8)
+
+
+def layer_rows(header: dict) -> list[dict]:
+    """One row per parameter leaf, computed from a ``.zyl`` header."""
+    rows = []
+    for entry in header["leaves"]:
+        n = int(np.prod(entry["shape"]))
+        itemsize = np.dtype(entry["dtype"]).itemsize
+        sizes = entry["bytes"]
+        row = {"name": entry["name"], "method": entry["method"], "weights": n,
+               "dense_bytes": n * itemsize}
+        if entry["method"] == "raw":
+            row.update(kept=n, weight_bits=8 * itemsize, index_bits=0, entries=n,
+                       pruned_bytes=sizes["raw"], quantized_bytes=sizes["raw"],
+                       weights_raw_bytes=sizes["raw"], weights_huffman_bytes=sizes["raw"],
+                       index_raw_bytes=0, index_huffman_bytes=0, codebook_bytes=0)
+        else:
+            sparse = entry["method"] == "sparse_shared"
+            entries = entry["entries"] if sparse else n
+            index_bits = entry["index_bits"] if sparse else 0
+            row.update(kept=entry["kept"], weight_bits=entry["bits"], index_bits=index_bits,
+                       entries=entries,
+                       pruned_bytes=_bytes(entries * (8 * itemsize + index_bits)),
+                       quantized_bytes=_bytes(entries * (entry["bits"] + index_bits))
+                       + sizes["codebook"],
+                       weights_raw_bytes=_bytes(entries * entry["bits"]),
+                       weights_huffman_bytes=sizes["weights"],
+                       index_raw_bytes=_bytes(entries * index_bits),
+                       index_huffman_bytes=sizes.get("gaps", 0),
+                       codebook_bytes=sizes["codebook"])
+        row["coded_bytes"] = (row["codebook_bytes"] + row["weights_huffman_bytes"]
+                              + row["index_huffman_bytes"])
+        row["kept_percent"] = 100.0 * row["kept"] / max(n, 1)
+        row["ratio"] = row["dense_bytes"] / max(row["coded_bytes"], 1)
+        rows.append(row)
+    return rows
+
+
+def stage_totals(rows: list[dict], file_bytes: int) -> dict:
+    """Bytes, % of dense and rate for the dense, P, P+Q, P+Q+H stages and the file."""
+    dense = sum(r["dense_bytes"] for r in rows)
+    stages = {"dense": dense,
+              "P": sum(r["pruned_bytes"] for r in rows),
+              "P+Q": sum(r["quantized_bytes"] for r in rows),
+              "P+Q+H": sum(r["coded_bytes"] for r in rows),
+              "file": file_bytes}
+    return {name: {"bytes": b, "percent": 100.0 * b / dense, "ratio": dense / b}
+            for name, b in stages.items()}
+
+
+def build(header: dict, *, file_bytes: int, accuracies: dict, seconds: dict | None = None,
+          decoded_exactly: bool | None = None, **_) -> dict:
+    """The report dict: the keys of the issue plus per-layer rows and stage totals."""
+    rows = layer_rows(header)
+    stages = stage_totals(rows, file_bytes)
+    meta = header.get("metadata", {})
+    return {"net": meta.get("net"), "data": meta.get("data"),
+            "dense_bytes": stages["dense"]["bytes"], "file_bytes": file_bytes,
+            "ratio": stages["dense"]["bytes"] / file_bytes,
+            "dense_accuracy": accuracies.get("dense"),
+            "pruned_accuracy": accuracies.get("pruned"),
+            "compressed_accuracy": accuracies.get("compressed"),
+            "decoded_exactly": decoded_exactly, "seconds": seconds or {},
+            "stages": stages, "han": HAN.get(meta.get("net"), {}), "layers": rows}
+
+
+_COLUMNS = [("layer", "name", "{}"), ("weights", "weights", "{:,}"),
+            ("kept %", "kept_percent", "{:.1f}"), ("w bits", "weight_bits", "{}"),
+            ("idx bits", "index_bits", "{}"), ("w raw B", "weights_raw_bytes", "{:,}"),
+            ("w huff B", "weights_huffman_bytes", "{:,}"), ("idx raw B", "index_raw_bytes", "{:,}"),
+            ("idx huff B", "index_huffman_bytes", "{:,}"), ("total B", "coded_bytes", "{:,}"),
+            ("ratio", "ratio", "{:.1f}x")]
+
+
+def _cells(rows):
+    return [[fmt.format(r[key]) for _, key, fmt in _COLUMNS] for r in rows]
+
+
+def format_table(report: dict) -> str:
+    """A plain-text table of the layers, the stages and the accuracies."""
+    header = [title for title, _, _ in _COLUMNS]
+    cells = _cells(report["layers"])
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    line = lambda values: "  ".join(v.rjust(w) for v, w in zip(values, widths))  # noqa: E731
+    out = [line(header), line(["-" * w for w in widths]), *(line(c) for c in cells), ""]
+    han = report.get("han", {})
+    for name, stage in report["stages"].items():
+        ref = f"   Han: {han[name]}" if name in han else ""
+        out.append(f"{name:>6s}: {stage['bytes']:>10,} B  {stage['percent']:6.2f}%  "
+                   f"{stage['ratio']:6.1f}x{ref}")
+    out.append("")
+    for key in ("dense_accuracy", "pruned_accuracy", "compressed_accuracy"):
+        if report.get(key) is not None:
+            out.append(f"{key}: {100 * report[key]:.2f}%")
+    out.append(f"file: {report['file_bytes']:,} bytes, {report['ratio']:.1f}x smaller than "
+               f"{report['dense_bytes']:,} bytes of fp32 parameters")
+    return "\n".join(out)
+
+
+def to_markdown(report: dict) -> str:
+    """The report as Markdown tables."""
+    header = [title for title, _, _ in _COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c) + " |" for c in _cells(report["layers"])]
+    lines += ["", "| stage | bytes | % of dense | rate | Han et al. |", "|---|---|---|---|---|"]
+    han = report.get("han", {})
+    for name, s in report["stages"].items():
+        lines.append(f"| {name} | {s['bytes']:,} | {s['percent']:.2f}% | {s['ratio']:.1f}x | "
+                     f"{han.get(name, '')} |")
+    lines.append("")
+    for key in ("dense_accuracy", "pruned_accuracy", "compressed_accuracy"):
+        if report.get(key) is not None:
+            lines.append(f"- {key}: {100 * report[key]:.2f}%")
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict, json_path: str) -> list[str]:
+    """Writes ``json_path`` and the Markdown beside it (``.md``); returns the paths."""
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+    md_path = os.path.splitext(json_path)[0] + ".md"
+    with open(md_path, "w") as f:
+        f.write(to_markdown(report))
+    return [json_path, md_path]
+
+
+def plot_weights(snapshots: dict, masks, layer: str, path: str) -> str:
+    """Han's Figure 4/5 style: one layer's weights dense, after pruning, after quantization."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zylax.transforms import tree as ztree
+
+    mask = np.asarray(ztree.named_leaves(masks)[layer], bool)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    dense = np.asarray(ztree.named_leaves(snapshots["dense"])[layer]).ravel()
+    axes[0].hist(dense, bins=200, color="gray")
+    axes[0].set_title(f"{layer}: dense")
+    pruned = np.asarray(ztree.named_leaves(snapshots["pruned"])[layer])[mask]
+    axes[1].hist(pruned, bins=200, color="tab:blue")
+    axes[1].set_title(f"after pruning ({100 * mask.mean():.1f}% kept)")
+    quantized = np.asarray(ztree.named_leaves(snapshots["quantized"])[layer])[mask]
+    values, counts = np.unique(quantized, return_counts=True)
+    axes[2].bar(values, counts, width=(np.ptp(values) or 1) / 200, color="tab:red")
+    axes[2].set_title(f"after sharing ({values.size} values)")
+    for ax in axes:
+        ax.set_xlabel("weight")
+    axes[0].set_ylabel("count")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_kept(report: dict, path: str) -> str:
+    """Bar chart of the kept fraction per compressed layer."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["layers"] if r["method"] != "raw"]
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rows) + 2), 3))
+    ax.bar([r["name"] for r in rows], [r["kept_percent"] for r in rows], color="tab:blue")
+    ax.set_ylabel("% weights kept")
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

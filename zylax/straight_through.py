@@ -1,0 +1,1 @@
+"""Straight-through estimators: non-differentiable quantizers as ``jax.custom_vjp``."""

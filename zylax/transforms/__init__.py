@@ -1,0 +1,1 @@
+"""Pure functions over parameter pytrees (masks, codebooks, coding)."""

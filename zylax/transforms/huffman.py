@@ -1,0 +1,231 @@
+"""Canonical Huffman coding of non-negative integer arrays (Deep Compression section 4).
+
+``encode(symbols) -> bytes`` and ``decode(bytes) -> symbols`` are exact inverses.
+The blob is self-describing:
+
+    varint n_symbols | varint alphabet_size | u8 max_len |
+    varint count[L] for L = 1..max_len |
+    varint symbol deltas in canonical order (sorted by (length, symbol)) |
+    payload bits, MSB first, zero-padded to a byte
+
+The code-length table therefore costs about one byte per used symbol. A
+stream with one distinct symbol gets a 1-bit code. The bit loops are compiled
+with numba; no Python loop runs per symbol.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numba
+import numpy as np
+
+MAX_ALPHABET = 1 << 24
+"""Largest alphabet accepted (symbols must be < 2**24)."""
+
+
+def code_lengths(counts: np.ndarray) -> np.ndarray:
+    """Optimal (Huffman) code length of every symbol from its count; 0 for unused symbols.
+
+    Builds the Huffman tree over the distinct symbols (a heap of at most the
+    alphabet size, never the stream) with parent links; a node's depth is its
+    parent's plus one, filled from the root down.
+    """
+    used = np.flatnonzero(counts)
+    lengths = np.zeros(counts.shape[0], np.int64)
+    if used.size == 1:
+        lengths[used] = 1
+        return lengths
+    parent = [-1] * (2 * used.size - 1)
+    heap = [(int(counts[s]), node) for node, s in enumerate(used)]
+    heapq.heapify(heap)
+    next_node = used.size
+    while len(heap) > 1:
+        c1, a = heapq.heappop(heap)
+        c2, b = heapq.heappop(heap)
+        parent[a] = parent[b] = next_node
+        heapq.heappush(heap, (c1 + c2, next_node))
+        next_node += 1
+    depth = [0] * len(parent)
+    for node in range(len(parent) - 2, -1, -1):  # parents are created after their children
+        depth[node] = depth[parent[node]] + 1
+    lengths[used] = depth[:used.size]
+    return lengths
+
+
+def canonical_codes(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical codes for given lengths. Returns ``(codes uint64, order)``.
+
+    ``order`` lists the used symbols sorted by (length, symbol); codes are
+    assigned in that order, consecutive within a length, left-shifted between.
+    """
+    used = np.flatnonzero(lengths)
+    order = used[np.lexsort((used, lengths[used]))]
+    codes = np.zeros(lengths.shape[0], np.uint64)
+    code, previous = 0, 0
+    for s in order:  # over the alphabet, not the stream
+        code <<= int(lengths[s]) - previous
+        codes[s] = code
+        previous = int(lengths[s])
+        code += 1
+    return codes, order
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return
+
+
+def _get_varint(blob: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(blob):
+            raise ValueError("Huffman blob truncated inside its header")
+        byte = blob[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("Huffman blob has a malformed varint")
+
+
+@numba.njit(cache=True)
+def _pack_bits(symbols, codes, lengths, total_bits):  # pragma: no cover - compiled
+    out = np.zeros((total_bits + 7) // 8, np.uint8)
+    acc = np.uint64(0)
+    filled = 0
+    pos = 0
+    for s in symbols:
+        length = lengths[s]
+        acc = (acc << np.uint64(length)) | codes[s]
+        filled += length
+        while filled >= 8:
+            filled -= 8
+            out[pos] = np.uint8((acc >> np.uint64(filled)) & np.uint64(0xFF))
+            pos += 1
+        acc &= (np.uint64(1) << np.uint64(filled)) - np.uint64(1)
+    if filled > 0:
+        out[pos] = np.uint8((acc << np.uint64(8 - filled)) & np.uint64(0xFF))
+    return out
+
+
+@numba.njit(cache=True)
+def _unpack_bits(payload, n, first_code, first_index, count, order, max_len):  # pragma: no cover
+    out = np.empty(n, np.int64)
+    bit = 0
+    total = payload.shape[0] * 8
+    for i in range(n):
+        code = 0
+        length = 0
+        while True:
+            if bit >= total:
+                return out, -1
+            code = (code << 1) | ((payload[bit >> 3] >> (7 - (bit & 7))) & 1)
+            bit += 1
+            length += 1
+            if length > max_len:
+                return out, -2
+            offset = code - first_code[length]
+            if 0 <= offset < count[length]:
+                out[i] = order[first_index[length] + offset]
+                break
+    return out, bit
+
+
+def encode(symbols) -> bytes:
+    """Canonical-Huffman-encodes a 1-D array of non-negative integers (< 2**24)."""
+    symbols = np.asarray(symbols)
+    if symbols.ndim != 1:
+        raise ValueError(f"encode expects a 1-D array, got shape {symbols.shape}")
+    if symbols.size and (not np.issubdtype(symbols.dtype, np.integer) or symbols.min() < 0
+                         or symbols.max() >= MAX_ALPHABET):
+        raise ValueError(f"encode expects integers in [0, {MAX_ALPHABET}), got dtype "
+                         f"{symbols.dtype}, range [{symbols.min()}, {symbols.max()}]")
+    symbols = symbols.astype(np.int64)
+    header = bytearray()
+    _put_varint(header, symbols.size)
+    if symbols.size == 0:
+        return bytes(header)
+    counts = np.bincount(symbols)
+    lengths = code_lengths(counts)
+    codes, order = canonical_codes(lengths)
+    max_len = int(lengths.max())
+    if max_len > 57:
+        raise ValueError(f"code length {max_len} exceeds the 57-bit coder limit")
+    _put_varint(header, counts.shape[0])
+    header.append(max_len)
+    per_length = np.bincount(lengths[order], minlength=max_len + 1)
+    for length in range(1, max_len + 1):
+        _put_varint(header, int(per_length[length]))
+    previous = -1
+    for length_start in range(order.size):  # alphabet-sized, not stream-sized
+        s = int(order[length_start])
+        if length_start == 0 or lengths[s] != lengths[order[length_start - 1]]:
+            previous = -1
+        _put_varint(header, s - previous - 1)
+        previous = s
+    total_bits = int(np.sum(lengths[symbols]))
+    payload = _pack_bits(symbols, codes, lengths.astype(np.int64), total_bits)
+    return bytes(header) + payload.tobytes()
+
+
+def decode(blob: bytes) -> np.ndarray:
+    """Inverse of ``encode``; returns int64 symbols. Raises ``ValueError`` on a bad blob."""
+    blob = bytes(blob)
+    n, pos = _get_varint(blob, 0)
+    if n == 0:
+        if pos != len(blob):
+            raise ValueError("Huffman blob has trailing bytes")
+        return np.zeros(0, np.int64)
+    alphabet, pos = _get_varint(blob, pos)
+    if not 0 < alphabet <= MAX_ALPHABET or pos >= len(blob):
+        raise ValueError(f"Huffman blob has a bad alphabet size {alphabet}")
+    max_len = blob[pos]
+    pos += 1
+    if not 1 <= max_len <= 57:
+        raise ValueError(f"Huffman blob has a bad maximum code length {max_len}")
+    count = np.zeros(max_len + 2, np.int64)
+    for length in range(1, max_len + 1):
+        count[length], pos = _get_varint(blob, pos)
+    used = int(count.sum())
+    if not 0 < used <= alphabet:
+        raise ValueError(f"Huffman blob lists {used} symbols for an alphabet of {alphabet}")
+    order = np.zeros(used, np.int64)
+    first_code = np.zeros(max_len + 2, np.int64)
+    first_index = np.zeros(max_len + 2, np.int64)
+    index, code = 0, 0
+    for length in range(1, max_len + 1):
+        first_code[length], first_index[length] = code, index
+        previous = -1
+        for _ in range(count[length]):
+            delta, pos = _get_varint(blob, pos)
+            previous += delta + 1
+            if previous >= alphabet:
+                raise ValueError("Huffman blob lists a symbol outside its alphabet")
+            order[index] = previous
+            index += 1
+        code = (code + int(count[length])) << 1
+    if code > (1 << (max_len + 1)) or (used > 1 and code != (1 << (max_len + 1))):
+        raise ValueError("Huffman blob has an invalid code-length table")
+    payload = np.frombuffer(blob, np.uint8, offset=pos)
+    symbols, end_bit = _unpack_bits(payload, n, first_code, first_index, count, order, max_len)
+    if end_bit < 0:
+        raise ValueError("Huffman payload is truncated or corrupt")
+    if (end_bit + 7) // 8 != payload.size:
+        raise ValueError("Huffman payload has trailing bytes")
+    return symbols
+
+
+def payload_bits(symbols) -> int:
+    """Bits of the optimal Huffman payload (no table) for ``symbols``."""
+    symbols = np.asarray(symbols, np.int64)
+    if symbols.size == 0:
+        return 0
+    counts = np.bincount(symbols)
+    return int(np.sum(code_lengths(counts)[np.flatnonzero(counts)] * counts[counts > 0]))

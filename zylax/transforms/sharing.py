@@ -1,0 +1,233 @@
+"""Trained quantization by weight sharing (Deep Compression section 3).
+
+Each selected layer's surviving weights are clustered by 1-D k-means into
+``k = 2**bits`` centroids (clusters are not shared across layers). The shared
+layer is the pair ``(codebook (k,), indices (same shape as w, int32))`` and its
+weights are ``where(mask, codebook[indices], 0)``. Because the forward pass is
+a gather, the gradient that reaches centroid ``c_k`` is, by autodiff,
+
+    dL/dc_k = sum_ij dL/dW_ij * 1(I_ij = k)            (Han et al., eq. 3)
+
+so fine-tuning the codebooks with any optax optimizer is Han's centroid update.
+
+Layout used by the training loop (``fit(..., transform=decode, aux=aux)``):
+  * ``latent``: the params tree with each shared leaf replaced by its codebook;
+  * ``aux``: ``{leaf name: {"indices": int32, "mask": bool}}`` for shared leaves.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from zylax.transforms import tree as ztree
+from zylax.transforms.tree import KERNELS, Selector
+
+INITS = ("linear", "density", "random")
+DEFAULT_BITS = {"conv": 8, "dense": 5}
+"""Han's defaults: 8 bits (256 shared weights) for conv layers, 5 bits for fc layers."""
+
+
+class KMeansResult(NamedTuple):
+    """Codebook ``(k,)`` sorted ascending, ``indices`` shaped like ``w``, inertia per iteration."""
+
+    codebook: jax.Array
+    indices: jax.Array
+    inertia: jax.Array
+
+
+def check_bits(name: str, bits) -> int:
+    """Validates a bit width (integer in 1..16) for leaf ``name``."""
+    if isinstance(bits, bool) or int(bits) != bits or not 1 <= int(bits) <= 16:
+        raise ValueError(f"bits for {name!r} must be an integer in 1..16, got {bits!r}")
+    return int(bits)
+
+
+def initial_centroids(w: jax.Array, mask: jax.Array, k: int, init: str = "linear",
+                      key: jax.Array | None = None) -> jax.Array:
+    """The ``k`` starting centroids of Han's three schemes (Figure 4), sorted.
+
+    * linear: evenly spaced over ``[min, max]`` of the kept weights;
+    * density: evenly spaced on the y axis of the kept weights' CDF
+      (quantiles at ``(i + 0.5) / k``);
+    * random (Forgy): ``k`` kept weights drawn uniformly (``key`` required).
+    """
+    values = jnp.ravel(w).astype(jnp.float32)
+    keep = jnp.ravel(mask)
+    if init == "linear":
+        lo = jnp.min(jnp.where(keep, values, jnp.inf))
+        hi = jnp.max(jnp.where(keep, values, -jnp.inf))
+        return jnp.linspace(lo, hi, k)
+    order = jnp.sort(jnp.where(keep, values, jnp.inf))
+    count = jnp.sum(keep)
+    if init == "density":
+        position = ((jnp.arange(k) + 0.5) / k * count).astype(jnp.int32)
+        return order[jnp.clip(position, 0, jnp.maximum(count - 1, 0))]
+    if init == "random":
+        if key is None:
+            raise ValueError("init='random' needs a PRNG key (seed)")
+        picks = jax.random.randint(key, (k,), 0, jnp.maximum(count, 1))
+        return jnp.sort(order[picks])
+    raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+
+
+def assign(values: jax.Array, codebook: jax.Array) -> jax.Array:
+    """Index of the nearest centroid of a sorted ``codebook`` for every value."""
+    midpoints = (codebook[1:] + codebook[:-1]) / 2
+    return jnp.searchsorted(midpoints, values, side="left").astype(jnp.int32)
+
+
+def _lloyd(sorted_values, count, codebook, max_iters: int, tol: float):
+    """Lloyd iterations on 1-D values sorted ascending (the first ``count`` are real).
+
+    In 1-D every cluster is an interval, so with prefix sums of the sorted
+    values one iteration costs O(k log n) instead of O(n k): the cluster
+    boundaries are binary searches of the midpoints between centroids, and the
+    cluster sums are differences of prefix sums. Values are centred first to
+    keep the float32 prefix sums accurate. Empty clusters keep their centroid;
+    centroids are re-sorted each iteration. Returns the codebook and the
+    inertia (within-cluster sum of squares) after each iteration, padded with
+    the last value.
+    """
+    k = codebook.shape[0]
+    valid = jnp.arange(sorted_values.shape[0]) < count
+    centre = jnp.sum(jnp.where(valid, sorted_values, 0.0)) / jnp.maximum(count, 1)
+    centred = jnp.where(valid, sorted_values - centre, 0.0)
+    prefix = jnp.concatenate([jnp.zeros(1), jnp.cumsum(centred)])
+    prefix_sq = jnp.concatenate([jnp.zeros(1), jnp.cumsum(centred ** 2)])
+    search = jnp.where(valid, centred, jnp.inf)
+
+    def statistics(cb):
+        midpoints = (cb[1:] + cb[:-1]) / 2
+        inner = jnp.searchsorted(search, midpoints, side="right")
+        bounds = jnp.concatenate([jnp.zeros(1, inner.dtype), inner, count[None].astype(inner.dtype)])
+        sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
+        squares = prefix_sq[bounds[1:]] - prefix_sq[bounds[:-1]]
+        counts = (bounds[1:] - bounds[:-1]).astype(jnp.float32)
+        return sums, squares, counts
+
+    def inertia_of(cb):
+        sums, squares, counts = statistics(cb)
+        return jnp.sum(squares - 2 * cb * sums + cb ** 2 * counts)
+
+    def body(carry):
+        it, cb, history, _ = carry
+        sums, _, counts = statistics(cb)
+        new = jnp.sort(jnp.where(counts > 0, sums / jnp.maximum(counts, 1), cb))
+        shift = jnp.max(jnp.abs(new - cb))
+        return it + 1, new, history.at[it].set(inertia_of(new)), shift
+
+    def cond(carry):
+        it, _, _, shift = carry
+        return (it < max_iters) & (shift > tol)
+
+    history = jnp.zeros((max_iters,), jnp.float32)
+    it, codebook, history, _ = jax.lax.while_loop(
+        cond, body, (0, codebook - centre, history, jnp.float32(jnp.inf)))
+    history = jnp.where(jnp.arange(max_iters) < it, history, history[jnp.maximum(it - 1, 0)])
+    return codebook + centre, history
+
+
+def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None = None, *,
+           seed: int = 0, max_iters: int = 100, tol: float = 0.0) -> KMeansResult:
+    """1-D k-means weight sharing of one layer (Deep Compression eq. 1).
+
+    Args:
+      w: weights of any shape.
+      bits: ``k = 2**bits`` centroids, 1 <= bits <= 16.
+      init: "linear" (default, Han's finding), "density" or "random".
+      mask: boolean like ``w``; only kept weights are clustered, and pruned
+        positions get index 0 (they decode to exactly zero through the mask).
+      seed: PRNG seed for ``init="random"``; results are deterministic.
+      max_iters, tol: stop after ``max_iters`` or when no centroid moves more than ``tol``.
+
+    Returns:
+      ``KMeansResult(codebook (k,) float32 sorted, indices int32 like w, inertia (max_iters,))``.
+    """
+    check_bits("<kmeans>", bits)
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+    if ztree.is_concrete(w) and not np.isfinite(np.asarray(w)).all():
+        raise ValueError("kmeans: weights hold NaN or Inf")
+    mask = jnp.ones(jnp.shape(w), bool) if mask is None else jnp.asarray(mask, bool)
+    return _kmeans(jnp.asarray(w), mask, jax.random.key(seed), k=2 ** int(bits), init=init,
+                   max_iters=max_iters, tol=tol)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "init", "max_iters", "tol"))
+def _kmeans(w, mask, key, *, k, init, max_iters, tol):
+    values = jnp.ravel(w).astype(jnp.float32)
+    keep = jnp.ravel(mask)
+    sorted_values = jnp.sort(jnp.where(keep, values, jnp.inf))
+    start = initial_centroids(w, mask, k, init, key)
+    codebook, history = _lloyd(sorted_values, jnp.sum(keep), start, max_iters, tol)
+    indices = jnp.where(mask, assign(values, codebook).reshape(w.shape), 0)
+    return KMeansResult(codebook, indices.astype(jnp.int32), history)
+
+
+def layer_bits(name: str, w, bits: int | Mapping[str, int] | None) -> int:
+    """Bits for one leaf: an int for all, ``{regex: bits}`` overrides, else Han's defaults.
+
+    The default is 8 bits for convolution kernels (ndim 4) and 5 for dense ones.
+    """
+    if isinstance(bits, Mapping):
+        default = DEFAULT_BITS["conv"] if np.ndim(w) == 4 else DEFAULT_BITS["dense"]
+        return check_bits(name, ztree.per_leaf_value(name, default, bits))
+    if bits is None:
+        return DEFAULT_BITS["conv"] if np.ndim(w) == 4 else DEFAULT_BITS["dense"]
+    return check_bits(name, bits)
+
+
+def share(params, bits: int | Mapping[str, int] | None = None, masks=None, *,
+          include: Selector = KERNELS, init: str = "linear", seed: int = 0,
+          max_iters: int = 100):
+    """Clusters every selected layer; returns ``(latent, aux)``.
+
+    Args:
+      params: parameter pytree (pruned weights already zero).
+      bits: int for every layer, ``{regex: bits}`` per layer, or None for
+        Han's defaults (conv 8, dense 5).
+      masks: boolean tree from pruning; None keeps every weight.
+      include: which leaves to share (default: kernels).
+
+    Returns:
+      ``latent``: params with each shared leaf replaced by its codebook ``(k,)``.
+      ``aux``: ``{name: {"indices", "mask"}}`` for the shared leaves.
+    """
+    names = ztree.selected_names(params, include)
+    ztree.check_finite(params, names)
+    if masks is not None:
+        ztree.check_same_structure(params, masks, "mask")
+    mask_of = ztree.named_leaves(masks) if masks is not None else {}
+    aux = {}
+
+    def make(name, w):
+        if name not in names:
+            return w
+        mask = mask_of.get(name, jnp.ones(jnp.shape(w), bool))
+        result = kmeans(w, layer_bits(name, w, bits), init, mask, seed=seed, max_iters=max_iters)
+        aux[name] = {"indices": result.indices, "mask": jnp.asarray(mask, bool)}
+        return result.codebook
+    latent = ztree.map_named(make, params)
+    return latent, aux
+
+
+def decode(latent, aux):
+    """The dense params of a shared model: ``where(mask, codebook[indices], 0)`` per shared leaf."""
+    def make(name, leaf):
+        if name not in aux:
+            return leaf
+        entry = aux[name]
+        return jnp.where(entry["mask"], leaf[entry["indices"]], jnp.zeros((), leaf.dtype))
+    return ztree.map_named(make, latent)
+
+
+def centroid_only(tx: optax.GradientTransformation, latent, aux) -> optax.GradientTransformation:
+    """``tx`` on the codebooks, frozen (zero updates) elsewhere: Han's fine-tuning."""
+    labels = ztree.map_named(lambda name, _: "codebook" if name in aux else "frozen", latent)
+    return optax.multi_transform({"codebook": tx, "frozen": optax.set_to_zero()}, labels)

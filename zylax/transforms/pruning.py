@@ -111,18 +111,27 @@ def kept_fraction(masks) -> dict[str, float]:
     return {n: float(jnp.mean(m)) for n, m in ztree.named_leaves(masks).items()}
 
 
+def cubic_progress(step, *, begin_step: int = 0, end_step: int, power: float = 3.0):
+    """Fraction of the final sparsity reached at ``step``: ``1 - (1 - p)^power``.
+
+    ``p`` is the progress ``(step - begin_step) / (end_step - begin_step)``
+    clipped to [0, 1]. Jittable in ``step``; a ``schedule`` for ``prune``.
+    """
+    span = max(end_step - begin_step, 1)
+    progress = jnp.clip((jnp.asarray(step, jnp.float32) - begin_step) / span, 0.0, 1.0)
+    return 1.0 - (1.0 - progress) ** power
+
+
 def polynomial_sparsity(step, *, final: float, initial: float = 0.0, begin_step: int = 0,
                         end_step: int, power: float = 3.0):
-    """Zhu & Gupta (2017) schedule: ``s_f + (s_i - s_f) (1 - p)^power``, p = progress in [0, 1].
+    """Zhu & Gupta (2017): ``s_t = s_f + (s_i - s_f) (1 - p)^power``, p = progress in [0, 1].
 
-    Jittable in ``step``; constant ``initial`` before ``begin_step`` and
-    ``final`` after ``end_step``.
+    Jittable in ``step``; ``initial`` before ``begin_step``, ``final`` after ``end_step``.
     """
     _check_sparsity("<schedule final>", final)
     _check_sparsity("<schedule initial>", initial)
-    span = max(end_step - begin_step, 1)
-    progress = jnp.clip((jnp.asarray(step, jnp.float32) - begin_step) / span, 0.0, 1.0)
-    return final + (initial - final) * (1.0 - progress) ** power
+    fraction = cubic_progress(step, begin_step=begin_step, end_step=end_step, power=power)
+    return initial + (final - initial) * fraction
 
 
 class PruneState(NamedTuple):

@@ -46,7 +46,13 @@ class CorruptFileError(ValueError):
     """A ``.zyl`` file is truncated, damaged or not a zylax file."""
 
 
-def _index_bits_for(name: str, shape, index_bits) -> int:
+AUTO_INDEX_BITS = range(2, 13)
+"""Gap widths tried by ``index_bits="auto"``, which keeps the smallest coded layer."""
+
+
+def _index_bits_for(name: str, shape, index_bits) -> int | str:
+    if index_bits == "auto":
+        return "auto"
     if isinstance(index_bits, dict):
         default = DEFAULT_INDEX_BITS["conv"] if len(shape) == 4 else DEFAULT_INDEX_BITS["dense"]
         return sparse.check_index_bits(name, ztree.per_leaf_value(name, default, index_bits))
@@ -56,8 +62,15 @@ def _index_bits_for(name: str, shape, index_bits) -> int:
 
 
 def _encode_shared(name: str, codebook: np.ndarray, indices: np.ndarray, mask: np.ndarray,
-                   index_bits: int) -> tuple[dict, list[bytes]]:
-    """The smaller of the sparse (gaps) and dense index encodings of one shared layer."""
+                   index_bits: int | str) -> tuple[dict, list[bytes]]:
+    """The smaller of the sparse (gaps) and dense index encodings of one shared layer.
+
+    ``index_bits="auto"`` encodes with every width in ``AUTO_INDEX_BITS`` and
+    keeps the smallest.
+    """
+    if index_bits == "auto":
+        candidates = [_encode_shared(name, codebook, indices, mask, b) for b in AUTO_INDEX_BITS]
+        return min(candidates, key=lambda c: sum(map(len, c[1])))
     k = codebook.shape[0]
     bits = int(np.log2(k))
     flat_mask = mask.ravel()
@@ -86,7 +99,8 @@ def encode_leaves(latent, aux=None, *, index_bits=None) -> tuple[list[dict], lis
     Args:
       latent: params, with each shared leaf replaced by its codebook (``sharing.share``).
       aux: ``{name: {"indices", "mask"}}`` of the shared leaves, or None.
-      index_bits: int, ``{regex: bits}`` or None (Han: 8 for conv, 5 for dense).
+      index_bits: int, ``{regex: bits}``, ``"auto"`` (smallest file) or None
+        (Han: 8 for conv, 5 for dense).
     """
     aux = aux or {}
     entries, sections = [], []

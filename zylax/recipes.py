@@ -31,6 +31,7 @@ class Recipe:
 RECIPES = {
     "lenet300": Recipe(epochs=20, learning_rate=1e-3, weight_decay=1e-4),
     "lenet5": Recipe(epochs=10, learning_rate=1e-3, weight_decay=1e-4),
+    "mlp": Recipe(epochs=20, learning_rate=1e-3, weight_decay=1e-4),
 }
 
 

@@ -1,10 +1,12 @@
 """Flax linen image models. They know nothing about compression."""
 
 from zylax.nets.lenet import LeNet300100, LeNet5, param_count
+from zylax.nets.mlp import MLP
 
 NETS = {
     "lenet300": LeNet300100,
     "lenet5": LeNet5,
+    "mlp": MLP,
 }
 
 
@@ -15,4 +17,4 @@ def get(name: str, num_classes: int = 10):
     return NETS[name](num_classes=num_classes)
 
 
-__all__ = ["LeNet300100", "LeNet5", "NETS", "get", "param_count"]
+__all__ = ["LeNet300100", "LeNet5", "MLP", "NETS", "get", "param_count"]

@@ -46,8 +46,9 @@ def _fit(model, tx, train_data, test_data, epochs, batch=128, **kwargs):
     return result, accuracy, time.perf_counter() - t0
 
 
-def bnn(small: bool = False, epochs: int = 30) -> list[dict]:
+def bnn(small: bool = False, epochs: int = 15, out: str | None = None) -> list[dict]:
     """Float MLP vs BNN MLP (binary weights; deterministic or stochastic binary activations)."""
+    del out
     train_data, test_data = _data(small)
     epochs = 2 if small else epochs
     n = train_data[0].shape[0]
@@ -69,14 +70,22 @@ def bnn(small: bool = False, epochs: int = 30) -> list[dict]:
     return rows
 
 
-def ttq(small: bool = False, epochs: int = 10) -> list[dict]:
-    """Float LeNet-5 vs TTQ LeNet-5 trained with the same schedule from the same init."""
+def _float_lenet5(train_data, test_data, epochs: int, out: str | None):
+    """The float LeNet-5 both TTQ and pattern binarization start from (checkpoint-cached)."""
+    n = train_data[0].shape[0]
+    tx = optax.adam(optax.cosine_decay_schedule(1e-3, epochs * (n // 128)))
+    folder = None if out is None else os.path.abspath(os.path.join(out, "lenet5_float"))
+    return _fit(nets.LeNet5(), tx, train_data, test_data, epochs, checkpoint_dir=folder)
+
+
+def ttq(small: bool = False, epochs: int = 10, out: str | None = None) -> list[dict]:
+    """Float LeNet-5 vs TTQ LeNet-5 fine-tuned from it with the same schedule."""
     train_data, test_data = _data(small)
     epochs = 1 if small else epochs
     n = train_data[0].shape[0]
     model = nets.LeNet5()
     tx = lambda: optax.adam(optax.cosine_decay_schedule(1e-3, epochs * (n // 128)))  # noqa: E731
-    float_result, float_accuracy, float_seconds = _fit(model, tx(), train_data, test_data, epochs)
+    float_result, float_accuracy, float_seconds = _float_lenet5(train_data, test_data, epochs, out)
     # TTQ fine-tunes from the float model, as the paper does for AlexNet/ResNets.
     latent = ternary.init(float_result.state.params)
     t0 = time.perf_counter()
@@ -96,14 +105,14 @@ def ttq(small: bool = False, epochs: int = 10) -> list[dict]:
              "packed_bytes": sum(r["packed_bytes"] for r in storage)}]
 
 
-def pattern_binarization(small: bool = False, epochs: int = 10, finetune_epochs: int = 3):
+def pattern_binarization(small: bool = False, epochs: int = 10, finetune_epochs: int = 3,
+                         out: str | None = None):
     """Float LeNet-5, then both 5x5 convs pattern-binarized and fine-tuned (alpha + dense)."""
     train_data, test_data = _data(small)
     epochs, finetune_epochs = (1, 1) if small else (epochs, finetune_epochs)
     n = train_data[0].shape[0]
     model = nets.LeNet5()
-    tx = optax.adam(optax.cosine_decay_schedule(1e-3, epochs * (n // 128)))
-    float_result, float_accuracy, _ = _fit(model, tx, train_data, test_data, epochs)
+    float_result, float_accuracy, _ = _float_lenet5(train_data, test_data, epochs, out)
     latent, patterns = pattern.binarize_patterns(float_result.state.params)
     before = train.evaluate(model, pattern.apply(latent, patterns), *test_data, name=NAME)
     t0 = time.perf_counter()
@@ -131,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     for part in args.parts:
-        rows = PARTS[part](small=args.small)
+        rows = PARTS[part](small=args.small, out=None if args.small else args.out)
         for row in rows:
             print(f"{part:8s} {row['model']:48s} {100 * row['test_accuracy']:.2f}%  "
                   + "  ".join(f"{k}={v}" for k, v in row.items()

@@ -2,11 +2,20 @@
 
 from zylax.nets.lenet import LeNet300100, LeNet5, param_count
 from zylax.nets.mlp import MLP
+from zylax.nets.mobilenet import MobileNetV1, MobileNetV2, make_divisible
+from zylax.nets.sepnet import SEPNet
+from zylax.nets.squeezenet import SqueezeNet, SqueezeNet1_0, SqueezeNet1_1
+from zylax.nets.summary import Summary, summary
 
 NETS = {
     "lenet300": LeNet300100,
     "lenet5": LeNet5,
     "mlp": MLP,
+    "squeezenet1_0": SqueezeNet1_0,
+    "squeezenet1_1": SqueezeNet1_1,
+    "mobilenet_v1": MobileNetV1,
+    "mobilenet_v2": MobileNetV2,
+    "sepnet": SEPNet,
 }
 
 
@@ -17,4 +26,6 @@ def get(name: str, num_classes: int = 10):
     return NETS[name](num_classes=num_classes)
 
 
-__all__ = ["LeNet300100", "LeNet5", "MLP", "NETS", "get", "param_count"]
+__all__ = ["LeNet300100", "LeNet5", "MLP", "MobileNetV1", "MobileNetV2", "NETS", "SEPNet",
+           "SqueezeNet", "SqueezeNet1_0", "SqueezeNet1_1", "Summary", "get", "make_divisible",
+           "param_count", "summary"]

@@ -31,6 +31,10 @@ class Config:
         reached over ``prune_cycles`` prune/retrain cycles on a cubic schedule.
       retrain_epochs: epochs of retraining after each pruning cycle, at
         ``retrain_lr_scale`` times the baseline learning rate (Han: 1/10).
+      gradual_epochs: if > 0, prune gradually instead (Zhu & Gupta): one run of
+        this many epochs in which the ``prune`` wrapper raises the sparsity on
+        the cubic schedule over the first 3/4 of the steps (masks every 50
+        steps), then trains the last 1/4 with the final masks.
       bits: weight bits, int or ``{regex: bits}``; None gives Han's defaults
         (conv 8, dense 5).
       index_bits: gap bits, int or ``{regex: bits}``; None gives 8 conv / 5 dense.
@@ -44,6 +48,7 @@ class Config:
     sparsity: Mapping[str, float] = dataclasses.field(
         default_factory=lambda: {".*ip1/kernel": 0.92, ".*ip2/kernel": 0.91, ".*kernel": 0.74})
     prune_cycles: int = 3
+    gradual_epochs: int = 0
     retrain_epochs: int = 3
     retrain_lr_scale: float = 0.1
     bits: Any = None
@@ -141,6 +146,19 @@ def iterative_prune(ctx: Context, params):
     return jax.device_get(params), jax.device_get(masks)
 
 
+def gradual_prune(ctx: Context, params):
+    """Zhu & Gupta gradual pruning in one run with the ``prune`` wrapper. Returns ``(params, masks)``."""
+    cfg = ctx.config
+    steps = ctx.steps(cfg.gradual_epochs)
+    lr = ctx.recipe.learning_rate * cfg.retrain_lr_scale
+    schedule = lambda count: pruning.cubic_progress(count, end_step=int(0.75 * steps))  # noqa: E731
+    tx = pruning.prune(optax.adam(optax.cosine_decay_schedule(lr, steps)), sparsity=0.0,
+                       overrides=cfg.sparsity, schedule=schedule, update_every=50)
+    state = ctx.fit(tx, cfg.gradual_epochs, "gradual pruning", params=params).state
+    masks = jax.device_get(pruning.prune_state_masks(state.opt_state))
+    return jax.device_get(pruning.apply_masks(state.params, masks)), masks
+
+
 def share_and_finetune(ctx: Context, params, masks):
     """k-means sharing per layer, then centroid-only fine-tuning. Returns ``(latent, aux)``."""
     cfg = ctx.config
@@ -180,7 +198,7 @@ def run(config: Config, out: str, *, workdir: str | None = None,
     snapshots["dense"] = dense
 
     t0 = time.perf_counter()
-    pruned, masks = iterative_prune(ctx, dense)
+    pruned, masks = (gradual_prune if config.gradual_epochs else iterative_prune)(ctx, dense)
     times["prune_retrain"] = time.perf_counter() - t0
     pruned_accuracy = ctx.accuracy(pruned)
     snapshots["pruned"] = pruned

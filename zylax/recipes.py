@@ -32,6 +32,11 @@ RECIPES = {
     "lenet300": Recipe(epochs=20, learning_rate=1e-3, weight_decay=1e-4),
     "lenet5": Recipe(epochs=10, learning_rate=1e-3, weight_decay=1e-4),
     "mlp": Recipe(epochs=20, learning_rate=1e-3, weight_decay=1e-4),
+    "squeezenet1_0": Recipe(epochs=8, learning_rate=1e-3, pad_to=32),
+    "squeezenet1_1": Recipe(epochs=8, learning_rate=1e-3, pad_to=32),
+    "mobilenet_v1": Recipe(epochs=6, learning_rate=2e-3, weight_decay=1e-4, pad_to=32),
+    "mobilenet_v2": Recipe(epochs=6, learning_rate=2e-3, weight_decay=1e-4, pad_to=32),
+    "sepnet": Recipe(epochs=6, learning_rate=2e-3, weight_decay=1e-4, pad_to=32),
 }
 
 

@@ -170,7 +170,7 @@ def encode(symbols) -> bytes:
             previous = -1
         _put_varint(header, s - previous - 1)
         previous = s
-    total_bits = int(np.sum(lengths[symbols]))
+    total_bits = int(np.dot(counts, lengths))
     payload = _pack_bits(symbols, codes, lengths.astype(np.int64), total_bits)
     return bytes(header) + payload.tobytes()
 

@@ -1,0 +1,59 @@
+"""Timing helpers shared by the benchmarks: median of repeats after warm-up, and tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import statistics
+import time
+from typing import Callable
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Seconds per call: median, min and max over ``repeats`` timed calls."""
+
+    median: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.median * 1e3:9.3f} ms [{self.low * 1e3:.3f}-{self.high * 1e3:.3f}]"
+
+
+def measure(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) -> Timing:
+    """Times ``fn()`` (blocking on JAX results) ``repeats`` times after ``warmup`` calls."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return Timing(statistics.median(times), min(times), max(times))
+
+
+def machine() -> str:
+    """CPU model, core count and library versions, for BENCHMARKS.md."""
+    import os
+
+    import numpy as np
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{model}, {os.cpu_count()} cores; jax {jax.__version__}, numpy {np.__version__}, "
+            f"python {platform.python_version()}")
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Prints a Markdown table (pasteable into BENCHMARKS.md)."""
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")

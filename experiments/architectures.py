@@ -1,0 +1,131 @@
+"""Small architectures on real Fashion-MNIST at 32x32, then compressed.
+
+Run:
+  python -m experiments.architectures train [--nets squeezenet1_1 mobilenet_v1 mobilenet_v2 sepnet]
+  python -m experiments.architectures squeezenet-compress   # Deep Compression of SqueezeNet 1.1
+  python -m experiments.architectures sepnet-patterns       # pattern binarization of SEP-Net
+
+Grouped and depthwise convolutions use ``TapConv`` (same parameters as
+``nn.Conv``, several times faster on CPU). Results go to runs/architectures/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import optax
+
+from zylax import archive, compress, data, nets, recipes, report, train
+from zylax.nets.layers import TapConv
+from zylax.transforms import pattern
+
+NAME = "fashion_mnist"
+OUT = "runs/architectures"
+MODELS = {
+    "squeezenet1_1": lambda: nets.SqueezeNet1_1(num_classes=10),
+    "mobilenet_v1": lambda: nets.MobileNetV1(alpha=0.5, num_classes=10, conv=TapConv),
+    "mobilenet_v2": lambda: nets.MobileNetV2(width_multiplier=0.5, num_classes=10, conv=TapConv),
+    "sepnet": lambda: nets.SEPNet(num_classes=10, conv=TapConv),
+}
+LABELS = {"squeezenet1_1": "SqueezeNet 1.1", "mobilenet_v1": "MobileNet V1 (alpha 0.5)",
+          "mobilenet_v2": "MobileNet V2 (width 0.5)", "sepnet": "SEP-Net (groups 4)"}
+
+
+def train_net(net: str, out: str = OUT, epochs: int | None = None) -> dict:
+    """Trains ``net`` with its recipe (checkpointed, resumable); returns accuracy and time."""
+    recipe = recipes.get(net)
+    epochs = epochs or recipe.epochs
+    train_data, test_data = data.load(NAME, "train"), data.load(NAME, "test")
+    model = MODELS[net]()
+    steps = epochs * data.num_batches(train_data[0].shape[0], recipe.batch_size, "drop")
+    t0 = time.perf_counter()
+    result = train.fit(model, recipe.optimizer(steps), train_data, name=NAME, epochs=epochs,
+                       batch_size=recipe.batch_size, pad_to=recipe.pad_to, eval_data=test_data,
+                       checkpoint_dir=os.path.abspath(os.path.join(out, net, "baseline")),
+                       progress=False)
+    seconds = time.perf_counter() - t0
+    accuracy = train.evaluate(model, result.state.params, *test_data, name=NAME,
+                              batch_stats=result.state.batch_stats, pad_to=recipe.pad_to)
+    s = nets.summary(model, (32, 32, 1), print_table=False)
+    return {"net": net, "model": LABELS[net], "epochs": epochs,
+            "test_accuracy": accuracy["accuracy"], "seconds": round(seconds, 1),
+            "params": s.params, "macs_32x32": s.macs, "history": result.history}
+
+
+def squeezenet_compress(out: str = OUT) -> dict:
+    """Deep Compression of SqueezeNet 1.1, reusing its trained checkpoint as the baseline."""
+    config = compress.config_for(
+        "squeezenet1_1", sparsity={".*conv1/kernel": 0.3, ".*conv10/kernel": 0.5, ".*kernel": 0.65},
+        bits={".*": 6}, index_bits="auto", prune_cycles=3, retrain_epochs=1, finetune_epochs=1)
+    # compress.run keeps its baseline in <workdir>/baseline: the checkpoint train_net wrote
+    result = compress.run(config, os.path.join(out, "squeezenet1_1.zyl"),
+                          workdir=os.path.join(out, "squeezenet1_1"), progress=False)
+    rep = result.report
+    report.write(rep, os.path.join(out, "squeezenet1_1_report.json"))
+    print(report.format_table(rep))
+    return rep
+
+
+def sepnet_patterns(out: str = OUT, finetune_epochs: int = 1) -> dict:
+    """Pattern-binarizes every k x k (k > 1) conv of the trained SEP-Net, then fine-tunes."""
+    recipe = recipes.get("sepnet")
+    train_data, test_data = data.load(NAME, "train"), data.load(NAME, "test")
+    model = MODELS["sepnet"]()
+    steps = recipe.epochs * data.num_batches(train_data[0].shape[0], recipe.batch_size, "drop")
+    trained = train.fit(model, recipe.optimizer(steps), train_data, name=NAME,
+                        epochs=recipe.epochs, batch_size=recipe.batch_size, pad_to=recipe.pad_to,
+                        checkpoint_dir=os.path.abspath(os.path.join(out, "sepnet", "baseline")),
+                        progress=False).state
+    evaluate = lambda params, stats: train.evaluate(  # noqa: E731
+        model, params, *test_data, name=NAME, batch_stats=stats, pad_to=recipe.pad_to)["accuracy"]
+    float_accuracy = evaluate(trained.params, trained.batch_stats)
+    latent, patterns = pattern.binarize_patterns(jax.device_get(trained.params))
+    before = evaluate(pattern.apply(latent, patterns), trained.batch_stats)
+    t0 = time.perf_counter()
+    ft_steps = finetune_epochs * data.num_batches(train_data[0].shape[0], recipe.batch_size, "drop")
+    tuned = train.fit(model, optax.adam(optax.cosine_decay_schedule(2e-4, ft_steps)), train_data,
+                      name=NAME, epochs=finetune_epochs, params=latent,
+                      batch_stats=trained.batch_stats, transform=pattern.apply, aux=patterns,
+                      pad_to=recipe.pad_to, progress=False).state
+    after = evaluate(pattern.apply(tuned.params, patterns), tuned.batch_stats)
+    sizes = {n: int(p.size) for n, p in patterns.items()}
+    binarized = sum(sizes.values())
+    total = nets.param_count(trained.params)
+    return {"float_accuracy": float_accuracy, "binarized_before_finetune": before,
+            "binarized_finetuned": after, "finetune_seconds": round(time.perf_counter() - t0, 1),
+            "binarized_weights": binarized, "total_params": total,
+            "fp32_bytes": 4 * total,
+            "packed_bytes": 4 * (total - binarized) + -(-binarized // 8)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["train", "squeezenet-compress", "sepnet-patterns"])
+    parser.add_argument("--nets", nargs="+", default=list(MODELS))
+    parser.add_argument("--out", default=OUT)
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    if args.part == "train":
+        for net in args.nets:
+            row = train_net(net, args.out)
+            print(f"{row['model']:28s} {row['epochs']} epochs  test accuracy "
+                  f"{100 * row['test_accuracy']:.2f}%  {row['seconds']:.0f} s  "
+                  f"{row['params']:,} params  {row['macs_32x32']:,} MACs", flush=True)
+            with open(os.path.join(args.out, f"{net}.json"), "w") as f:
+                json.dump(row, f, indent=1)
+    elif args.part == "squeezenet-compress":
+        squeezenet_compress(args.out)
+    else:
+        row = sepnet_patterns(args.out)
+        print(json.dumps(row, indent=1))
+        with open(os.path.join(args.out, "sepnet_patterns.json"), "w") as f:
+            json.dump(row, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

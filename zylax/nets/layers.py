@@ -1,0 +1,85 @@
+"""``TapConv``: a grouped/depthwise convolution written as a sum over kernel taps.
+
+XLA's CPU backend lowers grouped and depthwise convolutions (and their
+gradients) to slow generic loops: a MobileNet training step on the 2-core CI
+machine spends most of its time there. ``TapConv`` computes the same function
+as ``flax.linen.Conv`` with ``feature_group_count > 1`` as
+
+    y = sum over taps (i, j) of  shift_ij(x) . W[i, j]
+
+where each tap is a strided slice of the padded input followed by an
+elementwise product (depthwise) or a per-group matmul (grouped). It is a
+subclass of ``nn.Conv`` with the same fields and the same parameters
+(``kernel (kh, kw, in/groups, out)``, ``bias``), so parameter trees,
+checkpoints, transforms and ``summary`` are unchanged; ungrouped convolutions
+fall through to ``nn.Conv``. Inject it with ``conv=TapConv``.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _padding_pairs(padding, sizes, kernel, strides):
+    if isinstance(padding, str):
+        if padding == "VALID":
+            return [(0, 0)] * len(sizes)
+        if padding == "SAME":
+            pairs = []
+            for size, k, s in zip(sizes, kernel, strides):
+                out = -(-size // s)
+                total = max((out - 1) * s + k - size, 0)
+                pairs.append((total // 2, total - total // 2))
+            return pairs
+        raise ValueError(f"TapConv does not support padding {padding!r}")
+    return [tuple(p) if not isinstance(p, int) else (p, p) for p in padding]
+
+
+class TapConv(nn.Conv):
+    """``nn.Conv`` whose grouped/depthwise case is a sum of strided taps (fast on CPU)."""
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        groups = self.feature_group_count
+        if groups == 1:
+            return super().__call__(inputs)
+        kernel_size = tuple(self.kernel_size)
+        strides = self.strides if self.strides is not None else 1
+        strides = (strides,) * len(kernel_size) if isinstance(strides, int) else tuple(strides)
+        if len(kernel_size) != 2 or self.kernel_dilation not in (None, 1, (1, 1)):
+            raise ValueError("TapConv supports 2-D convolutions without dilation")
+        in_features = inputs.shape[-1]
+        if in_features % groups or self.features % groups:
+            raise ValueError(f"channels ({in_features} in, {self.features} out) must be "
+                             f"divisible by feature_group_count={groups}")
+        kernel = self.param("kernel", self.kernel_init,
+                            (*kernel_size, in_features // groups, self.features),
+                            self.param_dtype)
+        kernel = kernel.astype(self.dtype or inputs.dtype)
+        pads = _padding_pairs(self.padding, inputs.shape[1:3], kernel_size, strides)
+        x = jnp.pad(inputs, [(0, 0), *pads, (0, 0)])
+        out_h = (x.shape[1] - kernel_size[0]) // strides[0] + 1
+        out_w = (x.shape[2] - kernel_size[1]) // strides[1] + 1
+        depthwise = in_features == groups and self.features == groups
+        y = None
+        for i in range(kernel_size[0]):
+            for j in range(kernel_size[1]):
+                tap = jax.lax.slice(
+                    x, (0, i, j, 0),
+                    (x.shape[0], i + (out_h - 1) * strides[0] + 1,
+                     j + (out_w - 1) * strides[1] + 1, in_features),
+                    (1, strides[0], strides[1], 1))
+                if depthwise:
+                    term = tap * kernel[i, j, 0]
+                else:
+                    w = kernel[i, j].reshape(in_features // groups, groups, self.features // groups)
+                    grouped = tap.reshape(*tap.shape[:3], groups, in_features // groups)
+                    term = jnp.einsum("nhwgc,cgd->nhwgd", grouped, w).reshape(
+                        *tap.shape[:3], self.features)
+                y = term if y is None else y + term
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            y = y + bias.astype(y.dtype)
+        return y

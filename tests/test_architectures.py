@@ -164,3 +164,23 @@ def test_one_jitted_step_lowers_loss_and_bn_stats_move_only_in_training(name, re
         # ...and stay put in evaluation
         for a, b in zip(jax.tree.leaves(updates["batch_stats"]), jax.tree.leaves(state.batch_stats)):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(features=16, kernel_size=(3, 3), feature_group_count=16, strides=(2, 2),
+         padding=((0, 1), (0, 1)), use_bias=False),
+    dict(features=16, kernel_size=(3, 3), feature_group_count=16, padding="SAME"),
+    dict(features=32, kernel_size=(3, 3), feature_group_count=4, strides=2,
+         padding=((1, 1), (1, 1))),
+    dict(features=8, kernel_size=(1, 1), feature_group_count=4, padding="VALID")])
+def test_tapconv_equals_flax_conv_forward_and_gradient(kwargs):
+    from zylax.nets.layers import TapConv
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 16))
+    reference, tap = nn.Conv(**kwargs), TapConv(**kwargs)
+    variables = reference.init(jax.random.key(1), x)
+    assert jax.tree.structure(variables) == jax.tree.structure(tap.init(jax.random.key(1), x))
+    np.testing.assert_allclose(tap.apply(variables, x), reference.apply(variables, x), atol=1e-5)
+    loss = lambda module: lambda v: jnp.sum(jnp.sin(module.apply(v, x)))  # noqa: E731
+    for a, b in zip(jax.tree.leaves(jax.grad(loss(tap))(variables)),
+                    jax.tree.leaves(jax.grad(loss(reference))(variables))):
+        np.testing.assert_allclose(a, b, atol=1e-4)

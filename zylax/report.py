@@ -76,7 +76,7 @@ def stage_totals(rows: list[dict], file_bytes: int) -> dict:
 
 
 def build(header: dict, *, file_bytes: int, accuracies: dict, seconds: dict | None = None,
-          decoded_exactly: bool | None = None, **_) -> dict:
+          decoded_exactly: bool | None = None) -> dict:
     """The report dict: the keys of the issue plus per-layer rows and stage totals."""
     rows = layer_rows(header)
     stages = stage_totals(rows, file_bytes)

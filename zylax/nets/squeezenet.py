@@ -79,15 +79,17 @@ class SqueezeNet(nn.Module):
             raise ValueError(f"unknown SqueezeNet version {self.version!r}; choose {VERSIONS}")
         if self.bypass not in BYPASSES:
             raise ValueError(f"unknown bypass {self.bypass!r}; choose one of {BYPASSES}")
+        # torchvision: Kaiming-uniform convs, N(0, 0.01) for conv10, zero biases
+        conv = functools.partial(self.conv, kernel_init=nn.initializers.kaiming_uniform())
         features, kernel = STEM[self.version]
-        x = nn.relu(self.conv(features, kernel, strides=(2, 2), padding="VALID", name="conv1")(x))
+        x = nn.relu(conv(features, kernel, strides=(2, 2), padding="VALID", name="conv1")(x))
         x = max_pool_ceil(x)
         for number, (squeeze, e1, e3) in enumerate(FIRES, start=2):
-            y = Fire(squeeze, e1, e3, conv=self.conv, name=f"fire{number}")(x)
+            y = Fire(squeeze, e1, e3, conv=conv, name=f"fire{number}")(x)
             if self.bypass is not None and number % 2 == 1:
                 y = y + x
             elif self.bypass == "complex":
-                y = y + self.conv(e1 + e3, (1, 1), name=f"bypass{number}")(x)
+                y = y + conv(e1 + e3, (1, 1), name=f"bypass{number}")(x)
             x = y
             if number in POOL_AFTER[self.version]:
                 x = max_pool_ceil(x)

@@ -35,6 +35,21 @@ def measure(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) -> Timi
     return Timing(statistics.median(times), min(times), max(times))
 
 
+def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 11,
+                        warmup: int = 3) -> dict[str, Timing]:
+    """Times several functions round-robin, so slow drifts of the machine hit all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+    return {name: Timing(statistics.median(t), min(t), max(t)) for name, t in times.items()}
+
+
 def machine() -> str:
     """CPU model, core count and library versions, for BENCHMARKS.md."""
     import os

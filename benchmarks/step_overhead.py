@@ -2,12 +2,12 @@
 
 Run: python -m benchmarks.step_overhead [--batch 128]
 For LeNet-300-100 and MobileNet V2 (width 1.0, 32x32 input, TapConv) it times
-three jitted steps on the same batch:
+three jitted steps on the same batch, round-robin (``measure_interleaved``):
   plain      optax.adam on dense params;
   prune      the ``prune`` optax wrapper around adam (masks in the optimizer
              state) with the masked params as the model's params;
-  shared     the weight-shared model: forward ``where(mask, codebook[indices], 0)``
-             (masks + codebook gather), the centroid gradient by autodiff,
+  shared     the weight-shared model: forward ``append(codebook, 0)[indices]``
+             (pruned positions index the zero), the centroid gradient by autodiff,
              ``centroid_only(adam)``, all inside the ``prune`` wrapper's state.
 """
 
@@ -19,13 +19,14 @@ import jax
 import numpy as np
 import optax
 
-from benchmarks.common import measure, print_table
+from benchmarks.common import measure_interleaved, print_table
 from zylax import data, nets, train
 from zylax.nets.layers import TapConv
 from zylax.transforms import pruning, sharing
 
 
-def _step_time(model, tx, params, batch, transform=None, aux=None, repeats=10):
+def _stepper(model, tx, params, batch, transform=None, aux=None):
+    """A closure running one jitted training step (state carried between calls)."""
     mesh = train.data_mesh()
     sample = batch["image"][:1]
     state = train.replicate(train.create_state(model, tx, sample, params=params, aux=aux), mesh)
@@ -36,10 +37,10 @@ def _step_time(model, tx, params, batch, transform=None, aux=None, repeats=10):
     def run():
         holder["state"], metrics = step(holder["state"], sharded)
         return metrics["loss"]
-    return measure(run, repeats=repeats, warmup=3)
+    return run
 
 
-def run(batch_size: int = 128, repeats: int = 10) -> list[dict]:
+def run(batch_size: int = 128, repeats: int = 21) -> list[dict]:
     images, labels = data.load("fashion_mnist", "train")
     rows = []
     for label, model, pad in (("LeNet-300-100", nets.LeNet300100(), None),
@@ -50,15 +51,15 @@ def run(batch_size: int = 128, repeats: int = 10) -> list[dict]:
         masks = pruning.sparsity_masks(params, 0.9)
         pruned = pruning.apply_masks(params, masks)
         latent, aux = sharing.share(pruned, 5, masks)
-        plain = _step_time(model, optax.adam(1e-3), params, batch, repeats=repeats)
-        prune = _step_time(model, pruning.prune(optax.adam(1e-3), masks), pruned, batch,
-                           repeats=repeats)
         latent_masks = jax.tree.map(lambda leaf: np.ones(np.shape(leaf), bool), latent)
         shared_tx = pruning.prune(sharing.centroid_only(optax.adam(1e-3), latent, aux),
                                   latent_masks)
-        shared = _step_time(model, shared_tx, latent, batch, transform=sharing.decode, aux=aux,
-                            repeats=repeats)
-        rows.append({"net": label, "plain": plain, "prune": prune, "shared": shared})
+        timings = measure_interleaved({
+            "plain": _stepper(model, optax.adam(1e-3), params, batch),
+            "prune": _stepper(model, pruning.prune(optax.adam(1e-3), masks), pruned, batch),
+            "shared": _stepper(model, shared_tx, latent, batch, transform=sharing.decode,
+                               aux=aux)}, repeats=repeats)
+        rows.append({"net": label, **timings})
     print_table(f"Training-step overhead (batch {batch_size}, ratio to the plain Flax step)",
                 ["net", "plain step", "prune wrapper", "ratio", "masks + codebook + wrapper",
                  "ratio"],
@@ -71,7 +72,7 @@ def run(batch_size: int = 128, repeats: int = 10) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()
     run(args.batch, args.repeats)
 

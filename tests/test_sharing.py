@@ -71,9 +71,10 @@ def test_codebook_gradient_is_segment_sum_of_weight_gradients():
 
     codebook_grad = jax.grad(lambda lat: loss(sharing.decode(lat, aux)))(latent)["l"]["kernel"]
     weight_grad = jax.grad(loss)(sharing.decode(latent, aux))["l"]["kernel"]
-    indices = aux["l/kernel"]["indices"]
-    expected = jax.ops.segment_sum(jnp.where(mask, weight_grad, 0).ravel(), indices.ravel(),
-                                   num_segments=16)
+    indices = aux["l/kernel"]["indices"].astype(jnp.int32)
+    np.testing.assert_array_equal(indices == 16, ~mask)  # pruned weights point past the codebook
+    expected = jax.ops.segment_sum(jnp.where(mask, weight_grad, 0).ravel(),
+                                   jnp.where(mask, indices, 0).ravel(), num_segments=16)
     np.testing.assert_allclose(codebook_grad, expected, rtol=1e-5, atol=1e-6)
 
 

@@ -98,7 +98,7 @@ def encode_leaves(latent, aux=None, *, index_bits=None) -> tuple[list[dict], lis
 
     Args:
       latent: params, with each shared leaf replaced by its codebook (``sharing.share``).
-      aux: ``{name: {"indices", "mask"}}`` of the shared leaves, or None.
+      aux: ``{name: {"indices"}}`` of the shared leaves (``sharing.share``), or None.
       index_bits: int, ``{regex: bits}``, ``"auto"`` (smallest file) or None
         (Han: 8 for conv, 5 for dense).
     """
@@ -108,8 +108,8 @@ def encode_leaves(latent, aux=None, *, index_bits=None) -> tuple[list[dict], lis
     for name, leaf in ztree.named_leaves(latent).items():
         leaf = np.asarray(leaf)
         if name in aux:
-            indices = np.asarray(aux[name]["indices"])
-            mask = np.asarray(aux[name]["mask"], bool)
+            indices = np.asarray(aux[name]["indices"]).astype(np.int64)
+            mask = indices < leaf.shape[0]
             entry, own = _encode_shared(name, leaf, indices, mask,
                                         _index_bits_for(name, indices.shape, index_bits))
             entry.update(shape=list(indices.shape), dtype=str(leaf.dtype))

@@ -12,7 +12,8 @@ so fine-tuning the codebooks with any optax optimizer is Han's centroid update.
 
 Layout used by the training loop (``fit(..., transform=decode, aux=aux)``):
   * ``latent``: the params tree with each shared leaf replaced by its codebook;
-  * ``aux``: ``{leaf name: {"indices": int32, "mask": bool}}`` for shared leaves.
+  * ``aux``: ``{leaf name: {"indices": uint8/uint16/int32}}`` for shared leaves, the
+    smallest unsigned type holding ``k`` (the pruned marker).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def initial_centroids(w: jax.Array, mask: jax.Array, k: int, init: str = "linear
         lo = jnp.min(jnp.where(keep, values, jnp.inf))
         hi = jnp.max(jnp.where(keep, values, -jnp.inf))
         return jnp.linspace(lo, hi, k)
-    order = jnp.sort(jnp.where(keep, values, jnp.inf))
+    order = sort_floats(jnp.where(keep, values, jnp.inf))
     count = jnp.sum(keep)
     if init == "density":
         position = ((jnp.arange(k) + 0.5) / k * count).astype(jnp.int32)
@@ -80,6 +81,37 @@ def assign(values: jax.Array, codebook: jax.Array) -> jax.Array:
     """Index of the nearest centroid of a sorted ``codebook`` for every value."""
     midpoints = (codebook[1:] + codebook[:-1]) / 2
     return jnp.searchsorted(midpoints, values, side="left").astype(jnp.int32)
+
+
+def _order_keys(x: jax.Array) -> jax.Array:
+    """Maps float32 to int32 with the same order (and back: the map is an involution)."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+    return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
+def sort_floats(x: jax.Array) -> jax.Array:
+    """``jnp.sort`` for float32 (no NaN), through integer keys: ~6x faster on XLA CPU."""
+    keys = jnp.sort(_order_keys(x.astype(jnp.float32)))
+    return jax.lax.bitcast_convert_type(_order_keys(jax.lax.bitcast_convert_type(
+        keys, jnp.float32)), jnp.float32)
+
+
+def _count_at_most(sorted_values: jax.Array, queries: jax.Array) -> jax.Array:
+    """``searchsorted(sorted_values, queries, side="right")`` as an unrolled binary search.
+
+    ceil(log2(n + 1)) vectorised steps traced straight into the graph: no XLA
+    while loop per step, which matters inside a Lloyd loop of many iterations.
+    """
+    n = sorted_values.shape[0]
+    lo = jnp.zeros(queries.shape, jnp.int32)
+    hi = jnp.full(queries.shape, n, jnp.int32)
+    for _ in range(max(1, int(np.ceil(np.log2(n + 1))))):
+        mid = (lo + hi) // 2
+        right = sorted_values[jnp.minimum(mid, n - 1)] <= queries
+        active = lo < hi
+        lo = jnp.where(active & right, mid + 1, lo)
+        hi = jnp.where(active & ~right, mid, hi)
+    return lo
 
 
 def _lloyd(sorted_values, count, codebook, max_iters: int, tol: float):
@@ -104,21 +136,32 @@ def _lloyd(sorted_values, count, codebook, max_iters: int, tol: float):
 
     def statistics(cb):
         midpoints = (cb[1:] + cb[:-1]) / 2
-        inner = jnp.searchsorted(search, midpoints, side="right")
+        inner = _count_at_most(search, midpoints)
         bounds = jnp.concatenate([jnp.zeros(1, inner.dtype), inner, count[None].astype(inner.dtype)])
         sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
         squares = prefix_sq[bounds[1:]] - prefix_sq[bounds[:-1]]
         counts = (bounds[1:] - bounds[:-1]).astype(jnp.float32)
-        return sums, squares, counts
+        return sums, squares, counts, bounds
 
     def inertia_of(cb):
-        sums, squares, counts = statistics(cb)
+        sums, squares, counts, _ = statistics(cb)
         return jnp.sum(squares - 2 * cb * sums + cb ** 2 * counts)
 
     def body(carry):
         it, cb, history, _ = carry
-        sums, _, counts = statistics(cb)
-        new = jnp.sort(jnp.where(counts > 0, sums / jnp.maximum(counts, 1), cb))
+        sums, squares, counts, bounds = statistics(cb)
+        filled = counts > 0
+        means = jnp.where(filled, sums / jnp.maximum(counts, 1), cb)
+        sse = jnp.where(filled, squares - sums * means, 0.0)
+        # relocate empty clusters: the r-th empty one goes to the point farthest
+        # from its centroid (an end of the cluster's interval) of the r-th
+        # largest-SSE cluster
+        donors = jnp.argsort(-sse)[jnp.clip(jnp.cumsum(~filled) - 1, 0, k - 1)]
+        first = centred[bounds[:-1][donors]]
+        last = centred[jnp.maximum(bounds[1:][donors] - 1, 0)]
+        far = jnp.where(jnp.abs(first - means[donors]) > jnp.abs(last - means[donors]), first, last)
+        relocate = ~filled & (sse[donors] > 0)
+        new = jnp.sort(jnp.where(relocate, far, means))
         shift = jnp.max(jnp.abs(new - cb))
         return it + 1, new, history.at[it].set(inertia_of(new)), shift
 
@@ -134,7 +177,7 @@ def _lloyd(sorted_values, count, codebook, max_iters: int, tol: float):
 
 
 def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None = None, *,
-           seed: int = 0, max_iters: int = 100, tol: float = 0.0) -> KMeansResult:
+           seed: int = 0, max_iters: int = 1000, tol: float = 0.0) -> KMeansResult:
     """1-D k-means weight sharing of one layer (Deep Compression eq. 1).
 
     Args:
@@ -144,7 +187,8 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
       mask: boolean like ``w``; only kept weights are clustered, and pruned
         positions get index 0 (they decode to exactly zero through the mask).
       seed: PRNG seed for ``init="random"``; results are deterministic.
-      max_iters, tol: stop after ``max_iters`` or when no centroid moves more than ``tol``.
+      max_iters, tol: stop after ``max_iters`` or when no centroid moves more than ``tol``
+        (an iteration costs O(k log n), so many iterations are cheap).
 
     Returns:
       ``KMeansResult(codebook (k,) float32 sorted, indices int32 like w, inertia (max_iters,))``.
@@ -163,7 +207,7 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
 def _kmeans(w, mask, key, *, k, init, max_iters, tol):
     values = jnp.ravel(w).astype(jnp.float32)
     keep = jnp.ravel(mask)
-    sorted_values = jnp.sort(jnp.where(keep, values, jnp.inf))
+    sorted_values = sort_floats(jnp.where(keep, values, jnp.inf))
     start = initial_centroids(w, mask, k, init, key)
     codebook, history = _lloyd(sorted_values, jnp.sum(keep), start, max_iters, tol)
     indices = jnp.where(mask, assign(values, codebook).reshape(w.shape), 0)
@@ -185,7 +229,7 @@ def layer_bits(name: str, w, bits: int | Mapping[str, int] | None) -> int:
 
 def share(params, bits: int | Mapping[str, int] | None = None, masks=None, *,
           include: Selector = KERNELS, init: str = "linear", seed: int = 0,
-          max_iters: int = 100):
+          max_iters: int = 1000):
     """Clusters every selected layer; returns ``(latent, aux)``.
 
     Args:
@@ -197,7 +241,7 @@ def share(params, bits: int | Mapping[str, int] | None = None, masks=None, *,
 
     Returns:
       ``latent``: params with each shared leaf replaced by its codebook ``(k,)``.
-      ``aux``: ``{name: {"indices", "mask"}}`` for the shared leaves.
+      ``aux``: ``{name: {"indices"}}`` for the shared leaves (``k`` where pruned).
     """
     names = ztree.selected_names(params, include)
     ztree.check_finite(params, names)
@@ -210,20 +254,26 @@ def share(params, bits: int | Mapping[str, int] | None = None, masks=None, *,
         if name not in names:
             return w
         mask = mask_of.get(name, jnp.ones(jnp.shape(w), bool))
-        result = kmeans(w, layer_bits(name, w, bits), init, mask, seed=seed, max_iters=max_iters)
-        aux[name] = {"indices": result.indices, "mask": jnp.asarray(mask, bool)}
+        k_bits = layer_bits(name, w, bits)
+        result = kmeans(w, k_bits, init, mask, seed=seed, max_iters=max_iters)
+        k = 2 ** k_bits
+        aux[name] = {"indices": jnp.where(mask, result.indices, k).astype(index_dtype(k))}
         return result.codebook
     latent = ztree.map_named(make, params)
     return latent, aux
 
 
+def index_dtype(k: int) -> np.dtype:
+    """The smallest integer type holding the indices 0..k (k marks pruned weights)."""
+    return np.dtype(np.uint8 if k < 256 else np.uint16 if k < 65536 else np.int32)
+
+
 def decode(latent, aux):
-    """The dense params of a shared model: ``where(mask, codebook[indices], 0)`` per shared leaf."""
+    """The dense params of a shared model: ``append(codebook, 0)[indices]`` per shared leaf."""
     def make(name, leaf):
         if name not in aux:
             return leaf
-        entry = aux[name]
-        return jnp.where(entry["mask"], leaf[entry["indices"]], jnp.zeros((), leaf.dtype))
+        return jnp.append(leaf, jnp.zeros(1, leaf.dtype))[aux[name]["indices"]]
     return ztree.map_named(make, latent)
 
 

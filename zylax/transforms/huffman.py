@@ -96,6 +96,52 @@ def _get_varint(blob: bytes, pos: int) -> tuple[int, int]:
 
 
 @numba.njit(cache=True)
+def _histogram(symbols, limit):  # pragma: no cover - compiled
+    """Counts of each symbol; returns (counts, bad) where bad is the first value outside [0, limit)."""
+    top = 0
+    for s in symbols:
+        if s < 0 or s >= limit:
+            return np.zeros(0, np.int64), s
+        if s > top:
+            top = s
+    counts = np.zeros(top + 1, np.int64)
+    for s in symbols:
+        counts[s] += 1
+    return counts, 0
+
+
+@numba.njit(cache=True)
+def _pack_bits_short(symbols, codes, lengths, total_bits):  # pragma: no cover - compiled
+    """``_pack_bits`` for codes of at most 32 bits: flushes 32 bits at a time."""
+    out = np.zeros((total_bits + 7) // 8 + 4, np.uint8)
+    acc = np.uint64(0)
+    filled = 0
+    pos = 0
+    for s in symbols:
+        length = lengths[s]
+        acc = (acc << np.uint64(length)) | codes[s]
+        filled += length
+        if filled >= 32:
+            filled -= 32
+            word = acc >> np.uint64(filled)
+            out[pos] = np.uint8((word >> np.uint64(24)) & np.uint64(0xFF))
+            out[pos + 1] = np.uint8((word >> np.uint64(16)) & np.uint64(0xFF))
+            out[pos + 2] = np.uint8((word >> np.uint64(8)) & np.uint64(0xFF))
+            out[pos + 3] = np.uint8(word & np.uint64(0xFF))
+            pos += 4
+            acc &= (np.uint64(1) << np.uint64(filled)) - np.uint64(1)
+    while filled > 0:
+        if filled >= 8:
+            filled -= 8
+            out[pos] = np.uint8((acc >> np.uint64(filled)) & np.uint64(0xFF))
+        else:
+            out[pos] = np.uint8((acc << np.uint64(8 - filled)) & np.uint64(0xFF))
+            filled = 0
+        pos += 1
+    return out[:(total_bits + 7) // 8]
+
+
+@numba.njit(cache=True)
 def _pack_bits(symbols, codes, lengths, total_bits):  # pragma: no cover - compiled
     out = np.zeros((total_bits + 7) // 8, np.uint8)
     acc = np.uint64(0)
@@ -143,16 +189,16 @@ def encode(symbols) -> bytes:
     symbols = np.asarray(symbols)
     if symbols.ndim != 1:
         raise ValueError(f"encode expects a 1-D array, got shape {symbols.shape}")
-    if symbols.size and (not np.issubdtype(symbols.dtype, np.integer) or symbols.min() < 0
-                         or symbols.max() >= MAX_ALPHABET):
+    if not np.issubdtype(symbols.dtype, np.integer):
         raise ValueError(f"encode expects integers in [0, {MAX_ALPHABET}), got dtype "
-                         f"{symbols.dtype}, range [{symbols.min()}, {symbols.max()}]")
-    symbols = symbols.astype(np.int64)
+                         f"{symbols.dtype}")
     header = bytearray()
     _put_varint(header, symbols.size)
     if symbols.size == 0:
         return bytes(header)
-    counts = np.bincount(symbols)
+    counts, bad = _histogram(symbols, MAX_ALPHABET)
+    if counts.size == 0:
+        raise ValueError(f"encode expects integers in [0, {MAX_ALPHABET}), got {bad}")
     lengths = code_lengths(counts)
     codes, order = canonical_codes(lengths)
     max_len = int(lengths.max())
@@ -171,7 +217,8 @@ def encode(symbols) -> bytes:
         _put_varint(header, s - previous - 1)
         previous = s
     total_bits = int(np.dot(counts, lengths))
-    payload = _pack_bits(symbols, codes, lengths.astype(np.int64), total_bits)
+    pack = _pack_bits_short if max_len <= 32 else _pack_bits
+    payload = pack(symbols, codes, lengths.astype(np.int64), total_bits)
     return bytes(header) + payload.tobytes()
 
 

@@ -71,6 +71,22 @@ def conv_rows(shapes=((1, 56, 256), (1, 14, 1024)), repeats: int = 11):
     return rows
 
 
+def profile_conv(n: int = 1, size: int = 56, c: int = 256, repeats: int = 11) -> dict:
+    """Splits the binary 3x3 conv into im2col + packing and the XNOR-popcount product."""
+    x = _signs(jax.random.key(2), (n, size, size, c))
+    w = _signs(jax.random.key(3), (3, 3, c, c))
+    k = 9 * c
+    packed_w = pack_signs(w.reshape(k, c).T)
+    pack = jax.jit(lambda a: pack_signs(_im2col(a)))
+    packed_x = pack(x)
+    product = jax.jit(lambda px, pw: xnor_matmul(px, pw, k=k))
+    timings = {"im2col + pack activations": measure(lambda: pack(x), repeats=repeats),
+               "xnor_matmul": measure(lambda: product(packed_x, packed_w), repeats=repeats)}
+    print_table(f"Profile of the binary conv3x3 {n}x{size}x{size}x{c}->{c}", ["part", "time"],
+                [[name, str(t)] for name, t in timings.items()])
+    return timings
+
+
 def run(repeats: int = 21, small: bool = False) -> list[dict]:
     rows = dense_rows((1024,) if small else (1024, 4096), (1, 256), repeats)
     rows += conv_rows(((1, 8, 256),) if small else ((1, 56, 256), (1, 14, 1024)),
@@ -86,8 +102,12 @@ def run(repeats: int = 21, small: bool = False) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--profile", action="store_true", help="only the conv profile")
     args = parser.parse_args()
-    run(args.repeats)
+    if args.profile:
+        profile_conv()
+    else:
+        run(args.repeats)
 
 
 if __name__ == "__main__":

@@ -95,13 +95,37 @@ def run(archive_path: str | None = "runs/lenet300.zyl", sizes=(1_000_000, 10_000
     return rows
 
 
+def profile_encode(n: int = 1_000_000, repeats: int = 21) -> dict:
+    """Splits ``huffman.encode`` of a geometric stream into its passes."""
+    symbols = synthetic(n)
+    counts, _ = huffman._histogram(symbols, huffman.MAX_ALPHABET)
+    lengths = huffman.code_lengths(counts)
+    codes, _ = huffman.canonical_codes(lengths)
+    total = int(np.dot(counts, lengths))
+    parts = {
+        "histogram (compiled pass 1)": lambda: huffman._histogram(symbols, huffman.MAX_ALPHABET),
+        "code lengths + canonical codes (Python, alphabet-sized)": lambda: huffman.canonical_codes(
+            huffman.code_lengths(counts)),
+        "bit packing (compiled pass 2)": lambda: huffman._pack_bits_short(symbols, codes,
+                                                                          lengths, total),
+        "whole encode": lambda: huffman.encode(symbols)}
+    timings = {name: measure(fn, repeats=repeats) for name, fn in parts.items()}
+    print_table(f"Profile of huffman.encode, {n:,} geometric symbols", ["part", "time"],
+                [[name, str(t)] for name, t in timings.items()])
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--archive", default="runs/lenet300.zyl")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="only the encode profile")
     args = parser.parse_args()
-    run(args.archive, args.sizes, repeats=args.repeats)
+    if args.profile:
+        profile_encode()
+    else:
+        run(args.archive, args.sizes, repeats=args.repeats)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def smoke() -> None:
     """Each benchmark once, at the smallest size."""
     kmeans.run(sizes=(20_000,), bits_list=(3,), repeats=1, max_iter=20, ours_max_iter=20)
     huffman.run(archive_path=None, sizes=(20_000,), repeats=1)
-    binary_inference.dense_rows(sizes=(256,), batches=(1,), repeats=1)
+    binary_inference.run(repeats=1, small=True)
     scaling.run(sizes=(10_000, 20_000), repeats=1)
 
 

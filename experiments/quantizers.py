@@ -10,6 +10,7 @@ Each prints its rows and writes runs/quantizers/<part>.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -79,11 +80,11 @@ def _float_lenet5(train_data, test_data, epochs: int, out: str | None):
 
 
 def ttq(small: bool = False, epochs: int = 10, out: str | None = None,
-        finetune_lr: float = 3e-4) -> list[dict]:
+        finetune_lr: float = 1e-3, t: float = 0.05) -> list[dict]:
     """Float LeNet-5 vs TTQ LeNet-5 fine-tuned from it for the same number of epochs.
 
     Both use Adam with cosine decay over 10 epochs; the float model starts at
-    1e-3, the TTQ fine-tuning at ``finetune_lr``.
+    1e-3, the TTQ fine-tuning at ``finetune_lr``; ``t`` is TTQ's threshold factor.
     """
     train_data, test_data = _data(small)
     epochs = 1 if small else epochs
@@ -93,17 +94,18 @@ def ttq(small: bool = False, epochs: int = 10, out: str | None = None,
         finetune_lr, epochs * (n // 128)))
     float_result, float_accuracy, float_seconds = _float_lenet5(train_data, test_data, epochs, out)
     # TTQ fine-tunes from the float model, as the paper does for AlexNet/ResNets.
-    latent = ternary.init(float_result.state.params)
+    latent = ternary.init(float_result.state.params, t)
+    ternarize = functools.partial(ternary.ternarize, t=t)
     t0 = time.perf_counter()
     result = train.fit(model, tx(), train_data, name=NAME, epochs=epochs, params=latent,
-                       transform=ternary.ternarize, progress=False)
-    quantized = ternary.ternarize(result.state.params)
+                       transform=ternarize, progress=False)
+    quantized = ternarize(result.state.params)
     accuracy = train.evaluate(model, quantized, *test_data, name=NAME)["accuracy"]
     names = list(result.state.params["scales"])
     storage = packing.storage_report(quantized, {k: 2 for k in names},
                                      {k: 8 for k in names})
     return [{"model": "float LeNet-5", "test_accuracy": float_accuracy, "seconds": float_seconds},
-            {"model": f"TTQ LeNet-5 (conv2, ip1 ternary), lr {finetune_lr:g}",
+            {"model": f"TTQ LeNet-5 (conv2, ip1 ternary), lr {finetune_lr:g}, t {t:g}",
              "test_accuracy": accuracy,
              "seconds": time.perf_counter() - t0,
              "scales": {k: {s: float(v) for s, v in d.items()}
@@ -145,10 +147,13 @@ def main() -> None:
     parser.add_argument("parts", nargs="+", choices=sorted(PARTS))
     parser.add_argument("--small", action="store_true", help="6,000 images, 1-2 epochs")
     parser.add_argument("--out", default="runs/quantizers")
+    parser.add_argument("--ttq-lr", type=float, default=1e-3, help="TTQ fine-tuning peak lr")
+    parser.add_argument("--ttq-t", type=float, default=0.05, help="TTQ threshold factor t")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     for part in args.parts:
-        rows = PARTS[part](small=args.small, out=None if args.small else args.out)
+        extra = {"finetune_lr": args.ttq_lr, "t": args.ttq_t} if part == "ttq" else {}
+        rows = PARTS[part](small=args.small, out=None if args.small else args.out, **extra)
         for row in rows:
             print(f"{part:8s} {row['model']:48s} {100 * row['test_accuracy']:.2f}%  "
                   + "  ".join(f"{k}={v}" for k, v in row.items()

@@ -242,8 +242,9 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epoch
                                                                    epochs * steps_per_epoch)
     step = int(state.step)
     history = []
-    bar = tqdm(total=total, initial=min(step, total), desc=desc, disable=progress is False
-               if progress is not None else None, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=min(step, total), desc=desc,
+               disable=None if progress is None else not progress, leave=False,
+               dynamic_ncols=True)
     while step < total:
         epoch, start = divmod(step, steps_per_epoch)
         loss_sum, correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()

@@ -161,27 +161,72 @@ def _pack_bits(symbols, codes, lengths, total_bits):  # pragma: no cover - compi
     return out
 
 
+TABLE_BITS = 11
+"""Codes up to this length decode with one table lookup; longer ones fall back bit by bit."""
+
+
+def _decode_table(first_code, first_index, count, order, max_len):
+    """``(symbol, length)`` for every ``L``-bit prefix whose code is at most L bits long."""
+    bits = min(max_len, TABLE_BITS)
+    table_symbol = np.zeros(1 << bits, np.int64)
+    table_length = np.zeros(1 << bits, np.int64)
+    for length in range(1, bits + 1):  # at most TABLE_BITS lengths, vectorised within
+        n = int(count[length])
+        if n == 0:
+            continue
+        codes = first_code[length] + np.arange(n)
+        span = 1 << (bits - length)
+        starts = codes << (bits - length)
+        slots = (starts[:, None] + np.arange(span)[None, :]).ravel()
+        table_symbol[slots] = np.repeat(order[first_index[length]:first_index[length] + n], span)
+        table_length[slots] = length
+    return table_symbol, table_length, bits
+
+
 @numba.njit(cache=True)
-def _unpack_bits(payload, n, first_code, first_index, count, order, max_len):  # pragma: no cover
+def _peek(payload, pos, bits):  # pragma: no cover - compiled
+    byte = pos >> 3
+    word = 0
+    for k in range(3):
+        word <<= 8
+        if byte + k < payload.shape[0]:
+            word |= payload[byte + k]
+    return (word >> (24 - (pos & 7) - bits)) & ((1 << bits) - 1)
+
+
+@numba.njit(cache=True)
+def _unpack_bits(payload, n, first_code, first_index, count, order, max_len,
+                 table_symbol, table_length, bits):  # pragma: no cover - compiled
+    """Decodes ``n`` symbols; returns ``(symbols, end_bit)``, end_bit < 0 on bad data."""
     out = np.empty(n, np.int64)
-    bit = 0
+    pos = 0
     total = payload.shape[0] * 8
     for i in range(n):
-        code = 0
-        length = 0
-        while True:
-            if bit >= total:
-                return out, -1
-            code = (code << 1) | ((payload[bit >> 3] >> (7 - (bit & 7))) & 1)
-            bit += 1
-            length += 1
-            if length > max_len:
-                return out, -2
-            offset = code - first_code[length]
-            if 0 <= offset < count[length]:
-                out[i] = order[first_index[length] + offset]
-                break
-    return out, bit
+        prefix = _peek(payload, pos, bits)
+        length = table_length[prefix]
+        if length > 0:
+            out[i] = table_symbol[prefix]
+            pos += length
+        else:  # a code longer than the table: continue bit by bit
+            code = prefix
+            length = bits
+            p = pos + bits
+            while True:
+                if p >= total:
+                    return out, -1
+                code = (code << 1) | ((payload[p >> 3] >> (7 - (p & 7))) & 1)
+                p += 1
+                length += 1
+                if length > max_len:
+                    return out, -2
+                offset = code - first_code[length]
+                if 0 <= offset < count[length]:
+                    out[i] = order[first_index[length] + offset]
+                    break
+            pos = p
+        if pos > total:
+            return out, -1
+    return out, pos
 
 
 def encode(symbols) -> bytes:
@@ -261,7 +306,9 @@ def decode(blob: bytes) -> np.ndarray:
     if code > (1 << (max_len + 1)) or (used > 1 and code != (1 << (max_len + 1))):
         raise ValueError("Huffman blob has an invalid code-length table")
     payload = np.frombuffer(blob, np.uint8, offset=pos)
-    symbols, end_bit = _unpack_bits(payload, n, first_code, first_index, count, order, max_len)
+    table = _decode_table(first_code, first_index, count, order, max_len)
+    symbols, end_bit = _unpack_bits(payload, n, first_code, first_index, count, order, max_len,
+                                    *table)
     if end_bit < 0:
         raise ValueError("Huffman payload is truncated or corrupt")
     if (end_bit + 7) // 8 != payload.size:

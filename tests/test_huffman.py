@@ -86,3 +86,15 @@ def test_han_filler_example():
     gaps, symbols = sparse.to_relative(np.array([1, 14]), np.array([5, 6]), 3, filler=9)
     np.testing.assert_array_equal(gaps, [1, 7, 4])
     np.testing.assert_array_equal(symbols, [5, 9, 6])
+
+
+def test_codes_longer_than_32_bits_round_trip():
+    # Fibonacci counts give the deepest Huffman tree: 36 symbols -> a 35-bit code,
+    # exercising the long-code packer and the decoder's bit-by-bit fallback.
+    fib = [1, 1]
+    while len(fib) < 36:
+        fib.append(fib[-1] + fib[-2])
+    symbols = np.repeat(np.arange(36), fib)
+    np.random.default_rng(0).shuffle(symbols)
+    assert huffman.code_lengths(np.bincount(symbols)).max() == 35
+    np.testing.assert_array_equal(huffman.decode(huffman.encode(symbols)), symbols)

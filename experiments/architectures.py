@@ -19,7 +19,7 @@ import time
 import jax
 import optax
 
-from zylax import archive, compress, data, nets, recipes, report, train
+from zylax import compress, data, nets, recipes, report, train
 from zylax.nets.layers import TapConv
 from zylax.transforms import pattern
 

@@ -80,18 +80,23 @@ def _float_lenet5(train_data, test_data, epochs: int, out: str | None):
 
 
 def ttq(small: bool = False, epochs: int = 10, out: str | None = None,
-        finetune_lr: float = 1e-3, t: float = 0.05) -> list[dict]:
+        finetune_lr: float = 1e-3, t: float = 0.05, l2: float = 5e-4) -> list[dict]:
     """Float LeNet-5 vs TTQ LeNet-5 fine-tuned from it for the same number of epochs.
 
     Both use Adam with cosine decay over 10 epochs; the float model starts at
-    1e-3, the TTQ fine-tuning at ``finetune_lr``; ``t`` is TTQ's threshold factor.
+    1e-3, the TTQ fine-tuning at ``finetune_lr``; ``t`` is TTQ's threshold factor and
+    ``l2`` an optional L2 penalty on the latent weights.
     """
     train_data, test_data = _data(small)
     epochs = 1 if small else epochs
     n = train_data[0].shape[0]
     model = nets.LeNet5()
-    tx = lambda: optax.adam(optax.cosine_decay_schedule(  # noqa: E731
-        finetune_lr, epochs * (n // 128)))
+    adam = optax.adam(optax.cosine_decay_schedule(finetune_lr, epochs * (n // 128)))
+    # optional L2 on the latent weights only (not on the TTQ scales)
+    decay = optax.add_decayed_weights(l2, mask=lambda lat: {
+        "params": jax.tree.map(lambda _: True, lat["params"]),
+        "scales": jax.tree.map(lambda _: False, lat["scales"])})
+    tx = lambda: optax.chain(decay, adam) if l2 else adam  # noqa: E731
     float_result, float_accuracy, float_seconds = _float_lenet5(train_data, test_data, epochs, out)
     # TTQ fine-tunes from the float model, as the paper does for AlexNet/ResNets.
     latent = ternary.init(float_result.state.params, t)
@@ -105,7 +110,7 @@ def ttq(small: bool = False, epochs: int = 10, out: str | None = None,
     storage = packing.storage_report(quantized, {k: 2 for k in names},
                                      {k: 8 for k in names})
     return [{"model": "float LeNet-5", "test_accuracy": float_accuracy, "seconds": float_seconds},
-            {"model": f"TTQ LeNet-5 (conv2, ip1 ternary), lr {finetune_lr:g}, t {t:g}",
+            {"model": f"TTQ LeNet-5 (conv2, ip1 ternary), lr {finetune_lr:g}, t {t:g}, l2 {l2:g}",
              "test_accuracy": accuracy,
              "seconds": time.perf_counter() - t0,
              "scales": {k: {s: float(v) for s, v in d.items()}
@@ -149,10 +154,12 @@ def main() -> None:
     parser.add_argument("--out", default="runs/quantizers")
     parser.add_argument("--ttq-lr", type=float, default=1e-3, help="TTQ fine-tuning peak lr")
     parser.add_argument("--ttq-t", type=float, default=0.05, help="TTQ threshold factor t")
+    parser.add_argument("--ttq-l2", type=float, default=5e-4, help="L2 on TTQ latent weights")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     for part in args.parts:
-        extra = {"finetune_lr": args.ttq_lr, "t": args.ttq_t} if part == "ttq" else {}
+        extra = ({"finetune_lr": args.ttq_lr, "t": args.ttq_t, "l2": args.ttq_l2}
+                 if part == "ttq" else {})
         rows = PARTS[part](small=args.small, out=None if args.small else args.out, **extra)
         for row in rows:
             print(f"{part:8s} {row['model']:48s} {100 * row['test_accuracy']:.2f}%  "

@@ -2,9 +2,10 @@
 
 Each selected layer's surviving weights are clustered by 1-D k-means into
 ``k = 2**bits`` centroids (clusters are not shared across layers). The shared
-layer is the pair ``(codebook (k,), indices (same shape as w, int32))`` and its
-weights are ``where(mask, codebook[indices], 0)``. Because the forward pass is
-a gather, the gradient that reaches centroid ``c_k`` is, by autodiff,
+layer is the pair ``(codebook (k,), indices (same shape as w))`` and its
+weights are ``append(codebook, 0)[indices]``: pruned positions hold index ``k``,
+which points at a constant zero. Because the forward pass is a gather, the
+gradient that reaches centroid ``c_k`` is, by autodiff,
 
     dL/dc_k = sum_ij dL/dW_ij * 1(I_ij = k)            (Han et al., eq. 3)
 

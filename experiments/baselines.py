@@ -22,8 +22,8 @@ def run(net: str, out: str, seed: int = 0) -> dict:
     steps = recipe.epochs * data.num_batches(train_data[0].shape[0], recipe.batch_size, "drop")
     t0 = time.perf_counter()
     result = train.fit(model, recipe.optimizer(steps), train_data, name="fashion_mnist",
-                       epochs=recipe.epochs, batch_size=recipe.batch_size, seed=seed,
-                       pad_to=recipe.pad_to, eval_data=test_data, progress=False,
+                       epochs=recipe.epochs, **recipe.fit_kwargs(), seed=seed,
+                       eval_data=test_data, progress=False,
                        checkpoint_dir=os.path.join(out, net, "checkpoints"))
     seconds = time.perf_counter() - t0
     metrics = train.evaluate(model, result.state.params, *test_data, name="fashion_mnist",

@@ -128,6 +128,15 @@ def test_bad_arguments():
             model.init(jax.random.key(0), x)
 
 
+def test_squeezenet_head_bias_init():
+    x = jnp.zeros((1, 32, 32, 1))
+    reference = nets.SqueezeNet1_1(num_classes=10).init(jax.random.key(0), x)["params"]
+    registered = nets.get("squeezenet1_1", 10).init(jax.random.key(0), x)["params"]
+    np.testing.assert_array_equal(reference["conv10"]["bias"], np.zeros(10))  # torchvision
+    np.testing.assert_array_equal(registered["conv10"]["bias"], np.ones(10))
+    np.testing.assert_array_equal(reference["conv10"]["kernel"], registered["conv10"]["kernel"])
+
+
 SMALL_NETS = {
     "squeezenet1_1": functools.partial(nets.SqueezeNet1_1, num_classes=10),
     "mobilenet_v1": functools.partial(nets.MobileNetV1, alpha=0.25, num_classes=10),

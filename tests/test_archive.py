@@ -106,3 +106,48 @@ def test_bad_index_bits_name_the_leaf(tmp_path):
 def test_nan_in_uncoded_leaf_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="'b' holds a non-finite value"):
         archive.save(tmp_path / "x.zyl", {"b": jnp.array([1.0, jnp.inf])})
+
+
+def _pattern_model(seed=0):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    params = {"conv": {"kernel": jax.random.normal(keys[0], (3, 3, 4, 9))},
+              "pw": {"kernel": jax.random.normal(keys[1], (1, 1, 9, 5))},
+              "bn": {"scale": jnp.ones(5), "bias": jnp.zeros(5)}}
+    stats = {"bn": {"mean": jax.random.normal(keys[2], (5,)), "var": jnp.full(5, 0.5)}}
+    return params, stats
+
+
+def test_pattern_and_batch_stats_round_trip(tmp_path):
+    from zylax import report
+    from zylax.transforms import pattern
+
+    params, stats = _pattern_model()
+    latent, patterns = pattern.binarize_patterns(params)
+    size = archive.save(tmp_path / "p.zyl", latent, patterns=patterns, batch_stats=stats)
+    variables, header = archive.load_variables(tmp_path / "p.zyl")
+    expected = {"params": pattern.apply(latent, patterns), "batch_stats": stats}
+    assert jax.tree.structure(variables) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    params_only, _ = archive.load(tmp_path / "p.zyl")
+    assert set(params_only) == {"conv", "pw", "bn"}
+    entries = {(e["collection"], e["name"]): e for e in header["leaves"]}
+    assert entries["params", "conv/kernel"]["method"] == "pattern"
+    assert entries["params", "pw/kernel"]["method"] == "raw"  # 1x1 stays float
+    assert entries["batch_stats", "bn/mean"]["method"] == "raw"
+    # 324 signs -> 41 bytes, 9 float32 scales
+    rows = {r["name"]: r for r in report.layer_rows(header)}
+    assert rows["conv/kernel"]["coded_bytes"] == 41 + 36
+    assert "batch_stats/bn/var" in rows
+    assert report.build(header, file_bytes=size, accuracies={})["stages"]["P+Q"]["bytes"] < \
+        sum(r["dense_bytes"] for r in rows.values())
+
+
+def test_pattern_scale_shape_is_checked(tmp_path):
+    from zylax.transforms import pattern
+
+    params, _ = _pattern_model()
+    latent, patterns = pattern.binarize_patterns(params)
+    latent["conv"]["kernel"] = latent["conv"]["kernel"][:4]
+    with pytest.raises(ValueError, match="conv/kernel"):
+        archive.save(tmp_path / "bad.zyl", latent, patterns=patterns)

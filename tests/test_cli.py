@@ -51,3 +51,24 @@ def test_evaluate_refuses_a_corrupt_file(tmp_path):
     bad.write_bytes(b"ZYLAX\0garbage")
     with pytest.raises(SystemExit, match="checksum|not a zylax file"):
         cli.main(["evaluate", str(bad)])
+
+
+def test_evaluate_uses_the_batch_stats_in_the_file(tmp_path, capsys):
+    import jax
+    import optax
+
+    from zylax import archive, data, nets, train
+
+    train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
+    model = nets.get("mlp")
+    state = train.fit(model, optax.adam(1e-3), tuple(a[:2048] for a in train_data),
+                      name="fashion_mnist", epochs=1, progress=False).state
+    params, stats = jax.device_get(state.params), jax.device_get(state.batch_stats)
+    path = tmp_path / "mlp.zyl"
+    archive.save(path, params, batch_stats=stats,
+                 metadata={"net": "mlp", "data": "fashion_mnist", "num_classes": 10})
+    cli.main(["evaluate", str(path)])
+    expected = train.evaluate(model, params, *test_data, name="fashion_mnist",
+                              batch_stats=stats)["accuracy"]
+    assert f"test accuracy {expected:.4f}" in capsys.readouterr().out
+    assert expected > 0.6  # the running statistics were used: fresh ones would give ~10%

@@ -93,3 +93,29 @@ def test_tfds_path_with_mock_data(name, shape):
     assert labels.dtype == np.int32 and 0 <= labels.min() and labels.max() < 10
     batch = next(data.batches(images, labels, 4, name=name))
     assert batch["image"].shape == (4, *shape) and batch["image"].dtype == np.float32
+
+
+def test_augment_flips_and_shifts_within_bounds():
+    images = np.random.default_rng(0).integers(1, 256, (64, 28, 28, 1)).astype(np.uint8)
+    out = data.augment(images, np.random.default_rng(1), max_shift=2)
+    assert out.shape == images.shape and out.dtype == np.uint8
+    for x, y in zip(images, out):  # each output is a flipped or not, shifted copy
+        found = False
+        for flipped in (x, x[:, ::-1]):
+            padded = np.pad(flipped, ((2, 2), (2, 2), (0, 0)))
+            found |= any(np.array_equal(padded[t:t + 28, s:s + 28], y)
+                         for t in range(5) for s in range(5))
+        assert found
+    assert not np.array_equal(out, images)
+    np.testing.assert_array_equal(out, data.augment(images, np.random.default_rng(1), 2))
+
+
+def test_augmented_batches_are_reproducible_and_resumable(fmnist_train):
+    images, labels = fmnist_train[0][:512], fmnist_train[1][:512]
+    kwargs = dict(name="fashion_mnist", seed=3, epoch=1, pad_to=32, augment_images=True)
+    full = list(data.batches(images, labels, 128, **kwargs))
+    resumed = list(data.batches(images, labels, 128, start=2, **kwargs))
+    plain = list(data.batches(images, labels, 128, **{**kwargs, "augment_images": False}))
+    np.testing.assert_array_equal(full[2]["image"], resumed[0]["image"])
+    assert not np.array_equal(full[0]["image"], plain[0]["image"])
+    np.testing.assert_array_equal(full[0]["label"], plain[0]["label"])

@@ -14,9 +14,11 @@ from zylax import data, nets, train
 
 def test_one_epoch_lenet300_on_real_data(fmnist_train, fmnist_test):
     model = nets.LeNet300100()
+    logged = []
     result = train.fit(model, optax.adam(1e-3), fmnist_train, name="fashion_mnist", epochs=1,
-                       eval_data=fmnist_test, progress=False)
+                       eval_data=fmnist_test, progress=False, on_epoch=logged.append)
     assert result.history[0]["test_accuracy"] > 0.80
+    assert logged == result.history
     assert int(result.state.step) == 60000 // 128
 
 
@@ -98,3 +100,30 @@ def test_batch_size_must_divide_over_devices(fmnist_train):
     with pytest.raises(ValueError, match="exceeds the 10 examples"):
         train.fit(nets.LeNet300100(), optax.sgd(0.1), (fmnist_train[0][:10], fmnist_train[1][:10]),
                   name="fashion_mnist", epochs=1, batch_size=64, mesh=mesh, progress=False)
+
+
+def test_label_smoothing_matches_the_smoothed_target_formula():
+    logits = jax.random.normal(jax.random.key(0), (6, 10))
+    labels = jnp.array([0, 3, 9, 2, 2, 7])
+    mask = jnp.array([1.0, 1, 1, 1, 1, 0])
+    e = 0.1
+    targets = (1 - e) * jax.nn.one_hot(labels, 10) + e / 10
+    expected = -jnp.sum(targets * jax.nn.log_softmax(logits), -1)[:5].mean()
+    np.testing.assert_allclose(train.cross_entropy(logits, labels, mask, e), expected, rtol=1e-6)
+    plain = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], -1)[:5, 0].mean()
+    np.testing.assert_allclose(train.cross_entropy(logits, labels, mask), plain, rtol=1e-6)
+
+
+def test_recipe_warmup_then_cosine():
+    from zylax import recipes
+
+    recipe = recipes.Recipe(epochs=1, learning_rate=1e-3, warmup_steps=100)
+    tx = recipe.optimizer(1000)
+    params = {"w": jnp.ones(())}
+    state = tx.init(params)
+    lrs = []
+    for _ in range(1000):  # Adam's first step moves by ~lr, so track the step sizes
+        updates, state = tx.update({"w": jnp.ones(())}, state, params)
+        lrs.append(-float(updates["w"]))
+    assert lrs[0] < 1e-5 and abs(lrs[100] - 1e-3) < 1e-5 and lrs[50] < lrs[100]
+    assert lrs[999] < 1e-5 and lrs[550] < lrs[100]

@@ -15,7 +15,14 @@ index bits, counts, the sections it owns and their sizes). Methods:
   ``zylax.transforms.sparse`` (fillers use symbol ``2**bits``).
 * ``shared``: codebook and the Huffman-coded dense index stream (used when it is
   smaller than the sparse form, e.g. for an unpruned layer).
+* ``pattern`` (SEP-Net pattern binarization): per-output-filter scales
+  (float32) and the sign pattern packed 1 bit per weight
+  (``packing.pack_binary``); decodes to ``scale * sign``.
 * ``raw``: the array's bytes (biases, BatchNorm).
+
+Entries carry a ``collection``: ``"params"`` or ``"batch_stats"`` (BatchNorm
+running statistics, stored raw so a BN net decodes to everything
+``model.apply`` needs).
 
 ``save`` writes to a temporary file in the target folder and renames it
 (atomic). ``load`` checks the trailing CRC, every section CRC and every
@@ -34,11 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from zylax.transforms import huffman, sparse
+from zylax.transforms import huffman, packing, sparse
 from zylax.transforms import tree as ztree
 
 MAGIC = b"ZYLAX\0"
 FORMAT_VERSION = 1
+COLLECTIONS = ("params", "batch_stats")
 DEFAULT_INDEX_BITS = {"conv": 8, "dense": 5}
 
 
@@ -93,41 +101,70 @@ def _encode_shared(name: str, codebook: np.ndarray, indices: np.ndarray, mask: n
     return entry, sections
 
 
-def encode_leaves(latent, aux=None, *, index_bits=None) -> tuple[list[dict], list[bytes]]:
-    """Per-leaf metadata entries and section payloads for a (possibly shared) model.
+def _encode_raw(leaf: np.ndarray) -> tuple[dict, list[bytes]]:
+    raw = np.ascontiguousarray(leaf).astype(leaf.dtype.newbyteorder("<")).tobytes()
+    return {"method": "raw", "shape": list(leaf.shape), "dtype": str(leaf.dtype),
+            "bytes": {"raw": len(raw)}}, [raw]
+
+
+def _encode_pattern(name: str, scale: np.ndarray, signs) -> tuple[dict, list[bytes]]:
+    """A pattern-binarized kernel: ``scale`` (out,) float32 and 1-bit signs (kh, kw, in, out)."""
+    signs = np.asarray(signs)
+    if scale.shape != signs.shape[-1:]:
+        raise ValueError(f"{name}: pattern scale shape {scale.shape} does not match the "
+                         f"kernel's output channels {signs.shape[-1:]}")
+    scale_bytes = scale.astype("<f4").tobytes()
+    bits = packing.pack_binary(signs).tobytes()
+    return {"method": "pattern", "shape": list(signs.shape), "dtype": str(scale.dtype),
+            "bits": 1, "kept": int(signs.size),
+            "bytes": {"codebook": len(scale_bytes), "weights": len(bits)}}, [scale_bytes, bits]
+
+
+def encode_leaves(latent, aux=None, *, index_bits=None, patterns=None,
+                  batch_stats=None) -> tuple[list[dict], list[bytes]]:
+    """Per-leaf metadata entries and section payloads for a (possibly compressed) model.
 
     Args:
-      latent: params, with each shared leaf replaced by its codebook (``sharing.share``).
+      latent: params, with each shared leaf replaced by its codebook (``sharing.share``)
+        and each pattern-binarized kernel by its scales (``pattern.binarize_patterns``).
       aux: ``{name: {"indices"}}`` of the shared leaves (``sharing.share``), or None.
       index_bits: int, ``{regex: bits}``, ``"auto"`` (smallest file) or None
         (Han: 8 for conv, 5 for dense).
+      patterns: ``{name: int8 +1/-1 kernel}`` of the pattern-binarized leaves, or None.
+      batch_stats: the model's BatchNorm statistics (stored raw), or None.
     """
-    aux = aux or {}
+    aux, patterns = aux or {}, patterns or {}
     entries, sections = [], []
     ztree.check_finite(latent)
-    for name, leaf in ztree.named_leaves(latent).items():
+    leaves = [("params", name, leaf) for name, leaf in ztree.named_leaves(latent).items()]
+    if batch_stats is not None:
+        ztree.check_finite(batch_stats)
+        leaves += [("batch_stats", name, leaf)
+                   for name, leaf in ztree.named_leaves(batch_stats).items()]
+    for collection, name, leaf in leaves:
         leaf = np.asarray(leaf)
-        if name in aux:
+        if collection == "params" and name in aux:
             indices = np.asarray(aux[name]["indices"]).astype(np.int64)
             mask = indices < leaf.shape[0]
             entry, own = _encode_shared(name, leaf, indices, mask,
                                         _index_bits_for(name, indices.shape, index_bits))
             entry.update(shape=list(indices.shape), dtype=str(leaf.dtype))
+        elif collection == "params" and name in patterns:
+            entry, own = _encode_pattern(name, leaf, patterns[name])
         else:
-            raw = np.ascontiguousarray(leaf).astype(leaf.dtype.newbyteorder("<")).tobytes()
-            entry = {"method": "raw", "shape": list(leaf.shape), "dtype": str(leaf.dtype),
-                     "bytes": {"raw": len(raw)}}
-            own = [raw]
-        entry["name"] = name
+            entry, own = _encode_raw(leaf)
+        entry.update(name=name, collection=collection)
         entry["sections"] = list(range(len(sections) + 1, len(sections) + 1 + len(own)))
         entries.append(entry)
         sections.extend(own)
     return entries, sections
 
 
-def to_bytes(latent, aux=None, *, index_bits=None, metadata: dict | None = None) -> bytes:
+def to_bytes(latent, aux=None, *, index_bits=None, metadata: dict | None = None,
+             patterns=None, batch_stats=None) -> bytes:
     """The complete file contents for ``save``."""
-    entries, payloads = encode_leaves(latent, aux, index_bits=index_bits)
+    entries, payloads = encode_leaves(latent, aux, index_bits=index_bits, patterns=patterns,
+                                      batch_stats=batch_stats)
     header = {"format": FORMAT_VERSION, "leaves": entries, "metadata": metadata or {}}
     meta = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
     parts = [MAGIC, struct.pack("<HI", FORMAT_VERSION, len(payloads) + 1)]
@@ -139,12 +176,14 @@ def to_bytes(latent, aux=None, *, index_bits=None, metadata: dict | None = None)
 
 
 def save(path: str | os.PathLike, latent, aux=None, *, index_bits=None,
-         metadata: dict | None = None) -> int:
+         metadata: dict | None = None, patterns=None, batch_stats=None) -> int:
     """Writes the compressed model atomically; returns the file size in bytes.
 
-    ``metadata`` is any JSON-serialisable dict (net name, accuracy, ...).
+    Arguments as ``encode_leaves``; ``metadata`` is any JSON-serialisable dict
+    (net name, accuracy, ...).
     """
-    blob = to_bytes(latent, aux, index_bits=index_bits, metadata=metadata)
+    blob = to_bytes(latent, aux, index_bits=index_bits, metadata=metadata, patterns=patterns,
+                    batch_stats=batch_stats)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".zylax-", suffix=".tmp")
@@ -200,6 +239,12 @@ def _decode_leaf(entry: dict, sections: list[bytes]) -> np.ndarray:
         if len(own[0]) != size * dtype.itemsize:
             raise CorruptFileError(f"{entry['name']}: raw section has {len(own[0])} bytes")
         return np.frombuffer(own[0], dtype).astype(entry["dtype"]).reshape(shape)
+    if entry["method"] == "pattern":
+        scale = np.frombuffer(own[0], "<f4").astype(entry["dtype"])
+        if scale.shape != shape[-1:] or len(own[1]) != -(-size // 8):
+            raise CorruptFileError(f"{entry['name']}: pattern sections do not fit the layer")
+        return (packing.unpack_binary(np.frombuffer(own[1], np.uint8), shape)
+                * scale).astype(entry["dtype"])
     k = 1 << entry["bits"]
     codebook = np.frombuffer(own[0], "<f4").astype(entry["dtype"])
     if codebook.shape[0] != k:
@@ -246,22 +291,35 @@ def read_header(blob: bytes) -> tuple[dict, list[bytes]]:
     return header, sections
 
 
-def load(path: str | os.PathLike) -> tuple[dict, dict]:
-    """Reads a ``.zyl`` file; returns ``(params, header)``.
+def load_variables(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Reads a ``.zyl`` file; returns ``(variables, header)``.
 
-    ``params`` is the nested dict of NumPy arrays the model was evaluated
-    with; ``header["metadata"]`` is the dict given to ``save`` and
-    ``header["leaves"]`` the per-leaf entries. Raises ``CorruptFileError``.
+    ``variables`` is ``{"params": ..., "batch_stats": ...}`` (the second only
+    when the file holds BatchNorm statistics), nested dicts of NumPy arrays
+    ready for ``model.apply``; ``header["metadata"]`` is the dict given to
+    ``save`` and ``header["leaves"]`` the per-leaf entries. Raises
+    ``CorruptFileError``.
     """
     with open(path, "rb") as f:
         blob = f.read()
     header, sections = read_header(blob)
-    flat = {}
+    flat: dict[str, dict] = {}
     for entry in header["leaves"]:
+        collection = entry.get("collection", "params")
+        if collection not in COLLECTIONS:
+            raise CorruptFileError(f"{entry.get('name', '?')}: unknown collection {collection!r}")
         try:
-            flat[entry["name"]] = _decode_leaf(entry, sections)
+            flat.setdefault(collection, {})[entry["name"]] = _decode_leaf(entry, sections)
         except CorruptFileError:
             raise
         except (ValueError, KeyError, TypeError, IndexError) as err:
             raise CorruptFileError(f"{entry.get('name', '?')}: {err}") from err
-    return _nest(flat), header
+    variables = {c: _nest(flat[c]) for c in COLLECTIONS if c in flat}
+    variables.setdefault("params", {})
+    return variables, header
+
+
+def load(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Reads a ``.zyl`` file; returns ``(params, header)`` (see ``load_variables``)."""
+    variables, header = load_variables(path)
+    return variables["params"], header

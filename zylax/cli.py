@@ -46,7 +46,7 @@ def cmd_train(args) -> None:
     steps = epochs * zdata.num_batches(train_data[0].shape[0], batch_size, "drop")
     checkpoint_dir = os.path.join(os.path.abspath(args.out), "checkpoints")
     result = train.fit(model, recipe.optimizer(steps), train_data, name=args.data, epochs=epochs,
-                       batch_size=batch_size, seed=args.seed, pad_to=recipe.pad_to,
+                       **{**recipe.fit_kwargs(), "batch_size": batch_size}, seed=args.seed,
                        checkpoint_dir=checkpoint_dir, max_steps=args.max_steps,
                        progress=False if args.quiet else None)
     metrics = train.evaluate(model, result.state.params, *test_data, name=args.data,
@@ -92,7 +92,7 @@ def _load_archive(path: str):
     from zylax import archive
 
     try:
-        return archive.load(path)
+        return archive.load_variables(path)
     except FileNotFoundError as err:
         raise SystemExit(f"zylax: no such file {path}") from err
     except archive.CorruptFileError as err:
@@ -103,12 +103,13 @@ def cmd_evaluate(args) -> None:
     """Test accuracy of a ``.zyl`` file, from the file alone."""
     from zylax import train
 
-    params, header = _load_archive(args.file)
+    variables, header = _load_archive(args.file)
     meta = header["metadata"]
     name = args.data or meta["data"]
     _, test_data = load_data(name)
     model = nets.get(meta["net"], meta.get("num_classes", 10))
-    metrics = train.evaluate(model, params, *test_data, name=name, pad_to=meta.get("pad_to"))
+    metrics = train.evaluate(model, variables["params"], *test_data, name=name,
+                             batch_stats=variables.get("batch_stats"), pad_to=meta.get("pad_to"))
     print(f"{args.file}: {meta['net']} on {name}: test accuracy {metrics['accuracy']:.4f}")
 
 
@@ -116,8 +117,7 @@ def cmd_inspect(args) -> None:
     """The per-layer table of a ``.zyl`` file."""
     from zylax import report
 
-    params, header = _load_archive(args.file)
-    del params
+    _, header = _load_archive(args.file)
     size = os.path.getsize(args.file)
     rep = report.build(header, file_bytes=size, accuracies={})
     print(report.format_table(rep))

@@ -100,8 +100,8 @@ class Context:
 
     def fit(self, tx, epochs: int, desc: str, **kwargs) -> train.FitResult:
         return train.fit(self.model, tx, self.train_data, name=self.config.data, epochs=epochs,
-                         batch_size=self.recipe.batch_size, seed=self.config.seed,
-                         pad_to=self.recipe.pad_to, progress=self.progress, desc=desc, **kwargs)
+                         seed=self.config.seed, progress=self.progress, desc=desc,
+                         **self.recipe.fit_kwargs(), **kwargs)
 
     def accuracy(self, params, **kwargs) -> float:
         return train.evaluate(self.model, params, *self.test_data, name=self.config.data,

@@ -170,6 +170,23 @@ def preprocess(images: np.ndarray, name: str, pad_to: int | None = None) -> np.n
     return x
 
 
+def augment(images: np.ndarray, rng: np.random.Generator, max_shift: int = 2) -> np.ndarray:
+    """Random horizontal flip (p = 1/2) and translation by up to ``max_shift`` pixels.
+
+    ``images`` uint8 ``(B, H, W, C)``; returns the same shape and dtype, with
+    the pixels shifted in filled black (0). Standard training-time
+    augmentation for small images; evaluation never augments.
+    """
+    b, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+    top = rng.integers(0, 2 * max_shift + 1, b)
+    left = rng.integers(0, 2 * max_shift + 1, b)
+    flip = rng.random(b) < 0.5
+    cols = np.where(flip[:, None], left[:, None] + np.arange(w)[::-1], left[:, None] + np.arange(w))
+    rows = top[:, None] + np.arange(h)
+    return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffling order of one epoch: a pure function of (seed, epoch)."""
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
@@ -184,7 +201,8 @@ def num_batches(num_examples: int, batch_size: int, remainder: str) -> int:
 
 def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, name: str,
             seed: int = 0, epoch: int = 0, shuffle: bool = True, remainder: str = "drop",
-            pad_to: int | None = None, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
+            pad_to: int | None = None, start: int = 0,
+            augment_images: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Yields preprocessed batches of one epoch.
 
     Args:
@@ -197,6 +215,8 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, name: st
         masked-out zero examples).
       pad_to: zero-pad images to ``pad_to x pad_to`` (e.g. 32 for the CNNs).
       start: index of the first batch to yield (resuming mid-epoch).
+      augment_images: apply ``augment`` with a generator seeded by (seed,
+        epoch, batch), so a resumed epoch sees the same images.
 
     Yields:
       ``{"image": float32 (B, H', W', C), "label": int32 (B,), "mask": float32 (B,)}``.
@@ -212,5 +232,8 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, name: st
         if valid < batch_size:
             idx = np.concatenate([idx, np.zeros(batch_size - valid, idx.dtype)])
             mask[valid:] = 0.0
-        yield {"image": preprocess(images[idx], name, pad_to) * mask[:, None, None, None],
+        batch = images[idx]
+        if augment_images:
+            batch = augment(batch, np.random.default_rng([seed, epoch, b]))
+        yield {"image": preprocess(batch, name, pad_to) * mask[:, None, None, None],
                "label": labels[idx] * (mask > 0), "mask": mask}

@@ -11,32 +11,54 @@ import optax
 class Recipe:
     """Baseline training settings for one net.
 
-    ``learning_rate`` decays by cosine to zero over the run; ``pad_to`` pads
-    28x28 images for nets that want 32x32 input.
+    ``learning_rate`` rises linearly from 0 over ``warmup_steps``, then decays
+    by cosine to zero over the rest of the run; ``label_smoothing`` smooths the
+    training targets; ``augment`` randomly flips and shifts training images;
+    ``pad_to`` pads 28x28 images for nets that want 32x32 input.
     """
 
     epochs: int
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
+    warmup_steps: int = 0
+    label_smoothing: float = 0.0
+    augment: bool = False
     pad_to: int | None = None
 
+    def fit_kwargs(self) -> dict:
+        """The ``train.fit`` arguments this recipe fixes (batch, padding, smoothing, augmentation)."""
+        return {"batch_size": self.batch_size, "pad_to": self.pad_to,
+                "label_smoothing": self.label_smoothing, "augment": self.augment}
+
     def optimizer(self, steps: int, learning_rate: float | None = None) -> optax.GradientTransformation:
-        """AdamW with cosine decay over ``steps`` (weight decay 0 gives Adam)."""
+        """AdamW with warmup and cosine decay over ``steps`` (weight decay 0 gives Adam)."""
         lr = self.learning_rate if learning_rate is None else learning_rate
-        return optax.adamw(optax.cosine_decay_schedule(lr, max(steps, 1)),
-                           weight_decay=self.weight_decay)
+        warmup = min(self.warmup_steps, max(steps - 1, 0))
+        schedule = (optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, 1))
+                    if warmup else optax.cosine_decay_schedule(lr, max(steps, 1)))
+        return optax.adamw(schedule, weight_decay=self.weight_decay)
 
 
 RECIPES = {
     "lenet300": Recipe(epochs=20, learning_rate=1e-3, weight_decay=1e-4),
     "lenet5": Recipe(epochs=10, learning_rate=1e-3, weight_decay=1e-4),
     "mlp": Recipe(epochs=20, learning_rate=1e-3, weight_decay=1e-4),
-    "squeezenet1_0": Recipe(epochs=8, learning_rate=1e-3, pad_to=32),
-    "squeezenet1_1": Recipe(epochs=8, learning_rate=1e-3, pad_to=32),
-    "mobilenet_v1": Recipe(epochs=6, learning_rate=2e-3, weight_decay=1e-4, pad_to=32),
-    "mobilenet_v2": Recipe(epochs=6, learning_rate=2e-3, weight_decay=1e-4, pad_to=32),
-    "sepnet": Recipe(epochs=6, learning_rate=2e-3, weight_decay=1e-4, pad_to=32),
+    # no BatchNorm and a ReLU on the logits: train gently (warmup, label
+    # smoothing) with conv10's bias starting at 1 (nets.NETS) so no class dies;
+    # without augmentation 12 epochs reached 89.76% (train 93.5%)
+    "squeezenet1_0": Recipe(epochs=15, learning_rate=1e-3, warmup_steps=300,
+                            label_smoothing=0.1, augment=True, pad_to=32),
+    "squeezenet1_1": Recipe(epochs=15, learning_rate=1e-3, warmup_steps=300,
+                            label_smoothing=0.1, augment=True, pad_to=32),
+    # at 32x32 these end on 1x1 maps; without augmentation MobileNet V1 (alpha
+    # 0.5) overfit: 6 epochs gave 86.61% test at 93.14% train
+    "mobilenet_v1": Recipe(epochs=10, learning_rate=2e-3, weight_decay=1e-4,
+                           label_smoothing=0.1, augment=True, pad_to=32),
+    "mobilenet_v2": Recipe(epochs=8, learning_rate=2e-3, weight_decay=1e-4,
+                           label_smoothing=0.1, augment=True, pad_to=32),
+    "sepnet": Recipe(epochs=6, learning_rate=2e-3, weight_decay=1e-4,
+                     label_smoothing=0.1, augment=True, pad_to=32),
 }
 
 

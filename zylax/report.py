@@ -34,13 +34,22 @@ def layer_rows(header: dict) -> list[dict]:
         n = int(np.prod(entry["shape"]))
         itemsize = np.dtype(entry["dtype"]).itemsize
         sizes = entry["bytes"]
-        row = {"name": entry["name"], "method": entry["method"], "weights": n,
+        collection = entry.get("collection", "params")
+        name = entry["name"] if collection == "params" else f"{collection}/{entry['name']}"
+        row = {"name": name, "method": entry["method"], "weights": n,
                "dense_bytes": n * itemsize}
         if entry["method"] == "raw":
             row.update(kept=n, weight_bits=8 * itemsize, index_bits=0, entries=n,
                        pruned_bytes=sizes["raw"], quantized_bytes=sizes["raw"],
                        weights_raw_bytes=sizes["raw"], weights_huffman_bytes=sizes["raw"],
                        index_raw_bytes=0, index_huffman_bytes=0, codebook_bytes=0)
+        elif entry["method"] == "pattern":  # unpruned; 1-bit signs + per-filter scales, no coding
+            row.update(kept=n, weight_bits=1, index_bits=0, entries=n,
+                       pruned_bytes=n * itemsize,
+                       quantized_bytes=sizes["weights"] + sizes["codebook"],
+                       weights_raw_bytes=sizes["weights"], weights_huffman_bytes=sizes["weights"],
+                       index_raw_bytes=0, index_huffman_bytes=0,
+                       codebook_bytes=sizes["codebook"])
         else:
             sparse = entry["method"] == "sparse_shared"
             entries = entry["entries"] if sparse else n

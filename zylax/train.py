@@ -99,9 +99,18 @@ def create_state(model, tx: optax.GradientTransformation, sample: np.ndarray, *,
                       rng=jax.random.key_data(jax.random.key(seed + 1)), aux=aux)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy over the examples whose mask is 1."""
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array,
+                  label_smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross-entropy over the examples whose mask is 1.
+
+    With ``label_smoothing`` e the target is ``(1 - e) * onehot + e / K``
+    (Szegedy et al. 2016); e = 0 is the plain integer-label loss.
+    """
+    if label_smoothing:
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+        losses = optax.softmax_cross_entropy(logits, targets)
+    else:
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
@@ -118,11 +127,11 @@ def forward(model, params, batch_stats, x, *, train: bool, rng=None):
 
 
 def make_train_step(model, tx: optax.GradientTransformation, transform: Transform | None = None,
-                    mesh: Mesh | None = None):
+                    mesh: Mesh | None = None, label_smoothing: float = 0.0):
     """Builds the jitted step ``(state, batch) -> (state, metrics)``.
 
     ``batch`` is ``{"image": (B, H, W, C), "label": (B,), "mask": (B,)}``; metrics
-    are the batch's mean loss and its number of correct predictions.
+    are the batch's mean (smoothed) loss and its number of correct predictions.
     """
     mesh = data_mesh() if mesh is None else mesh
 
@@ -133,7 +142,8 @@ def make_train_step(model, tx: optax.GradientTransformation, transform: Transfor
             model_params = apply_transform(transform, params, state.aux)
             logits, batch_stats = forward(model, model_params, state.batch_stats,
                                           batch["image"], train=True, rng=rng)
-            return cross_entropy(logits, batch["label"], batch["mask"]), (logits, batch_stats)
+            loss = cross_entropy(logits, batch["label"], batch["mask"], label_smoothing)
+            return loss, (logits, batch_stats)
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
@@ -210,7 +220,8 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epoch
         pad_to: int | None = None, eval_data=None, checkpoint_dir=None,
         checkpoint_every: int | None = None, max_steps: int | None = None,
         progress: bool | None = None, mesh: Mesh | None = None,
-        desc: str = "train") -> FitResult:
+        desc: str = "train", on_epoch: Callable[[dict], None] | None = None,
+        label_smoothing: float = 0.0, augment: bool = False) -> FitResult:
     """Trains ``model`` for ``epochs`` epochs of ``train_data = (images, labels)``.
 
     With ``checkpoint_dir`` the run saves an orbax checkpoint every
@@ -218,7 +229,10 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epoch
     resumes from the latest checkpoint found there; a resumed run reaches the
     same parameters bit for bit as an uninterrupted one. ``max_steps`` stops
     early (as if killed after that step). ``progress=None`` shows a bar only on
-    a terminal.
+    a terminal. ``on_epoch`` is called with each epoch's history row (e.g. to
+    log it) as soon as the epoch ends. ``label_smoothing`` smooths the
+    training targets (``cross_entropy``) and ``augment`` flips and shifts the
+    training images (``data.augment``); evaluation uses neither.
     """
     mesh = data_mesh() if mesh is None else mesh
     images, labels = train_data
@@ -235,7 +249,7 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epoch
         state = _restore_latest(manager, state)
     checkpoint_every = checkpoint_every or steps_per_epoch
     state = replicate(state, mesh)
-    train_step = make_train_step(model, tx, transform, mesh)
+    train_step = make_train_step(model, tx, transform, mesh, label_smoothing)
     eval_step = make_eval_step(model, transform, mesh) if eval_data is not None else None
 
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps,
@@ -249,7 +263,8 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epoch
         epoch, start = divmod(step, steps_per_epoch)
         loss_sum, correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()
         for batch in zdata.batches(images, labels, batch_size, name=name, seed=seed, epoch=epoch,
-                                   remainder="drop", pad_to=pad_to, start=start):
+                                   remainder="drop", pad_to=pad_to, start=start,
+                                   augment_images=augment):
             state, metrics = train_step(state, shard_batch(batch, mesh))
             step += 1
             loss_sum, correct, seen = loss_sum + metrics["loss"], correct + metrics["correct"], \
@@ -275,6 +290,8 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epoch
                                    eval_step=eval_step)
                 row.update(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"])
             history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
     bar.close()
     if manager is not None:
         manager.wait_until_finished()

@@ -1,5 +1,7 @@
 """Flax linen image models. They know nothing about compression."""
 
+import functools
+
 from zylax.nets.lenet import LeNet300100, LeNet5, param_count
 from zylax.nets.mlp import MLP
 from zylax.nets.mobilenet import MobileNetV1, MobileNetV2, make_divisible
@@ -11,8 +13,9 @@ NETS = {
     "lenet300": LeNet300100,
     "lenet5": LeNet5,
     "mlp": MLP,
-    "squeezenet1_0": SqueezeNet1_0,
-    "squeezenet1_1": SqueezeNet1_1,
+    # conv10 starts at bias 1 so no class dies behind the logit ReLU on 28-32 px images
+    "squeezenet1_0": functools.partial(SqueezeNet1_0, head_bias_init=1.0),
+    "squeezenet1_1": functools.partial(SqueezeNet1_1, head_bias_init=1.0),
     "mobilenet_v1": MobileNetV1,
     "mobilenet_v2": MobileNetV2,
     "sepnet": SEPNet,

@@ -3,7 +3,7 @@
 Run:
   python -m experiments.architectures train [--nets squeezenet1_1 mobilenet_v1 mobilenet_v2 sepnet]
   python -m experiments.architectures squeezenet-compress   # Deep Compression of SqueezeNet 1.1
-  python -m experiments.architectures sepnet-patterns       # pattern binarization of SEP-Net
+  python -m experiments.architectures sepnet-patterns [--scope all|prb]  # SEP-Net patterns
 
 Each part writes its results, reports (JSON + Markdown) and ``.zyl`` files to
 runs/architectures/; accuracies of compressed nets are measured on the decoded files.
@@ -73,7 +73,8 @@ def squeezenet_compress(out: str = OUT) -> dict:
     """Deep Compression of SqueezeNet 1.1, reusing its trained checkpoint as the baseline."""
     config = compress.config_for(
         "squeezenet1_1", sparsity={".*conv1/kernel": 0.3, ".*conv10/kernel": 0.5, ".*kernel": 0.7},
-        bits={".*": 6}, index_bits="auto", prune_cycles=3, retrain_epochs=2, finetune_epochs=1)
+        bits={".*": 6}, index_bits="auto", prune_cycles=3, retrain_epochs=2,
+        retrain_lr_scale=0.5, retrain_l2=5e-4, finetune_epochs=1)
     # compress.run keeps its baseline in <workdir>/baseline: the checkpoint train_net wrote
     result = compress.run(config, os.path.join(out, "squeezenet1_1.zyl"),
                           workdir=os.path.join(out, "squeezenet1_1"), progress=False)
@@ -83,11 +84,21 @@ def squeezenet_compress(out: str = OUT) -> dict:
     return rep
 
 
-def sepnet_patterns(out: str = OUT, finetune_epochs: int = 1) -> dict:
-    """Pattern-binarizes every k x k (k > 1) conv of the trained SEP-Net, fine-tunes, writes a file.
+PATTERN_SCOPES = {"all": r".*kernel", "prb": r".*pattern/kernel"}
+"""Which k x k kernels ``sepnet-patterns`` binarizes: every one, or only the
+pattern branches of the Pattern Residual Blocks (which have a float 1x1 beside them)."""
+
+
+def sepnet_patterns(out: str = OUT, scope: str = "all", finetune_epochs: int = 3,
+                    finetune_lr: float = 5e-4) -> dict:
+    """Pattern-binarizes the k x k (k > 1) convs of the trained SEP-Net in ``scope``, fine-tunes,
+    writes a file.
 
     The file holds the scales and 1-bit patterns, the float leaves and the
     BatchNorm statistics; the reported accuracy is measured on the decoded file.
+    Fine-tuning (Adam, cosine from ``finetune_lr``) trains the scales, the
+    float leaves and, through training-mode BatchNorm, the running statistics,
+    which binarization leaves stale.
     """
     recipe = recipes.get("sepnet")
     train_data, test_data = data.load(NAME, "train"), data.load(NAME, "test")
@@ -100,17 +111,19 @@ def sepnet_patterns(out: str = OUT, finetune_epochs: int = 1) -> dict:
     evaluate = lambda params, stats: train.evaluate(  # noqa: E731
         model, params, *test_data, name=NAME, batch_stats=stats, pad_to=recipe.pad_to)["accuracy"]
     float_accuracy = evaluate(trained.params, trained.batch_stats)
-    latent, patterns = pattern.binarize_patterns(jax.device_get(trained.params))
+    latent, patterns = pattern.binarize_patterns(jax.device_get(trained.params),
+                                                 include=PATTERN_SCOPES[scope])
     before = evaluate(pattern.apply(latent, patterns), trained.batch_stats)
     t0 = time.perf_counter()
     ft_steps = finetune_epochs * data.num_batches(train_data[0].shape[0], recipe.batch_size, "drop")
-    tuned = train.fit(model, optax.adam(optax.cosine_decay_schedule(2e-4, ft_steps)), train_data,
-                      name=NAME, epochs=finetune_epochs, params=latent,
+    tuned = train.fit(model, optax.adam(optax.cosine_decay_schedule(finetune_lr, ft_steps)),
+                      train_data, name=NAME, epochs=finetune_epochs, params=latent,
                       batch_stats=trained.batch_stats, transform=pattern.apply, aux=patterns,
-                      pad_to=recipe.pad_to, progress=False,
+                      **recipe.fit_kwargs(), progress=False,
                       on_epoch=_log_epoch("sepnet pattern fine-tune")).state
     finetune_seconds = time.perf_counter() - t0
-    path = os.path.join(out, "sepnet_patterns.zyl")
+    stem = os.path.join(out, f"sepnet_patterns_{scope}")
+    path = stem + ".zyl"
     metadata = {"net": "sepnet", "data": NAME, "num_classes": 10, "pad_to": recipe.pad_to}
     file_bytes = archive.save(path, jax.device_get(tuned.params), patterns=patterns,
                               batch_stats=jax.device_get(tuned.batch_stats), metadata=metadata)
@@ -122,7 +135,7 @@ def sepnet_patterns(out: str = OUT, finetune_epochs: int = 1) -> dict:
     rep.update(binarized_before_finetune=before,
                binarized_weights=sum(int(p.size) for p in patterns.values()),
                total_params=nets.param_count(trained.params))
-    report.write(rep, os.path.join(out, "sepnet_patterns_report.json"))
+    report.write(rep, stem + "_report.json")
     print(report.format_table(rep))
     return rep
 
@@ -133,6 +146,8 @@ def main() -> None:
     parser.add_argument("part", choices=["train", "squeezenet-compress", "sepnet-patterns"])
     parser.add_argument("--nets", nargs="+", default=list(MODELS))
     parser.add_argument("--out", default=OUT)
+    parser.add_argument("--scope", choices=sorted(PATTERN_SCOPES), default="all",
+                        help="sepnet-patterns: binarize every k x k kernel or only PRB patterns")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.part == "train":
@@ -146,7 +161,7 @@ def main() -> None:
     elif args.part == "squeezenet-compress":
         squeezenet_compress(args.out)
     else:
-        sepnet_patterns(args.out)
+        sepnet_patterns(args.out, args.scope)
 
 
 if __name__ == "__main__":

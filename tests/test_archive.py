@@ -148,6 +148,8 @@ def test_pattern_scale_shape_is_checked(tmp_path):
 
     params, _ = _pattern_model()
     latent, patterns = pattern.binarize_patterns(params)
+    with pytest.raises(ValueError, match="other/kernel"):
+        archive.save(tmp_path / "bad.zyl", latent, patterns={"other/kernel": patterns["conv/kernel"]})
     latent["conv"]["kernel"] = latent["conv"]["kernel"][:4]
     with pytest.raises(ValueError, match="conv/kernel"):
         archive.save(tmp_path / "bad.zyl", latent, patterns=patterns)

@@ -92,6 +92,18 @@ def test_pattern_binarization_leaves_1x1_and_dense_bit_identical():
     assert grad["c3"]["kernel"].shape == (8,)
 
 
+def test_pattern_binarization_include_narrows_but_never_takes_1x1():
+    params = {"prb": {"pattern": {"kernel": jnp.ones((3, 3, 4, 8))},
+                      "pointwise": {"kernel": jnp.ones((1, 1, 4, 8))}},
+              "down": {"kernel": jnp.ones((3, 3, 8, 8))}}
+    _, patterns = pattern.binarize_patterns(params, include=r".*pattern/kernel")
+    assert list(patterns) == ["prb/pattern/kernel"]
+    _, patterns = pattern.binarize_patterns(params, include=r".*prb/.*")
+    assert list(patterns) == ["prb/pattern/kernel"]
+    with pytest.raises(ValueError, match="matches no parameter"):
+        pattern.binarize_patterns(params, include=r".*pointwise/kernel")
+
+
 @settings(max_examples=40, deadline=None)
 @given(st_.lists(st_.sampled_from([-1, 1]), min_size=1, max_size=300))
 def test_binary_pack_round_trip(values):

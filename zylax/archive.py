@@ -136,7 +136,11 @@ def encode_leaves(latent, aux=None, *, index_bits=None, patterns=None,
     aux, patterns = aux or {}, patterns or {}
     entries, sections = [], []
     ztree.check_finite(latent)
-    leaves = [("params", name, leaf) for name, leaf in ztree.named_leaves(latent).items()]
+    named = ztree.named_leaves(latent)
+    unknown = sorted(set(patterns) - set(named))
+    if unknown:
+        raise ValueError(f"patterns name leaves that are not in the params: {unknown}")
+    leaves = [("params", name, leaf) for name, leaf in named.items()]
     if batch_stats is not None:
         ztree.check_finite(batch_stats)
         leaves += [("batch_stats", name, leaf)

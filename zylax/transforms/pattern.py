@@ -26,12 +26,17 @@ def is_pattern_kernel(name: str, leaf) -> bool:
     return name.endswith("kernel") and len(shape) == 4 and shape[0] > 1 and shape[1] > 1
 
 
-def binarize_patterns(params) -> tuple[dict, dict]:
-    """Splits every k x k kernel into ``alpha`` (latent) and ``sign`` pattern (aux).
+def binarize_patterns(params, include: ztree.Selector = ztree.KERNELS) -> tuple[dict, dict]:
+    """Splits every k x k kernel that ``include`` selects into ``alpha`` (latent) and ``sign`` (aux).
 
-    Returns ``(latent, patterns)``; raises if the tree has no k x k conv kernel.
+    ``include`` (regex on the leaf path or predicate) narrows the choice, e.g.
+    ``r".*pattern/kernel"`` for SEP-Net's pattern branches only; 1x1 kernels
+    are never binarized. Returns ``(latent, patterns)``; raises if nothing is
+    selected.
     """
-    names = ztree.selected_names(params, is_pattern_kernel)
+    pick = ztree.selector_fn(include)
+    names = ztree.selected_names(params, lambda n, leaf: is_pattern_kernel(n, leaf)
+                                 and pick(n, leaf))
     ztree.check_finite(params, names)
     patterns = {}
 

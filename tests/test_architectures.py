@@ -128,6 +128,17 @@ def test_bad_arguments():
             model.init(jax.random.key(0), x)
 
 
+def test_summary_counts_tapconv_layers_once():
+    from zylax.nets.layers import TapConv
+
+    for make in (lambda **kw: nets.MobileNetV2(width_multiplier=0.5, num_classes=10, **kw),
+                 lambda **kw: nets.SEPNet(num_classes=10, **kw)):
+        plain = nets.summary(make(), (32, 32, 1), print_table=False)
+        tap = nets.summary(make(conv=TapConv), (32, 32, 1), print_table=False)
+        assert (tap.params, tap.macs, len(tap.layers)) == (plain.params, plain.macs,
+                                                          len(plain.layers))
+
+
 def test_squeezenet_head_bias_init():
     x = jnp.zeros((1, 32, 32, 1))
     reference = nets.SqueezeNet1_1(num_classes=10).init(jax.random.key(0), x)["params"]

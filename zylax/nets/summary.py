@@ -73,10 +73,16 @@ def summary(model: nn.Module, input_shape: tuple[int, ...], *, print_table: bool
     Extra keyword arguments go to ``model.init`` (e.g. ``train=False``).
     """
     rows: list[LayerRow] = []
+    active: list[nn.Module] = []  # a subclass calling super().__call__ is one layer
 
     def interceptor(next_fun, args, call_kwargs, context):
-        output = next_fun(*args, **call_kwargs)
-        if context.method_name == "__call__":
+        nested = any(m is context.module for m in active)
+        active.append(context.module)
+        try:
+            output = next_fun(*args, **call_kwargs)
+        finally:
+            active.pop()
+        if context.method_name == "__call__" and not nested:
             row = _layer_row(context.module, args[0], output)
             if row is not None:
                 rows.append(row)

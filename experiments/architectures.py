@@ -9,7 +9,7 @@ Each part writes its results, reports (JSON + Markdown) and ``.zyl`` files to
 runs/architectures/; accuracies of compressed nets are measured on the decoded files.
 
 Grouped and depthwise convolutions use ``TapConv`` (same parameters as
-``nn.Conv``, several times faster on CPU). Results go to runs/architectures/.
+``nn.Conv``, several times faster on CPU).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class SqueezeNet(nn.Module):
     pass a ReLU; on small inputs (32x32 ends at a 1x1 map) a class whose
     pre-activation turns negative on every image gets no gradient again. On
     Fashion-MNIST with 0 the trouser class died in every run (test accuracy
-    stuck at 75%); starting at 1.0 kept all classes alive (RESULTS.md).
+    stuck at 45-75%); starting at 1.0 kept all classes alive (RESULTS.md).
     """
 
     version: str = "1_1"

@@ -3,7 +3,7 @@
 Run:
   python -m experiments.architectures train [--nets squeezenet1_1 mobilenet_v1 mobilenet_v2 sepnet]
   python -m experiments.architectures squeezenet-compress   # Deep Compression of SqueezeNet 1.1
-  python -m experiments.architectures sepnet-patterns [--scope all|prb]  # SEP-Net patterns
+  python -m experiments.architectures sepnet-patterns      # SEP-Net pattern binarization
 
 Each part writes its results, reports (JSON + Markdown) and ``.zyl`` files to
 runs/architectures/; accuracies of compressed nets are measured on the decoded files.
@@ -20,6 +20,7 @@ import os
 import time
 
 import jax
+import numpy as np
 import optax
 
 from zylax import archive, compress, data, nets, recipes, report, train
@@ -30,11 +31,12 @@ NAME = "fashion_mnist"
 OUT = "runs/architectures"
 MODELS = {
     "squeezenet1_1": lambda: nets.get("squeezenet1_1", 10),
-    "mobilenet_v1": lambda: nets.MobileNetV1(alpha=1.0, num_classes=10, conv=TapConv),
+    "mobilenet_v1": lambda: nets.MobileNetV1(alpha=0.5, num_classes=10, conv=TapConv),
     "mobilenet_v2": lambda: nets.MobileNetV2(width_multiplier=0.5, num_classes=10, conv=TapConv),
     "sepnet": lambda: nets.SEPNet(num_classes=10, conv=TapConv),
 }
-LABELS = {"squeezenet1_1": "SqueezeNet 1.1", "mobilenet_v1": "MobileNet V1 (alpha 1.0)",
+LABELS = {"squeezenet1_1": "SqueezeNet 1.1",
+          "mobilenet_v1": "MobileNet V1 (alpha 0.5)",
           "mobilenet_v2": "MobileNet V2 (width 0.5)", "sepnet": "SEP-Net (groups 4)"}
 
 
@@ -84,15 +86,8 @@ def squeezenet_compress(out: str = OUT) -> dict:
     return rep
 
 
-PATTERN_SCOPES = {"all": r".*kernel", "prb": r".*pattern/kernel"}
-"""Which k x k kernels ``sepnet-patterns`` binarizes: every one, or only the
-pattern branches of the Pattern Residual Blocks (which have a float 1x1 beside them)."""
-
-
-def sepnet_patterns(out: str = OUT, scope: str = "all", finetune_epochs: int = 3,
-                    finetune_lr: float = 5e-4) -> dict:
-    """Pattern-binarizes the k x k (k > 1) convs of the trained SEP-Net in ``scope``, fine-tunes,
-    writes a file.
+def sepnet_patterns(out: str = OUT, finetune_epochs: int = 6, finetune_lr: float = 5e-4) -> dict:
+    """Pattern-binarizes every k x k (k > 1) conv of the trained SEP-Net, fine-tunes, writes a file.
 
     The file holds the scales and 1-bit patterns, the float leaves and the
     BatchNorm statistics; the reported accuracy is measured on the decoded file.
@@ -111,8 +106,7 @@ def sepnet_patterns(out: str = OUT, scope: str = "all", finetune_epochs: int = 3
     evaluate = lambda params, stats: train.evaluate(  # noqa: E731
         model, params, *test_data, name=NAME, batch_stats=stats, pad_to=recipe.pad_to)["accuracy"]
     float_accuracy = evaluate(trained.params, trained.batch_stats)
-    latent, patterns = pattern.binarize_patterns(jax.device_get(trained.params),
-                                                 include=PATTERN_SCOPES[scope])
+    latent, patterns = pattern.binarize_patterns(jax.device_get(trained.params))
     before = evaluate(pattern.apply(latent, patterns), trained.batch_stats)
     t0 = time.perf_counter()
     ft_steps = finetune_epochs * data.num_batches(train_data[0].shape[0], recipe.batch_size, "drop")
@@ -122,16 +116,21 @@ def sepnet_patterns(out: str = OUT, scope: str = "all", finetune_epochs: int = 3
                       **recipe.fit_kwargs(), progress=False,
                       on_epoch=_log_epoch("sepnet pattern fine-tune")).state
     finetune_seconds = time.perf_counter() - t0
-    stem = os.path.join(out, f"sepnet_patterns_{scope}")
+    stem = os.path.join(out, "sepnet_patterns")
     path = stem + ".zyl"
     metadata = {"net": "sepnet", "data": NAME, "num_classes": 10, "pad_to": recipe.pad_to}
     file_bytes = archive.save(path, jax.device_get(tuned.params), patterns=patterns,
                               batch_stats=jax.device_get(tuned.batch_stats), metadata=metadata)
     variables, header = archive.load_variables(path)
     from_file = evaluate(variables["params"], variables["batch_stats"])
+    in_memory = {"params": pattern.apply(jax.device_get(tuned.params), patterns),
+                 "batch_stats": jax.device_get(tuned.batch_stats)}
+    exact = jax.tree.structure(variables) == jax.tree.structure(in_memory) and all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(variables),
+                                             jax.tree.leaves(in_memory)))
     rep = report.build(header, file_bytes=file_bytes,
                        accuracies={"dense": float_accuracy, "compressed": from_file},
-                       seconds={"finetune": finetune_seconds})
+                       seconds={"finetune": finetune_seconds}, decoded_exactly=exact)
     rep.update(binarized_before_finetune=before,
                binarized_weights=sum(int(p.size) for p in patterns.values()),
                total_params=nets.param_count(trained.params))
@@ -146,8 +145,6 @@ def main() -> None:
     parser.add_argument("part", choices=["train", "squeezenet-compress", "sepnet-patterns"])
     parser.add_argument("--nets", nargs="+", default=list(MODELS))
     parser.add_argument("--out", default=OUT)
-    parser.add_argument("--scope", choices=sorted(PATTERN_SCOPES), default="all",
-                        help="sepnet-patterns: binarize every k x k kernel or only PRB patterns")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.part == "train":
@@ -161,7 +158,7 @@ def main() -> None:
     elif args.part == "squeezenet-compress":
         squeezenet_compress(args.out)
     else:
-        sepnet_patterns(args.out, args.scope)
+        sepnet_patterns(args.out)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,10 @@ def test_bad_arguments():
                            (nets.MobileNetV2(width_multiplier=-1.0), "width_multiplier must be"),
                            (nets.SqueezeNet(version="2_0"), "unknown SqueezeNet version"),
                            (nets.SqueezeNet(bypass="dense"), "unknown bypass"),
-                           (nets.SEPNet(groups=3), "groups must be")]:
+                           (nets.SEPNet(groups=3), "groups must be"),
+                           (nets.MobileNetV1(stem_stride=4), "stem_stride must be 1 or 2"),
+                           (nets.MobileNetV2(stem_stride=0), "stem_stride must be 1 or 2"),
+                           (nets.SEPNet(stem_stride=3), "stem_stride must be 1 or 2")]:
         with pytest.raises(ValueError, match=message):
             model.init(jax.random.key(0), x)
 
@@ -137,6 +140,29 @@ def test_summary_counts_tapconv_layers_once():
         tap = nets.summary(make(conv=TapConv), (32, 32, 1), print_table=False)
         assert (tap.params, tap.macs, len(tap.layers)) == (plain.params, plain.macs,
                                                           len(plain.layers))
+
+
+@pytest.mark.parametrize("make", [functools.partial(nets.MobileNetV1, alpha=0.5),
+                                  functools.partial(nets.MobileNetV2, width_multiplier=0.5),
+                                  nets.SEPNet])
+def test_stem_stride_1_at_32_is_the_reference_net_at_64(make):
+    small = nets.summary(make(num_classes=10, stem_stride=1), (32, 32, 1), print_table=False)
+    reference = nets.summary(make(num_classes=10), (64, 64, 1), print_table=False)
+    assert small.params == reference.params
+    assert small.macs == reference.macs
+    assert [r.output_shape for r in small.layers] == [r.output_shape for r in reference.layers]
+    assert small.layers[-1].output_shape[-1] == 10
+
+
+def test_every_sepnet_kxk_kernel_has_a_float_1x1_partner():
+    params = nets.SEPNet(num_classes=10).init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))["params"]
+    flat = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(params)}
+    kxk = [name for name, v in flat.items() if v.ndim == 4 and v.shape[:2] != (1, 1)]
+    assert len(kxk) == 15  # stem, 4 stride-2 layers, 2 PRBs in each of 5 SEP modules
+    for name in kxk:
+        assert name.endswith("['pattern']['kernel']"), name
+        partner = flat[name.replace("['pattern']", "['pointwise']")]
+        assert partner.shape[:2] == (1, 1) and partner.shape[2:] == flat[name].shape[2:]
 
 
 def test_squeezenet_head_bias_init():

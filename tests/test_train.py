@@ -127,3 +127,20 @@ def test_recipe_warmup_then_cosine():
         lrs.append(-float(updates["w"]))
     assert lrs[0] < 1e-5 and abs(lrs[100] - 1e-3) < 1e-5 and lrs[50] < lrs[100]
     assert lrs[999] < 1e-5 and lrs[550] < lrs[100]
+
+
+def test_recipe_sgd_adds_l2_to_the_gradient_and_uses_nesterov_momentum():
+    from zylax import recipes
+
+    lr, wd, mu = 0.1, 0.01, 0.9
+    tx = recipes.Recipe(epochs=1, learning_rate=lr, weight_decay=wd, sgd_momentum=mu).optimizer(10)
+    params = {"w": jnp.array([2.0, -4.0])}
+    grads = {"w": jnp.array([0.5, 0.0])}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # first Nesterov step from zero momentum: -lr * (1 + mu) * (g + wd * w)
+    expected = -lr * (1 + mu) * (grads["w"] + wd * params["w"])
+    np.testing.assert_allclose(updates["w"], expected, rtol=1e-6)
+    adamw = recipes.Recipe(epochs=1, learning_rate=lr, weight_decay=wd).optimizer(10)
+    # AdamW decays decoupled from the gradient: a zero gradient still moves by lr * wd * w
+    updates, _ = adamw.update({"w": jnp.zeros(2)}, adamw.init(params), params)
+    np.testing.assert_allclose(updates["w"], -lr * wd * params["w"], rtol=1e-6)

@@ -51,12 +51,24 @@ def _check_width(name: str, value: float) -> None:
         raise ValueError(f"{name} must be positive, got {value}")
 
 
+def check_stem_stride(stride: int) -> None:
+    """Raises unless ``stride`` is 1 (the 32x32 adaptation) or 2 (the reference stem)."""
+    if stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, got {stride!r}")
+
+
 class MobileNetV1(nn.Module):
-    """MobileNet V1 with width multiplier ``alpha``; any input size >= 32."""
+    """MobileNet V1 with width multiplier ``alpha``; any input size >= 32.
+
+    ``stem_stride=1`` (instead of the reference 2) is the usual adaptation to
+    32x32 images: same parameters, the body sees the input at twice the
+    resolution (4x the multiply-adds), as if fed 64x64.
+    """
 
     alpha: float = 1.0
     num_classes: int = 1000
     dropout_rate: float = 1e-3
+    stem_stride: int = 2
     conv: ModuleDef = nn.Conv
 
     @nn.compact
@@ -69,8 +81,9 @@ class MobileNetV1(nn.Module):
         def strided_padding(stride):
             return ((0, 1), (0, 1)) if stride == 2 else "SAME"
 
-        x = conv(int(32 * self.alpha), (3, 3), strides=(2, 2), padding=((0, 1), (0, 1)),
-                 name="conv1")(x)
+        check_stem_stride(self.stem_stride)
+        x = conv(int(32 * self.alpha), (3, 3), strides=(self.stem_stride, self.stem_stride),
+                 padding=strided_padding(self.stem_stride), name="conv1")(x)
         x = nn.relu6(norm(name="conv1_bn")(x))
         for i, (filters, stride) in enumerate(V1_BLOCKS, start=1):
             channels = x.shape[-1]
@@ -112,11 +125,15 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNet V2 with ``width_multiplier``; any input size >= 32."""
+    """MobileNet V2 with ``width_multiplier``; any input size >= 32.
+
+    ``stem_stride=1`` is the 32x32 adaptation described in ``MobileNetV1``.
+    """
 
     width_multiplier: float = 1.0
     num_classes: int = 1000
     dropout_rate: float = 0.2
+    stem_stride: int = 2
     settings: Sequence[tuple[int, int, int, int]] = tuple(V2_SETTINGS)
     conv: ModuleDef = nn.Conv
 
@@ -126,7 +143,8 @@ class MobileNetV2(nn.Module):
         width = self.width_multiplier
         norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                                  epsilon=1e-5)
-        x = self.conv(make_divisible(32 * width), (3, 3), strides=(2, 2),
+        check_stem_stride(self.stem_stride)
+        x = self.conv(make_divisible(32 * width), (3, 3), strides=(self.stem_stride,) * 2,
                       padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
         x = nn.relu6(norm(name="stem_bn")(x))
         block = 0

@@ -155,7 +155,8 @@ def test_stem_stride_1_at_32_is_the_reference_net_at_64(make):
 
 
 def test_every_sepnet_kxk_kernel_has_a_float_1x1_partner():
-    params = nets.SEPNet(num_classes=10).init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))["params"]
+    x = jnp.zeros((1, 32, 32, 1))
+    params = nets.SEPNet(num_classes=10).init(jax.random.key(0), x)["params"]
     flat = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(params)}
     kxk = [name for name, v in flat.items() if v.ndim == 4 and v.shape[:2] != (1, 1)]
     assert len(kxk) == 15  # stem, 4 stride-2 layers, 2 PRBs in each of 5 SEP modules

@@ -15,9 +15,10 @@ class Recipe:
     by cosine to zero over the rest of the run. The optimizer is AdamW with
     decoupled ``weight_decay``, or, when ``sgd_momentum`` is set, SGD with
     Nesterov momentum and ``weight_decay`` as an L2 term added to the
-    gradients (as torchvision's reference scripts train). ``label_smoothing`` smooths the
-    training targets; ``augment`` randomly flips and shifts training images;
-    ``pad_to`` pads 28x28 images for nets that want 32x32 input.
+    gradients (as torchvision's reference scripts train). ``label_smoothing``
+    smooths the training targets; ``augment`` randomly flips and shifts
+    training images; ``pad_to`` pads 28x28 images for nets that want 32x32
+    input.
     """
 
     epochs: int
@@ -61,7 +62,7 @@ RECIPES = {
                             label_smoothing=0.1, pad_to=32),
     # BatchNorm nets: with AdamW every run overfit and stalled at 86.6-88.9%
     # (train up to 99%), whatever the decay, augmentation or stem stride; SGD
-    # with L2 took MobileNet V2 0.5 to 91.51% (RESULTS.md)
+    # with L2 took MobileNet V1 0.5 to 91.25% and V2 0.5 to 91.51% (RESULTS.md)
     "mobilenet_v1": Recipe(epochs=10, learning_rate=0.05, warmup_steps=300, weight_decay=5e-4,
                            sgd_momentum=0.9, label_smoothing=0.1, pad_to=32),
     "mobilenet_v2": Recipe(epochs=10, learning_rate=0.05, warmup_steps=300, weight_decay=5e-4,

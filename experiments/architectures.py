@@ -3,7 +3,7 @@
 Run:
   python -m experiments.architectures train [--nets squeezenet1_1 mobilenet_v1 mobilenet_v2 sepnet]
   python -m experiments.architectures squeezenet-compress   # Deep Compression of SqueezeNet 1.1
-  python -m experiments.architectures sepnet-patterns      # SEP-Net pattern binarization
+  python -m experiments.architectures sepnet-patterns [--finetune-epochs 8]   # SEP-Net pattern binarization
 
 Each part writes its results, reports (JSON + Markdown) and ``.zyl`` files to
 runs/architectures/; accuracies of compressed nets are measured on the decoded files.
@@ -20,12 +20,12 @@ import os
 import time
 
 import jax
-import numpy as np
 import optax
 
 from zylax import archive, compress, data, nets, recipes, report, train
 from zylax.nets.layers import TapConv
 from zylax.transforms import pattern
+from zylax.transforms import tree as ztree
 
 NAME = "fashion_mnist"
 OUT = "runs/architectures"
@@ -86,7 +86,7 @@ def squeezenet_compress(out: str = OUT) -> dict:
     return rep
 
 
-def sepnet_patterns(out: str = OUT, finetune_epochs: int = 6, finetune_lr: float = 5e-4) -> dict:
+def sepnet_patterns(out: str = OUT, finetune_epochs: int = 8, finetune_lr: float = 5e-4) -> dict:
     """Pattern-binarizes every k x k (k > 1) conv of the trained SEP-Net, fine-tunes, writes a file.
 
     The file holds the scales and 1-bit patterns, the float leaves and the
@@ -125,9 +125,7 @@ def sepnet_patterns(out: str = OUT, finetune_epochs: int = 6, finetune_lr: float
     from_file = evaluate(variables["params"], variables["batch_stats"])
     in_memory = {"params": pattern.apply(jax.device_get(tuned.params), patterns),
                  "batch_stats": jax.device_get(tuned.batch_stats)}
-    exact = jax.tree.structure(variables) == jax.tree.structure(in_memory) and all(
-        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(variables),
-                                             jax.tree.leaves(in_memory)))
+    exact = ztree.bit_identical(variables, in_memory)
     rep = report.build(header, file_bytes=file_bytes,
                        accuracies={"dense": float_accuracy, "compressed": from_file},
                        seconds={"finetune": finetune_seconds}, decoded_exactly=exact)
@@ -145,6 +143,8 @@ def main() -> None:
     parser.add_argument("part", choices=["train", "squeezenet-compress", "sepnet-patterns"])
     parser.add_argument("--nets", nargs="+", default=list(MODELS))
     parser.add_argument("--out", default=OUT)
+    parser.add_argument("--finetune-epochs", type=int, default=8,
+                        help="sepnet-patterns: epochs of fine-tuning after binarizing")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.part == "train":
@@ -158,7 +158,7 @@ def main() -> None:
     elif args.part == "squeezenet-compress":
         squeezenet_compress(args.out)
     else:
-        sepnet_patterns(args.out)
+        sepnet_patterns(args.out, finetune_epochs=args.finetune_epochs)
 
 
 if __name__ == "__main__":

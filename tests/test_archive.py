@@ -7,6 +7,7 @@ import pytest
 
 from zylax import archive, nets
 from zylax.transforms import pruning, sharing
+from zylax.transforms import tree as ztree
 
 
 def _shared_model(model, shape, sparsity=0.8, bits=None, seed=0):
@@ -153,3 +154,16 @@ def test_pattern_scale_shape_is_checked(tmp_path):
     latent["conv"]["kernel"] = latent["conv"]["kernel"][:4]
     with pytest.raises(ValueError, match="conv/kernel"):
         archive.save(tmp_path / "bad.zyl", latent, patterns=patterns)
+
+
+def test_bit_identical_tells_a_decoded_model_from_a_changed_one(tmp_path):
+    latent, aux = _shared_model(nets.LeNet5(), (1, 28, 28, 1))
+    archive.save(tmp_path / "m.zyl", latent, aux)
+    loaded, _ = archive.load(tmp_path / "m.zyl")
+    expected = jax.device_get(sharing.decode(latent, aux))
+    assert ztree.bit_identical(loaded, expected)
+    nudged = jax.tree.map(np.copy, expected)
+    nudged["ip1"]["bias"][3] = np.nextafter(nudged["ip1"]["bias"][3], np.float32(1))
+    assert not ztree.bit_identical(loaded, nudged)
+    assert not ztree.bit_identical(loaded, {**expected, "extra": np.zeros(1)})
+    assert not ztree.bit_identical(loaded, jax.tree.map(lambda x: x.astype(np.float64), expected))

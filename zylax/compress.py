@@ -18,8 +18,10 @@ import jax
 import numpy as np
 import optax
 
-from zylax import archive, data as zdata, nets, recipes, train
+from zylax import archive, nets, recipes, train
+from zylax import data as zdata
 from zylax.transforms import pruning, sharing
+from zylax.transforms import tree as ztree
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -229,8 +231,7 @@ def run(config: Config, out: str, *, workdir: str | None = None,
     loaded, header = archive.load(out)
     compressed_accuracy = ctx.accuracy(loaded)
     times["decode_evaluate"] = time.perf_counter() - t0
-    exact = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(loaded),
-                                                        jax.tree.leaves(shared_params)))
+    exact = ztree.bit_identical(loaded, shared_params)
     report = zreport.build(header, file_bytes=file_bytes,
                            accuracies={"dense": dense_accuracy, "pruned": pruned_accuracy,
                                        "compressed": compressed_accuracy},

@@ -97,3 +97,18 @@ def check_same_structure(params, other, what: str) -> None:
         if np.shape(leaf) != np.shape(theirs[name]):
             raise ValueError(f"{what} for {name!r} has shape {np.shape(theirs[name])}, "
                              f"the parameter has {np.shape(leaf)}")
+
+
+def bit_identical(tree, other) -> bool:
+    """True when both trees have the same leaf names and each leaf the same dtype, shape and values.
+
+    Used to check that a decoded file gives back exactly the in-memory model
+    (values compared with ``np.array_equal``, so a NaN never matches).
+    """
+    ours, theirs = named_leaves(tree), named_leaves(other)
+    return list(ours) == list(theirs) and all(
+        _same_array(np.asarray(leaf), np.asarray(theirs[name])) for name, leaf in ours.items())
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and np.array_equal(a, b)

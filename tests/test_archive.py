@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zylax import archive, nets
+from zylax import archive, nets, report
 from zylax.transforms import pruning, sharing
 from zylax.transforms import tree as ztree
 
@@ -96,6 +96,18 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         archive.save(path, latent, aux, metadata={"other": 1})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.zyl"]  # no temp file left behind
+
+
+def test_written_files_get_the_umask_permissions_not_mkstemps(tmp_path):
+    latent, aux = _shared_model(nets.LeNet300100(), (1, 28, 28, 1))
+    old = os.umask(0o027)
+    try:
+        archive.save(tmp_path / "m.zyl", latent, aux)
+        written = report.write({"layers": [], "stages": {}}, str(tmp_path / "r.json"))
+    finally:
+        os.umask(old)
+    for path in [tmp_path / "m.zyl", *written]:
+        assert os.stat(path).st_mode & 0o777 == 0o640, path
 
 
 def test_bad_index_bits_name_the_leaf(tmp_path):

@@ -188,20 +188,37 @@ def save(path: str | os.PathLike, latent, aux=None, *, index_bits=None,
     """
     blob = to_bytes(latent, aux, index_bits=index_bits, metadata=metadata, patterns=patterns,
                     batch_stats=batch_stats)
+    write_atomic(path, blob)
+    return len(blob)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temp file in the same folder and a rename.
+
+    A reader sees the old file or the whole new one, never a part; on failure
+    the temp file is removed. The file gets the permissions ``open`` would
+    give it (0666 less the umask), not ``mkstemp``'s owner-only 0600.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".zylax-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(blob)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return len(blob)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _split_sections(blob: bytes) -> list[bytes]:

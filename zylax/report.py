@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from zylax.archive import write_atomic
+
 HAN = {
     "lenet300": {"P": "8% (12x)", "P+Q": "3.1% (32x)", "P+Q+H": "2.49% (40x)"},
     "lenet5": {"P": "8% (12x)", "P+Q": "3.05% (33x)", "P+Q+H": "2.55% (39x)"},
@@ -151,13 +153,10 @@ def to_markdown(report: dict) -> str:
 
 
 def write(report: dict, json_path: str) -> list[str]:
-    """Writes ``json_path`` and the Markdown beside it (``.md``); returns the paths."""
-    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-    with open(json_path, "w") as f:
-        json.dump(report, f, indent=1, sort_keys=True)
+    """Writes ``json_path`` and the Markdown beside it (``.md``), each atomically; returns the paths."""
+    write_atomic(json_path, json.dumps(report, indent=1, sort_keys=True).encode())
     md_path = os.path.splitext(json_path)[0] + ".md"
-    with open(md_path, "w") as f:
-        f.write(to_markdown(report))
+    write_atomic(md_path, to_markdown(report).encode())
     return [json_path, md_path]
 
 

@@ -153,7 +153,10 @@ def to_markdown(report: dict) -> str:
 
 
 def write(report: dict, json_path: str) -> list[str]:
-    """Writes ``json_path`` and the Markdown beside it (``.md``), each atomically; returns the paths."""
+    """Writes ``json_path`` and the Markdown beside it (``.md``), each atomically.
+
+    Returns the two paths.
+    """
     write_atomic(json_path, json.dumps(report, indent=1, sort_keys=True).encode())
     md_path = os.path.splitext(json_path)[0] + ".md"
     write_atomic(md_path, to_markdown(report).encode())

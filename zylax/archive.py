@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import struct
-import tempfile
 import zlib
 from typing import Any
 
@@ -196,29 +196,24 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to ``path`` through a temp file in the same folder and a rename.
 
     A reader sees the old file or the whole new one, never a part; on failure
-    the temp file is removed. The file gets the permissions ``open`` would
-    give it (0666 less the umask), not ``mkstemp``'s owner-only 0600.
+    the temp file is removed. The temp file is created as ``open`` would
+    create it (mode 0666, less the umask, applied by the kernel), not with
+    ``mkstemp``'s owner-only 0600.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".zylax-", suffix=".tmp")
+    tmp = os.path.join(folder, f".zylax-{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _split_sections(blob: bytes) -> list[bytes]:

@@ -12,16 +12,29 @@ import tempfile
 import time
 
 from benchmarks.common import print_table
-from zylax import compress
+from zylax import compress, data, registry, train
 
 
 def run(net: str = "lenet300", **overrides) -> dict:
-    config = compress.config_for(net, **overrides)
+    spec = registry.get(net)
+    preprocess = data.preprocessing("fashion_mnist", spec.recipe.pad_to)
+    config = compress.Config(**{**spec.compression, **overrides}, recipe=spec.recipe,
+                             preprocess=preprocess)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        result = compress.run(config, f"{tmp}/model.zyl", workdir=f"{tmp}/work", progress=False)
+        train_data = data.load("fashion_mnist", "train")
+        test_data = data.load("fashion_mnist", "test")
+        model = spec.factory(data.num_classes(train_data[1]))
+        t_train = time.perf_counter()
+        baseline = train.fit_recipe(model, spec.recipe, train_data, preprocess=preprocess,
+                                    seed=config.seed, progress=False)
+        t_train = time.perf_counter() - t_train
+        result = compress.run(model, baseline.variables, train_data, test_data, config,
+                              out=f"{tmp}/model.zyl",
+                              metadata={"net": net, "data": "fashion_mnist"},
+                              reference=spec.reference, progress=False)
         total = time.perf_counter() - t0
-    seconds = result.report["seconds"]
+    seconds = {"train": t_train, **result.report["seconds"]}
     rows = [[stage, f"{s:.1f}", f"{100 * s / total:.0f}%"] for stage, s in seconds.items()]
     rows.append(["total (incl. data loading)", f"{total:.1f}", "100%"])
     print_table(f"zylax compress --net {net}: wall time per stage (s)",

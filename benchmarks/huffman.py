@@ -27,12 +27,12 @@ def entropy_bits(symbols: np.ndarray) -> float:
 
 
 def archive_streams(path: str) -> dict[str, np.ndarray]:
-    """The Huffman-coded weight-index and gap streams of every layer of a ``.zyl`` file."""
+    """The Huffman-coded weight-index and gap streams of the sparse shared layers of a file."""
     with open(path, "rb") as f:
-        header, sections = archive.read_header(f.read())
+        header, sections = archive.read_header_bytes(f.read())
     weights, gaps = [], []
     for entry in header["leaves"]:
-        if entry["method"] == "sparse_shared":
+        if entry["method"] == "shared" and entry["form"] == "sparse":
             weights.append(huffman.decode(sections[entry["sections"][1]]))
             gaps.append(huffman.decode(sections[entry["sections"][2]]))
     return {"lenet300 weight indices": np.concatenate(weights),

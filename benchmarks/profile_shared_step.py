@@ -20,7 +20,8 @@ from zylax.transforms import pruning, sharing
 
 def main() -> None:
     images, labels = data.load("fashion_mnist", "train")
-    batch = next(data.batches(images, labels, 128, name="fashion_mnist"))
+    batch = next(data.batches(images, labels, 128,
+                              preprocess=data.preprocessing("fashion_mnist")))
     model = nets.LeNet300100()
     params = train.init_variables(model, batch["image"][:1], 0)["params"]
     masks = pruning.sparsity_masks(params, 0.9)

@@ -25,11 +25,12 @@ from zylax.nets.layers import TapConv
 from zylax.transforms import pruning, sharing
 
 
-def _stepper(model, tx, params, batch, transform=None, aux=None):
+def _stepper(model, tx, variables, batch, transform=None, aux=None):
     """A closure running one jitted training step (state carried between calls)."""
     mesh = train.data_mesh()
     sample = batch["image"][:1]
-    state = train.replicate(train.create_state(model, tx, sample, params=params, aux=aux), mesh)
+    state = train.replicate(train.create_state(model, tx, sample, variables=variables, aux=aux),
+                            mesh)
     step = train.make_train_step(model, tx, transform, mesh)
     sharded = train.shard_batch(batch, mesh)
     holder = {"state": state}
@@ -46,8 +47,10 @@ def run(batch_size: int = 128, repeats: int = 21) -> list[dict]:
     for label, model, pad in (("LeNet-300-100", nets.LeNet300100(), None),
                               ("MobileNet V2 1.0 @32", nets.MobileNetV2(num_classes=10,
                                                                         conv=TapConv), 32)):
-        batch = next(data.batches(images, labels, batch_size, name="fashion_mnist", pad_to=pad))
-        params = train.init_variables(model, batch["image"][:1], 0)["params"]
+        batch = next(data.batches(images, labels, batch_size,
+                                  preprocess=data.preprocessing("fashion_mnist", pad)))
+        variables = train.init_variables(model, batch["image"][:1], 0)
+        params = variables["params"]
         masks = pruning.sparsity_masks(params, 0.9)
         pruned = pruning.apply_masks(params, masks)
         latent, aux = sharing.share(pruned, 5, masks)
@@ -55,10 +58,11 @@ def run(batch_size: int = 128, repeats: int = 21) -> list[dict]:
         shared_tx = pruning.prune(sharing.centroid_only(optax.adam(1e-3), latent, aux),
                                   latent_masks)
         timings = measure_interleaved({
-            "plain": _stepper(model, optax.adam(1e-3), params, batch),
-            "prune": _stepper(model, pruning.prune(optax.adam(1e-3), masks), pruned, batch),
-            "shared": _stepper(model, shared_tx, latent, batch, transform=sharing.decode,
-                               aux=aux)}, repeats=repeats)
+            "plain": _stepper(model, optax.adam(1e-3), variables, batch),
+            "prune": _stepper(model, pruning.prune(optax.adam(1e-3), masks),
+                              {**variables, "params": pruned}, batch),
+            "shared": _stepper(model, shared_tx, {**variables, "params": latent}, batch,
+                               transform=sharing.decode, aux=aux)}, repeats=repeats)
         rows.append({"net": label, **timings})
     print_table(f"Training-step overhead (batch {batch_size}, ratio to the plain Flax step)",
                 ["net", "plain step", "prune wrapper", "ratio", "masks + codebook + wrapper",

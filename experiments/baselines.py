@@ -11,24 +11,22 @@ import json
 import os
 import time
 
-from zylax import data, nets, recipes, train
+from zylax import data, registry, train
 
 
 def run(net: str, out: str, seed: int = 0) -> dict:
     """Trains ``net`` with its recipe; returns accuracy and seconds."""
-    recipe = recipes.get(net)
+    spec = registry.get(net)
     train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
-    model = nets.get(net)
-    steps = recipe.epochs * data.num_batches(train_data[0].shape[0], recipe.batch_size, "drop")
+    model = spec.factory(10)
+    preprocess = data.preprocessing("fashion_mnist", spec.recipe.pad_to)
     t0 = time.perf_counter()
-    result = train.fit(model, recipe.optimizer(steps), train_data, name="fashion_mnist",
-                       epochs=recipe.epochs, **recipe.fit_kwargs(), seed=seed,
-                       eval_data=test_data, progress=False,
-                       checkpoint_dir=os.path.join(out, net, "checkpoints"))
+    result = train.fit_recipe(model, spec.recipe, train_data, preprocess=preprocess, seed=seed,
+                              eval_data=test_data, progress=False,
+                              checkpoint_dir=os.path.join(out, net, "checkpoints"))
     seconds = time.perf_counter() - t0
-    metrics = train.evaluate(model, result.state.params, *test_data, name="fashion_mnist",
-                             pad_to=recipe.pad_to)
-    return {"net": net, "epochs": recipe.epochs, "test_accuracy": metrics["accuracy"],
+    metrics = train.evaluate(model, result.variables, *test_data, preprocess=preprocess)
+    return {"net": net, "epochs": spec.recipe.epochs, "test_accuracy": metrics["accuracy"],
             "seconds": round(seconds, 1), "history": result.history}
 
 

@@ -3,6 +3,7 @@
 Usage: XLA_FLAGS=--xla_force_host_platform_device_count=N python tests/sharded_steps.py OUT.npz
 """
 
+import itertools
 import sys
 
 import jax
@@ -17,11 +18,12 @@ def main(out: str) -> None:
     model = nets.LeNet300100()
     mesh = train.data_mesh()
     tx = optax.sgd(0.05, momentum=0.9)
-    state = train.replicate(train.create_state(model, tx, data.preprocess(images[:1],
-                                                                          "fashion_mnist")), mesh)
+    preprocess = data.preprocessing("fashion_mnist")
+    state = train.replicate(train.create_state(model, tx, preprocess(images[:1])), mesh)
     step = train.make_train_step(model, tx, mesh=mesh)
     losses = []
-    for batch in list(data.batches(images, labels, 128, name="fashion_mnist", seed=0))[:5]:
+    for batch in itertools.islice(data.batches(images, labels, 128, preprocess=preprocess,
+                                                seed=0), 5):
         state, metrics = step(state, train.shard_batch(batch, mesh))
         losses.append(float(metrics["loss"]))
     flat = {jax.tree_util.keystr(p): np.asarray(v)

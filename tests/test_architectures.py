@@ -7,17 +7,22 @@ import numpy as np
 import optax
 import pytest
 
-from zylax import data, nets, train
+from zylax import data, nets, registry, train
 
 REFERENCE_PARAMS = {  # torchvision (SqueezeNet, MobileNet V2) and Keras trainable (MobileNet V1)
     "squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496,
     "mobilenet_v1": 4_231_976, "mobilenet_v2": 3_504_872,
 }
+PAPER_NETS = {  # the width-1.0 nets of the papers (the registry's MobileNets are width 0.5)
+    "squeezenet1_0": nets.SqueezeNet1_0, "squeezenet1_1": nets.SqueezeNet1_1,
+    "mobilenet_v1": nets.MobileNetV1, "mobilenet_v2": nets.MobileNetV2,
+}
 
 
 @pytest.mark.parametrize("name,count", sorted(REFERENCE_PARAMS.items()))
 def test_parameter_counts_match_references(name, count):
-    assert nets.summary(nets.get(name, 1000), (224, 224, 3), print_table=False).params == count
+    model = PAPER_NETS[name](num_classes=1000)
+    assert nets.summary(model, (224, 224, 3), print_table=False).params == count
 
 
 def test_sepnet_is_about_1_3m_parameters():
@@ -60,7 +65,7 @@ def test_width_multiplier_rounding_rules():
                                   "sepnet"])
 @pytest.mark.parametrize("size,classes", [(32, 10), (224, 1000), (96, 7)])
 def test_output_shapes(name, size, classes):
-    model = nets.get(name, classes)
+    model = registry.get(name).factory(classes)
     x = jnp.zeros((2, size, size, 3))
     out = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x), x))
     assert out.shape == (2, classes)
@@ -169,7 +174,7 @@ def test_every_sepnet_kxk_kernel_has_a_float_1x1_partner():
 def test_squeezenet_head_bias_init():
     x = jnp.zeros((1, 32, 32, 1))
     reference = nets.SqueezeNet1_1(num_classes=10).init(jax.random.key(0), x)["params"]
-    registered = nets.get("squeezenet1_1", 10).init(jax.random.key(0), x)["params"]
+    registered = registry.get("squeezenet1_1").factory(10).init(jax.random.key(0), x)["params"]
     np.testing.assert_array_equal(reference["conv10"]["bias"], np.zeros(10))  # torchvision
     np.testing.assert_array_equal(registered["conv10"]["bias"], np.ones(10))
     np.testing.assert_array_equal(reference["conv10"]["kernel"], registered["conv10"]["kernel"])
@@ -186,7 +191,8 @@ SMALL_NETS = {
 @pytest.fixture(scope="module")
 def real_batch(fmnist_train):
     images, labels = fmnist_train[0][:64], fmnist_train[1][:64]
-    return next(data.batches(images, labels, 64, name="fashion_mnist", shuffle=False, pad_to=32))
+    return next(data.batches(images, labels, 64, preprocess=data.preprocessing("fashion_mnist", 32),
+                             shuffle=False))
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_NETS))
@@ -198,20 +204,21 @@ def test_one_jitted_step_lowers_loss_and_bn_stats_move_only_in_training(name, re
     step = train.make_train_step(model, tx, mesh=mesh)
     evaluate = train.make_eval_step(model, mesh=mesh)
     batch = train.shard_batch(real_batch, mesh)
-    before = state.batch_stats
+    before = state.collections.get("batch_stats")
     # deterministic loss (eval mode, running statistics) before and after training steps
-    initial_loss, _ = evaluate(state.params, state.batch_stats, None, batch)
+    initial_loss, _, _ = evaluate(state.params, state.collections, None, batch)
     for _ in range(6):
         state, _ = step(state, batch)
-    final_loss, _ = evaluate(state.params, state.batch_stats, None, batch)
+    final_loss, _, _ = evaluate(state.params, state.collections, None, batch)
     assert float(final_loss) < float(initial_loss)
     if before:  # BatchNorm nets: running statistics moved in training...
+        after = state.collections["batch_stats"]
         assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
-                                                            jax.tree.leaves(state.batch_stats)))
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        _, updates = model.apply(variables, batch["image"], train=False, mutable=["batch_stats"])
+                                                            jax.tree.leaves(after)))
+        _, updates = model.apply(state.variables, batch["image"], train=False,
+                                 mutable=["batch_stats"])
         # ...and stay put in evaluation
-        for a, b in zip(jax.tree.leaves(updates["batch_stats"]), jax.tree.leaves(state.batch_stats)):
+        for a, b in zip(jax.tree.leaves(updates["batch_stats"]), jax.tree.leaves(after)):
             np.testing.assert_array_equal(a, b)
 
 

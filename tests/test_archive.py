@@ -10,47 +10,58 @@ from zylax.transforms import pruning, sharing
 from zylax.transforms import tree as ztree
 
 
-def _shared_model(model, shape, sparsity=0.8, bits=None, seed=0):
+def _shared_model(model, shape, sparsity=0.8, bits=None, seed=0, index_bits=None):
+    """The stored tree (``Shared`` leaves) of a pruned, shared model, and its dense params."""
     params = model.init(jax.random.key(seed), jnp.zeros(shape))["params"]
     masks = pruning.sparsity_masks(params, sparsity)
     latent, aux = sharing.share(pruning.apply_masks(params, masks), bits, masks)
-    return latent, aux
+    return sharing.compressed(latent, aux, index_bits), jax.device_get(sharing.decode(latent, aux))
 
 
 @pytest.mark.parametrize("model,shape", [(nets.LeNet300100(), (1, 28, 28, 1)),
                                          (nets.LeNet5(), (1, 28, 28, 1))])
 def test_round_trip_is_bit_exact(tmp_path, model, shape):
-    latent, aux = _shared_model(model, shape)
+    stored, expected = _shared_model(model, shape)
     path = tmp_path / "m.zyl"
-    size = archive.save(path, latent, aux, metadata={"net": "x"})
+    size = archive.save(path, stored, metadata={"net": "x"})
     assert size == os.path.getsize(path)
-    loaded, header = archive.load(path)
-    expected = jax.device_get(sharing.decode(latent, aux))
-    assert jax.tree.structure(loaded) == jax.tree.structure(expected)
-    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(expected)):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_array_equal(a, b)
-    assert header["metadata"] == {"net": "x"}
-    methods = {e["name"]: e["method"] for e in header["leaves"]}
-    assert methods["ip1/kernel"] == "sparse_shared" and methods["ip1/bias"] == "raw"
+    loaded, metadata = archive.load(path)
+    assert ztree.bit_identical(loaded, {"params": expected})
+    assert metadata == {"net": "x"}
+    entries = {e["name"]: e for e in archive.read_header(path)["leaves"]}
+    assert entries["ip1/kernel"]["method"] == "shared"
+    assert entries["ip1/kernel"]["form"] == "sparse" and entries["ip1/bias"]["method"] == "raw"
 
 
 def test_unpruned_layer_uses_dense_indices(tmp_path):
     params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (64, 64))}}
     latent, aux = sharing.share(params, 3)
-    archive.save(tmp_path / "d.zyl", latent, aux)
-    loaded, header = archive.load(tmp_path / "d.zyl")
-    assert header["leaves"][0]["method"] == "shared"
-    np.testing.assert_array_equal(loaded["fc"]["kernel"], sharing.decode(latent, aux)["fc"]["kernel"])
+    archive.save(tmp_path / "d.zyl", sharing.compressed(latent, aux))
+    loaded, _ = archive.load(tmp_path / "d.zyl")
+    assert archive.read_header(tmp_path / "d.zyl")["leaves"][0]["form"] == "dense"
+    np.testing.assert_array_equal(loaded["params"]["fc"]["kernel"],
+                                  sharing.decode(latent, aux)["fc"]["kernel"])
 
 
 def test_same_inputs_same_bytes(tmp_path):
     blobs = []
     for name in ("a.zyl", "b.zyl"):
-        latent, aux = _shared_model(nets.LeNet300100(), (1, 28, 28, 1), seed=3)
-        archive.save(tmp_path / name, latent, aux, metadata={"seed": 3})
+        stored, _ = _shared_model(nets.LeNet300100(), (1, 28, 28, 1), seed=3, index_bits="auto")
+        archive.save(tmp_path / name, stored, metadata={"seed": 3})
         blobs.append((tmp_path / name).read_bytes())
     assert blobs[0] == blobs[1]
+
+
+def test_variables_keep_every_collection_at_the_top(tmp_path):
+    variables = {"params": {"d": {"kernel": np.ones((2, 3), np.float32)}},
+                 "batch_stats": {"bn": {"mean": np.zeros(3, np.float32)}},
+                 "counters": {"n": np.arange(2, dtype=np.int32)}}
+    archive.save(tmp_path / "v.zyl", variables)
+    loaded, _ = archive.load(tmp_path / "v.zyl")
+    assert ztree.bit_identical(loaded, variables)
+    archive.save(tmp_path / "p.zyl", variables["params"])  # params alone
+    assert ztree.bit_identical(archive.load(tmp_path / "p.zyl")[0],
+                               {"params": variables["params"]})
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +72,7 @@ def small_file(tmp_path_factory):
     masks = pruning.sparsity_masks(params, 0.6)
     latent, aux = sharing.share(pruning.apply_masks(params, masks), 2, masks)
     path = tmp_path_factory.mktemp("small") / "s.zyl"
-    archive.save(path, latent, aux)
+    archive.save(path, sharing.compressed(latent, aux))
     return path.read_bytes()
 
 
@@ -84,25 +95,25 @@ def test_every_truncation_is_detected(small_file, tmp_path):
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):
-    latent, aux = _shared_model(nets.LeNet300100(), (1, 28, 28, 1))
+    stored, _ = _shared_model(nets.LeNet300100(), (1, 28, 28, 1))
     path = tmp_path / "m.zyl"
-    archive.save(path, latent, aux)
+    archive.save(path, stored)
     before = path.read_bytes()
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        archive.save(path, latent, aux, metadata={"other": 1})
+        archive.save(path, stored, metadata={"other": 1})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.zyl"]  # no temp file left behind
 
 
 def test_written_files_get_the_umask_permissions_not_mkstemps(tmp_path):
-    latent, aux = _shared_model(nets.LeNet300100(), (1, 28, 28, 1))
+    stored, _ = _shared_model(nets.LeNet300100(), (1, 28, 28, 1))
     old = os.umask(0o027)
     try:
-        archive.save(tmp_path / "m.zyl", latent, aux)
+        archive.save(tmp_path / "m.zyl", stored)
         written = report.write({"layers": [], "stages": {}}, str(tmp_path / "r.json"))
     finally:
         os.umask(old)
@@ -111,14 +122,15 @@ def test_written_files_get_the_umask_permissions_not_mkstemps(tmp_path):
 
 
 def test_bad_index_bits_name_the_leaf(tmp_path):
-    latent, aux = _shared_model(nets.LeNet300100(), (1, 28, 28, 1))
-    with pytest.raises(ValueError, match="index_bits for 'ip1/kernel' must be an integer in 1..16"):
-        archive.save(tmp_path / "x.zyl", latent, aux, index_bits=0)
+    stored, _ = _shared_model(nets.LeNet300100(), (1, 28, 28, 1), index_bits=0)
+    with pytest.raises(ValueError, match="params/ip1/kernel: index_bits .* must be an integer"):
+        archive.save(tmp_path / "x.zyl", stored)
 
 
 def test_nan_in_uncoded_leaf_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="'b' holds a non-finite value"):
+    with pytest.raises(ValueError, match="params/b: holds a non-finite value"):
         archive.save(tmp_path / "x.zyl", {"b": jnp.array([1.0, jnp.inf])})
+    assert not (tmp_path / "x.zyl").exists()
 
 
 def _pattern_model(seed=0):
@@ -131,19 +143,16 @@ def _pattern_model(seed=0):
 
 
 def test_pattern_and_batch_stats_round_trip(tmp_path):
-    from zylax import report
     from zylax.transforms import pattern
 
     params, stats = _pattern_model()
     latent, patterns = pattern.binarize_patterns(params)
-    size = archive.save(tmp_path / "p.zyl", latent, patterns=patterns, batch_stats=stats)
-    variables, header = archive.load_variables(tmp_path / "p.zyl")
+    stored = {"params": pattern.compressed(latent, patterns), "batch_stats": stats}
+    size = archive.save(tmp_path / "p.zyl", stored)
+    variables, _ = archive.load(tmp_path / "p.zyl")
     expected = {"params": pattern.apply(latent, patterns), "batch_stats": stats}
-    assert jax.tree.structure(variables) == jax.tree.structure(expected)
-    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(expected)):
-        np.testing.assert_array_equal(a, np.asarray(b))
-    params_only, _ = archive.load(tmp_path / "p.zyl")
-    assert set(params_only) == {"conv", "pw", "bn"}
+    assert ztree.bit_identical(variables, jax.device_get(expected))
+    header = archive.read_header(tmp_path / "p.zyl")
     entries = {(e["collection"], e["name"]): e for e in header["leaves"]}
     assert entries["params", "conv/kernel"]["method"] == "pattern"
     assert entries["params", "pw/kernel"]["method"] == "raw"  # 1x1 stays float
@@ -157,25 +166,70 @@ def test_pattern_and_batch_stats_round_trip(tmp_path):
 
 
 def test_pattern_scale_shape_is_checked(tmp_path):
-    from zylax.transforms import pattern
+    from zylax.codecs.pattern import Pattern
 
-    params, _ = _pattern_model()
-    latent, patterns = pattern.binarize_patterns(params)
-    with pytest.raises(ValueError, match="other/kernel"):
-        archive.save(tmp_path / "bad.zyl", latent, patterns={"other/kernel": patterns["conv/kernel"]})
-    latent["conv"]["kernel"] = latent["conv"]["kernel"][:4]
-    with pytest.raises(ValueError, match="conv/kernel"):
-        archive.save(tmp_path / "bad.zyl", latent, patterns=patterns)
+    with pytest.raises(ValueError, match="params/conv/kernel: pattern scale shape"):
+        archive.save(tmp_path / "bad.zyl",
+                     {"conv": {"kernel": Pattern(np.ones(4, np.float32), np.ones((3, 3, 2, 9)))}})
 
 
 def test_bit_identical_tells_a_decoded_model_from_a_changed_one(tmp_path):
-    latent, aux = _shared_model(nets.LeNet5(), (1, 28, 28, 1))
-    archive.save(tmp_path / "m.zyl", latent, aux)
-    loaded, _ = archive.load(tmp_path / "m.zyl")
-    expected = jax.device_get(sharing.decode(latent, aux))
+    stored, expected = _shared_model(nets.LeNet5(), (1, 28, 28, 1))
+    archive.save(tmp_path / "m.zyl", stored)
+    loaded = archive.load(tmp_path / "m.zyl")[0]["params"]
     assert ztree.bit_identical(loaded, expected)
     nudged = jax.tree.map(np.copy, expected)
     nudged["ip1"]["bias"][3] = np.nextafter(nudged["ip1"]["bias"][3], np.float32(1))
     assert not ztree.bit_identical(loaded, nudged)
     assert not ztree.bit_identical(loaded, {**expected, "extra": np.zeros(1)})
     assert not ztree.bit_identical(loaded, jax.tree.map(lambda x: x.astype(np.float64), expected))
+
+
+def test_a_new_method_is_one_module(tmp_path, monkeypatch):
+    """A codec module dropped into zylax/codecs is found and used without editing anything."""
+    import importlib
+    import shutil
+
+    import zylax.codecs as package
+
+    folder = os.path.dirname(package.__file__)
+    source = tmp_path / "halfprec.py"
+    source.write_text("""
+import dataclasses
+import numpy as np
+METHOD = "halfprec"
+@dataclasses.dataclass(frozen=True)
+class Half:
+    values: object
+Leaf = Half
+def encode(leaf):
+    v = np.asarray(leaf.values, np.float16)
+    return {"f16": ({"shape": list(v.shape), "dtype": "float16"}, [v.astype("<f2").tobytes()])}
+def decode(entry, sections):
+    return np.frombuffer(sections[0], "<f2").astype(np.float16).reshape(entry["shape"])
+def dense(leaf):
+    return np.asarray(leaf.values, np.float16)
+def report_row(entry):
+    n = int(np.prod(entry["shape"]))
+    return {"weights": n, "dense_bytes": 2 * n, "kept": n, "weight_bits": 16, "index_bits": 0,
+            "entries": n, "pruned_bytes": 2 * n, "quantized_bytes": 2 * n,
+            "weights_raw_bytes": 2 * n, "weights_huffman_bytes": 2 * n, "index_raw_bytes": 0,
+            "index_huffman_bytes": 0, "codebook_bytes": 0}
+""")
+    target = os.path.join(folder, "halfprec.py")
+    shutil.copy(source, target)
+    try:
+        fresh = importlib.reload(package)
+        monkeypatch.setattr(archive, "codecs", fresh)
+        monkeypatch.setattr(report, "codecs", fresh)
+        half = importlib.import_module("zylax.codecs.halfprec")
+        archive.save(tmp_path / "h.zyl", {"w": half.Half(np.linspace(0, 1, 300))})
+        loaded, _ = archive.load(tmp_path / "h.zyl")
+        np.testing.assert_array_equal(loaded["params"]["w"], np.linspace(0, 1, 300).astype(
+            np.float16))
+        header = archive.read_header(tmp_path / "h.zyl")
+        assert header["leaves"][0]["method"] == "halfprec"
+        assert report.layer_rows(header)[0]["coded_bytes"] == 600
+    finally:
+        os.remove(target)
+        importlib.reload(package)

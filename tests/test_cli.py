@@ -1,9 +1,19 @@
+import json
+import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
-from zylax import cli
+from zylax import archive, cli, data, registry, train
+from zylax.transforms import tree as ztree
+
+
+def _run(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "zylax.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=300, cwd=cwd)
 
 
 def test_train_smoke_run(tmp_path, capsys):
@@ -14,61 +24,182 @@ def test_train_smoke_run(tmp_path, capsys):
     assert (tmp_path / "checkpoints" / "30").is_dir()
 
 
-@pytest.mark.parametrize("flag,value,message", [("--net", "vgg", "unknown net 'vgg'"),
-                                                ("--data", "svhn", "unknown dataset 'svhn'")])
-def test_unknown_names_exit_with_a_message(tmp_path, flag, value, message):
-    proc = subprocess.run([sys.executable, "-m", "zylax.cli", "train", flag, value, "--out",
-                           str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode != 0 and message in proc.stderr
+@pytest.mark.parametrize("args,message", [
+    (["train", "--net", "vgg"], "unknown net 'vgg'"),
+    (["train", "--data", "svhn"], "unknown dataset 'svhn'"),
+    (["compress", "--bits", "17"], "--bits must be >= 1 and <= 16, got 17"),
+    (["compress", "--index-bits", "0"], "--index-bits must be >= 1"),
+    (["compress", "--baseline-epochs", "0"], "--baseline-epochs must be >= 1"),
+    (["compress", "--prune-cycles", "-1"], "--prune-cycles must be >= 1"),
+    (["compress", "--max-examples", "-5"], "--max-examples must be >= 1"),
+    (["compress", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["compress", "--net", "lenet5", "--model", "x:y"], "not both"),
+    (["compress", "--model", "no_such_module:factory"], "cannot import"),
+    (["compress", "--model", "flax.linen:Conv"], "missing 2 required positional arguments"),
+    (["compress", "--max-examples", "5"], "smaller than one batch (128)"),
+    (["compress", "--index-bits", "many"], "--index-bits must be an integer or 'auto'"),
+    (["compress", "--sparsity", "1.0"], "--sparsity must lie in [0, 1)"),
+])
+def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
+    if "--out" not in args and args[0] == "train":
+        args = [*args, "--out", str(tmp_path)]
+    elif args[0] == "compress":
+        args = [*args, "--out", str(tmp_path / "m.zyl"), "--workdir", str(tmp_path / "w")]
+    proc = _run(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "w").exists()  # nothing trained
 
 
-def test_compress_evaluate_inspect_tiny(tmp_path, capsys):
+def test_out_pointing_at_a_directory_is_refused_before_training(tmp_path):
+    proc = _run("compress", "--out", str(tmp_path), "--workdir", str(tmp_path / "w"))
+    assert proc.returncode == 2 and "is a directory" in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_runtime_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
+    bad = tmp_path / "bad.zyl"
+    bad.write_bytes(b"ZYLAX\0garbage")
+    proc = _run("evaluate", str(bad))
+    assert proc.returncode == 1 and "not a zylax file" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert _run("inspect", str(tmp_path / "missing.zyl")).returncode == 1
+    debug = _run("evaluate", str(bad), env={"ZYLAX_DEBUG": "1"})
+    assert "Traceback" in debug.stderr
+
+
+def test_compress_a_batchnorm_net_then_evaluate_its_file(tmp_path, capsys):
     out, rep = tmp_path / "m.zyl", tmp_path / "r" / "report.json"
-    cli.main(["compress", "--net", "lenet300", "--baseline-epochs", "1", "--prune-cycles", "1",
-              "--retrain-epochs", "1", "--finetune-epochs", "1", "--max-examples", "3000",
-              "--out", str(out), "--report", str(rep), "--workdir", str(tmp_path / "w"),
-              "--quiet"])
+    cli.main(["compress", "--net", "mlp", "--baseline-epochs", "1", "--prune-cycles", "1",
+              "--retrain-epochs", "1", "--finetune-epochs", "1", "--max-examples", "2048",
+              "--batch-size", "256", "--out", str(out), "--report", str(rep),
+              "--workdir", str(tmp_path / "w"), "--quiet"])
     printed = capsys.readouterr().out
     assert "P+Q+H" in printed and "compressed_accuracy" in printed
-    import json
     report = json.loads(rep.read_text())
     for key in ("dense_bytes", "file_bytes", "ratio", "dense_accuracy", "compressed_accuracy",
                 "layers"):
         assert key in report
     assert report["file_bytes"] == out.stat().st_size
-    assert report["dense_bytes"] == 266_610 * 4
     assert report["decoded_exactly"] is True
+    assert any(r["name"].startswith("batch_stats/") for r in report["layers"])
     assert (tmp_path / "r" / "report.md").exists() and (tmp_path / "r" / "report_weights.png").exists()
+    # --batch-size is used: 2048 examples / 256 = 8 steps per epoch in the checkpoint
+    (baseline,) = (tmp_path / "w").iterdir()
+    assert sorted(p.name for p in baseline.iterdir() if p.name.isdigit()) == ["8"]
     cli.main(["evaluate", str(out)])
-    evaluated = capsys.readouterr().out
-    assert f"test accuracy {report['compressed_accuracy']:.4f}" in evaluated
+    assert f"test accuracy {report['compressed_accuracy']:.4f}" in capsys.readouterr().out
     cli.main(["inspect", str(out)])
-    assert "ip1/kernel" in capsys.readouterr().out
+    assert "fc1/kernel" in capsys.readouterr().out
 
 
-def test_evaluate_refuses_a_corrupt_file(tmp_path):
-    bad = tmp_path / "bad.zyl"
-    bad.write_bytes(b"ZYLAX\0garbage")
-    with pytest.raises(SystemExit, match="checksum|not a zylax file"):
-        cli.main(["evaluate", str(bad)])
+def test_the_baseline_cache_is_keyed_by_every_setting():
+    class Args:
+        data, seed, max_examples = "fashion_mnist", 0, None
+
+    choice = cli.ModelChoice(None, registry.get("lenet300").recipe, {}, {}, {"net": "lenet300"})
+    key = cli.baseline_key(choice, Args, 20)
+    assert cli.baseline_key(choice, Args, 19) != key
+    Args.max_examples = 3000
+    assert cli.baseline_key(choice, Args, 20) != key
 
 
-def test_evaluate_uses_the_batch_stats_in_the_file(tmp_path, capsys):
-    import jax
+def test_evaluate_uses_the_batch_stats_in_the_file(tmp_path, capsys, fmnist_train, fmnist_test):
     import optax
 
-    from zylax import archive, data, nets, train
-
-    train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
-    model = nets.get("mlp")
-    state = train.fit(model, optax.adam(1e-3), tuple(a[:2048] for a in train_data),
-                      name="fashion_mnist", epochs=1, progress=False).state
-    params, stats = jax.device_get(state.params), jax.device_get(state.batch_stats)
+    model = registry.get("mlp").factory(10)
+    preprocess = data.preprocessing("fashion_mnist")
+    variables = train.fit(model, optax.adam(1e-3), tuple(a[:2048] for a in fmnist_train),
+                          preprocess=preprocess, epochs=1, progress=False).variables
     path = tmp_path / "mlp.zyl"
-    archive.save(path, params, batch_stats=stats,
-                 metadata={"net": "mlp", "data": "fashion_mnist", "num_classes": 10})
+    archive.save(path, variables, metadata={"net": "mlp", "data": "fashion_mnist",
+                                            "num_classes": 10, "preprocess": preprocess.to_dict()})
     cli.main(["evaluate", str(path)])
-    expected = train.evaluate(model, params, *test_data, name="fashion_mnist",
-                              batch_stats=stats)["accuracy"]
+    expected = train.evaluate(model, variables, *fmnist_test, preprocess=preprocess)["accuracy"]
     assert f"test accuracy {expected:.4f}" in capsys.readouterr().out
     assert expected > 0.6  # the running statistics were used: fresh ones would give ~10%
+    loaded, _ = archive.load(path)
+    assert ztree.bit_identical(loaded, jax.device_get(variables))
+
+
+def test_evaluate_refuses_params_that_do_not_fit_the_model(tmp_path):
+    path = tmp_path / "wrong.zyl"
+    archive.save(path, {"ip1": {"kernel": np.zeros((3, 3), np.float32)}},
+                 metadata={"net": "lenet300", "data": "fashion_mnist", "num_classes": 10,
+                           "preprocess": data.Preprocess().to_dict()})
+    proc = _run("evaluate", str(path))
+    assert proc.returncode == 1 and "do not fit the model" in proc.stderr, proc.stderr
+
+
+USER_MODEL = '''
+import flax.linen as nn
+
+
+class Net(nn.Module):
+    """Own names, BatchNorm, no train argument."""
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x):
+        train = self.is_mutable_collection("batch_stats")
+        x = nn.Conv(8, (3, 3), strides=2, name="zz_stem")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, name="norm")(x))
+        x = nn.Conv(16, (3, 3), strides=2, name="aa_body")(x)
+        return nn.Dense(self.num_classes, name="mm_head")(x.reshape((x.shape[0], -1)))
+'''
+
+
+def test_compress_a_user_model_from_the_command_line(tmp_path):
+    """The module is found in the current folder, as ``python -m`` finds it."""
+    (tmp_path / "my_models.py").write_text(USER_MODEL)
+    out = tmp_path / "net.zyl"
+    proc = _run("compress", "--model", "my_models:Net", "--baseline-epochs", "1",
+                "--prune-cycles", "1", "--retrain-epochs", "1", "--finetune-epochs", "1",
+                "--sparsity", "0.6", "--index-bits", "auto", "--max-examples", "1024",
+                "--out", str(out), "--workdir", str(tmp_path / "w"), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    accuracy = next(line for line in proc.stdout.splitlines()
+                    if line.startswith("compressed_accuracy")).split()[-1]
+    kept = {row.split()[0]: float(row.split()[2]) for row in proc.stdout.splitlines()
+            if "/kernel" in row}
+    assert 35 < kept["aa_body/kernel"] < 45
+    evaluated = _run("evaluate", str(out), cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"test accuracy {float(accuracy.rstrip('%')) / 100:.4f}" in evaluated.stdout
+    _, metadata = archive.load(out)
+    assert metadata["model"] == "my_models:Net"
+
+
+def test_evaluate_a_file_that_names_no_model_is_one_clean_line(tmp_path):
+    path = tmp_path / "anon.zyl"
+    archive.save(path, {"w": np.ones(3, np.float32)},
+                 metadata={"data": "fashion_mnist", "preprocess": data.Preprocess().to_dict()})
+    proc = _run("evaluate", str(path))
+    assert proc.returncode == 1 and "names no model" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_damaged_dataset_file_is_one_line_naming_it(tmp_path):
+    import gzip
+    import shutil
+
+    source = data.fashion_mnist_dir()
+    for name in os.listdir(source):
+        shutil.copy(source / name, tmp_path / name)
+    (images,) = [p for p in tmp_path.iterdir() if p.name.startswith("train-images")]
+    images.write_bytes(images.read_bytes()[:5000] if images.suffix == ".gz"
+                       else gzip.compress(images.read_bytes())[:5000])
+    proc = _run("train", "--out", str(tmp_path / "o"), env={"ZYLAX_FASHION_MNIST_DIR": str(tmp_path)})
+    assert proc.returncode == 1 and images.name in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_refuses_tampered_padding_before_allocating(tmp_path):
+    model = registry.get("lenet300").factory(10)
+    variables = train.init_variables(model, np.zeros((1, 28, 28, 1), np.float32), 0)
+    path = tmp_path / "tampered.zyl"
+    archive.save(path, variables, metadata={
+        "net": "lenet300", "data": "fashion_mnist", "num_classes": 10,
+        "preprocess": data.Preprocess(pad_to=4096).to_dict()})
+    proc = _run("evaluate", str(path))
+    assert proc.returncode == 1 and "pad_to 4096" in proc.stderr, proc.stderr

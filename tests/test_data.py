@@ -19,13 +19,15 @@ def test_real_fashion_mnist_shapes_and_statistics(fmnist_train, fmnist_test):
     assert abs(pixels.mean() - 0.2860) < 1e-3 and abs(pixels.std() - 0.3530) < 1e-3
 
 
+FMNIST = data.preprocessing("fashion_mnist")
+
+
 def test_preprocess_normalises_and_pads(fmnist_train):
-    x = data.preprocess(fmnist_train[0][:512], "fashion_mnist")
+    x = FMNIST(fmnist_train[0][:512])
     assert x.dtype == np.float32 and abs(x.mean()) < 0.1 and abs(x.std() - 1) < 0.1
-    padded = data.preprocess(fmnist_train[0][:4], "fashion_mnist", pad_to=32)
+    padded = data.preprocessing("fashion_mnist", pad_to=32)(fmnist_train[0][:4])
     assert padded.shape == (4, 32, 32, 1)
-    np.testing.assert_array_equal(padded[:, 2:30, 2:30], data.preprocess(fmnist_train[0][:4],
-                                                                         "fashion_mnist"))
+    np.testing.assert_array_equal(padded[:, 2:30, 2:30], FMNIST(fmnist_train[0][:4]))
     black = -0.2860 / 0.3530
     np.testing.assert_allclose(padded[:, 0, :], black, rtol=1e-6)
 
@@ -40,16 +42,16 @@ def test_shuffling_is_deterministic_per_epoch():
 
 def test_batches_drop_and_pad_remainder(fmnist_test):
     images, labels = fmnist_test[0][:250], fmnist_test[1][:250]
-    dropped = list(data.batches(images, labels, 100, name="fashion_mnist", remainder="drop"))
+    dropped = list(data.batches(images, labels, 100, preprocess=FMNIST, remainder="drop"))
     assert len(dropped) == 2 and all(b["mask"].sum() == 100 for b in dropped)
-    padded = list(data.batches(images, labels, 100, name="fashion_mnist", shuffle=False,
+    padded = list(data.batches(images, labels, 100, preprocess=FMNIST, shuffle=False,
                                remainder="pad"))
     assert len(padded) == 3 and padded[-1]["mask"].sum() == 50
     assert padded[-1]["image"].shape == (100, 28, 28, 1)
     seen = np.concatenate([b["label"][b["mask"] > 0] for b in padded])
     np.testing.assert_array_equal(seen, labels)
-    resumed = list(data.batches(images, labels, 100, name="fashion_mnist", seed=1, start=1))
-    full = list(data.batches(images, labels, 100, name="fashion_mnist", seed=1))
+    resumed = list(data.batches(images, labels, 100, preprocess=FMNIST, seed=1, start=1))
+    full = list(data.batches(images, labels, 100, preprocess=FMNIST, seed=1))
     np.testing.assert_array_equal(resumed[0]["label"], full[1]["label"])
 
 
@@ -74,8 +76,12 @@ def test_environment_variable_points_at_other_idx_files(tmp_path, monkeypatch):
 def test_truncated_idx_file_is_rejected(tmp_path):
     header = bytes([0, 0, 8, 1]) + np.array([5], ">u4").tobytes()
     (tmp_path / "bad").write_bytes(header + bytes([1, 2]))
-    with pytest.raises(ValueError, match="promises 5 bytes"):
+    with pytest.raises(data.DamagedDatasetError, match="bad: header promises 5 bytes") as info:
         data.read_idx(tmp_path / "bad")
+    assert isinstance(info.value, ValueError) and str(tmp_path / "bad") in str(info.value)
+    (tmp_path / "bad.gz").write_bytes(header + bytes([1, 2, 3, 4, 5]))  # not gzip
+    with pytest.raises(data.DamagedDatasetError, match=r"bad\.gz: damaged"):
+        data.read_idx(tmp_path / "bad.gz")
 
 
 def test_unknown_dataset_and_split():
@@ -91,7 +97,7 @@ def test_tfds_path_with_mock_data(name, shape):
         images, labels = data.load(name, "test")
     assert images.shape == (6, *shape) and images.dtype == np.uint8
     assert labels.dtype == np.int32 and 0 <= labels.min() and labels.max() < 10
-    batch = next(data.batches(images, labels, 4, name=name))
+    batch = next(data.batches(images, labels, 4, preprocess=data.preprocessing(name)))
     assert batch["image"].shape == (4, *shape) and batch["image"].dtype == np.float32
 
 
@@ -112,7 +118,8 @@ def test_augment_flips_and_shifts_within_bounds():
 
 def test_augmented_batches_are_reproducible_and_resumable(fmnist_train):
     images, labels = fmnist_train[0][:512], fmnist_train[1][:512]
-    kwargs = dict(name="fashion_mnist", seed=3, epoch=1, pad_to=32, augment_images=True)
+    kwargs = dict(preprocess=data.preprocessing("fashion_mnist", 32), seed=3, epoch=1,
+                  augment_images=True)
     full = list(data.batches(images, labels, 128, **kwargs))
     resumed = list(data.batches(images, labels, 128, start=2, **kwargs))
     plain = list(data.batches(images, labels, 128, **{**kwargs, "augment_images": False}))

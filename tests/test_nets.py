@@ -2,12 +2,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from zylax import nets
+from zylax import nets, registry
 
 
 @pytest.mark.parametrize("name,count", [("lenet300", 266_610), ("lenet5", 431_080)])
 def test_lenet_parameter_counts_match_han(name, count):
-    model = nets.get(name)
+    model = registry.get(name).factory(10)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     assert nets.param_count(variables["params"]) == count
     assert model.apply(variables, jnp.zeros((3, 28, 28, 1)), train=False).shape == (3, 10)
@@ -24,4 +24,4 @@ def test_lenet5_layer_shapes_follow_caffe():
 
 def test_unknown_net_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown net 'resnet'"):
-        nets.get("resnet")
+        registry.get("resnet")

@@ -43,7 +43,9 @@ def test_target_sparsity_masks_exact_counts_and_ties():
 def test_global_sparsity_uses_one_threshold():
     params = {"a": {"kernel": jnp.array([1.0, 2.0, 3.0, 4.0])},
               "b": {"kernel": jnp.array([10.0, 20.0, 30.0, 40.0])}}
-    masks = pruning.global_sparsity_masks(params, 0.5)
+    with pytest.raises(ValueError, match="'a/kernel': these settings prune every one"):
+        pruning.global_sparsity_masks(params, 0.5)
+    masks = pruning.global_sparsity_masks(params, 0.5, allow_empty=True)
     assert int(masks["a"]["kernel"].sum()) == 0 and int(masks["b"]["kernel"].sum()) == 4
 
 
@@ -118,7 +120,7 @@ def test_sparsity_outside_unit_interval_names_the_leaf(sparsity):
 
 
 def test_negative_quality_names_the_leaf():
-    with pytest.raises(ValueError, match="quality for 'fc/kernel' must be >= 0"):
+    with pytest.raises(ValueError, match="quality for 'fc/kernel' must be finite and >= 0"):
         pruning.han_masks(_params(), quality=-1.0)
 
 
@@ -141,3 +143,18 @@ def test_mask_tree_mismatch_is_reported():
 def test_selection_matching_nothing_is_an_error():
     with pytest.raises(ValueError, match="matches no parameter"):
         pruning.han_masks(_params(), include=r".*conv.*")
+
+
+def test_nan_settings_and_whole_layer_pruning_are_refused():
+    params = {"small": {"kernel": jnp.arange(1.0, 16.0)}, "big": {"kernel": jnp.ones((20, 20))}}
+    with pytest.raises(ValueError, match="quality for 'big/kernel' must be finite"):
+        pruning.han_masks(params, float("nan"))
+    with pytest.raises(ValueError, match="'small/kernel': these settings prune every one of its 15"):
+        pruning.sparsity_masks(params, 0.97)
+    masks = pruning.sparsity_masks(params, 0.97, allow_empty=True)
+    assert not np.any(masks["small"]["kernel"])
+    with pytest.raises(ValueError, match="must lie in"):
+        pruning.sparsity_masks(params, float("nan"))
+    nan = {"w": {"kernel": jnp.array([1.0, jnp.nan])}}
+    with pytest.raises(ValueError, match="'w/kernel' holds a non-finite value"):
+        pruning.sparsity_masks(nan, 0.5)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zylax.transforms import sharing
+from zylax.transforms import pruning, sharing
 
 
 def test_linear_init_spans_min_to_max_of_kept_weights():
@@ -46,10 +46,43 @@ def test_pruned_zeros_are_never_clustered():
     mask = w != 0
     result = sharing.kmeans(w, 2, mask=mask)
     assert float(result.codebook.min()) >= 1.0  # no centroid dragged to 0 by the zeros
-    assert np.all(np.asarray(result.indices)[:900] == 0)
+    assert np.all(np.asarray(result.indices)[:900] == 4)  # k = 2**2: the pruned marker
     latent, aux = sharing.share({"l": {"kernel": w}}, 2, {"l": {"kernel": mask}})
     decoded = sharing.decode(latent, aux)["l"]["kernel"]
     assert np.all(np.asarray(decoded)[:900] == 0.0)
+
+
+def test_kmeans_and_share_agree_on_pruned_weights():
+    w = jax.random.normal(jax.random.key(5), (40, 30))
+    mask = jnp.abs(w) > 0.8
+    bits, k = 3, 8
+    result = sharing.kmeans(w, bits, mask=mask)
+    indices = np.asarray(result.indices)
+    pruned = ~np.asarray(mask)
+    assert pruned.sum() > 0 and np.all(indices[pruned] == k)
+    assert np.all(indices[~pruned] < k)
+    latent, aux = sharing.share({"l": {"kernel": w}}, bits, {"l": {"kernel": mask}})
+    np.testing.assert_array_equal(aux["l/kernel"]["indices"], indices)
+    np.testing.assert_array_equal(latent["l"]["kernel"], result.codebook)
+    # decode of kmeans' own (codebook, indices): exact zeros where pruned
+    decoded = np.asarray(sharing.decode({"l": {"kernel": result.codebook}},
+                                        {"l/kernel": {"indices": result.indices}})["l"]["kernel"])
+    assert np.all(decoded[pruned] == 0.0) and not np.any(np.signbit(decoded[pruned]))
+    np.testing.assert_array_equal(decoded[~pruned], np.asarray(result.codebook)[indices[~pruned]])
+
+
+def test_bfloat16_params_give_bfloat16_codebooks_and_decode():
+    w = jax.random.normal(jax.random.key(6), (32, 16)).astype(jnp.bfloat16)
+    params = {"l": {"kernel": w, "bias": jnp.ones(16, jnp.bfloat16)}}
+    masks = {"l": {"kernel": jnp.abs(w) > 0.5, "bias": jnp.ones(16, bool)}}
+    assert sharing.kmeans(w, 3).codebook.dtype == jnp.bfloat16
+    latent, aux = sharing.share(params, 3, masks)
+    assert latent["l"]["kernel"].dtype == jnp.bfloat16 and latent["l"]["kernel"].shape == (8,)
+    decoded = sharing.decode(latent, aux)
+    assert decoded["l"]["kernel"].dtype == jnp.bfloat16 and decoded["l"]["kernel"].shape == w.shape
+    assert decoded["l"]["bias"].dtype == jnp.bfloat16
+    assert np.all(np.asarray(decoded["l"]["kernel"], np.float32)[~np.asarray(masks["l"]["kernel"])]
+                  == 0)
 
 
 def test_deterministic_for_a_seed():
@@ -110,3 +143,10 @@ def test_centroid_only_freezes_everything_else():
     updates, _ = tx.update(grads, tx.init(latent), latent)
     assert np.all(np.asarray(updates["fc"]["bias"]) == 0)
     assert np.all(np.asarray(updates["fc"]["kernel"]) == -1)
+
+
+def test_a_layer_pruned_whole_is_refused_not_given_a_nan_codebook():
+    params = {"a": {"kernel": jnp.arange(1.0, 5.0)}, "b": {"kernel": jnp.arange(10.0, 50.0, 10)}}
+    masks = pruning.global_sparsity_masks(params, 0.5, allow_empty=True)
+    with pytest.raises(ValueError, match="share: 'a/kernel' has no kept weight"):
+        sharing.share(params, 2, masks)

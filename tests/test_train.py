@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,11 +12,13 @@ import pytest
 
 from zylax import data, nets, train
 
+FMNIST = data.preprocessing("fashion_mnist")
+
 
 def test_one_epoch_lenet300_on_real_data(fmnist_train, fmnist_test):
     model = nets.LeNet300100()
     logged = []
-    result = train.fit(model, optax.adam(1e-3), fmnist_train, name="fashion_mnist", epochs=1,
+    result = train.fit(model, optax.adam(1e-3), fmnist_train, preprocess=FMNIST, epochs=1,
                        eval_data=fmnist_test, progress=False, on_epoch=logged.append)
     assert result.history[0]["test_accuracy"] > 0.80
     assert logged == result.history
@@ -31,13 +34,13 @@ def test_transform_hook_receives_and_returns_params(fmnist_train):
 
     model = nets.LeNet300100()
     images, labels = fmnist_train[0][:256], fmnist_train[1][:256]
-    result = train.fit(model, optax.sgd(0.1), (images, labels), name="fashion_mnist",
+    result = train.fit(model, optax.sgd(0.1), (images, labels), preprocess=FMNIST,
                        epochs=1, transform=halve_ip3, progress=False)
-    init = train.init_variables(model, data.preprocess(images[:1], "fashion_mnist"), 0)["params"]
+    init = train.init_variables(model, FMNIST(images[:1]), 0)["params"]
     assert seen and seen[0] == jax.tree.structure(init)
     # The hook sits inside the differentiated function: ip3's gradient is halved,
     # so its bias moves by half of what the plain model's would.
-    plain = train.fit(model, optax.sgd(0.1), (images, labels), name="fashion_mnist",
+    plain = train.fit(model, optax.sgd(0.1), (images, labels), preprocess=FMNIST,
                       epochs=1, progress=False)
     moved_hook = result.state.params["ip3"]["bias"] - init["ip3"]["bias"]
     moved_plain = plain.state.params["ip3"]["bias"] - init["ip3"]["bias"]
@@ -49,18 +52,18 @@ def test_transform_with_aux_reads_constants(fmnist_train):
     model = nets.LeNet300100()
     images, labels = fmnist_train[0][:256], fmnist_train[1][:256]
     aux = {"scale": jnp.float32(0.0)}
-    result = train.fit(model, optax.sgd(0.1), (images, labels), name="fashion_mnist", epochs=1,
+    result = train.fit(model, optax.sgd(0.1), (images, labels), preprocess=FMNIST, epochs=1,
                        transform=lambda p, a: jax.tree.map(lambda v: v * a["scale"], p),
                        aux=aux, progress=False)
     # Zeroed weights give zero gradients for every kernel: nothing moves.
-    init = train.init_variables(model, data.preprocess(images[:1], "fashion_mnist"), 0)["params"]
+    init = train.init_variables(model, FMNIST(images[:1]), 0)["params"]
     chex.assert_trees_all_equal(result.state.params["ip1"]["kernel"], init["ip1"]["kernel"])
 
 
 def test_killed_run_resumes_bit_identically(fmnist_train, tmp_path):
     model = nets.LeNet300100()
     images, labels = fmnist_train[0][:2048], fmnist_train[1][:2048]
-    kwargs = dict(name="fashion_mnist", epochs=3, batch_size=128, seed=7, progress=False)
+    kwargs = dict(preprocess=FMNIST, epochs=3, batch_size=128, seed=7, progress=False)
     tx = optax.adamw(optax.cosine_decay_schedule(1e-3, 48), weight_decay=1e-4)
     uninterrupted = train.fit(model, tx, (images, labels), **kwargs)
     # "Killed" after 21 steps (mid-epoch 2), last checkpoint at step 20.
@@ -74,6 +77,61 @@ def test_killed_run_resumes_bit_identically(fmnist_train, tmp_path):
     assert int(resumed.state.step) == int(uninterrupted.state.step) == 48
     chex.assert_trees_all_equal(resumed.state.params, uninterrupted.state.params)
     chex.assert_trees_all_equal(resumed.state.opt_state, uninterrupted.state.opt_state)
+
+
+class _BNWithoutTrainArg(nn.Module):
+    """A user model with BatchNorm whose ``__call__`` has no ``train`` argument."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(8, (3, 3), strides=(2, 2), name="conv")(x)
+        x = nn.BatchNorm(use_running_average=not self.is_mutable_collection("batch_stats"),
+                         name="bn")(x)
+        x = nn.relu(x).reshape((x.shape[0], -1))
+        return nn.Dense(10, name="head")(x)
+
+
+def test_batchnorm_model_without_train_argument_trains_and_evaluates(fmnist_train, fmnist_test):
+    model = _BNWithoutTrainArg()
+    assert train.mode_kwargs(model, True) == {}
+    images, labels = fmnist_train[0][:2048], fmnist_train[1][:2048]
+    initial = train.init_variables(model, FMNIST(images[:1]), 0)
+    assert set(initial) == {"params", "batch_stats"}
+    result = train.fit(model, optax.adam(3e-3), (images, labels), preprocess=FMNIST, epochs=1,
+                       batch_size=128, progress=False)
+    assert int(result.state.step) == 2048 // 128
+    trained = result.variables
+    assert set(trained) == {"params", "batch_stats"}
+    # the running statistics were updated in training (mutable batch_stats -> batch statistics)
+    for key in ("mean", "var"):
+        assert not np.allclose(trained["batch_stats"]["bn"][key],
+                               initial["batch_stats"]["bn"][key]), key
+    test_images, test_labels = fmnist_test[0][:1000], fmnist_test[1][:1000]
+    metrics = train.evaluate(model, trained, test_images, test_labels, preprocess=FMNIST)
+    assert metrics["accuracy"] > 0.6
+    # evaluation runs on the running averages: equal to a plain apply with immutable batch_stats
+    logits = model.apply(trained, FMNIST(test_images))
+    brute = int(np.sum(np.argmax(np.asarray(logits), -1) == test_labels))
+    assert abs(metrics["accuracy"] - brute / 1000) <= 1 / 1000
+
+
+def test_evaluate_divides_by_the_real_examples_only(fmnist_test):
+    model = nets.LeNet300100()
+    images, labels = fmnist_test[0][:1001], fmnist_test[1][:1001]
+    variables = train.init_variables(model, FMNIST(images[:1]), 3)
+    # biases start at zero, so a padded (all-zero) example gets all-zero logits and is
+    # predicted as class 0, its padding label: counted if the mask were ignored
+    zero_logits = model.apply(variables, np.zeros((1, 28, 28, 1), np.float32))
+    assert int(np.argmax(zero_logits)) == 0
+    metrics = train.evaluate(model, variables, images, labels, preprocess=FMNIST,
+                             batch_size=1000)
+    logits = np.asarray(model.apply(variables, FMNIST(images)), np.float64)
+    brute = int(np.sum(np.argmax(logits, -1) == labels))
+    assert metrics["accuracy"] == pytest.approx(brute / 1001, abs=1e-12)
+    log_probs = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1,
+                                       keepdims=True)) - logits.max(-1, keepdims=True)
+    mean_loss = -np.mean(log_probs[np.arange(1001), labels])
+    assert metrics["loss"] == pytest.approx(mean_loss, rel=1e-4)
 
 
 def _run_sharded(tmp_path, devices: int):
@@ -99,7 +157,7 @@ def test_batch_size_must_divide_over_devices(fmnist_train):
     mesh = train.data_mesh()
     with pytest.raises(ValueError, match="exceeds the 10 examples"):
         train.fit(nets.LeNet300100(), optax.sgd(0.1), (fmnist_train[0][:10], fmnist_train[1][:10]),
-                  name="fashion_mnist", epochs=1, batch_size=64, mesh=mesh, progress=False)
+                  preprocess=FMNIST, epochs=1, batch_size=64, mesh=mesh, progress=False)
 
 
 def test_label_smoothing_matches_the_smoothed_target_formula():
@@ -115,9 +173,7 @@ def test_label_smoothing_matches_the_smoothed_target_formula():
 
 
 def test_recipe_warmup_then_cosine():
-    from zylax import recipes
-
-    recipe = recipes.Recipe(epochs=1, learning_rate=1e-3, warmup_steps=100)
+    recipe = train.Recipe(epochs=1, learning_rate=1e-3, warmup_steps=100)
     tx = recipe.optimizer(1000)
     params = {"w": jnp.ones(())}
     state = tx.init(params)
@@ -130,17 +186,15 @@ def test_recipe_warmup_then_cosine():
 
 
 def test_recipe_sgd_adds_l2_to_the_gradient_and_uses_nesterov_momentum():
-    from zylax import recipes
-
     lr, wd, mu = 0.1, 0.01, 0.9
-    tx = recipes.Recipe(epochs=1, learning_rate=lr, weight_decay=wd, sgd_momentum=mu).optimizer(10)
+    tx = train.Recipe(epochs=1, learning_rate=lr, weight_decay=wd, sgd_momentum=mu).optimizer(10)
     params = {"w": jnp.array([2.0, -4.0])}
     grads = {"w": jnp.array([0.5, 0.0])}
     updates, _ = tx.update(grads, tx.init(params), params)
     # first Nesterov step from zero momentum: -lr * (1 + mu) * (g + wd * w)
     expected = -lr * (1 + mu) * (grads["w"] + wd * params["w"])
     np.testing.assert_allclose(updates["w"], expected, rtol=1e-6)
-    adamw = recipes.Recipe(epochs=1, learning_rate=lr, weight_decay=wd).optimizer(10)
+    adamw = train.Recipe(epochs=1, learning_rate=lr, weight_decay=wd).optimizer(10)
     # AdamW decays decoupled from the gradient: a zero gradient still moves by lr * wd * w
     updates, _ = adamw.update({"w": jnp.zeros(2)}, adamw.init(params), params)
     np.testing.assert_allclose(updates["w"], -lr * wd * params["w"], rtol=1e-6)

@@ -1,3 +1,30 @@
-"""zylax: make image models small enough to ship inside a phone app."""
+"""zylax: make image models small enough to ship inside a phone app.
+
+The public modules, loaded on first use (``import zylax`` itself stays light):
+
+* ``zylax.transforms``: pure functions over params (pruning, sharing, ternary,
+  binary, pattern, Huffman coding, layer order);
+* ``zylax.straight_through``: the quantizers as ``jax.custom_vjp``;
+* ``zylax.archive``: the ``.zyl`` file (``save``, ``load``); ``zylax.codecs``: one
+  module per stored method;
+* ``zylax.train``: the jitted, sharded, checkpointed loop (``fit``, ``evaluate``);
+* ``zylax.compress``: Deep Compression of any Flax model (``run``);
+* ``zylax.data``, ``zylax.nets``, ``zylax.report``, ``zylax.registry`` (named nets).
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+
+__all__ = ["archive", "codecs", "compress", "data", "nets", "registry", "report",
+           "straight_through", "train", "transforms"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return importlib.import_module(f"zylax.{name}")
+    raise AttributeError(f"module 'zylax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -1,33 +1,44 @@
-"""The compressed model file (``.zyl``): framed, checksummed, deterministic.
+"""The compressed model file (``.zyl``): framing, checksums, atomic writes.
 
 Layout (all integers little-endian)::
 
     b"ZYLAX\\0" | u16 format version | u32 number of sections |
-    sections: u64 length | payload | u32 CRC32(payload)   (section 0: JSON metadata) |
+    sections: u64 length | payload | u32 CRC32(payload)   (section 0: the header) |
     u32 CRC32 of every byte before it
 
-Section 0 is zlib-compressed UTF-8 JSON (sorted keys, no timestamps): format version, user
-metadata and one entry per parameter leaf (name, shape, dtype, method, bits,
-index bits, counts, the sections it owns and their sizes). Methods:
+Section 0 is zlib-compressed UTF-8 JSON (sorted keys, no timestamps)::
 
-* ``sparse_shared`` (Deep Compression): codebook (float32, ``2**bits``), the
-  Huffman-coded weight-index stream and the Huffman-coded gap stream of
-  ``zylax.transforms.sparse`` (fillers use symbol ``2**bits``).
-* ``shared``: codebook and the Huffman-coded dense index stream (used when it is
-  smaller than the sparse form, e.g. for an unpruned layer).
-* ``pattern`` (SEP-Net pattern binarization): per-output-filter scales
-  (float32) and the sign pattern packed 1 bit per weight
-  (``packing.pack_binary``); decodes to ``scale * sign``.
-* ``raw``: the array's bytes (biases, BatchNorm).
+    {"format": 2, "metadata": {...}, "leaves": [entry, ...]}
 
-Entries carry a ``collection``: ``"params"`` or ``"batch_stats"`` (BatchNorm
-running statistics, stored raw so a BN net decodes to everything
-``model.apply`` needs).
+with one entry per leaf of every saved collection: ``collection``, ``name``
+(the leaf's path inside it, "/"-joined), ``method``, ``shape``, ``dtype``,
+the codec's own fields, ``sections`` (indices of its payloads) and ``bytes``
+(their sizes). How a method turns a leaf into sections is its codec's
+business (``zylax.codecs``: raw, shared, pattern, ternary, binary); this
+module only dispatches on the method named in the header.
 
-``save`` writes to a temporary file in the target folder and renames it
-(atomic). ``load`` checks the trailing CRC, every section CRC and every
-structural field before building any array; a damaged file raises
-``CorruptFileError`` and never yields parameters. Same inputs, same bytes.
+What is stored: ``save(path, tree)`` takes Flax variables
+(``{"params": ..., "batch_stats": ..., ...}``: every collection is kept) or a
+params tree alone (stored as ``{"params": tree}``). A leaf is an array
+(stored raw) or a codec container (``Shared``, ``Ternary``, ``Binary``,
+``Pattern``). Every codec offers one or more encodings; the smallest is
+written, and raw when raw is smaller still, so no leaf costs more than its
+raw bytes. Same inputs, same bytes.
+
+Loader contract (``load``, ``read_header``):
+
+* the trailing CRC and each section's CRC are checked first;
+* the header is decompressed with a bound (``MAX_HEADER_BYTES``) and parsed
+  into a validated schema before any array is allocated: known methods,
+  float dtypes for values, non-negative integer shapes, section indices in
+  range and owned by one leaf each, unique leaf paths with no leaf/subtree
+  conflicts, bounded JSON depth and integers;
+* the decoded size is computed from the header and refused above
+  ``max_decoded_bytes`` (default ``min(DECODED_CAP, DECODED_MULTIPLE x file
+  size)``);
+* reading a path reads a regular file of at most ``DECODED_CAP`` bytes;
+* every failure raises ``CorruptFileError`` with one line naming the section
+  or leaf; a damaged file never yields parameters.
 """
 
 from __future__ import annotations
@@ -35,174 +46,201 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 import struct
 import zlib
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from zylax.transforms import huffman, packing, sparse
-from zylax.transforms import tree as ztree
+from zylax import codecs
+from zylax.codecs import _common
 
 MAGIC = b"ZYLAX\0"
-FORMAT_VERSION = 1
-COLLECTIONS = ("params", "batch_stats")
-DEFAULT_INDEX_BITS = {"conv": 8, "dense": 5}
+FORMAT_VERSION = 2
+MAX_HEADER_BYTES = 16 << 20
+"""Largest decompressed header accepted."""
+DECODED_MULTIPLE = 1024
+"""Default bound on decoded bytes per file byte."""
+DECODED_CAP = 8 << 30
+"""Default absolute bound on the decoded bytes of one file (raise with ``max_decoded_bytes``)."""
+_MAX_JSON_DEPTH = 64
 
 
 class CorruptFileError(ValueError):
-    """A ``.zyl`` file is truncated, damaged or not a zylax file."""
+    """A ``.zyl`` file is truncated, damaged, hostile or not a zylax file."""
 
 
-AUTO_INDEX_BITS = range(2, 13)
-"""Gap widths tried by ``index_bits="auto"``, which keeps the smallest coded layer."""
+def _as_collections(tree: Mapping) -> Mapping:
+    """Variables stay as they are; a params tree alone becomes ``{"params": tree}``."""
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"save expects a dict of variables or params, got {type(tree).__name__}")
+    if isinstance(tree.get("params"), Mapping):
+        return tree
+    return {"params": tree}
 
 
-def _index_bits_for(name: str, shape, index_bits) -> int | str:
-    if index_bits == "auto":
-        return "auto"
-    if isinstance(index_bits, dict):
-        default = DEFAULT_INDEX_BITS["conv"] if len(shape) == 4 else DEFAULT_INDEX_BITS["dense"]
-        return sparse.check_index_bits(name, ztree.per_leaf_value(name, default, index_bits))
-    if index_bits is None:
-        return DEFAULT_INDEX_BITS["conv"] if len(shape) == 4 else DEFAULT_INDEX_BITS["dense"]
-    return sparse.check_index_bits(name, index_bits)
-
-
-def _encode_shared(name: str, codebook: np.ndarray, indices: np.ndarray, mask: np.ndarray,
-                   index_bits: int | str) -> tuple[dict, list[bytes]]:
-    """The smaller of the sparse (gaps) and dense index encodings of one shared layer.
-
-    ``index_bits="auto"`` encodes with every width in ``AUTO_INDEX_BITS`` and
-    keeps the smallest.
-    """
-    if index_bits == "auto":
-        candidates = [_encode_shared(name, codebook, indices, mask, b) for b in AUTO_INDEX_BITS]
-        return min(candidates, key=lambda c: sum(map(len, c[1])))
-    k = codebook.shape[0]
-    bits = int(np.log2(k))
-    flat_mask = mask.ravel()
-    positions = np.flatnonzero(flat_mask)
-    gaps, symbols = sparse.to_relative(positions, indices.ravel()[positions], index_bits, k)
-    codebook_bytes = codebook.astype("<f4").tobytes()
-    weights_blob, gaps_blob = huffman.encode(symbols), huffman.encode(gaps)
-    entry = {"method": "sparse_shared", "bits": bits, "index_bits": index_bits,
-             "kept": int(positions.size), "entries": int(symbols.size),
-             "fillers": int(symbols.size - positions.size),
-             "bytes": {"codebook": len(codebook_bytes), "weights": len(weights_blob),
-                       "gaps": len(gaps_blob)}}
-    sections = [codebook_bytes, weights_blob, gaps_blob]
-    if flat_mask.all():
-        dense_blob = huffman.encode(indices.ravel())
-        if len(dense_blob) < len(weights_blob) + len(gaps_blob):
-            entry = {"method": "shared", "bits": bits, "kept": int(flat_mask.size),
-                     "bytes": {"codebook": len(codebook_bytes), "weights": len(dense_blob)}}
-            sections = [codebook_bytes, dense_blob]
-    return entry, sections
-
-
-def _encode_raw(leaf: np.ndarray) -> tuple[dict, list[bytes]]:
-    raw = np.ascontiguousarray(leaf).astype(leaf.dtype.newbyteorder("<")).tobytes()
-    return {"method": "raw", "shape": list(leaf.shape), "dtype": str(leaf.dtype),
-            "bytes": {"raw": len(raw)}}, [raw]
-
-
-def _encode_pattern(name: str, scale: np.ndarray, signs) -> tuple[dict, list[bytes]]:
-    """A pattern-binarized kernel: ``scale`` (out,) float32 and 1-bit signs (kh, kw, in, out)."""
-    signs = np.asarray(signs)
-    if scale.shape != signs.shape[-1:]:
-        raise ValueError(f"{name}: pattern scale shape {scale.shape} does not match the "
-                         f"kernel's output channels {signs.shape[-1:]}")
-    scale_bytes = scale.astype("<f4").tobytes()
-    bits = packing.pack_binary(signs).tobytes()
-    return {"method": "pattern", "shape": list(signs.shape), "dtype": str(scale.dtype),
-            "bits": 1, "kept": int(signs.size),
-            "bytes": {"codebook": len(scale_bytes), "weights": len(bits)}}, [scale_bytes, bits]
-
-
-def encode_leaves(latent, aux=None, *, index_bits=None, patterns=None,
-                  batch_stats=None) -> tuple[list[dict], list[bytes]]:
-    """Per-leaf metadata entries and section payloads for a (possibly compressed) model.
-
-    Args:
-      latent: params, with each shared leaf replaced by its codebook (``sharing.share``)
-        and each pattern-binarized kernel by its scales (``pattern.binarize_patterns``).
-      aux: ``{name: {"indices"}}`` of the shared leaves (``sharing.share``), or None.
-      index_bits: int, ``{regex: bits}``, ``"auto"`` (smallest file) or None
-        (Han: 8 for conv, 5 for dense).
-      patterns: ``{name: int8 +1/-1 kernel}`` of the pattern-binarized leaves, or None.
-      batch_stats: the model's BatchNorm statistics (stored raw), or None.
-    """
-    aux, patterns = aux or {}, patterns or {}
-    entries, sections = [], []
-    ztree.check_finite(latent)
-    named = ztree.named_leaves(latent)
-    unknown = sorted(set(patterns) - set(named))
-    if unknown:
-        raise ValueError(f"patterns name leaves that are not in the params: {unknown}")
-    leaves = [("params", name, leaf) for name, leaf in named.items()]
-    if batch_stats is not None:
-        ztree.check_finite(batch_stats)
-        leaves += [("batch_stats", name, leaf)
-                   for name, leaf in ztree.named_leaves(batch_stats).items()]
-    for collection, name, leaf in leaves:
-        leaf = np.asarray(leaf)
-        if collection == "params" and name in aux:
-            indices = np.asarray(aux[name]["indices"]).astype(np.int64)
-            mask = indices < leaf.shape[0]
-            entry, own = _encode_shared(name, leaf, indices, mask,
-                                        _index_bits_for(name, indices.shape, index_bits))
-            entry.update(shape=list(indices.shape), dtype=str(leaf.dtype))
-        elif collection == "params" and name in patterns:
-            entry, own = _encode_pattern(name, leaf, patterns[name])
+def _flatten(tree: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in tree.items():
+        key = str(key)
+        if not key or "/" in key:
+            raise ValueError(f"{prefix}{key!r}: a variable name must be non-empty without '/'")
+        if isinstance(value, Mapping):
+            out += _flatten(value, f"{prefix}{key}/")
         else:
-            entry, own = _encode_raw(leaf)
-        entry.update(name=name, collection=collection)
-        entry["sections"] = list(range(len(sections) + 1, len(sections) + 1 + len(own)))
-        entries.append(entry)
-        sections.extend(own)
-    return entries, sections
+            out.append((prefix + key, value))
+    return out
 
 
-def to_bytes(latent, aux=None, *, index_bits=None, metadata: dict | None = None,
-             patterns=None, batch_stats=None) -> bytes:
-    """The complete file contents for ``save``."""
-    entries, payloads = encode_leaves(latent, aux, index_bits=index_bits, patterns=patterns,
-                                      batch_stats=batch_stats)
-    header = {"format": FORMAT_VERSION, "leaves": entries, "metadata": metadata or {}}
+def _check_finite(path: str, values: np.ndarray) -> None:
+    if values.dtype.kind == "f" or values.dtype.name == "bfloat16":
+        as_float = values.astype(np.float64)
+        if not np.isfinite(as_float).all():
+            bad = as_float[~np.isfinite(as_float)].ravel()[0]
+            raise ValueError(f"{path}: holds a non-finite value ({bad}); refusing to save it")
+
+
+def _candidates(path: str, leaf) -> dict:
+    """Every encoding of one leaf its codec offers, plus raw."""
+    codec = codecs.for_leaf(leaf)
+    try:
+        values = codec.dense(leaf)
+        _check_finite(path, values)
+        variants = {key: (codec.METHOD, fields, sections)
+                    for key, (fields, sections) in codec.encode(leaf).items()}
+        if codec.METHOD != "raw":
+            (fields, sections), = codecs.by_method("raw").encode(values).values()
+            variants["raw"] = ("raw", fields, sections)
+    except ValueError as err:
+        if str(err).startswith(path):
+            raise
+        raise ValueError(f"{path}: {err}") from None
+    return variants
+
+
+def _cost(variant) -> int:
+    method, fields, sections = variant
+    return sum(map(len, sections)) + len(json.dumps(fields))
+
+
+def _family(key: str) -> str:
+    return key.partition(":")[0]
+
+
+def _plans(candidates: list[dict]) -> list[list]:
+    """Leaf choices to compare: each leaf's cheapest variant, and one plan per tunable setting.
+
+    Variant keys ``family:value`` (e.g. ``gaps:5``) are alternatives of one
+    setting. The plan for ``gaps:5`` lets every leaf choose among its other
+    variants and ``gaps:5`` only, which is what a file written with that
+    fixed setting gets; the archive keeps the smallest file, so a setting
+    tried by ``"auto"`` never beats it. Raw is always a choice.
+    """
+    keys = sorted({k for c in candidates for k in c if ":" in k})
+    plans = [[min(c.values(), key=_cost) for c in candidates]]
+    for key in keys:
+        plans.append([min((v for k, v in c.items() if _family(k) != _family(key) or k == key),
+                          key=_cost) for c in candidates])
+    return plans
+
+
+def _assemble(leaves: list[tuple[str, str]], plan: list, metadata: dict) -> bytes:
+    entries, payloads = [], []
+    for (collection, name), (method, fields, sections) in zip(leaves, plan):
+        first = len(payloads) + 1
+        entries.append({**fields, "collection": collection, "name": name, "method": method,
+                        "sections": list(range(first, first + len(sections))),
+                        "bytes": [len(s) for s in sections]})
+        payloads += sections
+    header = {"format": FORMAT_VERSION, "leaves": entries, "metadata": metadata}
     meta = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
     parts = [MAGIC, struct.pack("<HI", FORMAT_VERSION, len(payloads) + 1)]
     for payload in [meta, *payloads]:
-        parts += [struct.pack("<Q", len(payload)), payload,
-                  struct.pack("<I", zlib.crc32(payload))]
+        parts += [struct.pack("<Q", len(payload)), payload, struct.pack("<I", zlib.crc32(payload))]
     body = b"".join(parts)
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def save(path: str | os.PathLike, latent, aux=None, *, index_bits=None,
-         metadata: dict | None = None, patterns=None, batch_stats=None) -> int:
-    """Writes the compressed model atomically; returns the file size in bytes.
+def to_bytes(tree: Mapping, *, metadata: dict | None = None) -> bytes:
+    """The complete file contents for ``save`` (see the module docstring)."""
+    metadata = dict(metadata or {})
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"metadata is not JSON-serialisable: {err}") from None
+    leaves, candidates = [], []
+    for collection, subtree in _as_collections(tree).items():
+        if not isinstance(subtree, Mapping):
+            raise ValueError(f"collection {collection!r} is not a dict")
+        for name, leaf in _flatten(subtree):
+            leaves.append((str(collection), name))
+            candidates.append(_candidates(f"{collection}/{name}", leaf))
+    files = [_assemble(leaves, plan, metadata) for plan in _plans(candidates)]
+    return min(files, key=len)
 
-    Arguments as ``encode_leaves``; ``metadata`` is any JSON-serialisable dict
-    (net name, accuracy, ...).
+
+def save(path: str | os.PathLike, tree: Mapping, *, metadata: dict | None = None) -> int:
+    """Writes ``tree`` (variables or params, leaves arrays or codec containers) atomically.
+
+    ``metadata`` is any JSON-serialisable dict (model, data, preprocessing,
+    accuracy, ...). Raises ``ValueError`` naming the leaf for a value no codec
+    can store (NaN/Inf, non-float values, indices outside their codebook).
+    Returns the file size in bytes.
     """
-    blob = to_bytes(latent, aux, index_bits=index_bits, metadata=metadata, patterns=patterns,
-                    batch_stats=batch_stats)
+    blob = to_bytes(tree, metadata=metadata)
     write_atomic(path, blob)
     return len(blob)
+
+
+_TMP_PREFIX = ".zylax-"
+_TMP_SUFFIX = ".tmp"
+
+
+def _stale(name: str) -> bool:
+    """A temp file of ours whose writer (the PID in its name) is gone."""
+    if not (name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX)):
+        return False
+    pid = name[len(_TMP_PREFIX):].partition("-")[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+def _remove_stale_temps(folder: str) -> None:
+    """Deletes temp files left by killed writes (their process is gone) in ``folder``."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if _stale(name):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to ``path`` through a temp file in the same folder and a rename.
 
     A reader sees the old file or the whole new one, never a part; on failure
-    the temp file is removed. The temp file is created as ``open`` would
-    create it (mode 0666, less the umask, applied by the kernel), not with
-    ``mkstemp``'s owner-only 0600.
+    the temp file is removed, and temp files of writers that were killed
+    (``.zylax-<pid>-*.tmp`` whose process is gone) are removed by the next
+    write to the folder. The temp file is created as ``open`` would create it
+    (mode 0666, less the umask, applied by the kernel), not with ``mkstemp``'s
+    owner-only 0600.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".zylax-{secrets.token_hex(8)}.tmp")
+    _remove_stale_temps(folder)
+    tmp = os.path.join(folder, f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}{_TMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -227,6 +265,8 @@ def _split_sections(blob: bytes) -> list[bytes]:
     if version != FORMAT_VERSION:
         raise CorruptFileError(f"unsupported format version {version} (this zylax reads "
                                f"{FORMAT_VERSION})")
+    if count < 1 or count > len(body) // 12:
+        raise CorruptFileError(f"section count {count} does not fit a {len(blob)}-byte file")
     pos, sections = len(MAGIC) + 6, []
     for i in range(count):
         if pos + 8 > len(body):
@@ -246,46 +286,141 @@ def _split_sections(blob: bytes) -> list[bytes]:
     return sections
 
 
-def _decode_leaf(entry: dict, sections: list[bytes]) -> np.ndarray:
-    shape = tuple(entry["shape"])
-    size = int(np.prod(shape))
-    own = [sections[i] for i in entry["sections"]]
-    if entry["method"] == "raw":
-        dtype = np.dtype(entry["dtype"]).newbyteorder("<")
-        if len(own[0]) != size * dtype.itemsize:
-            raise CorruptFileError(f"{entry['name']}: raw section has {len(own[0])} bytes")
-        return np.frombuffer(own[0], dtype).astype(entry["dtype"]).reshape(shape)
-    if entry["method"] == "pattern":
-        scale = np.frombuffer(own[0], "<f4").astype(entry["dtype"])
-        if scale.shape != shape[-1:] or len(own[1]) != -(-size // 8):
-            raise CorruptFileError(f"{entry['name']}: pattern sections do not fit the layer")
-        return (packing.unpack_binary(np.frombuffer(own[1], np.uint8), shape)
-                * scale).astype(entry["dtype"])
-    k = 1 << entry["bits"]
-    codebook = np.frombuffer(own[0], "<f4").astype(entry["dtype"])
-    if codebook.shape[0] != k:
-        raise CorruptFileError(f"{entry['name']}: codebook has {codebook.shape[0]} entries, "
-                               f"expected {k}")
-    if entry["method"] == "shared":
-        indices = huffman.decode(own[1])
-        if indices.size != size or (indices.size and indices.max() >= k):
-            raise CorruptFileError(f"{entry['name']}: index stream does not fit the layer")
-        return codebook[indices].reshape(shape)
-    if entry["method"] == "sparse_shared":
-        positions, symbols = sparse.from_relative(huffman.decode(own[2]), huffman.decode(own[1]),
-                                                  size, k)
-        if positions.size != entry["kept"] or (symbols.size and symbols.max() >= k):
-            raise CorruptFileError(f"{entry['name']}: sparse streams do not fit the layer")
-        out = np.zeros(size, codebook.dtype)
-        out[positions] = codebook[symbols]
-        return out.reshape(shape)
-    raise CorruptFileError(f"{entry['name']}: unknown method {entry['method']!r}")
+def _depth(value, limit: int) -> int:
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) \
+            else ()
+        stack += [(child, depth + 1) for child in children]
+    return deepest
 
 
-def _nest(flat: dict[str, Any]) -> dict:
+def _parse_header(section: bytes) -> dict:
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(section, MAX_HEADER_BYTES)
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise CorruptFileError(f"header: larger than {MAX_HEADER_BYTES} bytes or truncated")
+        header = json.loads(text.decode())
+    except CorruptFileError:
+        raise
+    except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise CorruptFileError(f"header: unreadable ({type(err).__name__}: "
+                               f"{str(err)[:120]})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+        raise CorruptFileError("header: not a zylax header of this format")
+    if _depth(header, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
+        raise CorruptFileError(f"header: nested deeper than {_MAX_JSON_DEPTH} levels")
+    if not isinstance(header.get("metadata"), dict) or not isinstance(header.get("leaves"), list):
+        raise CorruptFileError("header: metadata must be an object and leaves a list")
+    return header
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 48
+
+
+def _check_entry(i: int, entry, section_count: int, owners: dict) -> tuple[str, str]:
+    if not isinstance(entry, dict):
+        raise CorruptFileError(f"leaf {i}: entry is not an object")
+    collection, name = entry.get("collection"), entry.get("name")
+    if not (isinstance(collection, str) and isinstance(name, str)) or not collection or \
+            "/" in collection or any(not part for part in name.split("/")):
+        raise CorruptFileError(f"leaf {i}: bad collection or name {collection!r}/{name!r}")
+    where = f"{collection}/{name}"[:200]
+    method = entry.get("method")
+    if not isinstance(method, str) or method not in codecs.CODECS:
+        raise CorruptFileError(f"{where}: unknown method {str(method)[:40]!r}")
+    shape, sections, sizes = entry.get("shape"), entry.get("sections"), entry.get("bytes")
+    if not isinstance(shape, list) or len(shape) > 32 or not all(map(_is_count, shape)):
+        raise CorruptFileError(f"{where}: bad shape")
+    if not isinstance(sections, list) or not isinstance(sizes, list) or \
+            len(sections) != len(sizes) or not all(map(_is_count, sections)):
+        raise CorruptFileError(f"{where}: bad section list")
+    for s in sections:
+        if not 0 < s < section_count or s in owners:
+            raise CorruptFileError(f"{where}: section {s} is out of range or already used")
+        owners[s] = where
+    if not isinstance(entry.get("dtype"), str):
+        raise CorruptFileError(f"{where}: bad dtype")
+    return collection, name
+
+
+def _check_paths(paths: list[tuple[str, str]]) -> None:
+    seen = set()
+    for collection, name in paths:
+        full = f"{collection}/{name}"
+        if full in seen:
+            raise CorruptFileError(f"{full[:200]}: stored twice")
+        seen.add(full)
+    for full in seen:
+        parts = full.split("/")
+        for cut in range(2, len(parts)):
+            if "/".join(parts[:cut]) in seen:
+                raise CorruptFileError(f"{full[:200]}: lies inside another leaf")
+
+
+def _decoded_bytes(entry: dict) -> int:
+    table = {**_common.FLOAT_DTYPES, **_common.INT_DTYPES}
+    itemsize = table[entry["dtype"]].itemsize if entry["dtype"] in table else 8
+    return _common.size_of(entry["shape"]) * max(itemsize, 8)  # decoders work in int64
+
+
+def read_header_bytes(blob: bytes, *, max_decoded_bytes: int | None = None) -> tuple[dict, list]:
+    """Checks every checksum and the header schema; returns ``(header, sections)``."""
+    sections = _split_sections(blob)
+    header = _parse_header(sections[0])
+    owners: dict = {}
+    paths = [_check_entry(i, e, len(sections), owners) for i, e in enumerate(header["leaves"])]
+    _check_paths(paths)
+    for entry in header["leaves"]:  # the codec's own fields, through its report row
+        try:
+            codecs.by_method(entry["method"]).report_row(entry)
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as err:
+            raise CorruptFileError(f"{entry['collection']}/{entry['name']}"[:200] + ": bad "
+                                   f"{entry['method']} fields ({type(err).__name__}: "
+                                   f"{str(err)[:80]})") from None
+    limit = decoded_limit(len(blob), max_decoded_bytes)
+    total = sum(_decoded_bytes(e) for e in header["leaves"])
+    if total > limit:
+        raise CorruptFileError(f"header: declares {total:,} decoded bytes, over the limit of "
+                               f"{limit:,} (raise it with max_decoded_bytes=, or "
+                               "--max-decoded-bytes)")
+    return header, sections
+
+
+def decoded_limit(file_bytes: int, max_decoded_bytes: int | None = None) -> int:
+    """The decoded-size bound for a file: ``max_decoded_bytes``, else the default formula."""
+    if max_decoded_bytes is not None:
+        return int(max_decoded_bytes)
+    return min(DECODED_CAP, DECODED_MULTIPLE * file_bytes)
+
+
+def _read(path: str | os.PathLike, max_decoded_bytes: int | None) -> bytes:
+    """The bytes of a regular file no larger than the decoded-size cap."""
+    limit = decoded_limit(DECODED_CAP, max_decoded_bytes)
+    if os.path.isdir(path):
+        raise CorruptFileError(f"{path} is not a regular file (a directory)")
+    with open(path, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptFileError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise CorruptFileError(f"{path}: {info.st_size:,} bytes, over the limit of {limit:,}")
+        blob = f.read(limit + 1)
+    if len(blob) > limit:
+        raise CorruptFileError(f"{path}: grew past the limit of {limit:,} bytes while read")
+    return blob
+
+
+def _nest(flat: list[tuple[str, str, np.ndarray]]) -> dict:
     tree: dict = {}
-    for name, value in flat.items():
-        node = tree
+    for collection, name, value in flat:
+        node = tree.setdefault(collection, {})
         *parents, leaf = name.split("/")
         for part in parents:
             node = node.setdefault(part, {})
@@ -293,49 +428,42 @@ def _nest(flat: dict[str, Any]) -> dict:
     return tree
 
 
-def read_header(blob: bytes) -> tuple[dict, list[bytes]]:
-    """Verifies all checksums and returns ``(header, sections)``."""
-    sections = _split_sections(blob)
-    try:
-        header = json.loads(zlib.decompress(sections[0]).decode())
-        leaves = header["leaves"]
-        for entry in leaves:
-            if any(not 0 < i < len(sections) for i in entry["sections"]):
-                raise CorruptFileError(f"{entry['name']}: section index out of range")
-    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise CorruptFileError(f"unreadable metadata: {err}") from err
-    return header, sections
-
-
-def load_variables(path: str | os.PathLike) -> tuple[dict, dict]:
-    """Reads a ``.zyl`` file; returns ``(variables, header)``.
-
-    ``variables`` is ``{"params": ..., "batch_stats": ...}`` (the second only
-    when the file holds BatchNorm statistics), nested dicts of NumPy arrays
-    ready for ``model.apply``; ``header["metadata"]`` is the dict given to
-    ``save`` and ``header["leaves"]`` the per-leaf entries. Raises
-    ``CorruptFileError``.
-    """
-    with open(path, "rb") as f:
-        blob = f.read()
-    header, sections = read_header(blob)
-    flat: dict[str, dict] = {}
+def decode_bytes(blob: bytes, *, max_decoded_bytes: int | None = None) -> tuple[dict, dict]:
+    """``(variables, header)`` from a file's bytes. Raises ``CorruptFileError`` only."""
+    header, sections = read_header_bytes(blob, max_decoded_bytes=max_decoded_bytes)
+    flat = []
     for entry in header["leaves"]:
-        collection = entry.get("collection", "params")
-        if collection not in COLLECTIONS:
-            raise CorruptFileError(f"{entry.get('name', '?')}: unknown collection {collection!r}")
+        where = f"{entry['collection']}/{entry['name']}"[:200]
+        codec = codecs.by_method(entry["method"])
         try:
-            flat.setdefault(collection, {})[entry["name"]] = _decode_leaf(entry, sections)
-        except CorruptFileError:
-            raise
-        except (ValueError, KeyError, TypeError, IndexError) as err:
-            raise CorruptFileError(f"{entry.get('name', '?')}: {err}") from err
-    variables = {c: _nest(flat[c]) for c in COLLECTIONS if c in flat}
-    variables.setdefault("params", {})
-    return variables, header
+            own = [sections[i] for i in entry["sections"]]
+            if [len(s) for s in own] != entry["bytes"]:
+                raise ValueError("section sizes disagree with the header")
+            value = codec.decode(entry, own)
+            if value.shape != tuple(entry["shape"]):
+                raise ValueError(f"decoded shape {value.shape} differs from {entry['shape']}")
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError, MemoryError) as err:
+            raise CorruptFileError(f"{where}: {type(err).__name__}: {str(err)[:160]}") from None
+        flat.append((entry["collection"], entry["name"], value))
+    return _nest(flat), header
 
 
-def load(path: str | os.PathLike) -> tuple[dict, dict]:
-    """Reads a ``.zyl`` file; returns ``(params, header)`` (see ``load_variables``)."""
-    variables, header = load_variables(path)
-    return variables["params"], header
+def load(path: str | os.PathLike, *, max_decoded_bytes: int | None = None) -> tuple[dict, dict]:
+    """Reads a ``.zyl`` file; returns ``(variables, metadata)``.
+
+    ``variables`` holds every saved collection (``{"params": ...,
+    "batch_stats": ...}``) as nested dicts of NumPy arrays, ready for
+    ``model.apply``; ``metadata`` is the dict given to ``save``. Raises
+    ``CorruptFileError`` for anything wrong with the file (``FileNotFoundError``
+    when there is none).
+    """
+    variables, header = decode_bytes(_read(path, max_decoded_bytes),
+                                     max_decoded_bytes=max_decoded_bytes)
+    return variables, header["metadata"]
+
+
+def read_header(path: str | os.PathLike, *, max_decoded_bytes: int | None = None) -> dict:
+    """The validated header of a ``.zyl`` file (per-leaf entries and metadata), nothing decoded."""
+    header, _ = read_header_bytes(_read(path, max_decoded_bytes),
+                                  max_decoded_bytes=max_decoded_bytes)
+    return header

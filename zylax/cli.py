@@ -1,79 +1,185 @@
-"""The ``zylax`` command line: ``train``, ``compress``, ``evaluate``, ``inspect``."""
+"""The ``zylax`` command line: ``train``, ``compress``, ``evaluate``, ``inspect``.
+
+Every argument is checked before any data is loaded or any training runs.
+Errors are one line on stderr: exit code 2 for a bad argument, 1 for a
+failure at run time (``ZYLAX_DEBUG=1`` shows the traceback instead).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import json
 import os
 import sys
+import tempfile
 
 from zylax import data as zdata
-from zylax import nets, recipes
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--net", default="lenet300", help=f"one of {sorted(nets.NETS)}")
-    parser.add_argument("--data", default="fashion_mnist", help=f"one of {zdata.DATASETS}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+class UsageError(Exception):
+    """A bad command-line argument (exit code 2)."""
 
 
-def _check_names(args) -> None:
-    if args.net not in nets.NETS:
-        raise SystemExit(f"zylax: unknown net {args.net!r}; choose one of {sorted(nets.NETS)}")
-    if args.data not in zdata.DATASETS:
-        raise SystemExit(f"zylax: unknown dataset {args.data!r}; choose one of {zdata.DATASETS}")
+def _positive(name: str, value, *, zero_ok: bool = False, limit: int = 1 << 31) -> None:
+    if value is not None and not ((0 if zero_ok else 1) <= value <= limit):
+        raise UsageError(f"{name} must be {'>= 0' if zero_ok else '>= 1'} and <= {limit}, "
+                         f"got {value}")
 
 
-def load_data(name: str):
-    """Train and test splits, or a clean exit with the install hint."""
+def _check_out_file(path: str) -> None:
+    """The output path must be a writable file location: tried with a temp file."""
+    if os.path.isdir(path):
+        raise UsageError(f"--out {path} is a directory; give a file path")
+    folder = os.path.dirname(os.path.abspath(path))
     try:
-        return zdata.load(name, "train"), zdata.load(name, "test")
-    except zdata.DatasetNotFoundError as err:
-        raise SystemExit(f"zylax: {err}") from err
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".zylax-probe-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"--out {path}: cannot write there ({err.strerror})") from None
+
+
+@dataclasses.dataclass
+class ModelChoice:
+    """A named net or an imported factory, with its recipe, preset and file metadata."""
+
+    factory: object
+    recipe: object
+    compression: dict
+    reference: dict
+    metadata: dict
+
+
+def _model_choice(args) -> ModelChoice:
+    from zylax import registry, train
+
+    if args.model:
+        factory = registry.import_factory(args.model)
+        return ModelChoice(factory, train.Recipe(epochs=10), {}, {}, {"model": args.model})
+    spec = registry.get(args.net)
+    return ModelChoice(spec.factory, spec.recipe, dict(spec.compression), dict(spec.reference),
+                       {"net": args.net})
+
+
+def _check_common(args) -> ModelChoice:
+    from zylax import registry
+
+    if args.data not in zdata.DATASETS:
+        raise UsageError(f"unknown dataset {args.data!r}; choose one of {zdata.DATASETS}")
+    if args.model and args.net:
+        raise UsageError("give --net or --model, not both")
+    if not args.model:
+        args.net = args.net or "lenet300"
+        if args.net not in registry.NETS:
+            raise UsageError(f"unknown net {args.net!r}; choose one of {sorted(registry.NETS)}")
+    _positive("--seed", args.seed, zero_ok=True)
+    _positive("--batch-size", args.batch_size, limit=1 << 16)
+    _positive("--max-examples", args.max_examples)
+    try:
+        choice = _model_choice(args)
+        choice.factory(10)  # a factory that cannot build a model fails here, not after loading
+    except Exception as err:  # noqa: BLE001 - any error of the user's factory is a usage error
+        raise UsageError(f"--model {args.model or args.net}: "
+                         f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+    if args.batch_size:
+        choice.recipe = dataclasses.replace(choice.recipe, batch_size=args.batch_size)
+    if args.max_examples is not None and args.max_examples < choice.recipe.batch_size:
+        raise UsageError(f"--max-examples {args.max_examples} is smaller than one batch "
+                         f"({choice.recipe.batch_size}); lower --batch-size")
+    return choice
+
+
+def load_data(name: str, max_examples: int | None = None):
+    """Train (optionally a prefix) and test splits."""
+    train_data, test_data = zdata.load(name, "train"), zdata.load(name, "test")
+    if max_examples:
+        train_data = tuple(a[:max_examples] for a in train_data)
+    return train_data, test_data
+
+
+def baseline_key(choice: ModelChoice, args, epochs: int) -> str:
+    """A hash of every setting that changes the baseline (model, data, seed, epochs, recipe, ...)."""
+    settings = {"model": choice.metadata, "data": args.data, "seed": args.seed, "epochs": epochs,
+                "max_examples": args.max_examples, "recipe": dataclasses.asdict(choice.recipe)}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, checkpoint_dir,
+              **kwargs):
+    from zylax import train
+
+    model = choice.factory(zdata.num_classes(train_data[1]))
+    result = train.fit_recipe(model, choice.recipe, train_data, preprocess=preprocess,
+                              epochs=epochs, seed=args.seed, checkpoint_dir=checkpoint_dir,
+                              progress=False if args.quiet else None, **kwargs)
+    return model, result
 
 
 def cmd_train(args) -> None:
     """Trains a baseline and prints its test accuracy and checkpoint folder."""
     from zylax import train
 
-    _check_names(args)
-    recipe = recipes.get(args.net)
-    epochs = recipe.epochs if args.epochs is None else args.epochs
-    batch_size = args.batch_size or recipe.batch_size
-    (train_data, test_data) = load_data(args.data)
-    model = nets.get(args.net, zdata.num_classes(train_data[1]))
-    steps = epochs * zdata.num_batches(train_data[0].shape[0], batch_size, "drop")
+    choice = _check_common(args)
+    _positive("--epochs", args.epochs)
+    _positive("--max-steps", args.max_steps)
+    if os.path.isfile(args.out):
+        raise UsageError(f"--out {args.out} is a file; give a folder")
+    epochs = args.epochs or choice.recipe.epochs
+    train_data, test_data = load_data(args.data, args.max_examples)
+    preprocess = zdata.preprocessing(args.data, choice.recipe.pad_to)
     checkpoint_dir = os.path.join(os.path.abspath(args.out), "checkpoints")
-    result = train.fit(model, recipe.optimizer(steps), train_data, name=args.data, epochs=epochs,
-                       **{**recipe.fit_kwargs(), "batch_size": batch_size}, seed=args.seed,
-                       checkpoint_dir=checkpoint_dir, max_steps=args.max_steps,
-                       progress=False if args.quiet else None)
-    metrics = train.evaluate(model, result.state.params, *test_data, name=args.data,
-                             batch_stats=result.state.batch_stats, pad_to=recipe.pad_to)
-    print(f"{args.net} on {args.data}: test accuracy {metrics['accuracy']:.4f} "
+    model, result = _baseline(choice, args, train_data, preprocess, epochs, checkpoint_dir,
+                              max_steps=args.max_steps)
+    metrics = train.evaluate(model, result.variables, *test_data, preprocess=preprocess)
+    print(f"{args.net or args.model} on {args.data}: test accuracy {metrics['accuracy']:.4f} "
           f"after {int(result.state.step)} steps")
     print(f"checkpoint: {checkpoint_dir}")
 
 
+_COMPRESS_OVERRIDES = ("prune_cycles", "retrain_epochs", "finetune_epochs", "bits", "index_bits")
+
+
 def cmd_compress(args) -> None:
-    """Runs Deep Compression end to end and prints the Han-style table."""
+    """Trains (or reloads) the baseline, runs Deep Compression, prints the Han-style table."""
     from zylax import compress, report
 
-    _check_names(args)
-    overrides = {k: v for k, v in (("baseline_epochs", args.baseline_epochs),
-                                   ("prune_cycles", args.prune_cycles),
-                                   ("retrain_epochs", args.retrain_epochs),
-                                   ("finetune_epochs", args.finetune_epochs),
-                                   ("bits", args.bits), ("index_bits", args.index_bits),
-                                   ("max_examples", args.max_examples)) if v is not None}
-    config = compress.config_for(args.net, data=args.data, seed=args.seed, **overrides)
-    workdir = args.workdir or os.path.join("runs", f"{args.net}-{args.data}-seed{args.seed}")
-    try:
-        result = compress.run(config, args.out, workdir=workdir,
-                              progress=False if args.quiet else None)
-    except compress.zdata.DatasetNotFoundError as err:
-        raise SystemExit(f"zylax: {err}") from err
+    choice = _check_common(args)
+    _positive("--baseline-epochs", args.baseline_epochs)
+    _positive("--prune-cycles", args.prune_cycles)
+    _positive("--retrain-epochs", args.retrain_epochs, zero_ok=True)
+    _positive("--finetune-epochs", args.finetune_epochs, zero_ok=True)
+    _positive("--bits", args.bits, limit=16)
+    if args.index_bits is not None and args.index_bits != "auto":
+        try:
+            args.index_bits = int(args.index_bits)
+        except ValueError:
+            raise UsageError(f"--index-bits must be an integer or 'auto', got "
+                             f"{args.index_bits!r}") from None
+        _positive("--index-bits", args.index_bits, limit=16)
+    if args.sparsity is not None and not 0 <= args.sparsity < 1:
+        raise UsageError(f"--sparsity must lie in [0, 1), got {args.sparsity}")
+    _check_out_file(args.out)
+    if args.report:
+        _check_out_file(args.report)
+    epochs = args.baseline_epochs or choice.recipe.epochs
+    overrides = {k: getattr(args, k) for k in _COMPRESS_OVERRIDES if getattr(args, k) is not None}
+    if args.sparsity is not None:
+        overrides["sparsity"] = {".*kernel": args.sparsity}
+    preprocess = zdata.preprocessing(args.data, choice.recipe.pad_to)
+    config = compress.Config(**{**choice.compression, **overrides}, recipe=choice.recipe,
+                             preprocess=preprocess, seed=args.seed)
+
+    train_data, test_data = load_data(args.data, args.max_examples)
+    name = args.net or args.model.replace(":", ".")
+    workdir = args.workdir or os.path.join("runs", f"{name}-{args.data}-seed{args.seed}")
+    checkpoint_dir = os.path.abspath(os.path.join(
+        workdir, f"baseline-{baseline_key(choice, args, epochs)}"))
+    model, baseline = _baseline(choice, args, train_data, preprocess, epochs, checkpoint_dir)
+    result = compress.run(model, baseline.variables, train_data, test_data, config, out=args.out,
+                          metadata={**choice.metadata, "data": args.data},
+                          reference=choice.reference, progress=False if args.quiet else None)
     rep = result.report
     print(report.format_table(rep))
     written = [args.out]
@@ -82,50 +188,111 @@ def cmd_compress(args) -> None:
         stem = os.path.splitext(args.report)[0]
         largest = max((r for r in rep["layers"] if r["method"] != "raw"),
                       key=lambda r: r["weights"])["name"]
-        written.append(report.plot_weights(result.snapshots, result.masks, largest,
-                                           f"{stem}_weights.png"))
-        written.append(report.plot_kept(rep, f"{stem}_kept.png"))
+        for fig, path in ((report.plot_weights(result.snapshots, result.masks, largest),
+                           f"{stem}_weights.png"), (report.plot_kept(rep), f"{stem}_kept.png")):
+            fig.savefig(path, dpi=100)
+            written.append(path)
     print("wrote " + ", ".join(written))
 
 
-def _load_archive(path: str):
-    from zylax import archive
+def _file_model(path: str, metadata: dict):
+    """The model a file was made from, from its metadata (registered net or import path)."""
+    from zylax import registry
 
-    try:
-        return archive.load_variables(path)
-    except FileNotFoundError as err:
-        raise SystemExit(f"zylax: no such file {path}") from err
-    except archive.CorruptFileError as err:
-        raise SystemExit(f"zylax: {path}: {err}") from err
+    classes = metadata.get("num_classes", 10)
+    if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= 100000:
+        raise RuntimeError(f"{path}: bad num_classes {str(classes)[:40]!r} in the metadata")
+    if isinstance(metadata.get("net"), str):
+        if metadata["net"] not in registry.NETS:
+            raise RuntimeError(f"{path}: net {metadata['net'][:60]!r} is not registered; "
+                               f"known: {sorted(registry.NETS)}")
+        return registry.get(metadata["net"]).factory(classes)
+    if isinstance(metadata.get("model"), str):
+        return registry.import_factory(metadata["model"])(classes)
+    raise RuntimeError(f"{path}: the file names no model (metadata 'net' or 'model'); "
+                       "evaluate it from Python with archive.load and train.evaluate")
+
+
+def _check_params_fit(path: str, model, variables, sample) -> None:
+    """Refuses a file whose params do not have the shapes the model's ``init`` gives."""
+    import jax
+
+    from zylax import train
+    from zylax.transforms import tree as ztree
+
+    expected = jax.eval_shape(lambda: train.init_variables(model, sample, 0))["params"]
+    ours = {k: tuple(v.shape) for k, v in ztree.named_leaves(expected).items()}
+    theirs = {k: tuple(v.shape) for k, v in ztree.named_leaves(variables["params"]).items()}
+    if ours != theirs:
+        diff = sorted(set(ours.items()) ^ set(theirs.items()))[:3]
+        raise RuntimeError(f"{path}: the stored params do not fit the model (e.g. {diff})")
 
 
 def cmd_evaluate(args) -> None:
     """Test accuracy of a ``.zyl`` file, from the file alone."""
-    from zylax import train
+    from zylax import archive, train
 
-    variables, header = _load_archive(args.file)
-    meta = header["metadata"]
-    name = args.data or meta["data"]
+    _check_file_args(args)
+    variables, metadata = archive.load(args.file, max_decoded_bytes=args.max_decoded_bytes)
+    name = args.data or metadata.get("data")
+    if name not in zdata.DATASETS:
+        raise RuntimeError(f"{args.file}: dataset {str(name)[:40]!r} unknown; pass --data, one "
+                           f"of {zdata.DATASETS}")
+    try:
+        preprocess = zdata.Preprocess.from_dict(metadata.get("preprocess"))
+    except (ValueError, TypeError) as err:
+        raise RuntimeError(f"{args.file}: {err}") from None
+    model = _file_model(args.file, metadata)
     _, test_data = load_data(name)
-    model = nets.get(meta["net"], meta.get("num_classes", 10))
-    metrics = train.evaluate(model, variables["params"], *test_data, name=name,
-                             batch_stats=variables.get("batch_stats"), pad_to=meta.get("pad_to"))
-    print(f"{args.file}: {meta['net']} on {name}: test accuracy {metrics['accuracy']:.4f}")
+    side = max(test_data[0].shape[1:3])
+    if preprocess.pad_to is not None and preprocess.pad_to > 2 * side:
+        raise RuntimeError(f"{args.file}: pad_to {preprocess.pad_to} is far larger than the "
+                           f"{side}-pixel images of {name}; the metadata looks tampered with")
+    shape = metadata.get("input_shape")
+    if shape is not None and shape != list(test_data[0].shape[1:]):
+        raise RuntimeError(f"{args.file}: made for {str(shape)[:40]} inputs, {name} has "
+                           f"{list(test_data[0].shape[1:])}")
+    sample = preprocess(test_data[0][:1])
+    _check_params_fit(args.file, model, variables, sample)
+    metrics = train.evaluate(model, variables, *test_data, preprocess=preprocess)
+    label = metadata.get("net") or metadata.get("model")
+    print(f"{args.file}: {label} on {name}: test accuracy {metrics['accuracy']:.4f}")
 
 
 def cmd_inspect(args) -> None:
     """The per-layer table of a ``.zyl`` file."""
-    from zylax import report
+    from zylax import archive, report
 
-    _, header = _load_archive(args.file)
-    size = os.path.getsize(args.file)
-    rep = report.build(header, file_bytes=size, accuracies={})
+    _check_file_args(args)
+    header = archive.read_header(args.file, max_decoded_bytes=args.max_decoded_bytes)
+    rep = report.build(header, file_bytes=os.path.getsize(args.file), accuracies={})
     print(report.format_table(rep))
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--net", default=None, help="a registered net (default lenet300)")
+    parser.add_argument("--model", default=None,
+                        help="your own model: package.module:factory (num_classes -> Module)")
+    parser.add_argument("--data", default="fashion_mnist", help=f"one of {zdata.DATASETS}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-examples", type=int, default=None, help="train on a prefix")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _check_file_args(args) -> None:
+    _positive("--max-decoded-bytes", args.max_decoded_bytes, limit=1 << 50)
+
+
+def _add_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file")
+    parser.add_argument("--max-decoded-bytes", type=int, default=None,
+                        help="refuse files that decode to more (default: see zylax.archive)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``zylax`` command."""
-    parser = argparse.ArgumentParser(prog="zylax", description=__doc__)
+    parser = argparse.ArgumentParser(prog="zylax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a baseline net")
@@ -137,33 +304,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="Deep Compression: prune, share, Huffman-code, verify")
     _add_common(p)
-    p.add_argument("--out", default="model.zyl", help="compressed model file")
+    p.add_argument("--out", default="model.zyl",
+                   help="compressed model file (default: model.zyl; its folder is created)")
     p.add_argument("--report", default=None, help="report JSON (Markdown and PNGs beside it)")
     p.add_argument("--workdir", default=None, help="keeps the baseline checkpoint for reuse")
     p.add_argument("--baseline-epochs", type=int, default=None)
     p.add_argument("--prune-cycles", type=int, default=None)
     p.add_argument("--retrain-epochs", type=int, default=None)
     p.add_argument("--finetune-epochs", type=int, default=None)
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="final sparsity of every kernel (default: the net's preset; for "
+                        "--model, 0.75)")
     p.add_argument("--bits", type=int, default=None, help="weight bits for every layer")
-    p.add_argument("--index-bits", type=int, default=None, help="gap bits for every layer")
-    p.add_argument("--max-examples", type=int, default=None, help="train on a prefix (smoke)")
+    p.add_argument("--index-bits", default=None,
+                   help="gap bits for every layer, or 'auto' (the smallest file)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("evaluate", help="test accuracy of a .zyl file")
-    p.add_argument("file")
+    _add_file(p)
     p.add_argument("--data", default=None, help="dataset (default: the one in the file)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("inspect", help="per-layer table of a .zyl file")
-    p.add_argument("file")
+    _add_file(p)
     p.set_defaults(func=cmd_inspect)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``zylax`` console script."""
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    """Entry point of the ``zylax`` console script; exits 2 on usage errors, 1 on failures."""
+    from zylax import archive
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except UsageError as err:
+        parser.exit(2, f"zylax {args.command}: error: {err}\n")
+    except (archive.CorruptFileError, zdata.DatasetNotFoundError, RuntimeError, ValueError,
+            OSError) as err:
+        if os.environ.get("ZYLAX_DEBUG") == "1":
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, OSError) and err.filename and err.strerror:
+            message = f"{err.filename}: {err.strerror}"
+        parser.exit(1, f"zylax {args.command}: {message}\n")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
-"""The Deep Compression recipe end to end (Han et al. 2015, Figure 1).
+"""The Deep Compression recipe end to end (Han et al. 2015, Figure 1), on any Flax model.
 
-    baseline -> iterative prune / retrain -> k-means sharing + centroid
+    trained variables -> iterative prune / retrain -> k-means sharing + centroid
     fine-tuning -> Huffman-coded file -> load the file back and evaluate it
 
-Each stage is a function over params so notebooks can run them one by one;
-``run`` chains them and returns the report (see ``zylax.report``).
+Every stage takes and returns the model's full variables
+(``{"params": ..., "batch_stats": ..., ...}``): BatchNorm statistics are
+retrained with the weights and written to the file. ``run`` chains the
+stages; notebooks can call them one by one through a ``Context``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import re
 import time
 from typing import Any, Mapping
 
@@ -18,7 +20,7 @@ import jax
 import numpy as np
 import optax
 
-from zylax import archive, nets, recipes, train
+from zylax import archive, codecs, train
 from zylax import data as zdata
 from zylax.transforms import pruning, sharing
 from zylax.transforms import tree as ztree
@@ -26,13 +28,19 @@ from zylax.transforms import tree as ztree
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
-    """Settings of one compression run (defaults: Han's LeNet-300-100 recipe).
+    """Settings of one compression run (defaults in the spirit of Han et al.).
 
     Attributes:
-      sparsity: final sparsity per layer, ``{regex: s}`` (first match wins),
-        reached over ``prune_cycles`` prune/retrain cycles on a cubic schedule.
-      retrain_epochs: epochs of retraining after each pruning cycle, at
-        ``retrain_lr_scale`` times the baseline learning rate (Han: 1/10).
+      sparsity: final sparsity per layer, ``{regex: s}`` (first match wins;
+        every pattern must match a selected leaf), reached over
+        ``prune_cycles`` prune/retrain cycles on a cubic schedule. Default:
+        75% of every kernel.
+      include: which leaves are pruned and shared (a regex matched against the
+        "/"-joined params path, or a ``(name, leaf) -> bool`` predicate;
+        default: kernels).
+      retrain_epochs: epochs of retraining after each pruning cycle (Adam),
+        at ``retrain_lr`` or, when that is None, ``retrain_lr_scale`` times
+        ``recipe.learning_rate`` (Han: 1/10).
       retrain_l2: L2 penalty added to the retraining gradient (Han's retraining
         keeps the baseline's L2 regularisation).
       gradual_epochs: if > 0, prune gradually instead (Zhu & Gupta): one run of
@@ -41,91 +49,83 @@ class Config:
         steps), then trains the last 1/4 with the final masks.
       bits: weight bits, int or ``{regex: bits}``; None gives Han's defaults
         (conv 8, dense 5).
-      index_bits: gap bits, int or ``{regex: bits}``; None gives 8 conv / 5 dense.
+      index_bits: gap bits, int, ``{regex: bits}``, ``"auto"`` (smallest
+        file) or None (8 conv / 5 dense).
       finetune_epochs, finetune_lr: centroid fine-tuning (Adam).
+      recipe: batch size, base learning rate, label smoothing and augmentation
+        of the retraining (``train.Recipe``).
+      preprocess: images -> model input, the one the model was trained with
+        (``data.Preprocess``; default ``x / 255``). Stored in the file.
+      seed: data order and k-means seed.
     """
 
-    net: str = "lenet300"
-    data: str = "fashion_mnist"
-    seed: int = 0
-    baseline_epochs: int | None = None
     sparsity: Mapping[str, float] = dataclasses.field(
-        default_factory=lambda: {".*ip1/kernel": 0.92, ".*ip2/kernel": 0.91, ".*kernel": 0.74})
+        default_factory=lambda: {".*kernel": 0.75})
+    include: Any = ztree.KERNELS
     prune_cycles: int = 3
     gradual_epochs: int = 0
     retrain_epochs: int = 3
     retrain_lr_scale: float = 0.1
+    retrain_lr: float | None = None
     retrain_l2: float = 0.0
     bits: Any = None
     index_bits: Any = None
     finetune_epochs: int = 2
     finetune_lr: float = 1e-4
-    max_examples: int | None = None  # train on a prefix (smoke runs)
+    recipe: train.Recipe = train.Recipe(epochs=10)
+    preprocess: zdata.Preprocess = zdata.Preprocess()
+    seed: int = 0
 
+    def __post_init__(self):
+        if not isinstance(self.sparsity, Mapping) or not all(
+                isinstance(k, str) and 0 <= v < 1 for k, v in self.sparsity.items()):
+            raise ValueError("sparsity must be a dict {leaf-path regex: sparsity in [0, 1)}, "
+                             f"got {self.sparsity!r}")
+        for name in ("prune_cycles", "retrain_epochs", "finetune_epochs", "gradual_epochs",
+                     "seed"):
+            value = getattr(self, name)
+            low = 1 if name == "prune_cycles" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("retrain_lr_scale", "finetune_lr", "retrain_l2"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
 
-PRESETS = {
-    "lenet300": dict(sparsity={".*ip1/kernel": 0.95, ".*ip2/kernel": 0.85, ".*kernel": 0.0},
-                     prune_cycles=4, retrain_epochs=5, retrain_lr_scale=1.0, retrain_l2=5e-4,
-                     finetune_epochs=3, bits=5, index_bits="auto"),
-    "lenet5": dict(sparsity={".*conv1/kernel": 0.34, ".*conv2/kernel": 0.88,
-                             ".*ip1/kernel": 0.95, ".*kernel": 0.0},
-                   prune_cycles=3, retrain_epochs=2, retrain_lr_scale=1.0, retrain_l2=5e-4,
-                   finetune_epochs=1, bits={".*conv.*": 8, ".*": 5}, index_bits="auto"),
-}
-"""Per-net settings measured on Fashion-MNIST (RESULTS.md). They start from Han's
-Tables 2-3 (ip1 8% kept, conv 8 bits / fc 5 bits) but keep the small output
-layer dense, which costs ~1 KB and recovers accuracy on this harder dataset;
-retraining uses the baseline learning rate (Adam, cosine decay per cycle),
-which retrained better than Han's 1/10 in our runs, with an L2 penalty of 5e-4
-(without it LeNet-300-100 lost 0.7 points instead of 0.4)."""
-
-
-def config_for(net: str, **overrides) -> Config:
-    """``Config`` for ``net`` with Han's per-layer settings, then ``overrides``."""
-    return Config(net=net, **{**PRESETS.get(net, {}), **overrides})
+    def check_against(self, params) -> None:
+        """Raises when a ``sparsity`` pattern matches none of the leaves ``include`` selects."""
+        names = ztree.selected_names(params, self.include)
+        unused = [p for p in self.sparsity if not any(re.fullmatch(p, n) for n in names)]
+        if unused:
+            raise ValueError(f"sparsity patterns {unused} match no selected leaf (patterns are "
+                             f"matched whole against {names[:6]}{' ...' if len(names) > 6 else ''})")
 
 
 @dataclasses.dataclass
 class Context:
-    """What every stage needs: model, data, recipe and how to report progress."""
+    """What every stage needs: model, data, config and how to report progress."""
 
-    config: Config
     model: Any
     train_data: tuple
     test_data: tuple
-    recipe: recipes.Recipe
+    config: Config
     progress: bool | None = None
 
     def steps(self, epochs: int) -> int:
-        return epochs * zdata.num_batches(self.train_data[0].shape[0], self.recipe.batch_size,
-                                          "drop")
+        """Optimizer steps in ``epochs`` epochs of the training data."""
+        return epochs * zdata.num_batches(self.train_data[0].shape[0],
+                                          self.config.recipe.batch_size, "drop")
 
-    def fit(self, tx, epochs: int, desc: str, **kwargs) -> train.FitResult:
-        return train.fit(self.model, tx, self.train_data, name=self.config.data, epochs=epochs,
-                         seed=self.config.seed, progress=self.progress, desc=desc,
-                         **self.recipe.fit_kwargs(), **kwargs)
+    def fit(self, tx, epochs: int, desc: str, variables, **kwargs) -> train.FitResult:
+        """``train.fit`` with this context's model, data, recipe and preprocessing."""
+        return train.fit(self.model, tx, self.train_data, epochs=epochs, variables=variables,
+                         preprocess=self.config.preprocess, seed=self.config.seed,
+                         progress=self.progress, desc=desc, **self.config.recipe.fit_kwargs(),
+                         **kwargs)
 
-    def accuracy(self, params, **kwargs) -> float:
-        return train.evaluate(self.model, params, *self.test_data, name=self.config.data,
-                              pad_to=self.recipe.pad_to, **kwargs)["accuracy"]
-
-
-def make_context(config: Config, progress: bool | None = None) -> Context:
-    """Loads the data and builds the model named by ``config``."""
-    train_data = zdata.load(config.data, "train")
-    test_data = zdata.load(config.data, "test")
-    if config.max_examples:
-        train_data = tuple(a[:config.max_examples] for a in train_data)
-    model = nets.get(config.net, zdata.num_classes(train_data[1]))
-    return Context(config, model, train_data, test_data, recipes.get(config.net), progress)
-
-
-def baseline(ctx: Context, checkpoint_dir: str | None = None):
-    """Trains (or, with a finished checkpoint in ``checkpoint_dir``, reloads) the dense net."""
-    epochs = ctx.config.baseline_epochs or ctx.recipe.epochs
-    result = ctx.fit(ctx.recipe.optimizer(ctx.steps(epochs)), epochs, "baseline",
-                     checkpoint_dir=checkpoint_dir)
-    return jax.device_get(result.state.params)
+    def accuracy(self, variables, **kwargs) -> float:
+        """Test accuracy of ``variables`` (``train.evaluate``)."""
+        return train.evaluate(self.model, variables, *self.test_data,
+                              preprocess=self.config.preprocess, **kwargs)["accuracy"]
 
 
 def retrain_optimizer(cfg: Config, lr: float, steps: int) -> optax.GradientTransformation:
@@ -134,106 +134,157 @@ def retrain_optimizer(cfg: Config, lr: float, steps: int) -> optax.GradientTrans
     return optax.chain(optax.add_decayed_weights(cfg.retrain_l2), adam) if cfg.retrain_l2 else adam
 
 
-def iterative_prune(ctx: Context, params):
+def _retrain_lr(cfg: Config) -> float:
+    return cfg.retrain_lr if cfg.retrain_lr is not None else \
+        cfg.recipe.learning_rate * cfg.retrain_lr_scale
+
+
+def _with_params(variables, params) -> dict:
+    return {**variables, "params": params}
+
+
+def iterative_prune(ctx: Context, variables):
     """Han's prune -> retrain cycles; surviving weights keep their values.
 
     Cycle ``c`` of ``C`` prunes each layer to ``s * (1 - (1 - c/C)^3)`` of its
     final sparsity ``s`` (never un-pruning), then retrains with the masks fixed
     by the ``prune`` optax wrapper at a lower learning rate.
-    Returns ``(params, masks)``.
+    Returns ``(variables, masks)``; masks are shaped like ``variables["params"]``.
     """
     cfg = ctx.config
     masks = None
-    lr = ctx.recipe.learning_rate * cfg.retrain_lr_scale
+    lr = _retrain_lr(cfg)
     for cycle in range(1, cfg.prune_cycles + 1):
         fraction = 1.0 - (1.0 - cycle / cfg.prune_cycles) ** 3
         scaled = {pattern: s * fraction for pattern, s in cfg.sparsity.items()}
-        new = pruning.sparsity_masks(params, 0.0, overrides=scaled)
+        new = pruning.sparsity_masks(variables["params"], 0.0, include=cfg.include,
+                                     overrides=scaled)
         masks = new if masks is None else jax.tree.map(np.logical_and, masks, new)
-        params = pruning.apply_masks(params, masks)
-        tx = pruning.prune(retrain_optimizer(cfg, lr, ctx.steps(cfg.retrain_epochs)), masks)
-        params = ctx.fit(tx, cfg.retrain_epochs, f"prune {cycle}/{cfg.prune_cycles}",
-                         params=params).state.params
-    return jax.device_get(params), jax.device_get(masks)
+        variables = _with_params(variables, pruning.apply_masks(variables["params"], masks))
+        if cfg.retrain_epochs:
+            tx = pruning.prune(retrain_optimizer(cfg, lr, ctx.steps(cfg.retrain_epochs)), masks)
+            variables = ctx.fit(tx, cfg.retrain_epochs, f"prune {cycle}/{cfg.prune_cycles}",
+                                variables).variables
+    return jax.device_get(variables), jax.device_get(masks)
 
 
-def gradual_prune(ctx: Context, params):
-    """Zhu & Gupta gradual pruning in one run with the ``prune`` wrapper. Returns ``(params, masks)``."""
+def gradual_prune(ctx: Context, variables):
+    """Zhu & Gupta gradual pruning in one run with the ``prune`` wrapper. Returns ``(variables, masks)``."""
     cfg = ctx.config
     steps = ctx.steps(cfg.gradual_epochs)
-    lr = ctx.recipe.learning_rate * cfg.retrain_lr_scale
+    lr = _retrain_lr(cfg)
     schedule = lambda count: pruning.cubic_progress(count, end_step=int(0.75 * steps))  # noqa: E731
-    tx = pruning.prune(retrain_optimizer(cfg, lr, steps), sparsity=0.0,
+    tx = pruning.prune(retrain_optimizer(cfg, lr, steps), sparsity=0.0, include=cfg.include,
                        overrides=cfg.sparsity, schedule=schedule, update_every=50)
-    state = ctx.fit(tx, cfg.gradual_epochs, "gradual pruning", params=params).state
-    masks = jax.device_get(pruning.prune_state_masks(state.opt_state))
-    return jax.device_get(pruning.apply_masks(state.params, masks)), masks
+    result = ctx.fit(tx, cfg.gradual_epochs, "gradual pruning", variables)
+    masks = jax.device_get(pruning.prune_state_masks(result.state.opt_state))
+    variables = result.variables
+    return _with_params(variables, jax.device_get(pruning.apply_masks(variables["params"], masks))
+                        ), masks
 
 
-def share_and_finetune(ctx: Context, params, masks):
-    """k-means sharing per layer, then centroid-only fine-tuning. Returns ``(latent, aux)``."""
+def share_and_finetune(ctx: Context, variables, masks):
+    """k-means sharing per layer, then centroid-only fine-tuning.
+
+    Returns ``(latent_variables, aux)``: the params of ``latent_variables``
+    hold a codebook per shared leaf (``sharing.share``); the other
+    collections are the ones fine-tuning left (BatchNorm statistics follow
+    the shared weights).
+    """
     cfg = ctx.config
-    latent, aux = sharing.share(params, cfg.bits, masks, seed=cfg.seed)
+    latent, aux = sharing.share(variables["params"], cfg.bits, masks, include=cfg.include,
+                                seed=cfg.seed)
+    latent_variables = _with_params(variables, latent)
     if cfg.finetune_epochs:
         tx = sharing.centroid_only(optax.adam(cfg.finetune_lr), latent, aux)
-        latent = ctx.fit(tx, cfg.finetune_epochs, "fine-tune centroids", params=latent,
-                         transform=sharing.decode, aux=aux).state.params
-    return jax.device_get(latent), jax.device_get(aux)
+        latent_variables = ctx.fit(tx, cfg.finetune_epochs, "fine-tune centroids",
+                                   latent_variables, transform=sharing.decode, aux=aux).variables
+    return jax.device_get(latent_variables), jax.device_get(aux)
 
 
 @dataclasses.dataclass
 class Result:
-    """The report dict, the params after each stage (for plots) and the masks."""
+    """What ``run`` produced.
 
+    Attributes:
+      variables: the model's variables decoded from the written file.
+      report: the dict written as the JSON report (``zylax.report.build``):
+        dense_bytes, file_bytes, ratio, dense/pruned/compressed_accuracy, layers, ...
+      stored: the compressed tree that was saved (codec containers).
+      snapshots: params after each stage ("dense", "pruned", "quantized"), for plots.
+      masks: the pruning masks.
+    """
+
+    variables: dict
     report: dict
+    stored: dict
     snapshots: dict
     masks: Any
 
 
-def run(config: Config, out: str, *, workdir: str | None = None,
+def run(model, variables, train_data, test_data, config: Config = Config(), *, out: str,
+        metadata: Mapping | None = None, reference: Mapping | None = None,
         progress: bool | None = None) -> Result:
-    """Runs the whole recipe, writes ``out`` and returns a ``Result``.
+    """Deep-compresses a trained model and writes it to ``out`` (a ``.zyl`` file).
 
-    ``workdir`` keeps the baseline checkpoint, so a second run reuses it.
-    The reported ``compressed_accuracy`` is measured on params decoded from
-    the written file.
+    Args:
+      model: any ``flax.linen`` module (``train`` argument optional).
+      variables: its trained variables (``{"params": ..., "batch_stats": ...}``).
+      train_data, test_data: ``(images (N, H, W, C), labels (N,))`` arrays.
+      config: the recipe (``Config``).
+      out: path of the file to write.
+      metadata: extra JSON-serialisable entries for the file; the
+        preprocessing, class count and input shape are always recorded. For
+        ``zylax evaluate FILE`` to rebuild the model, give
+        ``{"model": "package.module:factory", "data": "fashion_mnist"}`` (or
+        ``"net"``, a registered name).
+      reference: published figures per stage for the report.
+
+    Returns:
+      ``Result``; ``result.variables`` and ``report["compressed_accuracy"]``
+      come from the file read back.
     """
-    from zylax import report as zreport
-
-    ctx = make_context(config, progress)
-    times, snapshots = {}, {}
-    t0 = time.perf_counter()
-    dense = baseline(ctx, None if workdir is None else os.path.join(workdir, "baseline"))
-    times["train"] = time.perf_counter() - t0
-    dense_accuracy = ctx.accuracy(dense)
-    snapshots["dense"] = dense
+    train.split_variables(variables)
+    variables = jax.device_get(dict(variables))
+    config.check_against(variables["params"])
+    ctx = Context(model, train_data, test_data, config, progress)
+    times, snapshots = {}, {"dense": variables["params"]}
+    dense_accuracy = ctx.accuracy(variables)
 
     t0 = time.perf_counter()
-    pruned, masks = (gradual_prune if config.gradual_epochs else iterative_prune)(ctx, dense)
+    prune_stage = gradual_prune if config.gradual_epochs else iterative_prune
+    pruned, masks = prune_stage(ctx, variables)
     times["prune_retrain"] = time.perf_counter() - t0
     pruned_accuracy = ctx.accuracy(pruned)
-    snapshots["pruned"] = pruned
+    snapshots["pruned"] = pruned["params"]
 
     t0 = time.perf_counter()
     latent, aux = share_and_finetune(ctx, pruned, masks)
     times["quantize_finetune"] = time.perf_counter() - t0
-    shared_params = jax.device_get(sharing.decode(latent, aux))
-    snapshots["quantized"] = shared_params
+    stored = _with_params(latent, sharing.compressed(latent["params"], aux, config.index_bits))
+    snapshots["quantized"] = jax.tree.map(codecs.dense, stored["params"])
 
     t0 = time.perf_counter()
-    metadata = {"net": config.net, "data": config.data, "seed": config.seed,
-                "num_classes": int(zdata.num_classes(ctx.train_data[1])),
-                "pad_to": ctx.recipe.pad_to}
-    file_bytes = archive.save(out, latent, aux, index_bits=config.index_bits, metadata=metadata)
+    info = {**dict(metadata or {}), "preprocess": config.preprocess.to_dict(),
+            "num_classes": int(zdata.num_classes(train_data[1])),
+            "input_shape": list(np.shape(train_data[0])[1:])}
+    file_bytes = archive.save(out, stored, metadata=info)
     times["encode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    loaded, header = archive.load(out)
+    loaded, _ = archive.load(out)
     compressed_accuracy = ctx.accuracy(loaded)
     times["decode_evaluate"] = time.perf_counter() - t0
-    exact = ztree.bit_identical(loaded, shared_params)
-    report = zreport.build(header, file_bytes=file_bytes,
-                           accuracies={"dense": dense_accuracy, "pruned": pruned_accuracy,
-                                       "compressed": compressed_accuracy},
-                           seconds=times, decoded_exactly=exact)
-    return Result(report=report, snapshots=snapshots, masks=masks)
+    report = _report(out, file_bytes, stored, loaded, reference, times,
+                     {"dense": dense_accuracy, "pruned": pruned_accuracy,
+                      "compressed": compressed_accuracy})
+    return Result(variables=loaded, report=report, stored=stored, snapshots=snapshots,
+                  masks=masks)
+
+
+def _report(out, file_bytes, stored, loaded, reference, times, accuracies) -> dict:
+    from zylax import report as zreport
+
+    exact = ztree.bit_identical(loaded, jax.tree.map(codecs.dense, stored))
+    return zreport.build(archive.read_header(out), file_bytes=file_bytes, accuracies=accuracies,
+                         seconds=times, decoded_exactly=exact, reference=reference)

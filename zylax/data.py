@@ -10,7 +10,9 @@
 * ``mnist`` and ``cifar10`` come from TFDS (``tfds.data_source``, which reads
   ArrayRecord files without TensorFlow and downloads them when online).
 
-``batches`` yields dicts ``{"image": float32 (B, H, W, C), "label": int32 (B,),
+``Preprocess`` turns images into model input (scale, normalise, pad); it is
+an object, not a dataset-name lookup, so any data works. ``batches`` yields
+dicts ``{"image": float32 (B, H, W, C), "label": int32 (B,),
 "mask": float32 (B,)}``. The last partial batch is either dropped
 (``remainder="drop"``, for training: every step sees a full batch) or padded
 with zero images whose ``mask`` is 0 (``remainder="pad"``, for evaluation: every
@@ -19,10 +21,12 @@ example is counted exactly once).
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
+import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -56,6 +60,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """Raised when a dataset is neither on disk nor obtainable through TFDS."""
 
 
+class DamagedDatasetError(ValueError):
+    """Raised when a dataset file is there but cannot be read (truncated, not gzip, bad header)."""
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads one IDX file (optionally gzipped) into a NumPy array.
 
@@ -64,16 +72,22 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:
+        raise DamagedDatasetError(f"{path}: damaged ({type(err).__name__}: {err}); reinstall "
+                                  "the dataset") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not a uint8 IDX file (header {raw[:4]!r})")
+        raise DamagedDatasetError(f"{path}: not a uint8 IDX file (header {raw[:4]!r})")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DamagedDatasetError(f"{path}: IDX header cut short")
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
     offset = 4 + 4 * ndim
     expected = int(np.prod(dims))
     if len(raw) - offset != expected:
-        raise ValueError(
+        raise DamagedDatasetError(
             f"{path}: header promises {expected} bytes of data, file has {len(raw) - offset}")
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(tuple(dims))
 
@@ -107,7 +121,8 @@ def load_idx_split(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, n
     images = read_idx(image_path)[..., None]
     labels = read_idx(label_path).astype(np.int32)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{folder}: {images.shape[0]} images but {labels.shape[0]} labels")
+        raise DamagedDatasetError(f"{image_path}: {images.shape[0]} images but {label_path} has "
+                                  f"{labels.shape[0]} labels")
     return images, labels
 
 
@@ -118,9 +133,12 @@ def load_tfds_split(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         source = tfds.data_source(name, split=split)
     except Exception as err:  # TFDS raises many kinds: network, missing builder, ...
-        raise DatasetNotFoundError(
-            f"TFDS could not provide '{name}' split '{split}': {err}. "
-            + _INSTALL_HINT.format(env=FASHION_MNIST_DIR_ENV, name=name)) from err
+        hint = (_INSTALL_HINT.format(env=FASHION_MNIST_DIR_ENV, name=name)
+                if name == "fashion_mnist" else
+                f"TFDS downloads '{name}' when online; offline, prepare it with TFDS first.")
+        raise DatasetNotFoundError(f"TFDS could not provide '{name}' split '{split}': "
+                                   f"{str(err).splitlines()[0] if str(err) else err!r}. "
+                                   + hint) from err
     records = [source[i] for i in range(len(source))]
     images = np.stack([np.asarray(r["image"], dtype=np.uint8) for r in records])
     labels = np.asarray([r["label"] for r in records], dtype=np.int32)
@@ -149,25 +167,81 @@ def num_classes(labels: np.ndarray) -> int:
     return int(labels.max()) + 1
 
 
-def preprocess(images: np.ndarray, name: str, pad_to: int | None = None) -> np.ndarray:
-    """uint8 ``(B, H, W, C)`` -> normalised float32, optionally zero-padded to ``pad_to``.
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """Images -> float32 model input: ``(x - mean) / std``, optionally zero-padded to ``pad_to``.
 
-    Normalisation is ``(x / 255 - mean) / std`` with the training-split statistics
-    in ``NORMALIZATION``; padding (LeNet's 28 -> 32) adds the normalised value of
-    a black pixel around the image, centred.
+    ``x`` is ``images / 255`` for uint8 images and the images themselves for
+    float ones. ``mean``/``std`` are per channel (or one value for all);
+    padding (28 -> 32 for LeNet-5 and the 32x32 nets) adds the normalised
+    value of a black pixel around the image, centred. The default is
+    ``x / 255`` with no normalisation. ``Preprocess.fit(train_images)``
+    measures the statistics of your own data; ``preprocessing(name)`` gives
+    the published ones of a named dataset. It is stored in a ``.zyl`` file's
+    metadata (``to_dict``/``from_dict``), so a file evaluates without knowing
+    the dataset's name.
     """
-    mean, std = (np.asarray(v, np.float32) for v in NORMALIZATION[name])
-    x = (images.astype(np.float32) / 255.0 - mean) / std
-    if pad_to is not None:
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    pad_to: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", tuple(float(m) for m in np.atleast_1d(self.mean)))
+        object.__setattr__(self, "std", tuple(float(v) for v in np.atleast_1d(self.std)))
+        if not all(np.isfinite(self.mean)) or not all(np.isfinite(v) and v > 0 for v in self.std):
+            raise ValueError(f"Preprocess needs finite means and positive stds, got mean="
+                             f"{self.mean} std={self.std}")
+        if self.pad_to is not None and (isinstance(self.pad_to, bool) or int(self.pad_to)
+                                        != self.pad_to or not 0 < self.pad_to <= 4096):
+            raise ValueError(f"pad_to must be an integer in 1..4096 or None, got {self.pad_to!r}")
+
+    @classmethod
+    def fit(cls, images: np.ndarray, pad_to: int | None = None) -> "Preprocess":
+        """Per-channel mean and std of ``images`` (uint8 ``(N, H, W, C)`` or float)."""
+        x = _scaled(np.asarray(images[:10000]))
+        axes = tuple(range(x.ndim - 1))
+        return cls(tuple(x.mean(axes)), tuple(np.maximum(x.std(axes), 1e-6)), pad_to)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """``(B, H, W, C)`` images -> float32 ``(B, H', W', C)``."""
+        mean, std = np.float32(self.mean), np.float32(self.std)
+        x = (_scaled(np.asarray(images)) - mean) / std
+        if self.pad_to is None:
+            return x
         height, width = x.shape[1:3]
-        if pad_to < max(height, width):
-            raise ValueError(f"pad_to={pad_to} is smaller than the image {height}x{width}")
-        top, left = (pad_to - height) // 2, (pad_to - width) // 2
-        black = -mean / std
-        out = np.broadcast_to(black, (x.shape[0], pad_to, pad_to, x.shape[3])).copy()
+        if self.pad_to < max(height, width):
+            raise ValueError(f"pad_to={self.pad_to} is smaller than the image {height}x{width}")
+        top, left = (self.pad_to - height) // 2, (self.pad_to - width) // 2
+        out = np.broadcast_to(-mean / std, (x.shape[0], self.pad_to, self.pad_to, x.shape[3])
+                              ).astype(np.float32)
         out[:, top:top + height, left:left + width] = x
-        x = out
-    return x
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-ready form for a file's metadata."""
+        return {"mean": list(self.mean), "std": list(self.std), "pad_to": self.pad_to}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        """Inverse of ``to_dict``; ``ValueError`` on bad values."""
+        if not isinstance(d, dict) or set(d) != {"mean", "std", "pad_to"}:
+            raise ValueError(f"bad preprocessing metadata: {str(d)[:100]}")
+        return cls(tuple(d["mean"]), tuple(d["std"]), d["pad_to"])
+
+
+def _scaled(images: np.ndarray) -> np.ndarray:
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32)
+
+
+def preprocessing(name: str, pad_to: int | None = None) -> Preprocess:
+    """The published normalisation of dataset ``name`` (``NORMALIZATION``)."""
+    if name not in NORMALIZATION:
+        raise ValueError(f"no normalisation known for {name!r}; use Preprocess.fit(images)")
+    mean, std = NORMALIZATION[name]
+    return Preprocess(mean, std, pad_to)
 
 
 def augment(images: np.ndarray, rng: np.random.Generator, max_shift: int = 2) -> np.ndarray:
@@ -199,21 +273,20 @@ def num_batches(num_examples: int, batch_size: int, remainder: str) -> int:
     return -(-num_examples // batch_size)
 
 
-def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, name: str,
-            seed: int = 0, epoch: int = 0, shuffle: bool = True, remainder: str = "drop",
-            pad_to: int | None = None, start: int = 0,
+def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
+            preprocess: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 0,
+            epoch: int = 0, shuffle: bool = True, remainder: str = "drop", start: int = 0,
             augment_images: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Yields preprocessed batches of one epoch.
 
     Args:
       images, labels: as returned by ``load``.
       batch_size: examples per batch (B).
-      name: dataset name, selects the normalisation.
+      preprocess: images -> float32 model input (default ``Preprocess()``: x / 255).
       seed, epoch: the shuffle order is ``epoch_permutation(N, seed, epoch)``.
       shuffle: if False, examples come in file order.
       remainder: "drop" (skip the last partial batch) or "pad" (pad it with
         masked-out zero examples).
-      pad_to: zero-pad images to ``pad_to x pad_to`` (e.g. 32 for the CNNs).
       start: index of the first batch to yield (resuming mid-epoch).
       augment_images: apply ``augment`` with a generator seeded by (seed,
         epoch, batch), so a resumed epoch sees the same images.
@@ -223,6 +296,7 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, name: st
     """
     if remainder not in ("drop", "pad"):
         raise ValueError(f"remainder must be 'drop' or 'pad', got {remainder!r}")
+    preprocess = Preprocess() if preprocess is None else preprocess
     n = images.shape[0]
     order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
     for b in range(start, num_batches(n, batch_size, remainder)):
@@ -235,5 +309,5 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, name: st
         batch = images[idx]
         if augment_images:
             batch = augment(batch, np.random.default_rng([seed, epoch, b]))
-        yield {"image": preprocess(batch, name, pad_to) * mask[:, None, None, None],
+        yield {"image": preprocess(batch) * mask[:, None, None, None],
                "label": labels[idx] * (mask > 0), "mask": mask}

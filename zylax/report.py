@@ -6,69 +6,32 @@ and the layer's compression ratio. Stage totals (Table 7): dense fp32,
 pruned (P: fp32 weights + relative indices), +quantized (P+Q: ``bits`` per
 weight + codebook), +Huffman (P+Q+H: the coded streams), and the file.
 Rows are computed from a file's header alone, so ``zylax inspect`` shows them.
+Each leaf counts in the form it is stored in: a pruned leaf kept dense (raw,
+or shared with dense indices, when that is smaller) costs its dense bytes at
+the P stage, and its exact zeros still show in "kept %".
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
 
+from zylax import codecs
 from zylax.archive import write_atomic
 
-HAN = {
-    "lenet300": {"P": "8% (12x)", "P+Q": "3.1% (32x)", "P+Q+H": "2.49% (40x)"},
-    "lenet5": {"P": "8% (12x)", "P+Q": "3.05% (33x)", "P+Q+H": "2.55% (39x)"},
-}
-"""Han et al. 2015, Tables 1-3: compressed size as % of the dense model (rate)."""
-
-
-def _bytes(bits: int) -> int:
-    return math.ceil(bits / 8)
-
-
 def layer_rows(header: dict) -> list[dict]:
-    """One row per parameter leaf, computed from a ``.zyl`` header."""
+    """One row per stored leaf, computed from a ``.zyl`` header by each leaf's codec."""
     rows = []
     for entry in header["leaves"]:
-        n = int(np.prod(entry["shape"]))
-        itemsize = np.dtype(entry["dtype"]).itemsize
-        sizes = entry["bytes"]
-        collection = entry.get("collection", "params")
-        name = entry["name"] if collection == "params" else f"{collection}/{entry['name']}"
-        row = {"name": name, "method": entry["method"], "weights": n,
-               "dense_bytes": n * itemsize}
-        if entry["method"] == "raw":
-            row.update(kept=n, weight_bits=8 * itemsize, index_bits=0, entries=n,
-                       pruned_bytes=sizes["raw"], quantized_bytes=sizes["raw"],
-                       weights_raw_bytes=sizes["raw"], weights_huffman_bytes=sizes["raw"],
-                       index_raw_bytes=0, index_huffman_bytes=0, codebook_bytes=0)
-        elif entry["method"] == "pattern":  # unpruned; 1-bit signs + per-filter scales, no coding
-            row.update(kept=n, weight_bits=1, index_bits=0, entries=n,
-                       pruned_bytes=n * itemsize,
-                       quantized_bytes=sizes["weights"] + sizes["codebook"],
-                       weights_raw_bytes=sizes["weights"], weights_huffman_bytes=sizes["weights"],
-                       index_raw_bytes=0, index_huffman_bytes=0,
-                       codebook_bytes=sizes["codebook"])
-        else:
-            sparse = entry["method"] == "sparse_shared"
-            entries = entry["entries"] if sparse else n
-            index_bits = entry["index_bits"] if sparse else 0
-            row.update(kept=entry["kept"], weight_bits=entry["bits"], index_bits=index_bits,
-                       entries=entries,
-                       pruned_bytes=_bytes(entries * (8 * itemsize + index_bits)),
-                       quantized_bytes=_bytes(entries * (entry["bits"] + index_bits))
-                       + sizes["codebook"],
-                       weights_raw_bytes=_bytes(entries * entry["bits"]),
-                       weights_huffman_bytes=sizes["weights"],
-                       index_raw_bytes=_bytes(entries * index_bits),
-                       index_huffman_bytes=sizes.get("gaps", 0),
-                       codebook_bytes=sizes["codebook"])
+        row = codecs.by_method(entry["method"]).report_row(entry)
+        collection = entry["collection"]
+        row["name"] = entry["name"] if collection == "params" else f"{collection}/{entry['name']}"
+        row["method"] = entry["method"]
         row["coded_bytes"] = (row["codebook_bytes"] + row["weights_huffman_bytes"]
                               + row["index_huffman_bytes"])
-        row["kept_percent"] = 100.0 * row["kept"] / max(n, 1)
+        row["kept_percent"] = 100.0 * row["kept"] / max(row["weights"], 1)
         row["ratio"] = row["dense_bytes"] / max(row["coded_bytes"], 1)
         rows.append(row)
     return rows
@@ -82,24 +45,29 @@ def stage_totals(rows: list[dict], file_bytes: int) -> dict:
               "P+Q": sum(r["quantized_bytes"] for r in rows),
               "P+Q+H": sum(r["coded_bytes"] for r in rows),
               "file": file_bytes}
-    return {name: {"bytes": b, "percent": 100.0 * b / dense, "ratio": dense / b}
+    return {name: {"bytes": b, "percent": 100.0 * b / max(dense, 1), "ratio": dense / max(b, 1)}
             for name, b in stages.items()}
 
 
 def build(header: dict, *, file_bytes: int, accuracies: dict, seconds: dict | None = None,
-          decoded_exactly: bool | None = None) -> dict:
-    """The report dict: the keys of the issue plus per-layer rows and stage totals."""
+          decoded_exactly: bool | None = None, reference: dict | None = None) -> dict:
+    """The report dict: sizes, accuracies, per-layer rows and stage totals.
+
+    ``accuracies`` maps "dense", "pruned" and "compressed" to test accuracies
+    (any may be missing); ``reference`` maps stage names to published figures
+    (e.g. Han's "P+Q+H") shown beside ours.
+    """
     rows = layer_rows(header)
     stages = stage_totals(rows, file_bytes)
     meta = header.get("metadata", {})
     return {"net": meta.get("net"), "data": meta.get("data"),
             "dense_bytes": stages["dense"]["bytes"], "file_bytes": file_bytes,
-            "ratio": stages["dense"]["bytes"] / file_bytes,
+            "ratio": stages["dense"]["bytes"] / max(file_bytes, 1),
             "dense_accuracy": accuracies.get("dense"),
             "pruned_accuracy": accuracies.get("pruned"),
             "compressed_accuracy": accuracies.get("compressed"),
             "decoded_exactly": decoded_exactly, "seconds": seconds or {},
-            "stages": stages, "han": HAN.get(meta.get("net"), {}), "layers": rows}
+            "stages": stages, "reference": dict(reference or {}), "layers": rows}
 
 
 _COLUMNS = [("layer", "name", "{}"), ("weights", "weights", "{:,}"),
@@ -121,9 +89,9 @@ def format_table(report: dict) -> str:
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
     line = lambda values: "  ".join(v.rjust(w) for v, w in zip(values, widths))  # noqa: E731
     out = [line(header), line(["-" * w for w in widths]), *(line(c) for c in cells), ""]
-    han = report.get("han", {})
+    reference = report.get("reference", {})
     for name, stage in report["stages"].items():
-        ref = f"   Han: {han[name]}" if name in han else ""
+        ref = f"   paper: {reference[name]}" if name in reference else ""
         out.append(f"{name:>6s}: {stage['bytes']:>10,} B  {stage['percent']:6.2f}%  "
                    f"{stage['ratio']:6.1f}x{ref}")
     out.append("")
@@ -131,7 +99,7 @@ def format_table(report: dict) -> str:
         if report.get(key) is not None:
             out.append(f"{key}: {100 * report[key]:.2f}%")
     out.append(f"file: {report['file_bytes']:,} bytes, {report['ratio']:.1f}x smaller than "
-               f"{report['dense_bytes']:,} bytes of fp32 parameters")
+               f"{report['dense_bytes']:,} bytes of uncompressed variables")
     return "\n".join(out)
 
 
@@ -140,11 +108,11 @@ def to_markdown(report: dict) -> str:
     header = [title for title, _, _ in _COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c) + " |" for c in _cells(report["layers"])]
-    lines += ["", "| stage | bytes | % of dense | rate | Han et al. |", "|---|---|---|---|---|"]
-    han = report.get("han", {})
+    lines += ["", "| stage | bytes | % of dense | rate | paper |", "|---|---|---|---|---|"]
+    reference = report.get("reference", {})
     for name, s in report["stages"].items():
         lines.append(f"| {name} | {s['bytes']:,} | {s['percent']:.2f}% | {s['ratio']:.1f}x | "
-                     f"{han.get(name, '')} |")
+                     f"{reference.get(name, '')} |")
     lines.append("")
     for key in ("dense_accuracy", "pruned_accuracy", "compressed_accuracy"):
         if report.get(key) is not None:
@@ -163,47 +131,43 @@ def write(report: dict, json_path: str) -> list[str]:
     return [json_path, md_path]
 
 
-def plot_weights(snapshots: dict, masks, layer: str, path: str) -> str:
-    """Han's Figure 4/5 style: one layer's weights dense, after pruning, after quantization."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_weights(snapshots: dict, masks, layer: str):
+    """Han's Figure 4/5 style: one layer's weights dense, after pruning, after quantization.
+
+    ``snapshots`` maps "dense", "pruned", "quantized" to params trees; returns
+    the figure (shown inline by Jupyter; ``fig.savefig(path)`` writes it).
+    """
+    from matplotlib.figure import Figure
 
     from zylax.transforms import tree as ztree
 
     mask = np.asarray(ztree.named_leaves(masks)[layer], bool)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
-    dense = np.asarray(ztree.named_leaves(snapshots["dense"])[layer]).ravel()
+    fig = Figure(figsize=(12, 3), layout="tight")
+    axes = fig.subplots(1, 3)
+    dense = np.asarray(ztree.named_leaves(snapshots["dense"])[layer], np.float32).ravel()
     axes[0].hist(dense, bins=200, color="gray")
     axes[0].set_title(f"{layer}: dense")
-    pruned = np.asarray(ztree.named_leaves(snapshots["pruned"])[layer])[mask]
+    pruned = np.asarray(ztree.named_leaves(snapshots["pruned"])[layer], np.float32)[mask]
     axes[1].hist(pruned, bins=200, color="tab:blue")
     axes[1].set_title(f"after pruning ({100 * mask.mean():.1f}% kept)")
-    quantized = np.asarray(ztree.named_leaves(snapshots["quantized"])[layer])[mask]
+    quantized = np.asarray(ztree.named_leaves(snapshots["quantized"])[layer], np.float32)[mask]
     values, counts = np.unique(quantized, return_counts=True)
     axes[2].bar(values, counts, width=(np.ptp(values) or 1) / 200, color="tab:red")
     axes[2].set_title(f"after sharing ({values.size} values)")
     for ax in axes:
         ax.set_xlabel("weight")
     axes[0].set_ylabel("count")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def plot_kept(report: dict, path: str) -> str:
-    """Bar chart of the kept fraction per compressed layer."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_kept(report: dict):
+    """Bar chart of the kept fraction per compressed layer; returns the figure."""
+    from matplotlib.figure import Figure
 
     rows = [r for r in report["layers"] if r["method"] != "raw"]
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rows) + 2), 3))
+    fig = Figure(figsize=(max(4, 0.6 * len(rows) + 2), 3), layout="tight")
+    ax = fig.subplots()
     ax.bar([r["name"] for r in rows], [r["kept_percent"] for r in rows], color="tab:blue")
     ax.set_ylabel("% weights kept")
     ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

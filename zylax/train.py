@@ -1,15 +1,26 @@
 """A jitted, data-parallel, resumable training loop.
 
+Everything takes objects: a linen module, its variables
+(``{"params": ..., "batch_stats": ..., ...}``), arrays of images and labels
+and a ``data.Preprocess``. No dataset or net names.
+
 The state is a plain pytree (``TrainState``) holding everything a run needs to
 continue bit-identically: parameters, optimizer state (which is where pruning
-masks live), BatchNorm statistics, the step, the base PRNG key and ``aux``,
-constant arrays a compression transform reads (weight-sharing indices, ...).
+masks live), the model's other collections (BatchNorm statistics, ...), the
+step, the base PRNG key and ``aux``, constant arrays a compression transform
+reads (weight-sharing indices, ...).
+
+Models: ``__call__(x, train=...)`` gets ``train`` when it declares it; a
+model without it is called with ``x`` alone. In training the collections in
+``MUTABLE`` (BatchNorm's ``batch_stats``) are mutable, so a model may also
+pick its mode with ``self.is_mutable_collection("batch_stats")``. Other
+collections pass through unchanged.
 
 Compression composes with training through ``transform``: the loss evaluates
-``model.apply({"params": transform(params)}, x)`` (or ``transform(params, aux)``
-when ``aux`` is given), inside the differentiated function, so gradients flow
-through the transform (and its straight-through estimators) to the latent
-parameters that the optimizer updates.
+``model.apply({"params": transform(params), ...}, x)`` (or
+``transform(params, aux)`` when ``aux`` is given), inside the differentiated
+function, so gradients flow through the transform (and its straight-through
+estimators) to the latent parameters that the optimizer updates.
 
 Data parallelism: every batch is split over a one-axis ``Mesh`` of all devices
 (``NamedSharding(mesh, P("data"))``); the state is replicated. The same code
@@ -22,9 +33,10 @@ give each host a different ``seed`` offset of the data or shard the files.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax
 import jax
@@ -33,7 +45,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from zylax import data as zdata
 
@@ -41,16 +53,70 @@ Params = Any
 Transform = Callable[..., Params]
 
 
+MUTABLE = ("batch_stats",)
+"""Collections a training step lets the model update."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """Training settings: what ``zylax train`` and the registry's nets use.
+
+    ``learning_rate`` rises linearly from 0 over ``warmup_steps``, then decays
+    by cosine to zero over the rest of the run. The optimizer is AdamW with
+    decoupled ``weight_decay``, or, when ``sgd_momentum`` is set, SGD with
+    Nesterov momentum and ``weight_decay`` as an L2 term added to the
+    gradients (as torchvision's reference scripts train). ``label_smoothing``
+    smooths the training targets; ``augment`` randomly flips and shifts
+    training images; ``pad_to`` pads 28x28 images for nets that want 32x32
+    input (it goes into the ``data.Preprocess``).
+    """
+
+    epochs: int
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    label_smoothing: float = 0.0
+    augment: bool = False
+    pad_to: int | None = None
+    sgd_momentum: float | None = None
+
+    def fit_kwargs(self) -> dict:
+        """The ``fit`` arguments this recipe fixes (batch size, smoothing, augmentation)."""
+        return {"batch_size": self.batch_size, "label_smoothing": self.label_smoothing,
+                "augment": self.augment}
+
+    def optimizer(self, steps: int, learning_rate: float | None = None
+                  ) -> optax.GradientTransformation:
+        """AdamW (or SGD, see the class) with warmup and cosine decay over ``steps``."""
+        lr = self.learning_rate if learning_rate is None else learning_rate
+        warmup = min(self.warmup_steps, max(steps - 1, 0))
+        schedule = (optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, 1))
+                    if warmup else optax.cosine_decay_schedule(lr, max(steps, 1)))
+        if self.sgd_momentum is None:
+            return optax.adamw(schedule, weight_decay=self.weight_decay)
+        return optax.chain(optax.add_decayed_weights(self.weight_decay),
+                           optax.sgd(schedule, momentum=self.sgd_momentum, nesterov=True))
+
+
 @flax.struct.dataclass
 class TrainState:
-    """Everything a run needs to resume: a pytree, checkpointed whole."""
+    """Everything a run needs to resume: a pytree, checkpointed whole.
+
+    ``collections`` are the model's variables other than ``params``.
+    """
 
     step: jax.Array
     params: Params
     opt_state: optax.OptState
-    batch_stats: Any
+    collections: Any
     rng: jax.Array
     aux: Any
+
+    @property
+    def variables(self) -> dict:
+        """``{"params": params, **collections}`` (params latent when a transform was trained)."""
+        return {"params": self.params, **self.collections}
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -77,25 +143,37 @@ def apply_transform(transform: Transform | None, params: Params, aux: Any) -> Pa
     return transform(params) if aux is None else transform(params, aux)
 
 
+def mode_kwargs(model, train: bool) -> dict:
+    """``{"train": train}`` when ``model.__call__`` declares ``train``, else ``{}``."""
+    return {"train": train} if "train" in inspect.signature(model.__call__).parameters else {}
+
+
 def init_variables(model, sample: np.ndarray, seed: int) -> dict[str, Any]:
-    """``model.init`` on one sample batch; returns ``{"params", "batch_stats"}``."""
-    variables = model.init(jax.random.key(seed), jnp.asarray(sample), train=False)
-    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    """``model.init`` on one sample batch (inference mode); returns every collection."""
+    variables = model.init(jax.random.key(seed), jnp.asarray(sample), **mode_kwargs(model, False))
+    return dict(flax.core.unfreeze(variables))
+
+
+def split_variables(variables) -> tuple[Params, dict]:
+    """``(params, other collections)`` of a variables dict; raises without ``params``."""
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        got = list(variables) if isinstance(variables, Mapping) else type(variables).__name__
+        raise ValueError("variables must be a dict with a 'params' collection, as model.init "
+                         f"returns; got {got}")
+    return variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
 
 def create_state(model, tx: optax.GradientTransformation, sample: np.ndarray, *,
-                 seed: int = 0, params: Params = None, batch_stats: Any = None,
-                 aux: Any = None) -> TrainState:
+                 seed: int = 0, variables=None, aux: Any = None) -> TrainState:
     """A fresh ``TrainState``: step 0, new optimizer state.
 
-    ``params``/``batch_stats`` default to ``model.init`` with ``seed``; pass them
-    to continue from an earlier stage (e.g. retraining after pruning).
+    ``variables`` default to ``model.init`` with ``seed``; pass them to
+    continue from an earlier stage (e.g. retraining after pruning).
     """
-    variables = init_variables(model, sample, seed)
-    params = variables["params"] if params is None else params
-    batch_stats = variables["batch_stats"] if batch_stats is None else batch_stats
+    variables = init_variables(model, sample, seed) if variables is None else variables
+    params, collections = split_variables(variables)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      batch_stats=batch_stats,
+                      collections=dict(collections),
                       rng=jax.random.key_data(jax.random.key(seed + 1)), aux=aux)
 
 
@@ -114,16 +192,16 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array,
     return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def forward(model, params, batch_stats, x, *, train: bool, rng=None):
-    """Applies the model; returns ``(logits, new_batch_stats)``."""
-    variables = {"params": params}
-    if batch_stats:
-        variables["batch_stats"] = batch_stats
+def forward(model, params, collections, x, *, train: bool, rng=None):
+    """Applies the model; returns ``(logits, collections)`` (updated in training)."""
+    variables = {"params": params, **collections}
     rngs = {"dropout": rng} if rng is not None else {}
-    if train and batch_stats:
-        logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
-        return logits, updates["batch_stats"]
-    return model.apply(variables, x, train=train, rngs=rngs), batch_stats
+    mutable = [c for c in MUTABLE if c in collections] if train else []
+    if mutable:
+        logits, updates = model.apply(variables, x, mutable=mutable, rngs=rngs,
+                                      **mode_kwargs(model, True))
+        return logits, {**collections, **updates}
+    return model.apply(variables, x, rngs=rngs, **mode_kwargs(model, train)), collections
 
 
 def make_train_step(model, tx: optax.GradientTransformation, transform: Transform | None = None,
@@ -140,18 +218,18 @@ def make_train_step(model, tx: optax.GradientTransformation, transform: Transfor
 
         def loss_fn(params):
             model_params = apply_transform(transform, params, state.aux)
-            logits, batch_stats = forward(model, model_params, state.batch_stats,
+            logits, collections = forward(model, model_params, state.collections,
                                           batch["image"], train=True, rng=rng)
             loss = cross_entropy(logits, batch["label"], batch["mask"], label_smoothing)
-            return loss, (logits, batch_stats)
+            return loss, (logits, collections)
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (loss, (logits, collections)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["mask"])
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                                  batch_stats=batch_stats)
+                                  collections=collections)
         return new_state, {"loss": loss, "correct": correct}
 
     replicated = NamedSharding(mesh, P())
@@ -160,15 +238,18 @@ def make_train_step(model, tx: optax.GradientTransformation, transform: Transfor
 
 
 def make_eval_step(model, transform: Transform | None = None, mesh: Mesh | None = None):
-    """Builds the jitted ``(params, batch_stats, aux, batch) -> (loss_sum, correct)``."""
+    """Builds the jitted ``(params, collections, aux, batch) -> (loss_sum, correct, count)``.
+
+    All three are sums over the global batch's real (mask 1) examples.
+    """
     mesh = data_mesh() if mesh is None else mesh
 
-    def step(params, batch_stats, aux, batch):
-        logits, _ = forward(model, apply_transform(transform, params, aux), batch_stats,
+    def step(params, collections, aux, batch):
+        logits, _ = forward(model, apply_transform(transform, params, aux), collections,
                             batch["image"], train=False)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
-        return jnp.sum(losses * batch["mask"]), jnp.sum(correct)
+        return jnp.sum(losses * batch["mask"]), jnp.sum(correct), jnp.sum(batch["mask"])
 
     replicated = NamedSharding(mesh, P())
     return jax.jit(step, in_shardings=(replicated, replicated, replicated,
@@ -176,20 +257,28 @@ def make_eval_step(model, transform: Transform | None = None, mesh: Mesh | None 
                    out_shardings=replicated)
 
 
-def evaluate(model, params, images, labels, *, name: str, batch_stats=None, aux=None,
+def evaluate(model, variables, images, labels, *, preprocess=None, aux=None,
              transform: Transform | None = None, batch_size: int = 1000,
-             pad_to: int | None = None, mesh: Mesh | None = None,
-             eval_step=None) -> dict[str, float]:
-    """Accuracy and mean loss over every example of ``(images, labels)``."""
+             mesh: Mesh | None = None, eval_step=None) -> dict[str, float]:
+    """Accuracy and mean loss over every example of ``(images, labels)``.
+
+    ``variables``: ``{"params": ..., "batch_stats": ...}`` (params latent when
+    ``transform`` is given); ``preprocess``: images -> model input
+    (default ``data.Preprocess()``). On several hosts each passes its own
+    examples and the result covers all of them.
+    """
+    params, collections = split_variables(variables)
     mesh = data_mesh() if mesh is None else mesh
     eval_step = make_eval_step(model, transform, mesh) if eval_step is None else eval_step
-    loss_sum, correct = 0.0, 0.0
-    for batch in zdata.batches(images, labels, batch_size, name=name, shuffle=False,
-                               remainder="pad", pad_to=pad_to):
-        l, c = eval_step(params, batch_stats or {}, aux, shard_batch(batch, mesh))
-        loss_sum, correct = loss_sum + l, correct + c
-    n = images.shape[0]
-    return {"accuracy": float(correct) / n, "loss": float(loss_sum) / n}
+    loss_sum, correct, count = 0.0, 0.0, 0.0
+    for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess,
+                               shuffle=False, remainder="pad"):
+        batch_loss, batch_correct, batch_count = eval_step(params, collections, aux,
+                                                           shard_batch(batch, mesh))
+        loss_sum, correct = loss_sum + batch_loss, correct + batch_correct
+        count = count + batch_count
+    count = max(float(count), 1.0)
+    return {"accuracy": float(correct) / count, "loss": float(loss_sum) / count}
 
 
 @dataclasses.dataclass
@@ -198,6 +287,11 @@ class FitResult:
 
     state: TrainState
     history: list[dict[str, float]]
+
+    @property
+    def variables(self) -> dict:
+        """The trained variables on the host (params latent when a transform was trained)."""
+        return jax.device_get(self.state.variables)
 
 
 def _checkpoint_manager(directory, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -214,15 +308,19 @@ def _restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainS
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epochs: int,
-        batch_size: int = 128, seed: int = 0, transform: Transform | None = None,
-        aux: Any = None, params: Params = None, batch_stats: Any = None,
-        pad_to: int | None = None, eval_data=None, checkpoint_dir=None,
+def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
+        variables=None, preprocess=None, batch_size: int = 128, seed: int = 0,
+        transform: Transform | None = None, aux: Any = None, eval_data=None, checkpoint_dir=None,
         checkpoint_every: int | None = None, max_steps: int | None = None,
         progress: bool | None = None, mesh: Mesh | None = None,
         desc: str = "train", on_epoch: Callable[[dict], None] | None = None,
         label_smoothing: float = 0.0, augment: bool = False) -> FitResult:
     """Trains ``model`` for ``epochs`` epochs of ``train_data = (images, labels)``.
+
+    ``variables`` (default: ``model.init`` with ``seed``) is the full
+    variables dict to start from; with ``transform``, its params are the
+    transform's latent params. ``preprocess`` maps images to model input
+    (default ``data.Preprocess()``, i.e. x / 255).
 
     With ``checkpoint_dir`` the run saves an orbax checkpoint every
     ``checkpoint_every`` steps (default: each epoch) and at the end, and first
@@ -241,9 +339,9 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epoch
         raise ValueError(f"batch_size={batch_size} exceeds the {images.shape[0]} examples")
     if batch_size % mesh.size:
         raise ValueError(f"batch_size={batch_size} is not divisible by {mesh.size} devices")
-    sample = zdata.preprocess(images[:1], name, pad_to)
-    state = create_state(model, tx, sample, seed=seed, params=params,
-                         batch_stats=batch_stats, aux=aux)
+    preprocess = zdata.Preprocess() if preprocess is None else preprocess
+    state = create_state(model, tx, preprocess(images[:1]), seed=seed, variables=variables,
+                         aux=aux)
     manager = None if checkpoint_dir is None else _checkpoint_manager(checkpoint_dir)
     if manager is not None:
         state = _restore_latest(manager, state)
@@ -262,8 +360,8 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epoch
     while step < total:
         epoch, start = divmod(step, steps_per_epoch)
         loss_sum, correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()
-        for batch in zdata.batches(images, labels, batch_size, name=name, seed=seed, epoch=epoch,
-                                   remainder="drop", pad_to=pad_to, start=start,
+        for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess, seed=seed,
+                                   epoch=epoch, remainder="drop", start=start,
                                    augment_images=augment):
             state, metrics = train_step(state, shard_batch(batch, mesh))
             step += 1
@@ -284,9 +382,8 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epoch
                    "train_accuracy": float(correct) / max(seen, 1),
                    "examples_per_s": seen / (time.perf_counter() - t0)}
             if eval_data is not None:
-                metrics = evaluate(model, state.params, *eval_data, name=name,
-                                   batch_stats=state.batch_stats, aux=state.aux,
-                                   transform=transform, pad_to=pad_to, mesh=mesh,
+                metrics = evaluate(model, state.variables, *eval_data, preprocess=preprocess,
+                                   aux=state.aux, transform=transform, mesh=mesh,
                                    eval_step=eval_step)
                 row.update(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"])
             history.append(row)
@@ -297,3 +394,19 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, name: str, epoch
         manager.wait_until_finished()
         manager.close()
     return FitResult(state=state, history=history)
+
+
+def fit_recipe(model, recipe: Recipe, train_data, *, preprocess=None, epochs: int | None = None,
+               seed: int = 0, **kwargs) -> FitResult:
+    """Trains ``model`` from scratch with ``recipe``'s optimizer, schedule and settings.
+
+    ``preprocess`` defaults to ``x / 255`` padded to ``recipe.pad_to``;
+    ``epochs`` overrides the recipe's; other keyword arguments go to ``fit``
+    (``checkpoint_dir``, ``eval_data``, ``progress``, ``batch_size``, ...).
+    """
+    epochs = recipe.epochs if epochs is None else epochs
+    preprocess = zdata.Preprocess(pad_to=recipe.pad_to) if preprocess is None else preprocess
+    settings = {**recipe.fit_kwargs(), **kwargs}
+    steps = epochs * zdata.num_batches(train_data[0].shape[0], settings["batch_size"], "drop")
+    return fit(model, recipe.optimizer(steps), train_data, epochs=epochs, preprocess=preprocess,
+               seed=seed, **settings)

@@ -267,10 +267,18 @@ def encode(symbols) -> bytes:
     return bytes(header) + payload.tobytes()
 
 
-def decode(blob: bytes) -> np.ndarray:
-    """Inverse of ``encode``; returns int64 symbols. Raises ``ValueError`` on a bad blob."""
+def decode(blob: bytes, max_symbols: int | None = None) -> np.ndarray:
+    """Inverse of ``encode``; returns int64 symbols. Raises ``ValueError`` on a bad blob.
+
+    Every symbol costs at least one payload bit, so a blob claiming more than
+    ``8 * len(blob)`` symbols is refused before anything is allocated, as is
+    one claiming more than ``max_symbols``.
+    """
     blob = bytes(blob)
     n, pos = _get_varint(blob, 0)
+    if n > 8 * len(blob) or (max_symbols is not None and n > max_symbols):
+        raise ValueError(f"Huffman blob claims {n} symbols, more than it can hold"
+                         + ("" if max_symbols is None else f" or the {max_symbols} expected"))
     if n == 0:
         if pos != len(blob):
             raise ValueError("Huffman blob has trailing bytes")

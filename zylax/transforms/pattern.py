@@ -53,3 +53,14 @@ def apply(latent, patterns):
     return ztree.map_named(
         lambda name, leaf: leaf * patterns[name].astype(leaf.dtype) if name in patterns else leaf,
         latent)
+
+
+def compressed(latent, patterns):
+    """The params tree to store: each binarized kernel as a ``codecs.pattern.Pattern`` container.
+
+    Decodes to exactly ``apply(latent, patterns)``.
+    """
+    from zylax.codecs.pattern import Pattern
+
+    return ztree.map_named(lambda name, leaf: Pattern(np.asarray(leaf), np.asarray(patterns[name]))
+                           if name in patterns else np.asarray(leaf), latent)

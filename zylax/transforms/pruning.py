@@ -43,15 +43,25 @@ def layer_mask(w: jax.Array, sparsity) -> jax.Array:
     return (ranks >= pruned).reshape(w.shape)
 
 
-def _masks(params, include: Selector, make: Callable[[str, jax.Array], jax.Array]):
+def _check_not_empty(name: str, mask, allow_empty: bool):
+    """Refuses a concrete mask that prunes a whole non-empty layer, unless allowed."""
+    if not allow_empty and ztree.is_concrete(mask) and np.size(mask) and not np.any(mask):
+        raise ValueError(f"{name!r}: these settings prune every one of its {np.size(mask)} "
+                         "weights; lower its sparsity or pass allow_empty=True")
+    return mask
+
+
+def _masks(params, include: Selector, make: Callable[[str, jax.Array], jax.Array],
+           allow_empty: bool = False):
     names = set(ztree.selected_names(params, include))
     ztree.check_finite(params, sorted(names))
     return ztree.map_named(
-        lambda name, w: make(name, w) if name in names else jnp.ones(jnp.shape(w), bool), params)
+        lambda name, w: _check_not_empty(name, make(name, w), allow_empty) if name in names
+        else jnp.ones(jnp.shape(w), bool), params)
 
 
 def han_masks(params, quality: float = 1.0, *, include: Selector = KERNELS,
-              overrides: Mapping[str, float] | None = None):
+              overrides: Mapping[str, float] | None = None, allow_empty: bool = False):
     """Han's rule: keep ``|w| > quality * std(w)`` for each selected layer.
 
     Args:
@@ -59,34 +69,40 @@ def han_masks(params, quality: float = 1.0, *, include: Selector = KERNELS,
       quality: the "quality parameter" multiplying each layer's weight std.
       include: regex or predicate on leaf names (default: kernels).
       overrides: ``{regex: quality}`` per layer (first match wins).
+      allow_empty: allow a layer to lose every weight (otherwise ``ValueError``).
 
     Returns:
       A boolean tree shaped like ``params``.
     """
     def make(name, w):
         q = ztree.per_leaf_value(name, quality, overrides)
-        if q < 0:
-            raise ValueError(f"quality for {name!r} must be >= 0, got {q}")
+        if not 0 <= q < float("inf"):  # refuses NaN too
+            raise ValueError(f"quality for {name!r} must be finite and >= 0, got {q}")
         return jnp.abs(w) > q * jnp.std(w)
-    return _masks(params, include, make)
+    return _masks(params, include, make, allow_empty)
 
 
 def sparsity_masks(params, sparsity: float = 0.9, *, include: Selector = KERNELS,
-                   overrides: Mapping[str, float] | None = None):
+                   overrides: Mapping[str, float] | None = None, allow_empty: bool = False):
     """Per-layer target sparsity: each selected layer keeps its ``1 - s`` largest |w|.
 
     ``overrides`` maps a leaf-name regex to that layer's sparsity. Every
-    sparsity must lie in ``[0, 1)``.
+    sparsity must lie in ``[0, 1)``. A sparsity that rounds to the whole of a
+    small layer (97% of 15 weights) raises unless ``allow_empty``.
     """
     def make(name, w):
         s = ztree.per_leaf_value(name, sparsity, overrides)
         _check_sparsity(name, s)
         return layer_mask(w, s)
-    return _masks(params, include, make)
+    return _masks(params, include, make, allow_empty)
 
 
-def global_sparsity_masks(params, sparsity: float, *, include: Selector = KERNELS):
-    """One magnitude threshold over all selected layers keeping ``1 - sparsity`` of them."""
+def global_sparsity_masks(params, sparsity: float, *, include: Selector = KERNELS,
+                          allow_empty: bool = False):
+    """One magnitude threshold over all selected layers keeping ``1 - sparsity`` of them.
+
+    Raises when a layer would lose every weight, unless ``allow_empty``.
+    """
     _check_sparsity("<global>", sparsity)
     names = ztree.selected_names(params, include)
     leaves = ztree.named_leaves(params)
@@ -94,7 +110,7 @@ def global_sparsity_masks(params, sparsity: float, *, include: Selector = KERNEL
     flat = jnp.concatenate([jnp.ravel(leaves[n]) for n in names])
     keep = layer_mask(flat, sparsity)
     offsets = np.cumsum([0] + [int(np.size(leaves[n])) for n in names])
-    per_leaf = {n: keep[a:b].reshape(jnp.shape(leaves[n]))
+    per_leaf = {n: _check_not_empty(n, keep[a:b].reshape(jnp.shape(leaves[n])), allow_empty)
                 for n, a, b in zip(names, offsets[:-1], offsets[1:])}
     return ztree.map_named(lambda name, w: per_leaf.get(name, jnp.ones(jnp.shape(w), bool)),
                            params)

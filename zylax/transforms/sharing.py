@@ -186,13 +186,15 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
       bits: ``k = 2**bits`` centroids, 1 <= bits <= 16.
       init: "linear" (default, Han's finding), "density" or "random".
       mask: boolean like ``w``; only kept weights are clustered, and pruned
-        positions get index 0 (they decode to exactly zero through the mask).
+        positions get index ``k``, the pruned marker that ``decode`` and the
+        ``shared`` codec turn into an exact zero.
       seed: PRNG seed for ``init="random"``; results are deterministic.
       max_iters, tol: stop after ``max_iters`` or when no centroid moves more than ``tol``
         (an iteration costs O(k log n), so many iterations are cheap).
 
     Returns:
-      ``KMeansResult(codebook (k,) float32 sorted, indices int32 like w, inertia (max_iters,))``.
+      ``KMeansResult(codebook (k,) sorted, in w's float dtype; indices int32 like w, k where
+      pruned; inertia (max_iters,) float32)``. Clustering runs in float32.
     """
     check_bits("<kmeans>", bits)
     if init not in INITS:
@@ -200,8 +202,11 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
     if ztree.is_concrete(w) and not np.isfinite(np.asarray(w)).all():
         raise ValueError("kmeans: weights hold NaN or Inf")
     mask = jnp.ones(jnp.shape(w), bool) if mask is None else jnp.asarray(mask, bool)
-    return _kmeans(jnp.asarray(w), mask, jax.random.key(seed), k=2 ** int(bits), init=init,
-                   max_iters=max_iters, tol=tol)
+    w = jnp.asarray(w)
+    result = _kmeans(w, mask, jax.random.key(seed), k=2 ** int(bits), init=init,
+                     max_iters=max_iters, tol=tol)
+    dtype = w.dtype if jnp.issubdtype(w.dtype, jnp.floating) else jnp.float32
+    return result._replace(codebook=result.codebook.astype(dtype))
 
 
 @functools.partial(jax.jit, static_argnames=("k", "init", "max_iters", "tol"))
@@ -211,7 +216,7 @@ def _kmeans(w, mask, key, *, k, init, max_iters, tol):
     sorted_values = sort_floats(jnp.where(keep, values, jnp.inf))
     start = initial_centroids(w, mask, k, init, key)
     codebook, history = _lloyd(sorted_values, jnp.sum(keep), start, max_iters, tol)
-    indices = jnp.where(mask, assign(values, codebook).reshape(w.shape), 0)
+    indices = jnp.where(mask, assign(values, codebook).reshape(w.shape), k)
     return KMeansResult(codebook, indices.astype(jnp.int32), history)
 
 
@@ -241,7 +246,8 @@ def share(params, bits: int | Mapping[str, int] | None = None, masks=None, *,
       include: which leaves to share (default: kernels).
 
     Returns:
-      ``latent``: params with each shared leaf replaced by its codebook ``(k,)``.
+      ``latent``: params with each shared leaf replaced by its codebook ``(k,)``
+        in the leaf's dtype (bf16 in, bf16 codebook out).
       ``aux``: ``{name: {"indices"}}`` for the shared leaves (``k`` where pruned).
     """
     names = ztree.selected_names(params, include)
@@ -255,10 +261,12 @@ def share(params, bits: int | Mapping[str, int] | None = None, masks=None, *,
         if name not in names:
             return w
         mask = mask_of.get(name, jnp.ones(jnp.shape(w), bool))
+        if ztree.is_concrete(mask) and np.size(w) and not np.any(np.asarray(mask)):
+            raise ValueError(f"share: {name!r} has no kept weight (pruned whole); leave it out "
+                             "of `include`")
         k_bits = layer_bits(name, w, bits)
         result = kmeans(w, k_bits, init, mask, seed=seed, max_iters=max_iters)
-        k = 2 ** k_bits
-        aux[name] = {"indices": jnp.where(mask, result.indices, k).astype(index_dtype(k))}
+        aux[name] = {"indices": result.indices.astype(index_dtype(2 ** k_bits))}
         return result.codebook
     latent = ztree.map_named(make, params)
     return latent, aux
@@ -275,6 +283,25 @@ def decode(latent, aux):
         if name not in aux:
             return leaf
         return jnp.append(leaf, jnp.zeros(1, leaf.dtype))[aux[name]["indices"]]
+    return ztree.map_named(make, latent)
+
+
+def compressed(latent, aux, index_bits: int | str | Mapping[str, int] | None = None):
+    """The params tree to store: each shared leaf as a ``codecs.shared.Shared`` container.
+
+    ``index_bits`` is the gap width of the sparse form: an int, ``{regex: bits}``,
+    ``"auto"`` (the smallest file over the widths tried) or None (Han: 8 for
+    conv kernels, 5 otherwise). ``archive.save`` writes the result.
+    """
+    from zylax.codecs.shared import Shared
+
+    def make(name, leaf):
+        if name not in aux:
+            return leaf
+        indices = aux[name]["indices"]
+        bits = (ztree.per_leaf_value(name, None, index_bits) if isinstance(index_bits, Mapping)
+                else index_bits)
+        return Shared(np.asarray(leaf), np.asarray(indices), bits)
     return ztree.map_named(make, latent)
 
 

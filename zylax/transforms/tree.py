@@ -2,7 +2,8 @@
 
 A leaf is named by its pytree path joined with "/" (``"ip1/kernel"``,
 ``"features/conv1/kernel"``). Layers are selected by a regular expression
-matched against that name (``re.fullmatch``) or by a predicate on it.
+matched against that name (``re.fullmatch``) or by a predicate
+``(name, leaf) -> bool``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,362 @@
+"""Writes notebooks/*.ipynb from the cell sources below and executes them, keeping the outputs.
+
+    .venv/bin/python scripts/make_notebooks.py [NAME ...]   # ZYLAX_SMALL=1 is set for the run
+
+The committed notebooks hold the outputs of that small-setting run, so a reader
+sees the tables and plots on a code host; CI executes them again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import nbclient
+import nbformat
+
+INSTALL = '''import sys
+if "google.colab" in sys.modules:  # Colab: install zylax first (the data comes through TFDS)
+    ZYLAX_SOURCE = "git+https://github.com/zylax/zylax"  # or the URL of your fork / checkout
+    !pip install -q "zylax @ {ZYLAX_SOURCE}"'''
+
+NOTEBOOKS = {
+    "00_quickstart": [
+        ("md", "# zylax quickstart\n\nLoad real Fashion-MNIST, build LeNet-300-100, train it "
+               "briefly and plot the learning curve. `ZYLAX_SMALL=1` (CI) trains on a "
+               "6,000-image subset for 2 epochs."),
+        ("code", INSTALL),
+        ("code", '''import os
+%matplotlib inline
+import matplotlib.pyplot as plt
+import optax
+
+from zylax import data, nets, train
+
+SMALL = os.environ.get("ZYLAX_SMALL") == "1"
+EPOCHS = 2 if SMALL else 10'''),
+        ("code", '''train_images, train_labels = data.load("fashion_mnist", "train")
+test_images, test_labels = data.load("fashion_mnist", "test")
+if SMALL:
+    train_images, train_labels = train_images[:6000], train_labels[:6000]
+preprocess = data.preprocessing("fashion_mnist")  # (x / 255 - mean) / std, as an object
+print(train_images.shape, train_images.dtype, train_labels[:10])'''),
+        ("code", '''model = nets.LeNet300100()
+result = train.fit(model, optax.adam(1e-3), (train_images, train_labels), epochs=EPOCHS,
+                   preprocess=preprocess, eval_data=(test_images, test_labels), progress=False)
+result.history[-1]'''),
+        ("code", '''epochs = [row["epoch"] for row in result.history]
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.plot(epochs, [row["train_accuracy"] for row in result.history], "o-", label="train")
+ax.plot(epochs, [row["test_accuracy"] for row in result.history], "s-", label="test")
+ax.set_xlabel("epoch"); ax.set_ylabel("accuracy"); ax.legend(); fig.tight_layout()
+plt.show()'''),
+    ],
+    "01_deep_compression": [
+        ("md", "# Deep Compression, step by step (LeNet-300-100, Fashion-MNIST)\n\nTrain, prune "
+               "and retrain, share weights by k-means and fine-tune the centroids, Huffman-code "
+               "into a `.zyl` file, load it back and evaluate. Each stage takes and returns the "
+               "model's variables. `ZYLAX_SMALL=1` (CI) trains on a subset for one epoch per "
+               "stage."),
+        ("code", INSTALL),
+        ("code", '''import os, tempfile
+%matplotlib inline
+import matplotlib.pyplot as plt
+import numpy as np
+
+from zylax import archive, codecs, compress, data, registry, report, train
+from zylax.transforms import pruning, sharing
+
+SMALL = os.environ.get("ZYLAX_SMALL") == "1"
+spec = registry.get("lenet300")  # factory, recipe and measured compression preset
+settings = dict(prune_cycles=1, retrain_epochs=1, finetune_epochs=1) if SMALL else {}
+train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
+if SMALL:
+    train_data = tuple(a[:6000] for a in train_data)
+config = compress.Config(**{**spec.compression, **settings}, recipe=spec.recipe,
+                         preprocess=data.preprocessing("fashion_mnist"))
+model = spec.factory(10)
+ctx = compress.Context(model, train_data, test_data, config, progress=False)
+config'''),
+        ("md", "## 1. Dense baseline"),
+        ("code", '''dense = train.fit_recipe(model, spec.recipe, train_data, preprocess=config.preprocess,
+                         epochs=1 if SMALL else None, progress=False).variables
+print("dense accuracy", ctx.accuracy(dense))'''),
+        ("md", "## 2. Iterative pruning with retraining (masks held by the `prune` optax wrapper)"),
+        ("code", '''pruned, masks = compress.iterative_prune(ctx, dense)
+print({k: round(v, 3) for k, v in pruning.kept_fraction(masks).items() if "kernel" in k})
+print("pruned accuracy", ctx.accuracy(pruned))'''),
+        ("md", "## 3. Weight sharing: k-means (linear init) and centroid fine-tuning"),
+        ("code", '''latent, aux = compress.share_and_finetune(ctx, pruned, masks)
+quantized = {**latent, "params": sharing.decode(latent["params"], aux)}
+print("quantized accuracy", ctx.accuracy(quantized))'''),
+        ("md", "## 4. Huffman-coded file, loaded back"),
+        ("code", '''path = os.path.join(tempfile.mkdtemp(), "lenet300.zyl")
+stored = {**latent, "params": sharing.compressed(latent["params"], aux, config.index_bits)}
+size = archive.save(path, stored, metadata={"net": "lenet300", "data": "fashion_mnist"})
+loaded, metadata = archive.load(path)
+rep = report.build(archive.read_header(path), file_bytes=size, reference=spec.reference,
+                   accuracies={"dense": ctx.accuracy(dense), "compressed": ctx.accuracy(loaded)})
+print(report.format_table(rep))
+print("decoded file equals the in-memory model bit for bit:",
+      compress.ztree.bit_identical(loaded, quantized))'''),
+        ("md", "## 5. Weight distribution of ip1: dense, pruned, shared (Han's Figure 4/5)"),
+        ("code", '''snapshots = {"dense": dense["params"], "pruned": pruned["params"],
+             "quantized": loaded["params"]}
+report.plot_weights(snapshots, masks, "ip1/kernel")'''),
+    ],
+    "02_binary_and_ternary": [
+        ("md", "# Binary and ternary weights on Fashion-MNIST, written to files\n\nBNN (binary "
+               "weights and activations), Trained Ternary Quantization and SEP-Net pattern "
+               "binarization, each a pure transform applied inside the training loss, then "
+               "stored by its codec in a `.zyl` file and evaluated from that file. "
+               "`ZYLAX_SMALL=1` (CI) trains on 6,000 images for one epoch."),
+        ("code", INSTALL),
+        ("code", '''import functools, os, tempfile
+import jax
+%matplotlib inline
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+
+from zylax import archive, data, nets, train
+from zylax.transforms import binary, order, pattern, ternary
+
+SMALL = os.environ.get("ZYLAX_SMALL") == "1"
+EPOCHS = 1 if SMALL else 5
+train_data = data.load("fashion_mnist", "train"); test_data = data.load("fashion_mnist", "test")
+if SMALL:
+    train_data = tuple(a[:6000] for a in train_data)
+prep = data.preprocessing("fashion_mnist")
+folder = tempfile.mkdtemp()
+results = {}
+
+
+def from_file(model, name, variables, stored_params):
+    """Saves, loads back, evaluates: the size and accuracy reported come from the file."""
+    path = os.path.join(folder, name + ".zyl")
+    size = archive.save(path, {**variables, "params": stored_params})
+    loaded, _ = archive.load(path)
+    accuracy = train.evaluate(model, loaded, *test_data, preprocess=prep)["accuracy"]
+    dense = 4 * sum(np.size(x) for x in jax.tree.leaves(loaded))
+    results[name] = (dense, size, accuracy)
+    print(f"{name}: {size:,} bytes, {dense / size:.1f}x smaller than fp32, "
+          f"accuracy {accuracy:.4f} measured on the file")
+    return loaded'''),
+        ("md", "## BNN: binary weights (sign, clipped latent weights) and binary activations"),
+        ("code", '''bnn = nets.MLP(hidden=(512, 512), activation=binary.binary_activation)
+tx = optax.chain(optax.adam(3e-3), binary.clip_latent())
+res = train.fit(bnn, tx, train_data, epochs=EPOCHS, preprocess=prep, transform=binary.binarize,
+                progress=False)
+_ = from_file(bnn, "BNN MLP", res.variables, binary.compressed(res.variables["params"]))'''),
+        ("md", "## TTQ on LeNet-5: every kernel but the first and last (in execution order)"),
+        ("code", '''lenet = nets.LeNet5()
+float_res = train.fit(lenet, optax.adam(1e-3), train_data, epochs=EPOCHS, preprocess=prep,
+                      progress=False)
+skip = order.first_and_last(lenet, float_res.variables, prep(train_data[0][:1]))
+print("kept float:", skip)
+latent = ternary.init(float_res.variables["params"], skip=skip)
+ttq_res = train.fit(lenet, optax.adam(1e-3), train_data, epochs=EPOCHS, preprocess=prep,
+                    variables={"params": latent}, transform=ternary.ternarize, progress=False)
+ttq_latent = ttq_res.variables["params"]
+_ = from_file(lenet, "TTQ LeNet-5", {}, ternary.compressed(ttq_latent))
+print({k: {s: float(v) for s, v in d.items()} for k, d in ttq_latent["scales"].items()})'''),
+        ("md", "## SEP-Net pattern binarization of both 5x5 convolutions"),
+        ("code", '''alpha, patterns = pattern.binarize_patterns(float_res.variables["params"])
+pat_res = train.fit(lenet, optax.adam(1e-4), train_data, epochs=EPOCHS, preprocess=prep,
+                    variables={"params": alpha}, transform=pattern.apply, aux=patterns,
+                    progress=False)
+_ = from_file(lenet, "pattern LeNet-5", {}, pattern.compressed(pat_res.variables["params"], patterns))'''),
+        ("md", "## Latent vs ternary weights (ip1 of the TTQ LeNet-5), and the file sizes"),
+        ("code", '''quantized = ternary.ternarize(ttq_latent)
+fig, axes = plt.subplots(1, 3, figsize=(14, 3))
+axes[0].hist(np.asarray(ttq_latent["params"]["ip1"]["kernel"]).ravel(), 200)
+axes[0].set_title("latent ip1")
+v, c = np.unique(np.asarray(quantized["ip1"]["kernel"]), return_counts=True)
+axes[1].bar(v, c, width=0.01); axes[1].set_title("ternary ip1")
+names = list(results)
+axes[2].bar(names, [results[n][0] / results[n][1] for n in names])
+axes[2].set_ylabel("x smaller than fp32 (file)")
+fig.tight_layout()
+plt.show()'''),
+    ],
+    "03_architectures": [
+        ("md", "# Small architectures: parameters and multiply-adds vs the papers\n\nBuild "
+               "SqueezeNet 1.0/1.1, MobileNet V1/V2 and SEP-Net, print their summaries, compare "
+               "with the published tables, and train one briefly on Fashion-MNIST "
+               "(`ZYLAX_SMALL=1`: 3,000 images, one epoch)."),
+        ("code", INSTALL),
+        ("code", '''import os
+%matplotlib inline
+import matplotlib.pyplot as plt
+
+from zylax import data, nets, registry, train
+
+SMALL = os.environ.get("ZYLAX_SMALL") == "1"'''),
+        ("code", "_ = nets.summary(nets.MobileNetV1(alpha=0.25), (128, 128, 3))"),
+        ("code", '''# (model, input size, paper params in M, paper MACs in M)
+reference = {
+    "MobileNet V1 1.0 @224": (nets.MobileNetV1(), 224, 4.2, 569),
+    "MobileNet V1 0.75 @224": (nets.MobileNetV1(alpha=0.75), 224, 2.6, 325),
+    "MobileNet V1 0.5 @224": (nets.MobileNetV1(alpha=0.5), 224, 1.3, 149),
+    "MobileNet V1 0.25 @224": (nets.MobileNetV1(alpha=0.25), 224, 0.5, 41),
+    "MobileNet V1 1.0 @160": (nets.MobileNetV1(), 160, 4.2, 290),
+    "MobileNet V2 1.0 @224": (nets.MobileNetV2(), 224, 3.4, 300),
+    "SqueezeNet 1.0 @224": (nets.SqueezeNet1_0(), 224, 1.25, 819),
+    "SqueezeNet 1.1 @224": (nets.SqueezeNet1_1(), 224, 1.24, 349),
+    "SEP-Net @224": (nets.SEPNet(), 224, 1.3, None),
+}
+ours = {name: nets.summary(m, (size, size, 3), print_table=False)
+        for name, (m, size, _, _) in reference.items()}
+for name, s in ours.items():
+    print(f"{name:24s} {s.params / 1e6:6.3f}M params (paper {reference[name][2]}M)  "
+          f"{s.macs / 1e6:7.1f}M MACs (paper {reference[name][3]})")'''),
+        ("code", '''fig, ax = plt.subplots(figsize=(6, 4))
+for name, s in ours.items():
+    ax.scatter(s.macs / 1e6, s.params / 1e6, color="tab:blue")
+    ax.annotate(name, (s.macs / 1e6, s.params / 1e6), fontsize=7)
+    if reference[name][3] is not None:
+        ax.scatter(reference[name][3], reference[name][2], marker="x", color="tab:red")
+ax.set_xscale("log"); ax.set_xlabel("MACs (M)"); ax.set_ylabel("parameters (M)")
+ax.set_title("zylax (dots) vs papers (crosses)"); fig.tight_layout()
+plt.show()'''),
+        ("code", '''images, labels = data.load("fashion_mnist", "train")
+test = data.load("fashion_mnist", "test")
+n = 3000 if SMALL else 60000
+# the registered SqueezeNet starts conv10's bias at 1 and its recipe warms up and smooths
+# labels: with the ReLU on the logits, a class can otherwise die for good (see RESULTS.md)
+spec = registry.get("squeezenet1_1")
+model = spec.factory(10)
+prep = data.preprocessing("fashion_mnist", spec.recipe.pad_to)
+result = train.fit_recipe(model, spec.recipe, (images[:n], labels[:n]), preprocess=prep,
+                          epochs=1, progress=False)
+acc = train.evaluate(model, result.variables, test[0][:2000], test[1][:2000],
+                     preprocess=prep)["accuracy"]
+print("SqueezeNet 1.1 after one short epoch:", acc)'''),
+    ],
+    "04_your_own_model": [
+        ("md", "# Your own model: a ResNet-style Flax net, compressed three ways\n\n"
+               "The model below is defined here, not in zylax: its own layer names, BatchNorm, "
+               "residual blocks, no `train` argument. We train it, then compress it with the "
+               "library (pruning + weight sharing, TTQ) into `.zyl` files, reload them and "
+               "compare size and accuracy, all measured on what was decoded from the files. "
+               "`ZYLAX_SMALL=1` (CI) trains on 6,000 images."),
+        ("code", INSTALL),
+        ("code", '''import functools, os, tempfile
+import flax.linen as nn
+import jax
+%matplotlib inline
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+
+from zylax import archive, compress, data, report, train
+from zylax.transforms import order, pruning, ternary
+
+SMALL = os.environ.get("ZYLAX_SMALL") == "1"
+EPOCHS = 3 if SMALL else 8
+train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
+if SMALL:
+    train_data = tuple(a[:6000] for a in train_data)
+prep = data.Preprocess.fit(train_data[0])  # statistics of our own training images
+folder = tempfile.mkdtemp()'''),
+        ("code", '''class Block(nn.Module):
+    channels: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        training = self.is_mutable_collection("batch_stats")
+        norm = functools.partial(nn.BatchNorm, use_running_average=not training, momentum=0.9)
+        y = nn.Conv(self.channels, (3, 3), self.stride, use_bias=False, name="conv_a")(x)
+        y = nn.relu(norm(name="bn_a")(y))
+        y = nn.Conv(self.channels, (3, 3), use_bias=False, name="conv_b")(y)
+        y = norm(name="bn_b", scale_init=nn.initializers.zeros)(y)
+        if x.shape != y.shape:
+            x = norm(name="bn_proj")(nn.Conv(self.channels, (1, 1), self.stride,
+                                             use_bias=False, name="proj")(x))
+        return nn.relu(x + y)
+
+
+class TinyResNet(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x):
+        training = self.is_mutable_collection("batch_stats")
+        x = nn.Conv(16, (3, 3), use_bias=False, name="stem")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not training, momentum=0.9,
+                                 name="stem_bn")(x))
+        for i, (channels, stride) in enumerate([(16, 1), (32, 2), (64, 2)]):
+            x = Block(channels, stride, name=f"stage{i + 1}")(x)
+        return nn.Dense(self.num_classes, name="logits")(x.mean(axis=(1, 2)))
+
+
+model = TinyResNet()
+recipe = train.Recipe(epochs=EPOCHS, learning_rate=3e-3, weight_decay=1e-4)  # AdamW, cosine
+dense = train.fit_recipe(model, recipe, train_data, preprocess=prep, progress=False).variables
+dense_accuracy = train.evaluate(model, dense, *test_data, preprocess=prep)["accuracy"]
+print("collections:", list(dense), " dense accuracy:", dense_accuracy)'''),
+        ("md", "## 1. Pruning + trained weight sharing + Huffman coding (Deep Compression)"),
+        ("code", '''config = compress.Config(sparsity={".*stem/kernel": 0.3, ".*logits/kernel": 0.5, ".*kernel": 0.75},
+                         prune_cycles=1 if SMALL else 3, retrain_epochs=1, retrain_lr_scale=0.2,
+                         bits=5, index_bits="auto", finetune_epochs=1, recipe=recipe,
+                         preprocess=prep)
+dc = compress.run(model, dense, train_data, test_data, config,
+                  out=os.path.join(folder, "resnet_dc.zyl"))
+print(report.format_table(dc.report))'''),
+        ("md", "## 2. Pruning + Trained Ternary Quantization (first and last layers float)"),
+        ("code", '''masks = pruning.sparsity_masks(dense["params"], 0.5)
+skip = order.first_and_last(model, dense, prep(train_data[0][:1]))
+print("kept float (execution order):", skip)
+latent = {**dense, "params": ternary.init(dense["params"], skip=skip, masks=masks)}
+ttq = functools.partial(ternary.ternarize, masks=masks)
+tuned = train.fit(model, optax.adam(1e-4), train_data, epochs=EPOCHS, preprocess=prep,
+                  variables=latent, transform=ttq, progress=False).variables
+ttq_path = os.path.join(folder, "resnet_ttq.zyl")
+ttq_bytes = archive.save(ttq_path, {**tuned, "params": ternary.compressed(tuned["params"],
+                                                                         masks=masks)})'''),
+        ("md", "## 3. Reload both files and compare"),
+        ("code", '''dense_bytes = 4 * sum(np.size(x) for x in jax.tree.leaves(dense))
+rows = {"fp32": (dense_bytes, dense_accuracy)}
+for name, path in (("prune+share+Huffman", os.path.join(folder, "resnet_dc.zyl")),
+                   ("prune+TTQ", ttq_path)):
+    loaded, _ = archive.load(path)  # params and batch_stats, decoded from the file
+    accuracy = train.evaluate(model, loaded, *test_data, preprocess=prep)["accuracy"]
+    rows[name] = (os.path.getsize(path), accuracy)
+for name, (size, accuracy) in rows.items():
+    print(f"{name:22s} {size:>9,} bytes  {dense_bytes / size:5.1f}x  accuracy {accuracy:.4f}")
+fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3))
+a.bar(list(rows), [dense_bytes / s for s, _ in rows.values()]); a.set_ylabel("x smaller")
+b.bar(list(rows), [acc for _, acc in rows.values()]); b.set_ylabel("test accuracy")
+b.set_ylim(min(acc for _, acc in rows.values()) - 0.05, 1)
+fig.tight_layout()
+plt.show()'''),
+    ],
+}
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python",
+                                 "name": "python3"}
+    for kind, source in NOTEBOOKS[name]:
+        cell = nbformat.v4.new_markdown_cell if kind == "md" else nbformat.v4.new_code_cell
+        nb.cells.append(cell(source))
+    return nb
+
+
+def main(names: list[str]) -> None:
+    os.environ["ZYLAX_SMALL"] = "1"
+    root = os.path.join(os.path.dirname(__file__), "..", "notebooks")
+    for name in names or sorted(NOTEBOOKS):
+        nb = build(name)
+        nbclient.NotebookClient(nb, timeout=1200, kernel_name="python3",
+                                resources={"metadata": {"path": root}}).execute()
+        for i, cell in enumerate(nb.cells):  # stable ids: same source, same file
+            cell["id"] = f"{name[:2]}-{i:02d}"
+        nbformat.write(nb, os.path.join(root, f"{name}.ipynb"))
+        print("wrote", name)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,75 @@
+"""Deep Compression of a model zylax did not define, through the public API."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+import pytest
+
+from zylax import archive, codecs, compress, data, train
+from zylax.transforms import tree as ztree
+
+
+class UserNet(nn.Module):
+    """Own names (sorted order differs from execution order), BatchNorm, no ``train`` argument."""
+
+    @nn.compact
+    def __call__(self, x):
+        training = self.is_mutable_collection("batch_stats")
+        x = nn.Conv(8, (3, 3), strides=2, name="zz_entry")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not training, name="norm")(x))
+        x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="aa_middle")(x))
+        return nn.Dense(10, name="mm_out")(x.reshape((x.shape[0], -1)))
+
+
+@pytest.fixture(scope="module")
+def trained(fmnist_train):
+    images, labels = fmnist_train[0][:2048], fmnist_train[1][:2048]
+    prep = data.Preprocess.fit(images)
+    model = UserNet()
+    result = train.fit(model, optax.adam(2e-3), (images, labels), epochs=2, preprocess=prep,
+                       progress=False)
+    return model, result.variables, (images, labels), prep
+
+
+def test_a_user_model_goes_through_run_and_the_file_is_bit_identical(trained, fmnist_test,
+                                                                     tmp_path):
+    model, variables, train_data, prep = trained
+    test_data = tuple(a[:2000] for a in fmnist_test)
+    config = compress.Config(sparsity={".*kernel": 0.6}, prune_cycles=1, retrain_epochs=1,
+                             finetune_epochs=1, bits=4, index_bits="auto", preprocess=prep)
+    result = compress.run(model, variables, train_data, test_data, config,
+                          out=str(tmp_path / "user.zyl"))
+    loaded, metadata = archive.load(tmp_path / "user.zyl")
+    assert ztree.bit_identical(loaded, result.variables)
+    assert set(loaded) == {"params", "batch_stats"}
+    assert ztree.bit_identical(loaded, jax.tree.map(codecs.dense, result.stored))
+    rep = result.report
+    assert rep["file_bytes"] == (tmp_path / "user.zyl").stat().st_size
+    assert rep["decoded_exactly"] is True and rep["ratio"] > 4
+    from_file = train.evaluate(model, loaded, *test_data, preprocess=prep)["accuracy"]
+    assert from_file == rep["compressed_accuracy"] > 0.5
+    assert data.Preprocess.from_dict(metadata["preprocess"]) == prep
+    kept = {r["name"]: r["kept_percent"] for r in rep["layers"]}
+    assert 35 < kept["aa_middle/kernel"] < 45  # 60% pruned, stored shared
+    assert not np.array_equal(loaded["batch_stats"]["norm"]["mean"],
+                              variables["batch_stats"]["norm"]["mean"])  # retrained statistics
+
+
+def test_config_refuses_what_would_silently_do_nothing(trained):
+    _, variables, _, _ = trained
+    with pytest.raises(ValueError, match="sparsity must be a dict"):
+        compress.Config(sparsity=0.5)
+    with pytest.raises(ValueError, match="prune_cycles must be an integer >= 1"):
+        compress.Config(prune_cycles=0)
+    with pytest.raises(ValueError, match=r"sparsity patterns \['kernel'\] match no selected leaf"):
+        compress.Config(sparsity={"kernel": 0.5}).check_against(variables["params"])
+
+
+def test_zero_retraining_epochs_prune_without_retraining(trained, fmnist_test, tmp_path):
+    model, variables, train_data, prep = trained
+    config = compress.Config(sparsity={".*kernel": 0.5}, prune_cycles=1, retrain_epochs=0,
+                             finetune_epochs=0, bits=4, preprocess=prep)
+    result = compress.run(model, variables, train_data, tuple(a[:500] for a in fmnist_test),
+                          config, out=str(tmp_path / "r0.zyl"))
+    assert result.report["decoded_exactly"] is True

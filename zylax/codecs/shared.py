@@ -1,0 +1,142 @@
+"""``shared``: Deep Compression's weight sharing (Han et al. 2015, sections 3-4).
+
+A ``Shared`` leaf is a codebook of ``k`` values and an index per weight;
+index ``k`` marks a pruned weight (decoded as 0). Stored as the codebook (in
+the leaf's dtype) plus Huffman-coded indices, in one of two forms:
+
+* ``dense``: every index, Huffman-coded (alphabet ``k + 1``);
+* ``sparse``: the kept positions as ``index_bits``-bit gaps with filler
+  entries (``zylax.transforms.sparse``), gaps and weight indices each
+  Huffman-coded.
+
+``index_bits`` on the leaf fixes the gap width (None: Han's 8 for conv
+kernels, 5 otherwise); ``"auto"`` offers every width in ``AUTO_INDEX_BITS``
+and the archive keeps the smallest file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from zylax.codecs import _common
+from zylax.transforms import huffman, sparse
+
+METHOD = "shared"
+DEFAULT_INDEX_BITS = {"conv": 8, "dense": 5}
+AUTO_INDEX_BITS = range(2, 13)
+"""Gap widths offered by ``index_bits="auto"``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """``codebook (k,)`` float, ``indices`` int in ``[0, k]`` shaped like the weights.
+
+    Decodes to ``append(codebook, 0)[indices]``; ``index_bits`` is the gap
+    width of the sparse form (int, ``"auto"`` or None for Han's defaults).
+    """
+
+    codebook: Any
+    indices: Any
+    index_bits: int | str | None = None
+
+
+Leaf = Shared
+
+
+def _gap_widths(leaf: Shared, ndim: int) -> list[int]:
+    if leaf.index_bits == "auto":
+        return list(AUTO_INDEX_BITS)
+    if leaf.index_bits is None:
+        return [DEFAULT_INDEX_BITS["conv" if ndim == 4 else "dense"]]
+    return [sparse.check_index_bits("shared leaf", leaf.index_bits)]
+
+
+def _checked(leaf: Shared) -> tuple[np.ndarray, np.ndarray]:
+    codebook = np.asarray(leaf.codebook)
+    indices = np.asarray(leaf.indices)
+    if codebook.ndim != 1 or codebook.size == 0:
+        raise ValueError(f"codebook must be a non-empty vector, got shape {codebook.shape}")
+    _common.float_dtype(codebook.dtype.name, "codebook")
+    if not np.isfinite(codebook.astype(np.float64)).all():
+        raise ValueError("codebook holds NaN or Inf")
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be integers, got dtype {indices.dtype}")
+    if indices.size and (indices.min() < 0 or indices.max() > codebook.size):
+        bad = indices.min() if indices.min() < 0 else indices.max()
+        raise ValueError(f"index {int(bad)} lies outside the {codebook.size}-entry codebook "
+                         f"(and {codebook.size}, the pruned marker)")
+    return codebook, indices.astype(np.int64)
+
+
+def encode(leaf: Shared) -> dict:
+    """Candidates: ``dense`` and ``gaps:<b>`` for each offered gap width ``b``."""
+    codebook, indices = _checked(leaf)
+    k = codebook.size
+    flat = indices.ravel()
+    common = {"shape": list(indices.shape), "dtype": codebook.dtype.name, "k": k}
+    codebook_bytes = _common.to_bytes(codebook, codebook.dtype)
+    kept = flat < k
+    out = {"dense": ({**common, "form": "dense", "kept": int(kept.sum())},
+                     [codebook_bytes, huffman.encode(flat)])}
+    positions = np.flatnonzero(kept)
+    for bits in _gap_widths(leaf, indices.ndim):
+        gaps, symbols = sparse.to_relative(positions, flat[positions], bits, k)
+        out[f"gaps:{bits}"] = ({**common, "form": "sparse", "index_bits": bits,
+                               "kept": int(positions.size), "entries": int(symbols.size)},
+                              [codebook_bytes, huffman.encode(symbols), huffman.encode(gaps)])
+    return out
+
+
+def decode(entry: dict, sections: list[bytes]) -> np.ndarray:
+    """``append(codebook, 0)[indices]`` from the coded streams."""
+    shape, k = tuple(entry["shape"]), int(entry["k"])
+    size = _common.size_of(shape)
+    dtype = _common.float_dtype(entry["dtype"], "codebook")
+    codebook = np.append(_common.from_bytes(sections[0], dtype, k, "codebook"),
+                         np.zeros(1, dtype))
+    if entry["form"] == "dense":
+        indices = huffman.decode(sections[1], size)
+        if indices.size != size:
+            raise ValueError(f"index stream holds {indices.size} indices for {size} weights")
+    else:
+        positions, symbols = sparse.from_relative(huffman.decode(sections[2], size),
+                                                  huffman.decode(sections[1], size), size, k)
+        if positions.size != entry["kept"]:
+            raise ValueError(f"sparse streams hold {positions.size} weights, header says "
+                             f"{entry['kept']}")
+        indices = np.full(size, k, np.int64)
+        indices[positions] = symbols
+    if indices.size and indices.max() > k:
+        raise ValueError(f"index {int(indices.max())} lies outside the {k}-entry codebook")
+    return codebook[indices].reshape(shape)
+
+
+def dense(leaf: Shared) -> np.ndarray:
+    """``append(codebook, 0)[indices]``."""
+    codebook, indices = _checked(leaf)
+    return np.append(codebook, np.zeros(1, codebook.dtype))[indices]
+
+
+def report_row(entry: dict) -> dict:
+    """Han's columns: P (fp + gap bits per entry), P+Q (bits per entry + codebook), P+Q+H."""
+    n = _common.size_of(entry["shape"])
+    k = _common.count_field(entry, "k", 1, huffman.MAX_ALPHABET - 1)
+    itemsize = _common.float_dtype(entry["dtype"], "codebook").itemsize
+    sizes = entry["bytes"]
+    sparse_form = _common.choice_field(entry, "form", ("dense", "sparse")) == "sparse"
+    kept = _common.count_field(entry, "kept", 0, n)
+    entries = _common.count_field(entry, "entries", kept, n) if sparse_form else n
+    index_bits = _common.count_field(entry, "index_bits", 1, 16) if sparse_form else 0
+    if len(sizes) != (3 if sparse_form else 2):
+        raise ValueError(f"{len(sizes)} sections for the {entry['form']} form")
+    bits = max(1, int(np.ceil(np.log2(k))))  # the codebook's bits (the pruned marker aside)
+    return _common.row(
+        n, itemsize, kept=kept, weight_bits=bits, index_bits=index_bits,
+        entries=entries, pruned_bytes=_common.nbytes(entries * (8 * itemsize + index_bits)),
+        quantized_bytes=_common.nbytes(entries * (bits + index_bits)) + sizes[0],
+        weights_raw_bytes=_common.nbytes(entries * bits), weights_huffman_bytes=sizes[1],
+        index_raw_bytes=_common.nbytes(entries * index_bits),
+        index_huffman_bytes=sizes[2] if sparse_form else 0, codebook_bytes=sizes[0])

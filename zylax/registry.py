@@ -1,0 +1,143 @@
+"""The one registry of named nets: model factory, training recipe, compression preset.
+
+Names are a convenience at the edge (the CLI, experiments, notebooks); the
+library itself takes model objects. A user registers their own net with
+``register`` or runs it from the command line with ``--model
+package.module:factory``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import os
+import sys
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+
+from zylax import nets
+from zylax.nets.layers import TapConv
+from zylax.train import Recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class NetSpec:
+    """A named net.
+
+    Attributes:
+      factory: ``num_classes -> flax.linen.Module``.
+      recipe: baseline training settings (``train.Recipe``).
+      compression: ``compress.Config`` fields measured for this net.
+      reference: published compressed sizes per report stage (e.g. Han's "P+Q+H").
+    """
+
+    factory: Callable[[int], nn.Module]
+    recipe: Recipe
+    compression: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    reference: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+NETS: dict[str, NetSpec] = {}
+
+
+def register(name: str, factory: Callable[[int], nn.Module], recipe: Recipe, *,
+             compression: Mapping[str, Any] | None = None,
+             reference: Mapping[str, str] | None = None) -> NetSpec:
+    """Adds (or replaces) the net ``name``; returns its ``NetSpec``."""
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"net names are letters, digits and '_', got {name!r}")
+    spec = NetSpec(factory, recipe, dict(compression or {}), dict(reference or {}))
+    NETS[name] = spec
+    return spec
+
+
+def get(name: str) -> NetSpec:
+    """The ``NetSpec`` registered as ``name``."""
+    if name not in NETS:
+        raise ValueError(f"unknown net {name!r}; choose one of {sorted(NETS)}")
+    return NETS[name]
+
+
+def import_factory(spec: str) -> Callable[[int], nn.Module]:
+    """``"package.module:factory"`` -> a ``num_classes -> Module`` function.
+
+    ``factory`` may be a linen Module class or any callable; it gets
+    ``num_classes=`` when its signature takes it. The module is looked up on
+    ``sys.path`` plus the current folder, as ``python -m`` does.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"--model must look like package.module:factory, got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` would find it
+        sys.path.insert(0, os.getcwd())
+    try:
+        target = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import {spec!r}: {err}") from None
+    if not callable(target):
+        raise ValueError(f"{spec!r} is not callable")
+    try:
+        takes_classes = "num_classes" in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        takes_classes = False
+    return (lambda n: target(num_classes=n)) if takes_classes else (lambda n: target())
+
+
+_HAN = {
+    "lenet300": {"P": "8% (12x)", "P+Q": "3.1% (32x)", "P+Q+H": "2.49% (40x)"},
+    "lenet5": {"P": "8% (12x)", "P+Q": "3.05% (33x)", "P+Q+H": "2.55% (39x)"},
+}
+"""Han et al. 2015, Tables 1-3: compressed size as % of the dense model (rate)."""
+
+# Recipes and presets are the measured ones of RESULTS.md. BatchNorm nets: with
+# AdamW every run overfit and stalled at 86.6-88.9% (train up to 99%); SGD with
+# L2 took MobileNet V1 0.5 to 91.25%, V2 0.5 to 91.51% and SEP-Net to 90.36%.
+# SqueezeNet has no BatchNorm and a ReLU on the logits: it trains gently
+# (warmup, label smoothing) with conv10's bias starting at 1 so no class dies.
+_SGD = dict(learning_rate=0.05, warmup_steps=300, weight_decay=5e-4, sgd_momentum=0.9,
+            label_smoothing=0.1, pad_to=32)
+_SQUEEZE = Recipe(epochs=15, learning_rate=1e-3, warmup_steps=300, weight_decay=5e-2,
+                  label_smoothing=0.1, pad_to=32)
+
+register("lenet300", lambda n: nets.LeNet300100(num_classes=n),
+         Recipe(epochs=20, learning_rate=1e-3, weight_decay=1e-4),
+         compression=dict(sparsity={".*ip1/kernel": 0.95, ".*ip2/kernel": 0.85, ".*kernel": 0.0},
+                          prune_cycles=4, retrain_epochs=5, retrain_lr_scale=1.0,
+                          retrain_l2=5e-4, finetune_epochs=3, bits=5, index_bits="auto"),
+         reference=_HAN["lenet300"])
+register("lenet5", lambda n: nets.LeNet5(num_classes=n),
+         Recipe(epochs=10, learning_rate=1e-3, weight_decay=1e-4),
+         compression=dict(sparsity={".*conv1/kernel": 0.34, ".*conv2/kernel": 0.88,
+                                    ".*ip1/kernel": 0.95, ".*kernel": 0.0},
+                          prune_cycles=3, retrain_epochs=2, retrain_lr_scale=1.0,
+                          retrain_l2=5e-4, finetune_epochs=1, bits={".*conv.*": 8, ".*": 5},
+                          index_bits="auto"),
+         reference=_HAN["lenet5"])
+register("mlp", lambda n: nets.MLP(num_classes=n),
+         Recipe(epochs=20, learning_rate=1e-3, weight_decay=1e-4))
+register("squeezenet1_0", lambda n: nets.SqueezeNet1_0(num_classes=n, head_bias_init=1.0),
+         _SQUEEZE)
+register("squeezenet1_1", lambda n: nets.SqueezeNet1_1(num_classes=n, head_bias_init=1.0),
+         _SQUEEZE,
+         compression=dict(sparsity={".*conv1/kernel": 0.3, ".*conv10/kernel": 0.5,
+                                    ".*kernel": 0.7},
+                          bits={".*": 6}, index_bits="auto", prune_cycles=3, retrain_epochs=2,
+                          retrain_lr_scale=0.5, retrain_l2=5e-4, finetune_epochs=1))
+register("mobilenet_v1", lambda n: nets.MobileNetV1(alpha=0.5, num_classes=n, conv=TapConv),
+         Recipe(epochs=10, **_SGD))
+# BatchNorm nets retrain with Adam at a fixed small rate (their SGD rate is 100x too high for
+# Adam); depthwise 3x3 kernels (9 weights a channel) are not pruned.
+_BN_COMPRESSION = dict(sparsity={".*depthwise/kernel": 0.0, ".*classifier/kernel": 0.5,
+                                 ".*kernel": 0.65},
+                       bits=6, index_bits="auto", prune_cycles=3, retrain_epochs=1,
+                       retrain_lr=3e-4, retrain_l2=5e-5, finetune_epochs=1, finetune_lr=1e-4)
+register("mobilenet_v2", lambda n: nets.MobileNetV2(width_multiplier=0.5, num_classes=n,
+                                                    conv=TapConv), Recipe(epochs=10, **_SGD),
+         compression=_BN_COMPRESSION)
+register("sepnet", lambda n: nets.SEPNet(num_classes=n, conv=TapConv), Recipe(epochs=6, **_SGD),
+         compression={**_BN_COMPRESSION, "sparsity": {".*classifier/kernel": 0.5,
+                                                      ".*kernel": 0.65}})

@@ -105,7 +105,7 @@ def _float_lenet5(train_data, test_data, out: str | None):
     return model, result.variables, _accuracy(model, result.variables, test_data)
 
 
-TTQ_SPARSITY = {".*conv2/kernel": 0.5, ".*ip1/kernel": 0.75}
+TTQ_SPARSITY = {".*ip1/kernel": 0.5}
 
 
 def ttq(small: bool = False, epochs: int = 10, out: str = "runs/quantizers",

@@ -56,3 +56,15 @@ def test_one_registry_resolves_every_named_net_and_its_preset_fits_it():
         assert registry.get("my_lenet").factory(3).num_classes == 3
     finally:
         del registry.NETS["my_lenet"]
+
+
+def test_package_metadata_is_spdx_with_a_license_file():
+    """setuptools >= 77 warns on a ``license = {text = ...}`` table; the SPDX string does not."""
+    import os
+    import tomllib
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    project = tomllib.load(open(os.path.join(root, "pyproject.toml"), "rb"))["project"]
+    assert project["license"] == "Apache-2.0"
+    assert all(os.path.isfile(os.path.join(root, f)) for f in project["license-files"])
+    assert "Apache License" in open(os.path.join(root, "LICENSE")).read(200)

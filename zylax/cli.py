@@ -28,17 +28,17 @@ def _positive(name: str, value, *, zero_ok: bool = False, limit: int = 1 << 31) 
                          f"got {value}")
 
 
-def _check_out_file(path: str) -> None:
+def _check_out_file(path: str, flag: str = "--out") -> None:
     """The output path must be a writable file location: tried with a temp file."""
     if os.path.isdir(path):
-        raise UsageError(f"--out {path} is a directory; give a file path")
+        raise UsageError(f"{flag} {path} is a directory; give a file path")
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".zylax-probe-"):
             pass
     except OSError as err:
-        raise UsageError(f"--out {path}: cannot write there ({err.strerror})") from None
+        raise UsageError(f"{flag} {path}: cannot write there ({err.strerror})") from None
 
 
 @dataclasses.dataclass
@@ -162,7 +162,7 @@ def cmd_compress(args) -> None:
         raise UsageError(f"--sparsity must lie in [0, 1), got {args.sparsity}")
     _check_out_file(args.out)
     if args.report:
-        _check_out_file(args.report)
+        _check_out_file(args.report, "--report")
     epochs = args.baseline_epochs or choice.recipe.epochs
     overrides = {k: getattr(args, k) for k in _COMPRESS_OVERRIDES if getattr(args, k) is not None}
     if args.sparsity is not None:

@@ -56,14 +56,9 @@ def for_leaf(leaf: Any) -> ModuleType:
     return CODECS["raw"]
 
 
-def is_stored_leaf(leaf: Any) -> bool:
-    """True for the container of a compressed method (``Shared``, ``Ternary``, ...)."""
-    return for_leaf(leaf).METHOD != "raw"
-
-
 def dense(leaf: Any) -> np.ndarray:
     """The dense array a (possibly compressed) leaf stands for."""
     return for_leaf(leaf).dense(leaf)
 
 
-__all__ = ["CODECS", "by_method", "dense", "for_leaf", "is_stored_leaf"]
+__all__ = ["CODECS", "by_method", "dense", "for_leaf"]

@@ -18,6 +18,7 @@ INSTALL = '''import sys
 if "google.colab" in sys.modules:  # Colab: install zylax first (the data comes through TFDS)
     ZYLAX_SOURCE = "git+https://github.com/zylax/zylax"  # or the URL of your fork / checkout
     !pip install -q "zylax @ {ZYLAX_SOURCE}"'''
+INSTALL_LITERT = INSTALL.replace('"zylax @', '"zylax[litert] @')  # + TensorFlow and LiteRT
 
 NOTEBOOKS = {
     "00_quickstart": [
@@ -331,6 +332,188 @@ b.bar(list(rows), [acc for _, acc in rows.values()]); b.set_ylabel("test accurac
 b.set_ylim(min(acc for _, acc in rows.values()) - 0.05, 1)
 fig.tight_layout()
 plt.show()'''),
+    ],
+    "05_detection_segmentation": [
+        ("md", "# Detection and segmentation: SSDLite and DeepLabV3 on MobileNet V2\n\n"
+               "Both of the paper's heads, built at the paper's sizes (their parameter and "
+               "multiply-add counts next to the published ones), then the small configurations "
+               "trained on scenes of real Fashion-MNIST items (`zylax.scenes`), scored with "
+               "pycocotools (COCO mAP) and mIoU, and drawn next to the ground truth. "
+               "`ZYLAX_SMALL=1` (CI) trains each net on 1,024 scenes for one epoch, so its "
+               "boxes and masks are rough; `zylax train --net ssdlite_mobilenet_v2 --data "
+               "fashion_mnist_scenes` trains the full run (RESULTS.md)."),
+        ("code", INSTALL),
+        ("code", '''import os
+%matplotlib inline
+import matplotlib.pyplot as plt
+import numpy as np
+
+from zylax import data, nets, registry, tasks, train
+
+SMALL = os.environ.get("ZYLAX_SMALL") == "1"
+train_images, train_targets = data.load("fashion_mnist_scenes", "train")
+test_images, test_targets = data.load("fashion_mnist_scenes", "test")
+if SMALL:
+    keep = np.arange(1024)
+    train_images, train_targets = train_images[keep], data.take(train_targets, keep)
+    test_images, test_targets = test_images[:500], data.take(test_targets, np.arange(500))
+print(train_images.shape, {k: v.shape for k, v in train_targets.items()})'''),
+        ("md", "## 1. The paper configurations, counted"),
+        ("code", '''ssd = nets.summary(nets.SSDLite(num_classes=80), (320, 320, 3), print_table=False)
+deeplab = nets.summary(nets.DeepLabV3(num_classes=21), (512, 512, 3), print_table=False)
+for name, s, paper in (("SSDLite, 320x320, 80 classes", ssd, (4.3e6, 0.8e9)),
+                       ("DeepLabV3, 512x512, 21 classes", deeplab, (2.11e6, 2.75e9))):
+    print(f"{name:32s} params {s.params:>10,} (paper {paper[0] / 1e6:.2f}M)  "
+          f"MACs {s.macs:>14,} (paper {paper[1] / 1e9:.2f}B)")'''),
+        ("md", "## 2. Train the small configurations on the scenes\n\nThe registry holds the "
+               "model factory, recipe and task of each; `tasks.for_model` gives the loss the "
+               "training loop minimises and the metric it is scored by."),
+        ("code", '''prep = data.preprocessing("fashion_mnist_scenes")
+trained = {}
+for name in ("ssdlite_mobilenet_v2", "deeplabv3_mobilenet_v2"):
+    spec = registry.get(name)
+    model = spec.factory(10)
+    task = tasks.for_model(model, train_images.shape[1:], spec.task)
+    result = train.fit_recipe(model, spec.recipe, (train_images, train_targets), preprocess=prep,
+                              epochs=1 if SMALL else None, loss=task.loss(), progress=False)
+    scores = task.evaluate(model, result.variables, test_images, test_targets, preprocess=prep)
+    trained[name] = (model, task, result.variables)
+    print(name, {k: round(v, 4) for k, v in scores.items()
+                 if k in ("mAP", "AP50", "mIoU", "pixel_accuracy")})'''),
+        ("md", "## 3. Predictions next to the ground truth"),
+        ("code", '''model, task, variables = trained["ssdlite_mobilenet_v2"]
+found = task.predict(model, variables, test_images[:4], preprocess=prep)
+seg_model, _, seg_variables = trained["deeplabv3_mobilenet_v2"]
+masks = np.argmax(seg_model.apply(seg_variables, prep(test_images[:4])), -1)
+
+
+def draw(ax, boxes, classes, color):
+    for (x0, y0, x1, y1), c in zip(boxes, classes):
+        ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                   color=color))
+        ax.text(x0, y0 - 1, str(c), color=color, fontsize=7)
+
+
+fig, axes = plt.subplots(4, 4, figsize=(10, 10))
+for i in range(4):
+    truth = test_targets["valid"][i]
+    shown = found["valid"][i] & (found["scores"][i] > 0.3)
+    axes[0, i].imshow(test_images[i, ..., 0], cmap="gray")
+    draw(axes[0, i], test_targets["boxes"][i][truth], test_targets["classes"][i][truth], "lime")
+    axes[1, i].imshow(test_images[i, ..., 0], cmap="gray")
+    draw(axes[1, i], found["boxes"][i][shown], found["classes"][i][shown], "red")
+    axes[2, i].imshow(test_targets["segmentation"][i], vmin=0, vmax=10, cmap="tab20")
+    axes[3, i].imshow(masks[i], vmin=0, vmax=10, cmap="tab20")
+for row, title in enumerate(("true boxes", "SSDLite (score > 0.3)", "true mask",
+                             "DeepLabV3 mask")):
+    axes[row, 0].set_ylabel(title)
+for ax in axes.flat:
+    ax.set_xticks([]); ax.set_yticks([])
+fig.tight_layout()
+plt.show()'''),
+    ],
+    "06_export_litert": [
+        ("md", "# Ship it to a phone: `.zyl` file -> LiteRT `.tflite`\n\nTwo compressed "
+               "LeNet-300-100 files (Deep Compression's shared weights, and TTQ's ternary "
+               "weights) exported to LiteRT, the runtime of Android/iOS apps, and run by its "
+               "interpreter. With `weights=\"auto\"` ternary, binary and pattern kernels are "
+               "stored in 2-bit integers and read back exactly; shared (k-means) kernels are "
+               "snapped to int8 per output channel, with the error reported per layer. "
+               "`ZYLAX_SMALL=1` (CI) trains on 6,000 images for one epoch."),
+        ("code", INSTALL_LITERT),
+        ("code", '''import gzip, os, tempfile
+%matplotlib inline
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from ai_edge_litert.interpreter import Interpreter
+
+from zylax import archive, compress, data, export, registry, train
+from zylax.transforms import ternary
+
+SMALL = os.environ.get("ZYLAX_SMALL") == "1"
+train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
+if SMALL:
+    train_data = tuple(a[:6000] for a in train_data)
+spec = registry.get("lenet300")
+prep = data.preprocessing("fashion_mnist")
+model = spec.factory(10)
+dense = train.fit_recipe(model, spec.recipe, train_data, preprocess=prep,
+                         epochs=1 if SMALL else None, progress=False).variables
+folder = tempfile.mkdtemp()
+files = {"Deep Compression": os.path.join(folder, "lenet300_dc.zyl"),
+         "TTQ": os.path.join(folder, "lenet300_ttq.zyl")}'''),
+        ("md", "## 1. Two compressed files"),
+        ("code", '''small = dict(prune_cycles=1, retrain_epochs=1, finetune_epochs=1) if SMALL else {}
+config = compress.Config(**{**spec.compression, **small}, recipe=spec.recipe, preprocess=prep)
+compress.run(model, dense, train_data, test_data, config, out=files["Deep Compression"],
+             progress=False)
+latent = {"params": ternary.init(dense["params"], skip=["ip3/kernel"])}  # last layer float
+tuned = train.fit(model, optax.adam(1e-4), train_data, epochs=1 if SMALL else 3,
+                  preprocess=prep, variables=latent, transform=ternary.ternarize,
+                  progress=False).variables
+archive.save(files["TTQ"], {"params": ternary.compressed(tuned["params"])})
+{name: os.path.getsize(path) for name, path in files.items()}'''),
+        ("md", "## 2. Export: how each kernel is stored, and how far it moved\n\n"
+               "`stored_methods` tells the exporter which codec each leaf of the file used "
+               "(the loaded arrays are plain). `max |dw|` compares the stored kernel with the "
+               "float one; `0 (exact)` means equal, weight for weight."),
+        ("code", '''test_x = prep(test_data[0])
+
+
+def load(path):
+    variables, _ = archive.load(path)
+    return variables, export.stored_methods(archive.read_header(path))
+
+
+exported = {}
+for name, path in files.items():
+    variables, methods = load(path)
+    for weights in ("float32", "auto"):
+        exported[name, weights] = export.export(model, variables, test_x[:1], weights=weights,
+                                                methods=methods)
+    print(name)
+    print(export.format_layers(exported[name, "auto"].layers), "\\n")'''),
+        ("md", "## 3. Accuracy of the LiteRT interpreter on the 10,000 test images"),
+        ("code", '''def litert_accuracy(path, weights, batch=100):
+    """Runs the default interpreter (XNNPACK) over the test set, `batch` images an invoke."""
+    variables, methods = load(path)
+    tflite = export.to_tflite(model, variables, test_x[:1], weights=weights, methods=methods,
+                              batch=batch)
+    interpreter = Interpreter(model_content=tflite)
+    interpreter.allocate_tensors()
+    given = interpreter.get_input_details()[0]["index"]
+    wanted = interpreter.get_output_details()[0]["index"]
+    correct = 0
+    for i in range(0, len(test_x), batch):
+        interpreter.set_tensor(given, test_x[i:i + batch])
+        interpreter.invoke()
+        correct += int(np.sum(interpreter.get_tensor(wanted).argmax(1) ==
+                              test_data[1][i:i + batch]))
+    return correct / len(test_x)
+
+
+for name, path in files.items():
+    jax_accuracy = train.evaluate(model, load(path)[0], *test_data, preprocess=prep)["accuracy"]
+    for weights in ("float32", "auto"):
+        print(f"{name:17s} {weights:8s} {len(exported[name, weights].tflite):>9,} bytes  "
+              f"LiteRT {litert_accuracy(path, weights):.4f}  JAX {jax_accuracy:.4f}")'''),
+        ("md", "## 4. The size ladder: fp32 params -> `.zyl` -> `.tflite`"),
+        ("code", '''fp32_bytes = 4 * sum(np.size(a) for a in jax.tree.leaves(dense))
+ladder = {name: {"fp32 params": fp32_bytes, ".zyl": os.path.getsize(path),
+                 ".tflite float32": len(exported[name, "float32"].tflite),
+                 ".tflite auto": len(exported[name, "auto"].tflite),
+                 "gzip -9 of .tflite auto": len(gzip.compress(exported[name, "auto"].tflite, 9))}
+          for name, path in files.items()}
+steps = list(next(iter(ladder.values())))
+fig, ax = plt.subplots(figsize=(9, 3.5))
+for i, (name, sizes) in enumerate(ladder.items()):
+    ax.bar(np.arange(len(steps)) + 0.4 * i, [sizes[s] for s in steps], 0.4, label=name)
+ax.set_xticks(np.arange(len(steps)) + 0.2, steps)
+ax.set_yscale("log"); ax.set_ylabel("bytes"); ax.legend(); fig.tight_layout()
+plt.show()
+ladder'''),
     ],
 }
 

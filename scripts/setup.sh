@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for zylax: the real Fashion-MNIST files (Debian's
 # dataset-fashion-mnist, installed when running as root), a virtualenv in .venv
-# and `pip install -e .[dev]`. Idempotent: reinstalls only when pyproject.toml changes.
+# and `pip install -e .[dev,litert]` (litert: TensorFlow and LiteRT for `zylax
+# export`). Idempotent: reinstalls only when pyproject.toml changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,7 @@ stamp=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "setup: installing zylax and its dependencies into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  .venv/bin/python -m pip install -q -e '.[dev,litert]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
   .venv/bin/python -c 'import zylax, jax, flax, optax, orbax.checkpoint, numba' \
     || { echo "setup: installation failed" >&2; exit 1; }
   echo "$stamp" > .venv/.setup-stamp

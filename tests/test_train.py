@@ -198,3 +198,40 @@ def test_recipe_sgd_adds_l2_to_the_gradient_and_uses_nesterov_momentum():
     # AdamW decays decoupled from the gradient: a zero gradient still moves by lr * wd * w
     updates, _ = adamw.update({"w": jnp.zeros(2)}, adamw.init(params), params)
     np.testing.assert_allclose(updates["w"], -lr * wd * params["w"], rtol=1e-6)
+
+
+def test_fit_minimises_a_custom_loss_over_dict_targets(fmnist_train):
+    """A user loss over a dict of targets: the loop batches every array of the dict
+    (padding rows zeroed), minimises it and reports its stats per example."""
+    images, labels = fmnist_train[0][:1024], fmnist_train[1][:1024]
+    targets = {"label": labels, "weight": np.where(labels < 5, 2.0, 1.0).astype(np.float32)}
+    seen_keys = []
+
+    def weighted_loss(logits, target, mask):
+        seen_keys.append(sorted(target))
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, target["label"])
+        weights = target["weight"] * mask
+        value = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+        return value, {"weighted": jnp.sum(weights)}
+
+    model = nets.LeNet300100(num_classes=10)
+    result = train.fit(model, optax.adam(1e-3), (images, targets), epochs=2, batch_size=128,
+                       loss=weighted_loss, progress=False)
+    assert seen_keys[0] == ["label", "weight"]
+    first, last = result.history
+    assert last["train_loss"] < first["train_loss"]
+    expected = float(np.mean(targets["weight"][:1024]))
+    assert abs(first["train_weighted_per_example"] - expected) < 0.1
+    assert "train_accuracy" not in first
+
+
+def test_batches_pad_every_array_of_dict_targets():
+    images = np.arange(5 * 4, dtype=np.uint8).reshape(5, 2, 2, 1)
+    targets = {"boxes": np.arange(5 * 3 * 4, dtype=np.float32).reshape(5, 3, 4) + 1,
+               "valid": np.ones((5, 3), bool)}
+    batch = list(data.batches(images, targets, 4, shuffle=False, remainder="pad"))[-1]
+    assert batch["mask"].tolist() == [1, 0, 0, 0]
+    np.testing.assert_array_equal(batch["label"]["boxes"][0], targets["boxes"][4])
+    assert not batch["label"]["boxes"][1:].any() and not batch["label"]["valid"][1:].any()
+    with pytest.raises(ValueError, match="boxes and masks"):
+        next(data.batches(images, targets, 4, augment_images=True))

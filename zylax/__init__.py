@@ -9,15 +9,20 @@ The public modules, loaded on first use (``import zylax`` itself stays light):
   module per stored method;
 * ``zylax.train``: the jitted, sharded, checkpointed loop (``fit``, ``evaluate``);
 * ``zylax.compress``: Deep Compression of any Flax model (``run``);
-* ``zylax.data``, ``zylax.nets``, ``zylax.report``, ``zylax.registry`` (named nets).
+* ``zylax.tasks``: classification, detection and segmentation (loss + metric);
+  ``zylax.detection``: SSD anchors, box coding, matching, loss and NMS;
+  ``zylax.metrics``: COCO mAP (pycocotools) and mIoU;
+* ``zylax.export``: the model as a LiteRT ``.tflite`` file (extra ``zylax[litert]``);
+* ``zylax.data``, ``zylax.scenes`` (Fashion-MNIST detection/segmentation scenes),
+  ``zylax.nets``, ``zylax.report``, ``zylax.registry`` (named nets).
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["archive", "codecs", "compress", "data", "nets", "registry", "report",
-           "straight_through", "train", "transforms"]
+__all__ = ["archive", "codecs", "compress", "data", "detection", "export", "metrics", "nets",
+           "registry", "report", "scenes", "straight_through", "tasks", "train", "transforms"]
 
 
 def __getattr__(name: str):

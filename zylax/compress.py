@@ -102,13 +102,24 @@ class Config:
 
 @dataclasses.dataclass
 class Context:
-    """What every stage needs: model, data, config and how to report progress."""
+    """What every stage needs: model, data, config, task and how to report progress.
+
+    ``task`` (a ``zylax.tasks`` object) defaults to ``Classification`` with the
+    recipe's label smoothing.
+    """
 
     model: Any
     train_data: tuple
     test_data: tuple
     config: Config
     progress: bool | None = None
+    task: Any = None
+
+    def __post_init__(self):
+        if self.task is None:
+            from zylax import tasks
+
+            self.task = tasks.Classification(self.config.recipe.label_smoothing)
 
     def steps(self, epochs: int) -> int:
         """Optimizer steps in ``epochs`` epochs of the training data."""
@@ -120,12 +131,12 @@ class Context:
         return train.fit(self.model, tx, self.train_data, epochs=epochs, variables=variables,
                          preprocess=self.config.preprocess, seed=self.config.seed,
                          progress=self.progress, desc=desc, **self.config.recipe.fit_kwargs(),
-                         **kwargs)
+                         loss=self.task.loss(), **kwargs)
 
     def accuracy(self, variables, **kwargs) -> float:
-        """Test accuracy of ``variables`` (``train.evaluate``)."""
-        return train.evaluate(self.model, variables, *self.test_data,
-                              preprocess=self.config.preprocess, **kwargs)["accuracy"]
+        """The task's metric (test accuracy, AP50, mIoU) of ``variables``."""
+        return self.task.evaluate(self.model, variables, *self.test_data,
+                                  preprocess=self.config.preprocess, **kwargs)[self.task.metric]
 
 
 def retrain_optimizer(cfg: Config, lr: float, steps: int) -> optax.GradientTransformation:
@@ -224,7 +235,7 @@ class Result:
 
 def run(model, variables, train_data, test_data, config: Config = Config(), *, out: str,
         metadata: Mapping | None = None, reference: Mapping | None = None,
-        progress: bool | None = None) -> Result:
+        progress: bool | None = None, task=None) -> Result:
     """Deep-compresses a trained model and writes it to ``out`` (a ``.zyl`` file).
 
     Args:
@@ -239,6 +250,9 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
         ``{"model": "package.module:factory", "data": "fashion_mnist"}`` (or
         ``"net"``, a registered name).
       reference: published figures per stage for the report.
+      task: a ``zylax.tasks`` object (default ``Classification()``): its loss
+        retrains, its metric (accuracy, AP50, mIoU) is the "accuracy" of
+        every stage in the report (``report["metric"]`` names it).
 
     Returns:
       ``Result``; ``result.variables`` and ``report["compressed_accuracy"]``
@@ -247,7 +261,8 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
     train.split_variables(variables)
     variables = jax.device_get(dict(variables))
     config.check_against(variables["params"])
-    ctx = Context(model, train_data, test_data, config, progress)
+    ctx = Context(model, train_data, test_data, config, progress, task)
+    task = ctx.task
     times, snapshots = {}, {"dense": variables["params"]}
     dense_accuracy = ctx.accuracy(variables)
 
@@ -266,6 +281,7 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
 
     t0 = time.perf_counter()
     info = {**dict(metadata or {}), "preprocess": config.preprocess.to_dict(),
+            "task": task.to_dict(),
             "num_classes": int(zdata.num_classes(train_data[1])),
             "input_shape": list(np.shape(train_data[0])[1:])}
     file_bytes = archive.save(out, stored, metadata=info)
@@ -278,6 +294,7 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
     report = _report(out, file_bytes, stored, loaded, reference, times,
                      {"dense": dense_accuracy, "pruned": pruned_accuracy,
                       "compressed": compressed_accuracy})
+    report["metric"] = task.metric
     return Result(variables=loaded, report=report, stored=stored, snapshots=snapshots,
                   masks=masks)
 

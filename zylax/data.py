@@ -9,11 +9,15 @@
   back to TFDS.
 * ``mnist`` and ``cifar10`` come from TFDS (``tfds.data_source``, which reads
   ArrayRecord files without TensorFlow and downloads them when online).
+* ``fashion_mnist_scenes`` are canvases of real Fashion-MNIST items for
+  detection and segmentation (``zylax.scenes``); their labels are a dict of
+  fixed-size arrays (``boxes``, ``classes``, ``valid``, ``segmentation``).
 
 ``Preprocess`` turns images into model input (scale, normalise, pad); it is
 an object, not a dataset-name lookup, so any data works. ``batches`` yields
 dicts ``{"image": float32 (B, H, W, C), "label": int32 (B,),
-"mask": float32 (B,)}``. The last partial batch is either dropped
+"mask": float32 (B,)}``; ``"label"`` has the structure of the labels given
+(an array, or a dict of arrays with a leading example axis). The last partial batch is either dropped
 (``remainder="drop"``, for training: every step sees a full batch) or padded
 with zero images whose ``mask`` is 0 (``remainder="pad"``, for evaluation: every
 example is counted exactly once).
@@ -33,7 +37,8 @@ import numpy as np
 FASHION_MNIST_DIR_ENV = "ZYLAX_FASHION_MNIST_DIR"
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
-DATASETS = ("fashion_mnist", "mnist", "cifar10")
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "fashion_mnist_scenes")
+SCENE_DATASETS = ("fashion_mnist_scenes",)
 SPLITS = ("train", "test")
 
 # Per-channel mean and std of the training split, pixel values in [0, 1].
@@ -41,6 +46,7 @@ NORMALIZATION = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "fashion_mnist_scenes": ((0.0928,), (0.2347,)),  # the 60,000 train scenes of zylax.scenes
 }
 
 _IDX_FILES = {
@@ -145,16 +151,21 @@ def load_tfds_split(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load(name: str, split: str):
     """Loads ``split`` ('train' or 'test') of dataset ``name``.
 
     Returns:
-      images: uint8 ``(N, H, W, C)``; labels: int32 ``(N,)`` in ``[0, num_classes)``.
+      images: uint8 ``(N, H, W, C)``; labels: int32 ``(N,)`` in ``[0, num_classes)``,
+      or for ``fashion_mnist_scenes`` the targets dict of ``zylax.scenes.load``.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    if name == "fashion_mnist_scenes":
+        from zylax import scenes
+
+        return scenes.load(split)
     if name == "fashion_mnist":
         folder = fashion_mnist_dir()
         if folder.is_dir() or FASHION_MNIST_DIR_ENV in os.environ:
@@ -162,9 +173,30 @@ def load(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return load_tfds_split(name, split)
 
 
-def num_classes(labels: np.ndarray) -> int:
-    """Number of classes implied by integer labels (max + 1)."""
+def num_classes(labels) -> int:
+    """Number of classes implied by integer labels (max + 1).
+
+    For scene targets (a dict) it is the object classes: max of the valid
+    ``classes`` + 1 (background not counted).
+    """
+    if isinstance(labels, dict):
+        return int(np.max(labels["classes"][labels["valid"]])) + 1
     return int(labels.max()) + 1
+
+
+def num_examples(labels) -> int:
+    """Length of the leading axis of labels (an array or a dict of arrays)."""
+    return int(np.shape(labels["classes"] if isinstance(labels, dict) else labels)[0])
+
+
+def take(labels, idx: np.ndarray, keep: np.ndarray | None = None):
+    """``labels[idx]`` for an array or every array of a dict; rows where ``keep`` is False are 0."""
+    def pick(a):
+        rows = np.asarray(a)[idx]
+        if keep is None:
+            return rows
+        return np.where(keep.reshape((-1,) + (1,) * (rows.ndim - 1)), rows, np.zeros((), rows.dtype))
+    return {k: pick(v) for k, v in labels.items()} if isinstance(labels, dict) else pick(labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,7 +312,8 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
     """Yields preprocessed batches of one epoch.
 
     Args:
-      images, labels: as returned by ``load``.
+      images, labels: as returned by ``load`` (labels an array or a dict of
+        arrays, each with N rows).
       batch_size: examples per batch (B).
       preprocess: images -> float32 model input (default ``Preprocess()``: x / 255).
       seed, epoch: the shuffle order is ``epoch_permutation(N, seed, epoch)``.
@@ -296,6 +329,9 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
     """
     if remainder not in ("drop", "pad"):
         raise ValueError(f"remainder must be 'drop' or 'pad', got {remainder!r}")
+    if augment_images and isinstance(labels, dict):
+        raise ValueError("augment_images flips and shifts images only; it would misplace the "
+                         "boxes and masks of scene targets")
     preprocess = Preprocess() if preprocess is None else preprocess
     n = images.shape[0]
     order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
@@ -310,4 +346,4 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
         if augment_images:
             batch = augment(batch, np.random.default_rng([seed, epoch, b]))
         yield {"image": preprocess(batch) * mask[:, None, None, None],
-               "label": labels[idx] * (mask > 0), "mask": mask}
+               "label": take(labels, idx, mask > 0), "mask": mask}

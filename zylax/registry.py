@@ -18,7 +18,9 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 
 from zylax import nets
+from zylax.nets.deeplab import DeepLabV3Small
 from zylax.nets.layers import TapConv
+from zylax.nets.ssdlite import SSDLiteSmall
 from zylax.train import Recipe
 
 
@@ -31,12 +33,14 @@ class NetSpec:
       recipe: baseline training settings (``train.Recipe``).
       compression: ``compress.Config`` fields measured for this net.
       reference: published compressed sizes per report stage (e.g. Han's "P+Q+H").
+      task: "classification", "detection" or "segmentation" (``zylax.tasks``).
     """
 
     factory: Callable[[int], nn.Module]
     recipe: Recipe
     compression: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     reference: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    task: str = "classification"
 
 
 NETS: dict[str, NetSpec] = {}
@@ -44,11 +48,14 @@ NETS: dict[str, NetSpec] = {}
 
 def register(name: str, factory: Callable[[int], nn.Module], recipe: Recipe, *,
              compression: Mapping[str, Any] | None = None,
-             reference: Mapping[str, str] | None = None) -> NetSpec:
+             reference: Mapping[str, str] | None = None,
+             task: str = "classification") -> NetSpec:
     """Adds (or replaces) the net ``name``; returns its ``NetSpec``."""
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"net names are letters, digits and '_', got {name!r}")
-    spec = NetSpec(factory, recipe, dict(compression or {}), dict(reference or {}))
+    if task not in ("classification", "detection", "segmentation"):
+        raise ValueError(f"task must be classification, detection or segmentation, got {task!r}")
+    spec = NetSpec(factory, recipe, dict(compression or {}), dict(reference or {}), task)
     NETS[name] = spec
     return spec
 
@@ -141,3 +148,16 @@ register("mobilenet_v2", lambda n: nets.MobileNetV2(width_multiplier=0.5, num_cl
 register("sepnet", lambda n: nets.SEPNet(num_classes=n, conv=TapConv), Recipe(epochs=6, **_SGD),
          compression={**_BN_COMPRESSION, "sparsity": {".*classifier/kernel": 0.5,
                                                       ".*kernel": 0.65}})
+
+# Detection and segmentation on 96x96 Fashion-MNIST scenes (``zylax.scenes``): the
+# small configurations of the paper's heads, trained with AdamW, no augmentation
+# (flips and shifts would have to move the boxes and masks too).
+_BN_COMPRESSION_HEADS = {**_BN_COMPRESSION, "bits": 5,
+                         "sparsity": {".*depthwise/kernel": 0.0, ".*kernel": 0.75}}
+_SCENES = Recipe(epochs=3, batch_size=64, learning_rate=2e-3, weight_decay=1e-4,
+                 warmup_steps=300)
+register("ssdlite_mobilenet_v2", lambda n: SSDLiteSmall(num_classes=n, conv=TapConv),
+         _SCENES, compression=_BN_COMPRESSION_HEADS, task="detection")
+register("deeplabv3_mobilenet_v2",
+         lambda n: DeepLabV3Small(num_classes=n + 1, conv=TapConv),  # + background
+         _SCENES, compression=_BN_COMPRESSION_HEADS, task="segmentation")

@@ -95,12 +95,23 @@ def format_table(report: dict) -> str:
         out.append(f"{name:>6s}: {stage['bytes']:>10,} B  {stage['percent']:6.2f}%  "
                    f"{stage['ratio']:6.1f}x{ref}")
     out.append("")
-    for key in ("dense_accuracy", "pruned_accuracy", "compressed_accuracy"):
-        if report.get(key) is not None:
-            out.append(f"{key}: {100 * report[key]:.2f}%")
+    out.extend(f"{label}: {100 * value:.2f}%" for label, value in _scores(report))
     out.append(f"file: {report['file_bytes']:,} bytes, {report['ratio']:.1f}x smaller than "
                f"{report['dense_bytes']:,} bytes of uncompressed variables")
     return "\n".join(out)
+
+
+def _scores(report: dict) -> list[tuple[str, float]]:
+    """``(label, value)`` of each stage's score; labelled by ``report["metric"]`` when it is
+    not accuracy (e.g. "dense AP50")."""
+    metric = report.get("metric", "accuracy")
+    rows = []
+    for stage in ("dense", "pruned", "compressed"):
+        value = report.get(f"{stage}_accuracy")
+        if value is not None:
+            rows.append((f"{stage}_accuracy" if metric == "accuracy" else f"{stage} {metric}",
+                         value))
+    return rows
 
 
 def to_markdown(report: dict) -> str:
@@ -114,9 +125,7 @@ def to_markdown(report: dict) -> str:
         lines.append(f"| {name} | {s['bytes']:,} | {s['percent']:.2f}% | {s['ratio']:.1f}x | "
                      f"{reference.get(name, '')} |")
     lines.append("")
-    for key in ("dense_accuracy", "pruned_accuracy", "compressed_accuracy"):
-        if report.get(key) is not None:
-            lines.append(f"- {key}: {100 * report[key]:.2f}%")
+    lines.extend(f"- {label}: {100 * value:.2f}%" for label, value in _scores(report))
     return "\n".join(lines) + "\n"
 
 

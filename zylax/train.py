@@ -51,6 +51,14 @@ from zylax import data as zdata
 
 Params = Any
 Transform = Callable[..., Params]
+LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
+"""``loss(outputs, targets, mask) -> (mean loss, {name: sum over the batch})``.
+
+``outputs`` is what the model returns, ``targets`` the batch's ``"label"``
+entry (an array or a dict of arrays), ``mask`` (B,) is 1 for real examples
+and 0 for padding. The stats are summed over real examples (``"correct"``
+is shown as accuracy).
+"""
 
 
 MUTABLE = ("batch_stats",)
@@ -192,6 +200,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array,
     return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+def classification_loss(label_smoothing: float = 0.0) -> LossFn:
+    """Softmax cross-entropy (``cross_entropy``) with the number of correct top-1 predictions."""
+    def loss(logits, labels, mask):
+        correct = jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+        return cross_entropy(logits, labels, mask, label_smoothing), {"correct": correct}
+    return loss
+
+
 def forward(model, params, collections, x, *, train: bool, rng=None):
     """Applies the model; returns ``(logits, collections)`` (updated in training)."""
     variables = {"params": params, **collections}
@@ -205,32 +221,34 @@ def forward(model, params, collections, x, *, train: bool, rng=None):
 
 
 def make_train_step(model, tx: optax.GradientTransformation, transform: Transform | None = None,
-                    mesh: Mesh | None = None, label_smoothing: float = 0.0):
+                    mesh: Mesh | None = None, label_smoothing: float = 0.0,
+                    loss: LossFn | None = None):
     """Builds the jitted step ``(state, batch) -> (state, metrics)``.
 
-    ``batch`` is ``{"image": (B, H, W, C), "label": (B,), "mask": (B,)}``; metrics
-    are the batch's mean (smoothed) loss and its number of correct predictions.
+    ``batch`` is ``{"image": (B, H, W, C), "label": targets, "mask": (B,)}``;
+    metrics are the batch's mean loss and the loss's stats (by default,
+    ``classification_loss(label_smoothing)``: the number of correct predictions).
     """
     mesh = data_mesh() if mesh is None else mesh
+    loss_of = classification_loss(label_smoothing) if loss is None else loss
 
     def step(state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
         def loss_fn(params):
             model_params = apply_transform(transform, params, state.aux)
-            logits, collections = forward(model, model_params, state.collections,
-                                          batch["image"], train=True, rng=rng)
-            loss = cross_entropy(logits, batch["label"], batch["mask"], label_smoothing)
-            return loss, (logits, collections)
+            outputs, collections = forward(model, model_params, state.collections,
+                                           batch["image"], train=True, rng=rng)
+            value, stats = loss_of(outputs, batch["label"], batch["mask"])
+            return value, (stats, collections)
 
-        (loss, (logits, collections)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (value, (stats, collections)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["mask"])
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   collections=collections)
-        return new_state, {"loss": loss, "correct": correct}
+        return new_state, {"loss": value, **stats}
 
     replicated = NamedSharding(mesh, P())
     return jax.jit(step, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
@@ -314,7 +332,8 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
         checkpoint_every: int | None = None, max_steps: int | None = None,
         progress: bool | None = None, mesh: Mesh | None = None,
         desc: str = "train", on_epoch: Callable[[dict], None] | None = None,
-        label_smoothing: float = 0.0, augment: bool = False) -> FitResult:
+        label_smoothing: float = 0.0, augment: bool = False,
+        loss: LossFn | None = None) -> FitResult:
     """Trains ``model`` for ``epochs`` epochs of ``train_data = (images, labels)``.
 
     ``variables`` (default: ``model.init`` with ``seed``) is the full
@@ -322,14 +341,19 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
     transform's latent params. ``preprocess`` maps images to model input
     (default ``data.Preprocess()``, i.e. x / 255).
 
+    ``loss`` (a ``LossFn``) is what is minimised; the default is softmax
+    cross-entropy on integer labels with ``label_smoothing``. Detection and
+    segmentation pass their own (``zylax.tasks``) and labels that are dicts
+    of arrays. ``eval_data`` is evaluated each epoch with ``evaluate``
+    (classification only).
+
     With ``checkpoint_dir`` the run saves an orbax checkpoint every
     ``checkpoint_every`` steps (default: each epoch) and at the end, and first
     resumes from the latest checkpoint found there; a resumed run reaches the
     same parameters bit for bit as an uninterrupted one. ``max_steps`` stops
     early (as if killed after that step). ``progress=None`` shows a bar only on
     a terminal. ``on_epoch`` is called with each epoch's history row (e.g. to
-    log it) as soon as the epoch ends. ``label_smoothing`` smooths the
-    training targets (``cross_entropy``) and ``augment`` flips and shifts the
+    log it) as soon as the epoch ends. ``augment`` flips and shifts the
     training images (``data.augment``); evaluation uses neither.
     """
     mesh = data_mesh() if mesh is None else mesh
@@ -347,7 +371,7 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
         state = _restore_latest(manager, state)
     checkpoint_every = checkpoint_every or steps_per_epoch
     state = replicate(state, mesh)
-    train_step = make_train_step(model, tx, transform, mesh, label_smoothing)
+    train_step = make_train_step(model, tx, transform, mesh, label_smoothing, loss)
     eval_step = make_eval_step(model, transform, mesh) if eval_data is not None else None
 
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps,
@@ -359,27 +383,24 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
                dynamic_ncols=True)
     while step < total:
         epoch, start = divmod(step, steps_per_epoch)
-        loss_sum, correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()
+        sums, seen, t0 = {}, 0, time.perf_counter()
         for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess, seed=seed,
                                    epoch=epoch, remainder="drop", start=start,
                                    augment_images=augment):
             state, metrics = train_step(state, shard_batch(batch, mesh))
             step += 1
-            loss_sum, correct, seen = loss_sum + metrics["loss"], correct + metrics["correct"], \
-                seen + batch_size
+            sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+            seen += batch_size
             bar.update(1)
             if step % 50 == 0 or step == total:
-                done = step - epoch * steps_per_epoch - start
-                bar.set_postfix(loss=f"{float(loss_sum) / max(done, 1):.4f}",
-                                acc=f"{float(correct) / seen:.4f}",
-                                ex_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                bar.set_postfix(_progress(sums, seen, batch_size,
+                                          seen / (time.perf_counter() - t0)))
             if manager is not None and (step % checkpoint_every == 0 or step == total):
                 manager.save(step, args=ocp.args.StandardSave(state))
             if step == total:
                 break
         if step % steps_per_epoch == 0:
-            row = {"epoch": epoch + 1, "train_loss": float(loss_sum) * batch_size / max(seen, 1),
-                   "train_accuracy": float(correct) / max(seen, 1),
+            row = {"epoch": epoch + 1, **_epoch_stats(sums, seen, batch_size),
                    "examples_per_s": seen / (time.perf_counter() - t0)}
             if eval_data is not None:
                 metrics = evaluate(model, state.variables, *eval_data, preprocess=preprocess,
@@ -394,6 +415,25 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
         manager.wait_until_finished()
         manager.close()
     return FitResult(state=state, history=history)
+
+
+def _epoch_stats(sums: dict, seen: int, batch_size: int) -> dict[str, float]:
+    """Mean training loss per batch and each stat per example (``correct`` as accuracy)."""
+    seen = max(seen, 1)
+    row = {"train_loss": float(sums.get("loss", 0.0)) * batch_size / seen}
+    for name, total in sums.items():
+        if name != "loss":
+            key = "train_accuracy" if name == "correct" else f"train_{name}_per_example"
+            row[key] = float(total) / seen
+    return row
+
+
+def _progress(sums: dict, seen: int, batch_size: int, examples_per_s: float) -> dict[str, str]:
+    stats = _epoch_stats(sums, seen, batch_size)
+    shown = {"loss": f"{stats['train_loss']:.4f}"}
+    if "train_accuracy" in stats:
+        shown["acc"] = f"{stats['train_accuracy']:.4f}"
+    return {**shown, "ex_s": f"{examples_per_s:.0f}"}
 
 
 def fit_recipe(model, recipe: Recipe, train_data, *, preprocess=None, epochs: int | None = None,

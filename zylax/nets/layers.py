@@ -7,7 +7,8 @@ as ``flax.linen.Conv`` with ``feature_group_count > 1`` as
 
     y = sum over taps (i, j) of  shift_ij(x) . W[i, j]
 
-where each tap is a strided slice of the padded input followed by an
+where each tap is a strided slice of the padded input, offset by
+``(i * dilation, j * dilation)`` (atrous convolution), followed by an
 elementwise product (depthwise) or a per-group matmul (grouped). It is a
 subclass of ``nn.Conv`` with the same fields and the same parameters
 (``kernel (kh, kw, in/groups, out)``, ``bias``), so parameter trees,
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 
 
 def _padding_pairs(padding, sizes, kernel, strides):
+    """Explicit (low, high) padding per spatial axis; ``kernel`` is the dilated extent."""
     if isinstance(padding, str):
         if padding == "VALID":
             return [(0, 0)] * len(sizes)
@@ -48,8 +50,12 @@ class TapConv(nn.Conv):
         kernel_size = tuple(self.kernel_size)
         strides = self.strides if self.strides is not None else 1
         strides = (strides,) * len(kernel_size) if isinstance(strides, int) else tuple(strides)
-        if len(kernel_size) != 2 or self.kernel_dilation not in (None, 1, (1, 1)):
-            raise ValueError("TapConv supports 2-D convolutions without dilation")
+        dilation = self.kernel_dilation if self.kernel_dilation is not None else 1
+        dilation = (dilation,) * len(kernel_size) if isinstance(dilation, int) else tuple(dilation)
+        if len(kernel_size) != 2:
+            raise ValueError("TapConv supports 2-D convolutions only")
+        if self.input_dilation not in (None, 1, (1, 1)):
+            raise ValueError("TapConv does not support input_dilation")
         in_features = inputs.shape[-1]
         if in_features % groups or self.features % groups:
             raise ValueError(f"channels ({in_features} in, {self.features} out) must be "
@@ -58,18 +64,20 @@ class TapConv(nn.Conv):
                             (*kernel_size, in_features // groups, self.features),
                             self.param_dtype)
         kernel = kernel.astype(self.dtype or inputs.dtype)
-        pads = _padding_pairs(self.padding, inputs.shape[1:3], kernel_size, strides)
+        extent = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation)]
+        pads = _padding_pairs(self.padding, inputs.shape[1:3], extent, strides)
         x = jnp.pad(inputs, [(0, 0), *pads, (0, 0)])
-        out_h = (x.shape[1] - kernel_size[0]) // strides[0] + 1
-        out_w = (x.shape[2] - kernel_size[1]) // strides[1] + 1
+        out_h = (x.shape[1] - extent[0]) // strides[0] + 1
+        out_w = (x.shape[2] - extent[1]) // strides[1] + 1
         depthwise = in_features == groups and self.features == groups
         y = None
         for i in range(kernel_size[0]):
             for j in range(kernel_size[1]):
+                top, left = i * dilation[0], j * dilation[1]
                 tap = jax.lax.slice(
-                    x, (0, i, j, 0),
-                    (x.shape[0], i + (out_h - 1) * strides[0] + 1,
-                     j + (out_w - 1) * strides[1] + 1, in_features),
+                    x, (0, top, left, 0),
+                    (x.shape[0], top + (out_h - 1) * strides[0] + 1,
+                     left + (out_w - 1) * strides[1] + 1, in_features),
                     (1, strides[0], strides[1], 1))
                 if depthwise:
                     term = tap * kernel[i, j, 0]

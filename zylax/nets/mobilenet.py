@@ -14,7 +14,9 @@ global average pool, dropout 0.2 and a dense classifier. Channels are rounded
 by ``make_divisible(c * width, 8)``, the hidden width of a block is
 ``round(in * t)``, the last conv has ``make_divisible(1280 * max(1, width), 8)``
 channels (the paper keeps 1280 for width < 1), and the residual exists only
-for stride 1 with equal input and output channels.
+for stride 1 with equal input and output channels. ``v2_trunk`` builds the
+same layers for the dense heads (``ssdlite``, ``deeplab``): it can return
+intermediate maps and, past an output stride, dilate instead of striding.
 """
 
 from __future__ import annotations
@@ -99,15 +101,24 @@ class MobileNetV1(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """1x1 expand (skipped when t = 1) -> 3x3 depthwise -> 1x1 linear projection."""
+    """1x1 expand (skipped when t = 1) -> 3x3 depthwise -> 1x1 linear projection.
+
+    ``dilation`` > 1 makes the depthwise conv atrous (padding = dilation keeps
+    the size), as DeepLab does past its output stride. With
+    ``return_expansion`` the block returns ``(output, expansion)``, the
+    expansion's ReLU6 output (TF-slim's ``layer_k/expansion_output``; the
+    input when t = 1), which SSDLite taps.
+    """
 
     features: int
     stride: int
     expansion: int
+    dilation: int = 1
+    return_expansion: bool = False
     conv: ModuleDef = nn.Conv
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False):
         norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                                  epsilon=1e-5)
         conv = functools.partial(self.conv, use_bias=False)
@@ -115,13 +126,90 @@ class InvertedResidual(nn.Module):
         hidden = int(round(x.shape[-1] * self.expansion))
         if self.expansion != 1:
             x = nn.relu6(norm(name="expand_bn")(conv(hidden, (1, 1), name="expand")(x)))
-        x = conv(hidden, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
-                 feature_group_count=hidden, name="depthwise")(x)
+        expansion = x
+        d = self.dilation
+        x = conv(hidden, (3, 3), strides=(self.stride, self.stride), padding=((d, d), (d, d)),
+                 kernel_dilation=(d, d), feature_group_count=hidden, name="depthwise")(x)
         x = nn.relu6(norm(name="depthwise_bn")(x))
         x = norm(name="project_bn")(conv(self.features, (1, 1), name="project")(x))
         if self.stride == 1 and inputs.shape[-1] == self.features:
             x = x + inputs
-        return x
+        return (x, expansion) if self.return_expansion else x
+
+
+def v2_blocks(settings: Sequence[tuple[int, int, int, int]], width: float, stem_stride: int = 2,
+              output_stride: int | None = None) -> list[tuple[int, int, int, int]]:
+    """``(features, stride, expansion t, dilation)`` of every inverted residual, in order.
+
+    ``output_stride`` (None: no limit) follows TF-slim ``mobilenet.py``: once
+    the running stride (``stem_stride`` times the block strides so far) equals
+    it, a would-be stride-s block runs at stride 1 with the current rate and
+    multiplies the rate by s for the blocks after it (DeepLab, Chen et al.
+    2017, section 3.1). Raises if the output stride is never reached.
+    """
+    blocks, current, rate = [], stem_stride, 1
+    for t, c, n, s in settings:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            if current == output_stride:
+                blocks.append((make_divisible(c * width), 1, t, rate))
+                rate *= stride
+            else:
+                blocks.append((make_divisible(c * width), stride, t, 1))
+                current *= stride
+    if output_stride is not None and current != output_stride:
+        raise ValueError(f"output_stride {output_stride} is not reached by the strides of "
+                         f"this MobileNet V2 (it ends at {current})")
+    return blocks
+
+
+def v2_trunk(x: jax.Array, train: bool, *, width: float, stem_stride: int = 2,
+             settings: Sequence[tuple[int, int, int, int]] = tuple(V2_SETTINGS),
+             output_stride: int | None = None, include_last: bool = True,
+             expansion_taps: Sequence[int] = (), conv: ModuleDef = nn.Conv) -> dict[str, jax.Array]:
+    """MobileNet V2's stem, inverted residuals and last 1x1 conv (Sandler et al. 2018, Table 2).
+
+    Call it inside an ``nn.compact`` method: the layers (``stem``, ``stem_bn``,
+    ``block0`` ... ``block16``, ``last``, ``last_bn``) are created in the
+    calling module, which is how ``MobileNetV2`` keeps its parameter names
+    while ``SSDLite`` and ``DeepLabV3`` reuse the trunk.
+
+    Args:
+      x: images ``(B, H, W, C)``.
+      train: BatchNorm uses batch statistics (and updates ``batch_stats``).
+      width: width multiplier (channels ``make_divisible(c * width)``).
+      stem_stride: 2 (reference) or 1 (small-image adaptation).
+      settings: ``(t, c, n, s)`` rows.
+      output_stride: dilate instead of stride past it (``v2_blocks``).
+      include_last: add the ``make_divisible(1280 * max(1, width))`` 1x1 conv.
+      expansion_taps: block indices whose expansion output is returned.
+      conv: the conv layer (``TapConv`` for fast depthwise convs on CPU).
+
+    Returns:
+      Endpoints: ``"stem"``, ``"block{i}"`` for every block,
+      ``"block{i}/expansion"`` for ``i`` in ``expansion_taps`` and ``"last"``
+      when ``include_last``; each ``(B, h, w, channels)``.
+    """
+    _check_width("width_multiplier", width)
+    check_stem_stride(stem_stride)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5)
+    x = conv(make_divisible(32 * width), (3, 3), strides=(stem_stride,) * 2,
+             padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
+    x = nn.relu6(norm(name="stem_bn")(x))
+    endpoints = {"stem": x}
+    for i, (features, stride, t, dilation) in enumerate(
+            v2_blocks(settings, width, stem_stride, output_stride)):
+        tapped = i in expansion_taps
+        x = InvertedResidual(features, stride, t, dilation=dilation, return_expansion=tapped,
+                             conv=conv, name=f"block{i}")(x, train)
+        if tapped:
+            x, endpoints[f"block{i}/expansion"] = x
+        endpoints[f"block{i}"] = x
+    if include_last:
+        x = conv(make_divisible(1280 * max(1.0, width)), (1, 1), use_bias=False, name="last")(x)
+        endpoints["last"] = nn.relu6(norm(name="last_bn")(x))
+    return endpoints
 
 
 class MobileNetV2(nn.Module):
@@ -139,23 +227,8 @@ class MobileNetV2(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        _check_width("width_multiplier", self.width_multiplier)
-        width = self.width_multiplier
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                                 epsilon=1e-5)
-        check_stem_stride(self.stem_stride)
-        x = self.conv(make_divisible(32 * width), (3, 3), strides=(self.stem_stride,) * 2,
-                      padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
-        x = nn.relu6(norm(name="stem_bn")(x))
-        block = 0
-        for t, c, n, s in self.settings:
-            for i in range(n):
-                x = InvertedResidual(make_divisible(c * width), s if i == 0 else 1, t,
-                                     conv=self.conv, name=f"block{block}")(x, train)
-                block += 1
-        last = make_divisible(1280 * max(1.0, width))
-        x = self.conv(last, (1, 1), use_bias=False, name="last")(x)
-        x = nn.relu6(norm(name="last_bn")(x))
+        x = v2_trunk(x, train, width=self.width_multiplier, stem_stride=self.stem_stride,
+                     settings=self.settings, conv=self.conv)["last"]
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, name="classifier")(x)

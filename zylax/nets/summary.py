@@ -49,6 +49,8 @@ class Summary:
 
 
 def _layer_row(module: nn.Module, inputs: jax.Array, output: jax.Array) -> LayerRow | None:
+    if not isinstance(module, (nn.Conv, nn.Dense)):  # e.g. a block returning a tuple
+        return None
     name = "/".join(module.path)
     out = tuple(int(d) for d in output.shape)
     in_features = int(inputs.shape[-1])
@@ -59,11 +61,9 @@ def _layer_row(module: nn.Module, inputs: jax.Array, output: jax.Array) -> Layer
         params += module.features if module.use_bias else 0
         macs = int(np.prod(out[1:])) * kernel * in_features // groups
         return LayerRow(name, "conv", out, params, macs)
-    if isinstance(module, nn.Dense):
-        params = in_features * module.features + (module.features if module.use_bias else 0)
-        macs = int(np.prod(out[1:-1], dtype=np.int64)) * in_features * module.features
-        return LayerRow(name, "dense", out, params, macs)
-    return None
+    params = in_features * module.features + (module.features if module.use_bias else 0)
+    macs = int(np.prod(out[1:-1], dtype=np.int64)) * in_features * module.features
+    return LayerRow(name, "dense", out, params, macs)
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...], *, print_table: bool = True,

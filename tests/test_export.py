@@ -1,0 +1,345 @@
+"""``zylax.export``: LiteRT files of tiny models, checked against JAX and read back exactly."""
+
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zylax import archive, cli, codecs, export
+from zylax.codecs.binary import Binary
+from zylax.codecs.pattern import Pattern
+from zylax.codecs.shared import Shared
+from zylax.codecs.ternary import Ternary
+from zylax.nets import TapConv
+
+litert = pytest.importorskip("ai_edge_litert.interpreter", reason="needs zylax[litert]")
+pytest.importorskip("tensorflow", reason="needs zylax[litert]")
+from ai_edge_litert import schema_py_generated as schema  # noqa: E402
+from ai_edge_litert.tools import flatbuffer_utils  # noqa: E402
+
+TOLERANCE = {"float32": 1e-5, "float16": 2e-3, "auto": 1.5e-2, "int8": 1.5e-2, "int4": 0.2}
+"""Max |LiteRT - JAX| per weights mode, relative to the largest |logit| of the batch."""
+_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
+
+
+class Compressed(nn.Module):
+    """No BatchNorm, so every stored kernel reaches the graph unchanged."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(8, (3, 3), strides=2, name="bin")(x))  # 1 input channel: depthwise
+        x = nn.relu(nn.Conv(8, (3, 3), feature_group_count=8, name="dw")(x))
+        x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="pat")(x))
+        x = nn.relu(nn.Conv(16, (3, 3), name="ter")(x))
+        x = nn.relu(nn.Dense(32, name="bnn")(x.reshape((x.shape[0], -1))))
+        return nn.Dense(10, name="fc")(x)
+
+
+class WithTrain(nn.Module):
+    """A user model with BatchNorm after a conv and a dense layer, and a ``train`` argument."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        norm = lambda name: nn.BatchNorm(use_running_average=not train, name=name)  # noqa: E731
+        x = nn.relu(norm("norm1")(nn.Conv(8, (3, 3), strides=2, name="conv1")(x)))
+        x = nn.relu(norm("norm2")(nn.Conv(16, (3, 3), strides=2, use_bias=False,
+                                          name="conv2")(x)))
+        x = nn.relu(norm("norm3")(nn.Dense(32, use_bias=False, name="fc1")(
+            x.reshape((x.shape[0], -1)))))
+        return nn.Dense(10, name="fc2")(x)
+
+
+class WithoutTrain(nn.Module):
+    """BatchNorm in training mode exactly when ``batch_stats`` is mutable (the README idiom)."""
+
+    @nn.compact
+    def __call__(self, x):
+        training = self.is_mutable_collection("batch_stats")
+        x = nn.Conv(8, (3, 3), strides=2, name="features")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not training, name="norm")(x))
+        x = TapConv(8, (3, 3), feature_group_count=8, name="depthwise")(x)
+        return nn.Dense(10, name="classifier")(x.reshape((x.shape[0], -1)))
+
+
+def _inputs(n=2, side=16, seed=1):
+    return np.random.default_rng(seed).normal(size=(n, side, side, 1)).astype(np.float32)
+
+
+def _signs(rng, shape):
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def compressed():
+    """``(model, variables with codec containers, dense variables)``."""
+    model = Compressed()
+    params = jax.tree.map(np.asarray, dict(model.init(jax.random.key(0), _inputs(1))["params"]))
+    rng = np.random.default_rng(0)
+    shape = lambda name: params[name]["kernel"].shape  # noqa: E731
+    leaves = {
+        "bin": Binary(_signs(rng, shape("bin")), rng.uniform(0.1, 1, 8).astype(np.float32)),
+        "pat": Pattern(rng.uniform(0.1, 1, 16).astype(np.float32), _signs(rng, shape("pat"))),
+        "ter": Ternary(rng.integers(-1, 2, shape("ter")), np.float32(0.3), np.float32(0.17)),
+        "bnn": Binary(_signs(rng, shape("bnn")), np.asarray(0.05, np.float32)),
+        "fc": Shared(np.sort(rng.normal(0, 0.2, 16)).astype(np.float32),  # 16: pruned
+                     rng.integers(0, 17, shape("fc")))}
+    for name, leaf in leaves.items():
+        params[name] = {**params[name], "kernel": leaf}
+    variables = {"params": params}
+    return model, variables, jax.tree.map(codecs.dense, variables)
+
+
+def _batchnorm_variables(model, x):
+    """``model.init`` with random BatchNorm statistics, scales and shifts (so folding matters)."""
+    variables = jax.tree.map(np.asarray, dict(model.init(jax.random.key(0), x, **(
+        {"train": False} if isinstance(model, WithTrain) else {}))))
+    rng = np.random.default_rng(2)
+    jitter = lambda a, low, high: rng.uniform(low, high, a.shape).astype(np.float32)  # noqa: E731
+    params = {k: ({**v, "scale": jitter(v["scale"], -2, 2), "bias": jitter(v["bias"], -1, 1)}
+                  if "scale" in v else v) for k, v in variables["params"].items()}
+    stats = jax.tree.map(lambda a: jitter(a, 0.2, 3), variables["batch_stats"])
+    return {"params": params, "batch_stats": stats}
+
+
+def _run(tflite, x, *, preserve=False):
+    """The interpreter after one invoke on ``x`` (the default one, or reference kernels only)."""
+    kind = litert.OpResolverType
+    interpreter = litert.Interpreter(
+        model_content=tflite, experimental_preserve_all_tensors=preserve,
+        experimental_op_resolver_type=kind.BUILTIN_WITHOUT_DEFAULT_DELEGATES if preserve
+        else kind.AUTO)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return interpreter
+
+
+def _logits(tflite, x):
+    interpreter = _run(tflite, x)
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _graph(tflite):
+    graph = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    ops = [(names[max(graph.operatorCodes[op.opcodeIndex].builtinCode,
+                      graph.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)], op)
+           for op in graph.subgraphs[0].operators]
+    return graph.subgraphs[0], ops
+
+
+def _stored_kernels(tflite, x):
+    """``{leaf path: (kernel the op reads, kernel from the stored ints x scales)}``, both in
+    the leaf's layout, read from the interpreter (reference kernels, every tensor kept)."""
+    interpreter = _run(tflite, x, preserve=True)
+    subgraph, ops = _graph(tflite)
+    producer = {op.outputs[0]: (name, op) for name, op in ops}
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    found = {}
+    for name, op in ops:
+        if name not in _AXIS or op.inputs[1] not in producer:
+            continue
+        axis, kernel = _AXIS[name], op.inputs[1]
+        source, made_by = producer[kernel]
+        quantized = [made_by.inputs[0]] if source == "DEQUANTIZE" else \
+            [producer[i][1].inputs[0] for i in made_by.inputs]
+        stored = sum(_dequantized(interpreter.get_tensor(i), details[i], axis)
+                     for i in quantized)
+        label = details[quantized[0]]["name"].removeprefix("zylax/")
+        path = label.removesuffix("/pos").removesuffix("/neg").rsplit("/", 1)[0]
+        found[path] = tuple(np.moveaxis(a, axis, -1) for a in
+                            (interpreter.get_tensor(kernel), stored))
+        assert subgraph.tensors[kernel].type == schema.TensorType.FLOAT32
+    return found
+
+
+def _dequantized(q, detail, axis):
+    """``q * scale`` per channel from the tensor's quantization parameters (float16: as is)."""
+    params = detail["quantization_parameters"]
+    if not params["scales"].size:
+        return q.astype(np.float32)
+    assert params["quantized_dimension"] == axis and not params["zero_points"].any()
+    shape = [-1 if i == axis else 1 for i in range(q.ndim)]
+    return q.astype(np.float32) * params["scales"].astype(np.float32).reshape(shape)
+
+
+@pytest.mark.parametrize("weights", export.WEIGHTS)
+def test_every_weights_mode_runs_and_matches_jax(compressed, weights):
+    model, variables, dense = compressed
+    x = _inputs(3)
+    result = export.export(model, variables, x, weights=weights, batch=3)
+    assert result.input_shape == (3, 16, 16, 1)
+    expected = np.asarray(model.apply(dense, x))
+    diff = np.abs(_logits(result.tflite, x) - expected).max()
+    assert diff <= TOLERANCE[weights] * np.abs(expected).max(), (weights, diff)
+    assert result.max_output_diff <= TOLERANCE[weights] * np.abs(expected).max()
+    sizes = {w: len(export.to_tflite(model, variables, x[:1], weights=w))
+             for w in ("float32", weights)}
+    assert sizes[weights] <= sizes["float32"]
+
+
+@pytest.mark.parametrize("weights,bits", [("auto", "int2"), ("int8", "int8"), ("int4", "int4")])
+def test_binary_pattern_ternary_kernels_read_back_exactly(compressed, weights, bits):
+    model, variables, dense = compressed
+    x = _inputs(1)
+    result = export.export(model, variables, x, weights=weights)
+    stored = _stored_kernels(result.tflite, x)
+    for path in ("bin/kernel", "pat/kernel", "ter/kernel", "bnn/kernel"):
+        leaf = codecs.dense(variables["params"][path.split("/")[0]]["kernel"])
+        read, from_ints = (a.reshape(leaf.shape) for a in stored[path])
+        assert np.array_equal(read, leaf) and np.array_equal(from_ints, leaf), path  # 0 error
+        assert result.layers[path].max_error == 0.0
+    assert result.layers["ter/kernel"].storage == f"{bits}+{bits}"  # w_pos != w_neg: P + N
+    assert {result.layers[p].storage for p in ("bin/kernel", "pat/kernel", "bnn/kernel")} == \
+        {bits}
+    shared = codecs.dense(variables["params"]["fc"]["kernel"])
+    read = stored["fc/kernel"][0].reshape(shared.shape)
+    error = np.abs(read - shared).max()
+    assert error == pytest.approx(result.layers["fc/kernel"].max_error, abs=1e-7)
+    assert 0 < error <= np.abs(shared).max() / (127 if bits != "int4" else 7)
+
+
+def test_auto_keeps_raw_kernels_float32_and_snaps_shared_ones_to_int8(compressed):
+    model, variables, _ = compressed
+    layers = export.export(model, variables, _inputs(1)).layers
+    assert layers["dw/kernel"].storage == "float32" and layers["dw/kernel"].max_error == 0
+    assert layers["fc/kernel"].storage == "int8" and layers["fc/kernel"].method == "shared"
+    assert layers["bin/kernel"].ops == ("DEPTHWISE_CONV_2D",)
+    assert layers["bin/kernel"].bytes == 18  # 72 weights, 2 bits each
+    table = export.format_layers(layers)
+    assert "0 (exact)" in table and "int2+int2" in table
+
+
+@pytest.mark.parametrize("model_cls", [WithTrain, WithoutTrain])
+def test_batchnorm_is_folded_and_matches_inference_mode(model_cls):
+    model, x = model_cls(), _inputs(2)
+    variables = _batchnorm_variables(model, x)
+    tflite = export.to_tflite(model, variables, x, weights="float32", batch=2)
+    ops = export.op_names(tflite)
+    assert not {"MUL", "ADD", "SUB", "RSQRT", "SQRT", "DIV"} & set(ops), ops
+    assert "STRIDED_SLICE" not in ops  # TapConv runs as one DEPTHWISE_CONV_2D
+    kwargs = {"train": False} if model_cls is WithTrain else {}
+    expected = np.asarray(model.apply(variables, x, **kwargs))
+    assert np.abs(_logits(tflite, x) - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_binary_kernels_stay_exact_after_batchnorm_folding():
+    model, x = WithTrain(), _inputs(1)
+    variables = _batchnorm_variables(model, x)
+    rng = np.random.default_rng(3)
+    kernel = variables["params"]["conv2"]["kernel"]
+    variables["params"]["conv2"] = {"kernel": Binary(_signs(rng, kernel.shape),
+                                                     rng.uniform(0.1, 1, 16).astype(np.float32))}
+    result = export.export(model, variables, x)
+    row = result.layers["conv2/kernel"]
+    assert (row.method, row.storage, row.max_error) == ("binary", "int2", 0.0)
+    assert "MUL" not in export.op_names(result.tflite)
+    expected = np.asarray(model.apply(jax.tree.map(codecs.dense, variables), x, train=False))
+    assert result.max_output_diff <= 1e-5 * np.abs(expected).max()
+
+
+def test_same_inputs_same_bytes(compressed):
+    model, variables, _ = compressed
+    first = export.to_tflite(model, variables, _inputs(1))
+    assert export.to_tflite(model, variables, _inputs(1, seed=5)) == first
+
+
+def test_a_model_needing_a_non_builtin_op_is_refused_by_name():
+    class Sorts(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(4)(jnp.sort(x.reshape((x.shape[0], -1)), axis=-1))
+
+    x = _inputs(1, side=4)
+    variables = Sorts().init(jax.random.key(0), x)
+    with pytest.raises(RuntimeError, match=r"needs stablehlo\.sort, which no builtin LiteRT op"):
+        export.to_tflite(Sorts(), variables, x, weights="float32")
+
+
+def test_bad_settings_are_value_errors(compressed):
+    model, variables, _ = compressed
+    with pytest.raises(ValueError, match="weights must be one of"):
+        export.to_tflite(model, variables, _inputs(1), weights="int3")
+    with pytest.raises(ValueError, match="batch must be a positive integer"):
+        export.to_tflite(model, variables, _inputs(1), batch=0)
+    with pytest.raises(ValueError, match="'nope/kernel'"):
+        export.to_tflite(model, variables, _inputs(1), methods={"nope/kernel": "shared"})
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def test_import_zylax_export_does_not_import_tensorflow():
+    proc = _python("import sys, zylax, zylax.export, zylax.cli; zylax.cli.build_parser(); "
+                   "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+                   "('tensorflow', 'ai_edge_litert', 'keras')))")
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_without_the_extra_a_one_line_message_says_what_to_install(tmp_path):
+    proc = _python(
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "import numpy as np, flax.linen as nn, jax\n"
+        "from zylax import export\n"
+        "x = np.zeros((1, 4, 4, 1), np.float32); m = nn.Dense(2)\n"
+        "try:\n"
+        "    export.to_tflite(m, m.init(jax.random.key(0), x), x)\n"
+        "except RuntimeError as err:\n"
+        "    print(err)\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines() == [
+        "exporting to LiteRT needs the litert extra (tensorflow is missing): "
+        "pip install 'zylax[litert]'"]
+
+
+@pytest.fixture()
+def lenet_file(tmp_path):
+    """A LeNet-300-100 ``.zyl`` file: a shared layer, the metadata ``zylax compress`` writes."""
+    from zylax import registry
+
+    model = registry.get("lenet300").factory(10)
+    params = jax.tree.map(np.asarray, dict(model.init(jax.random.key(0), _inputs(1, 28))["params"]))
+    rng = np.random.default_rng(0)
+    params["ip1"] = {**params["ip1"], "kernel": Shared(
+        np.linspace(-0.1, 0.1, 32, dtype=np.float32),
+        rng.integers(0, 33, params["ip1"]["kernel"].shape))}
+    path = tmp_path / "lenet300.zyl"
+    archive.save(path, {"params": params}, metadata={
+        "net": "lenet300", "num_classes": 10, "data": "fashion_mnist", "input_shape": [28, 28, 1],
+        "preprocess": {"mean": [0.286], "std": [0.353], "pad_to": None}})
+    return path
+
+
+def test_cli_export_writes_a_file_the_interpreter_runs(lenet_file, tmp_path, capsys):
+    out = tmp_path / "sub" / "lenet300.tflite"
+    cli.main(["export", str(lenet_file), "--out", str(out), "--batch", "2"])
+    printed = capsys.readouterr().out
+    assert "ip1/kernel  shared   int8" in printed and f"wrote {out}" in printed
+    assert _logits(out.read_bytes(), _inputs(2, 28)).shape == (2, 10)
+
+
+def test_cli_refuses_a_corrupted_file_with_one_line_and_writes_nothing(lenet_file, tmp_path,
+                                                                        capsys):
+    blob = bytearray(lenet_file.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    bad, out = tmp_path / "bad.zyl", tmp_path / "bad.tflite"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", str(bad), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("zylax export: ") and not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".tflite", ".tmp")]
+
+
+def test_cli_bad_batch_is_a_usage_error(lenet_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", str(lenet_file), "--out", str(tmp_path / "m.tflite"), "--batch", "0"])
+    assert exit_info.value.code == 2 and "--batch must be >= 1" in capsys.readouterr().err

@@ -1,0 +1,82 @@
+"""Detection and segmentation through the library: Deep-compress SSDLite and DeepLabV3
+on real scenes (one retraining step each, from initial weights), write the file, read it back bit-exactly and
+score it with pycocotools / mIoU, from Python and from ``zylax evaluate``."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from zylax import archive, cli, codecs, compress, data, registry, tasks, train
+from zylax.transforms import tree as ztree
+
+SETTINGS = dict(prune_cycles=1, retrain_epochs=1, finetune_epochs=1, sparsity={".*kernel": 0.6})
+HEAD = r"(aspp0|concat_projection|classifier)/kernel"  # a few layers: fewer compilations
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    images, targets = data.load("fashion_mnist_scenes", "test")
+    test, train_part = np.arange(32), np.arange(32, 96)
+    return ((images[train_part], data.take(targets, train_part)),
+            (images[test], data.take(targets, test)))
+
+
+def test_compressed_segmentation_model_round_trips_and_is_scored_by_its_task(scenes, tmp_path,
+                                                                             capsys):
+    net, metric = "deeplabv3_mobilenet_v2", "mIoU"
+    (train_images, train_targets), test_data = scenes
+    spec = registry.get(net)
+    model = spec.factory(10)
+    task = tasks.for_model(model, train_images.shape[1:], spec.task)
+    assert task.metric == metric
+    recipe = dataclasses.replace(spec.recipe, batch_size=32, learning_rate=1e-3)
+    preprocess = data.preprocessing("fashion_mnist_scenes")
+    variables = train.init_variables(model, preprocess(train_images[:1]), 0)
+    config = compress.Config(**{**spec.compression, **SETTINGS}, recipe=recipe,
+                             preprocess=preprocess, include=HEAD)
+    out = tmp_path / f"{net}.zyl"
+    result = compress.run(model, variables, (train_images, train_targets), test_data, config,
+                          out=str(out), task=task, progress=False,
+                          metadata={"net": net, "data": "fashion_mnist_scenes"})
+    loaded, metadata = archive.load(str(out))
+    assert ztree.bit_identical(loaded, jax.tree.map(codecs.dense, result.stored))
+    assert metadata["task"]["name"] == task.name and "batch_stats" in loaded
+    assert result.report["metric"] == metric
+    score = result.report["compressed_accuracy"]
+    assert 0.0 <= score <= 1.0
+
+    cli.main(["evaluate", str(out), "--max-examples", "32"])  # the same 32 test scenes
+    printed = capsys.readouterr().out
+    assert f"test {metric} {score:.4f}" in printed
+
+
+def test_detection_task_scores_decoded_boxes_with_pycocotools(scenes):
+    _, (images, targets) = scenes
+    model = registry.get("ssdlite_mobilenet_v2").factory(10)
+    task = tasks.for_model(model, images.shape[1:])
+    variables = train.init_variables(model, images[:1] / 255.0, 0)
+    found = task.predict(model, variables, images, preprocess=data.Preprocess())
+    assert found["boxes"].shape == (32, task.max_detections, 4)
+    assert found["valid"].any() and (found["boxes"][found["valid"]] <= 96).all()
+    scores = task.evaluate(model, variables, images, targets, preprocess=data.Preprocess())
+    assert {"mAP", "AP50"} <= set(scores) and 0.0 <= scores["mAP"] <= scores["AP50"] <= 1.0
+
+
+def test_a_detection_net_on_class_labels_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--net", "ssdlite_mobilenet_v2", "--out", "x"])
+    assert exit_info.value.code == 2
+    assert "fashion_mnist_scenes" in capsys.readouterr().err
+
+
+def test_task_metadata_round_trip_and_refusal():
+    model = registry.get("ssdlite_mobilenet_v2").factory(10)
+    task = tasks.for_model(model, (96, 96, 1))
+    assert isinstance(task, tasks.Detection) and task.image_size == 96
+    again = tasks.from_dict(task.to_dict(), model, (96, 96, 1))
+    np.testing.assert_array_equal(again.anchors, task.anchors)
+    assert isinstance(tasks.from_dict(None, model, (96, 96, 1)), tasks.Classification)
+    with pytest.raises(ValueError, match="unknown task"):
+        tasks.from_dict({"name": "captioning"}, model, (96, 96, 1))

@@ -1,0 +1,695 @@
+"""Export any Flax model (zylax's or your own) to a LiteRT ``.tflite`` file for phones.
+
+``to_tflite(model, variables, example_input, weights=..., batch=1) -> bytes``;
+``export(...)`` returns the bytes together with one row per kernel (how it is
+stored, the largest change of a weight). Command line: ``zylax export
+model.zyl --out model.tflite [--weights auto] [--batch N]``. Needs the extra
+``pip install 'zylax[litert]'`` (TensorFlow for the converter, ai-edge-litert
+for the interpreter); ``import zylax.export`` itself imports neither.
+
+How a file is made:
+
+1. Every leaf is decoded to the array it stands for (``zylax.codecs.dense``),
+   floats as float32, and the model is traced for inference: ``train=False``
+   when its ``__call__`` declares ``train``, otherwise with ``batch_stats``
+   immutable (BatchNorm's inference mode). ``nets.TapConv`` runs as the
+   ``nn.Conv`` it equals, so the converter sees one DEPTHWISE_CONV_2D.
+   BatchNorm runs as ``x * a + b`` with constants ``a = scale / sqrt(var +
+   eps)``, ``b = bias - mean * a``.
+2. ``jax2tf`` and the TFLite converter, builtin ops only (no Flex, no
+   SELECT_TF_OPS). The converter folds that MUL and ADD into the conv or
+   dense op right before the BatchNorm (kernel times ``a`` per output
+   channel, ``b`` into the bias): no op is left for it. A BatchNorm whose
+   input is not one conv or dense output (SEP-Net's sum of two convs) keeps
+   its MUL. A model needing an op no builtin implements is refused with a
+   ``RuntimeError`` naming the op (e.g. ``stablehlo.sort``).
+3. Each float kernel of a CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED op is
+   matched to the params leaf it came from (the same values up to one factor
+   per output channel: the folded BatchNorm) and rewritten as an integer
+   tensor with per-output-channel scales (zero points 0) followed by a
+   DEQUANTIZE op, whose output the interpreter computes once and keeps; the
+   layer then runs in float32 on exactly those weights. Activations are
+   never quantized.
+4. The file is loaded in the default interpreter (XNNPACK included) and its
+   output compared with JAX on ``example_input`` (``Exported.max_output_diff``).
+
+Per stored method, with ``weights="auto"`` (the smallest exact form; int8 for
+shared kernels). Exactness is proven in ``tests/test_export.py``: the ints
+and scales read back from the interpreter, and the float kernel its conv
+reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
+
+* ``binary`` (BNN) and ``pattern`` (SEP-Net): ``scale_o * (+-1)``, also after
+  folding. INT2 (2 bits a weight), q = +-1, scale = the kernel's own float32
+  value of the channel: exact, since ``q * scale`` with q = +-1 is an exact
+  float32 product; checked for every layer while exporting.
+* ``ternary`` (TTQ): ``{-w_neg, 0, +w_pos}``. One symmetric grid cannot hold
+  both scales when ``w_pos != w_neg``, so the kernel is two INT2 tensors,
+  P (q in {0, 1}, scale ``w_pos``) and N (q in {-1, 0}, scale ``w_neg``),
+  each dequantized, then added by one ADD op (it runs at every invoke, one
+  pass over the kernel): exact, since at every position one of the two is
+  0. When ``w_pos == w_neg``, one INT2 tensor.
+* ``shared`` (k-means): INT8 per output channel, scale ``max|w| / 127``. Not
+  exact (a codebook is not a uniform grid and ``.tflite`` has no palette
+  type): ``Layer.max_error`` reports the largest change per layer.
+* ``raw``: float32, as converted (exact).
+* Pruned weights are stored as zeros in the dense tensor. LiteRT's sparse
+  (CSR) format is densified when the interpreter loads a model, so it would
+  save only file bytes, not memory; zylax does not write it. A gzip of the
+  file recovers much of what the zeros cost.
+
+``weights="int8"`` / ``"int4"``: every matched kernel in that type; the sign
+and ternary kernels above stay exact (their q fits), shared and raw kernels
+are snapped to the symmetric per-channel grid (``max|w| / 127`` or ``/ 7``)
+with the error reported. ``"float16"``: every matched kernel as float16 plus
+DEQUANTIZE (error reported). ``"float32"``: the converter's file as is.
+Biases, BatchNorm-folded biases and every other constant stay float32.
+
+Speed (BENCHMARKS.md, section 7): XNNPACK dequantizes int8 kernels once and
+runs them at float32 speed; int4 and int2 kernels, and ternary's ADD, leave
+its fast path (up to 13x slower on SEP-Net in int4). ``weights="int8"`` is
+exact for binary and pattern kernels too, at 4x the bytes of int2.
+
+Same inputs, same bytes. INT4 and INT2 tensors are packed 2 and 4 a byte,
+the first in the lowest bits, as the interpreter reads them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import sys
+from types import SimpleNamespace
+from typing import Mapping
+
+import numpy as np
+
+WEIGHTS = ("auto", "float32", "float16", "int8", "int4")
+"""The ``weights`` settings of ``export``."""
+
+_KERNEL_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
+"""Ops whose input 1 is a kernel, with the kernel's output-channel axis."""
+_SIGN_METHODS = ("binary", "pattern", "ternary")
+_BITS = {"int8": 8, "int4": 4, "int2": 2}
+_DEQUANTIZE_VERSION = {"float16": 3, "int8": 5, "int4": 6, "int2": 6}
+"""DEQUANTIZE op versions (TFLite's op_version.cc; INT2 has none of its own yet)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """How one params kernel is stored in the ``.tflite`` file.
+
+    ``storage``: ``float32``, ``float16``, ``int8``, ``int4``, ``int2`` or
+    ``int2+int2`` (ternary as two tensors); ``max_error``: the largest
+    ``|stored - float kernel|`` (after BatchNorm folding), 0.0 when exact;
+    ``bytes``: bytes of the stored values (scales not counted); ``ops``: the
+    graph ops that read it (empty: the kernel is not the weight of a conv or
+    dense op of the graph, so it stays float32 wherever the converter put it).
+    """
+
+    method: str
+    storage: str
+    max_error: float
+    bytes: int
+    ops: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """A ``.tflite`` file, its kernels (``{params path: Layer}``) and a check of its output.
+
+    ``max_output_diff``: max ``|interpreter - JAX|`` on ``example_input``
+    (tiled to the batch), over every output; ``input_shape``: the model input.
+    """
+
+    tflite: bytes
+    layers: dict[str, Layer]
+    max_output_diff: float
+    input_shape: tuple[int, ...]
+
+
+def to_tflite(model, variables, example_input, *, weights: str = "auto", batch: int = 1,
+              methods: Mapping[str, str] | None = None) -> bytes:
+    """The ``.tflite`` bytes of ``model`` for float32 input ``(batch, *example_input.shape[1:])``.
+
+    ``variables``: Flax variables (``{"params": ..., "batch_stats": ...}``)
+    whose leaves may be codec containers (``Shared``, ``Binary``, ...);
+    ``example_input``: preprocessed model input ``(B, ...)``, the first
+    example of which checks the file; ``weights``: one of ``WEIGHTS``
+    (module docstring: what each stores and what is exact); ``methods``:
+    ``{params path: codec method}`` for leaves that are plain arrays decoded
+    from a ``.zyl`` file (``stored_methods``). ``export`` gives the
+    per-layer report as well.
+    """
+    return export(model, variables, example_input, weights=weights, batch=batch,
+                  methods=methods).tflite
+
+
+def export(model, variables, example_input, *, weights: str = "auto", batch: int = 1,
+           methods: Mapping[str, str] | None = None) -> Exported:
+    """``to_tflite`` plus the per-kernel report and the interpreter-vs-JAX check."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    example = np.asarray(example_input, np.float32)
+    if example.ndim < 1 or example.shape[0] < 1:
+        raise ValueError(f"example_input needs a batch axis with one example, got shape "
+                         f"{example.shape}")
+    lib = _litert()
+    dense, leaf_methods = _decoded(variables)
+    methods = {**leaf_methods, **_checked_methods(methods, leaf_methods)}
+    predict = _inference(model, dense)
+    reference = _reference(model, dense)
+    shape = (batch, *example.shape[1:])
+    graph = _read(lib, _convert(lib, predict, shape))
+    _check_builtin(lib, graph)
+    layers = _store_kernels(lib, graph, dense["params"], methods, weights)
+    tflite = _serialize(graph)
+    sample = np.broadcast_to(example[:1], shape).copy()
+    diff = _max_output_diff(lib, tflite, reference, sample)
+    return Exported(tflite, layers, diff, shape)
+
+
+def format_layers(layers: Mapping[str, Layer]) -> str:
+    """A text table of ``Exported.layers``: path, method, storage, max weight change, bytes."""
+    width = max([len("layer"), *map(len, layers)])
+    lines = [f"{'layer':<{width}}  {'method':<8} {'stored as':<10} {'max |dw|':>10} "
+             f"{'bytes':>11}"]
+    for path, row in layers.items():
+        error = "0 (exact)" if row.max_error == 0 else f"{row.max_error:.3g}"
+        lines.append(f"{path:<{width}}  {row.method:<8} {row.storage:<10} {error:>10} "
+                     f"{row.bytes:>11,}")
+    return "\n".join(lines)
+
+
+def stored_methods(header: Mapping) -> dict[str, str]:
+    """``{params path: codec method}`` from a ``.zyl`` header (``archive.read_header``)."""
+    return {entry["name"]: entry["method"] for entry in header["leaves"]
+            if entry["collection"] == "params"}
+
+
+def _checked_methods(methods: Mapping[str, str] | None, leaves: dict[str, str]) -> dict:
+    """``methods`` restricted to plain-array leaves; ValueError for an unknown path or method."""
+    from zylax import codecs
+
+    for path, method in (methods or {}).items():
+        if path not in leaves:
+            raise ValueError(f"methods names {path!r}, which is not a params leaf")
+        if method not in codecs.CODECS:
+            raise ValueError(f"{path}: unknown method {method!r}; known: {sorted(codecs.CODECS)}")
+    return {p: m for p, m in (methods or {}).items() if leaves[p] == "raw"}
+
+
+def op_names(tflite: bytes) -> list[str]:
+    """The builtin op names of a ``.tflite`` file's main graph, in execution order."""
+    lib = _litert()
+    graph = _read(lib, tflite)
+    return [_op_name(lib, graph, op) for op in graph.subgraphs[0].operators]
+
+
+# -- the extra ------------------------------------------------------------------------------
+
+def _litert() -> SimpleNamespace:
+    """TensorFlow, jax2tf and LiteRT, imported on first use; one-line error without the extra."""
+    try:
+        with _quiet_native_stderr():
+            import tensorflow as tf
+            from ai_edge_litert import schema_py_generated as schema
+            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert.tools import flatbuffer_utils
+            from jax.experimental import jax2tf
+    except ImportError as err:
+        raise RuntimeError(f"exporting to LiteRT needs the litert extra ({err.name or err} "
+                           "is missing): pip install 'zylax[litert]'") from None
+    return SimpleNamespace(tf=tf, jax2tf=jax2tf, schema=schema, Interpreter=Interpreter,
+                           flatbuffer_utils=flatbuffer_utils)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Sends file descriptor 2 to /dev/null: the C++ log lines of TensorFlow and LiteRT.
+
+    Failures still surface as exceptions, whose messages this module turns
+    into one line.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# -- the model as an inference function -----------------------------------------------------
+
+def _decoded(variables) -> tuple[dict, dict[str, str]]:
+    """Dense variables (floats as float32) and ``{params path: codec method}``."""
+    if not isinstance(variables, Mapping) or not isinstance(variables.get("params"), Mapping):
+        raise ValueError("variables must be a dict with a 'params' collection, as model.init "
+                         "returns")
+    methods: dict[str, str] = {}
+    dense = {name: _dense_tree(tree, methods if name == "params" else {}, "")
+             for name, tree in variables.items()}
+    return dense, methods
+
+
+def _dense_tree(tree: Mapping, methods: dict[str, str], prefix: str) -> dict:
+    """``tree`` with every leaf decoded; records each leaf's method under its path."""
+    from zylax import codecs
+
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out[key] = _dense_tree(value, methods, f"{prefix}{key}/")
+            continue
+        methods[f"{prefix}{key}"] = codecs.for_leaf(value).METHOD
+        dense = np.asarray(codecs.dense(value))
+        out[key] = dense.astype(np.float32) if dense.dtype.kind == "f" or \
+            dense.dtype.name == "bfloat16" else dense
+    return out
+
+
+def _reference(model, dense: dict):
+    """``x -> model.apply(dense, x)`` in inference mode, as the model itself computes it."""
+    from zylax import train
+
+    kwargs = train.mode_kwargs(model, False)
+    return lambda x: model.apply(dense, x, **kwargs)
+
+
+def _inference(model, dense: dict):
+    """``_reference`` with BatchNorm as one affine map and ``TapConv`` as ``nn.Conv``."""
+    import flax.linen as nn
+
+    plain = _reference(model, dense)
+
+    def predict(x):
+        with nn.intercept_methods(_plain_conv), nn.intercept_methods(_affine_batchnorm):
+            return plain(x)
+    return predict
+
+
+def _affine_batchnorm(next_fun, args, kwargs, context):
+    """Inference BatchNorm as one affine map ``x * a + b`` per feature.
+
+    ``a = scale / sqrt(var + eps)`` and ``b = bias - mean * a`` are constants,
+    so the converter folds the MUL and the ADD into the conv or dense op before
+    them (it does not fold Flax's own ``(x - mean) * a + bias`` after a dense
+    op). Training-mode and masked calls run unchanged.
+    """
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    module = context.module
+    if (context.method_name != "__call__" or not isinstance(module, nn.BatchNorm)
+            or kwargs.get("mask") is not None):
+        return next_fun(*args, **kwargs)
+    flag = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)
+    if not (module.use_running_average if flag is None else flag):
+        return next_fun(*args, **kwargs)
+    x = args[0]
+    axes = {a % x.ndim for a in (module.axis if isinstance(module.axis, tuple) else
+                                 (module.axis,))}
+    shape = [x.shape[i] if i in axes else 1 for i in range(x.ndim)]
+    stats, params = module.variables["batch_stats"], module.variables.get("params", {})
+    a = jnp.asarray(stats["var"], jnp.float32) + module.epsilon
+    a = (jnp.asarray(params["scale"], jnp.float32) if module.use_scale else 1.0) / jnp.sqrt(a)
+    b = (jnp.asarray(params["bias"], jnp.float32) if module.use_bias else 0.0) - \
+        jnp.asarray(stats["mean"], jnp.float32) * a
+    return x * a.reshape(shape) + b.reshape(shape)
+
+
+def _plain_conv(next_fun, args, kwargs, context):
+    """Runs a grouped ``TapConv`` as the ``nn.Conv`` with the same fields and params."""
+    import flax.linen as nn
+
+    from zylax.nets.layers import TapConv
+
+    module = context.module
+    if (context.method_name != "__call__" or not isinstance(module, TapConv)
+            or module.feature_group_count == 1):
+        return next_fun(*args, **kwargs)
+    fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(nn.Conv)
+              if f.init and f.name not in ("parent", "name")}
+    return nn.Conv(**fields).apply({"params": module.variables["params"]}, *args, **kwargs)
+
+
+# -- conversion -----------------------------------------------------------------------------
+
+def _convert(lib, predict, shape: tuple[int, ...]) -> bytes:
+    """The converter's float32 ``.tflite`` of ``predict`` on float32 input ``shape``."""
+    tf = lib.tf
+    tf_fn = tf.function(lib.jax2tf.convert(predict, with_gradient=False), autograph=False,
+                        input_signature=[tf.TensorSpec(shape, tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [tf_fn.get_concrete_function()], tf_fn)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        with _quiet_native_stderr():
+            return converter.convert()
+    except Exception as err:  # noqa: BLE001 - the converter raises several internal types
+        raise RuntimeError(_refusal(str(err), predict, shape)) from None
+
+
+def _refusal(message: str, predict, shape) -> str:
+    """One line naming the op the converter could not lower to a builtin LiteRT op."""
+    ops = re.findall(r"'([\w.]+)' op (?:is|was|failed)", message)
+    ops = [op for op in ops if op != "tf.XlaCallModule"] or _custom_calls(predict, shape)
+    if not ops:
+        first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+        return f"the LiteRT converter failed: {first[:300]}"
+    name = re.sub(r"^vhlo\.(\w+?)_v\d+$", r"stablehlo.\1", ops[0])
+    return (f"the model needs {name}, which no builtin LiteRT op implements; zylax exports "
+            "builtin ops only (no Flex / SELECT_TF_OPS)")
+
+
+def _custom_calls(predict, shape) -> list[str]:
+    """Targets of the ``stablehlo.custom_call`` ops of ``predict`` (e.g. LAPACK kernels)."""
+    import jax
+
+    text = jax.export.export(jax.jit(predict))(
+        jax.ShapeDtypeStruct(shape, np.float32)).mlir_module()
+    return [f"custom_call {t}" for t in re.findall(r"stablehlo\.custom_call @(\w+)", text)]
+
+
+def _read(lib, tflite: bytes):
+    """The flatbuffer object tree of a ``.tflite`` file (ops, tensors, buffers)."""
+    return lib.flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+
+
+def _op_name(lib, graph, op) -> str:
+    """The builtin name of ``op`` (``CONV_2D``, ...)."""
+    code = graph.operatorCodes[op.opcodeIndex]
+    value = max(code.builtinCode, code.deprecatedBuiltinCode)
+    names = {v: k for k, v in vars(lib.schema.BuiltinOperator).items() if k.isupper()}
+    return names.get(value, f"builtin {value}")
+
+
+def _check_builtin(lib, graph) -> None:
+    """Refuses a graph with a CUSTOM (or Flex) op: the stock interpreter lacks it."""
+    for code in graph.operatorCodes:
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == lib.schema.BuiltinOperator.CUSTOM:
+            name = code.customCode.decode() if isinstance(code.customCode, bytes) else \
+                str(code.customCode)
+            raise RuntimeError(f"the converted model needs the custom op {name!r}; zylax exports "
+                               "builtin LiteRT ops only")
+
+
+# -- kernels: match to leaves, choose storage, rewrite --------------------------------------
+
+@dataclasses.dataclass(eq=False)
+class _Kernel:
+    """A constant float32 kernel of the graph: tensor index, values, output axis, readers."""
+
+    tensor: int
+    values: np.ndarray
+    axis: int
+    ops: list[str]
+
+
+def _kernels(lib, graph) -> list[_Kernel]:
+    """Every constant float32 input 1 of a conv or fully connected op, once per tensor."""
+    subgraph, found = graph.subgraphs[0], {}
+    for op in subgraph.operators:
+        name = _op_name(lib, graph, op)
+        if name not in _KERNEL_OPS or len(op.inputs) < 2 or op.inputs[1] < 0:
+            continue
+        tensor = subgraph.tensors[op.inputs[1]]
+        data = graph.buffers[tensor.buffer].data
+        if tensor.type != lib.schema.TensorType.FLOAT32 or data is None or not len(data):
+            continue
+        if op.inputs[1] not in found:
+            values = np.frombuffer(bytes(data), "<f4").reshape(tensor.shape)
+            found[op.inputs[1]] = _Kernel(op.inputs[1], values, _KERNEL_OPS[name], [])
+        found[op.inputs[1]].ops.append(name)
+    return list(found.values())
+
+
+def _as_leaf(kernel: _Kernel, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The kernel in the leaf's layout (output channels last), or None if it cannot be."""
+    values = kernel.values
+    if values.size != int(np.prod(shape)) or not shape or values.shape[kernel.axis] != shape[-1]:
+        return None
+    return np.moveaxis(values, kernel.axis, -1).reshape(shape)
+
+
+def _reads(kernel: _Kernel, leaf: np.ndarray) -> bool:
+    """True when the graph kernel is ``leaf``, possibly with a BatchNorm folded in."""
+    folded = _as_leaf(kernel, leaf.shape)
+    return folded is not None and _matches(folded, leaf)
+
+
+def _matches(folded: np.ndarray, leaf: np.ndarray) -> bool:
+    """True when ``folded == leaf * c`` for one factor ``c`` per output channel (BN folding)."""
+    w = leaf.reshape(-1, leaf.shape[-1]).astype(np.float64)
+    f = folded.reshape(w.shape).astype(np.float64)
+    pick = np.abs(w).argmax(0)
+    top = w[pick, np.arange(w.shape[1])]
+    factor = np.divide(f[pick, np.arange(w.shape[1])], top, out=np.ones_like(top),
+                       where=top != 0)
+    return bool(np.all((w == 0) == (f == 0)) and np.allclose(f, w * factor, rtol=1e-4, atol=0))
+
+
+def _store_kernels(lib, graph, params: dict, methods: dict[str, str],
+                   weights: str) -> dict[str, Layer]:
+    """Matches every params kernel to graph kernels and rewrites them; the report per leaf."""
+    from zylax.transforms import tree as ztree
+
+    kernels, layers = _kernels(lib, graph), {}
+    for path, leaf in ztree.named_leaves(params).items():
+        leaf = np.asarray(leaf)
+        if leaf.ndim < 2 or leaf.dtype != np.float32:
+            continue
+        mine = [k for k in kernels if _reads(k, leaf)]
+        kernels = [k for k in kernels if k not in mine]
+        rows = [_store(lib, graph, path, methods[path], k, weights) for k in mine]
+        layers[path] = _merged(methods[path], rows, leaf)
+    return layers
+
+
+def _merged(method: str, rows: list[Layer], leaf: np.ndarray) -> Layer:
+    """One report row for a leaf read by ``rows`` kernels (0: left float32 wherever it is)."""
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        return Layer(method, "float32", 0.0, leaf.nbytes, ())
+    return Layer(method, rows[0].storage, max(r.max_error for r in rows),
+                 sum(r.bytes for r in rows), tuple(op for r in rows for op in r.ops))
+
+
+def _storage(method: str, weights: str) -> str:
+    """The type a kernel of ``method`` is stored in under ``weights`` (module docstring)."""
+    if weights != "auto":
+        return weights
+    return {"binary": "int2", "pattern": "int2", "ternary": "int2", "shared": "int8"}.get(
+        method, "float32")
+
+
+def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str) -> Layer:
+    """Rewrites one kernel tensor to its storage; the report row."""
+    storage, values = _storage(method, weights), kernel.values
+    ops = tuple(kernel.ops)
+    if storage == "float32":
+        return Layer(method, storage, 0.0, values.size * 4, ops)
+    if storage == "float16":
+        half = values.astype(np.float16)
+        _replace(lib, graph, kernel, [(f"zylax/{path}/float16", half, None)], "float16")
+        error = float(np.max(np.abs(half.astype(np.float32) - values), initial=0.0))
+        return Layer(method, storage, error, half.nbytes, ops)
+    bits = _BITS[storage]
+    parts = _exact_parts(path, method, values, kernel.axis) if method in _SIGN_METHODS else \
+        [("", *_snapped(values, kernel.axis, bits))]
+    tensors = [(f"zylax/{path}/{storage}{suffix}", q, scale) for suffix, q, scale in parts]
+    _replace(lib, graph, kernel, tensors, storage)
+    stored = sum(_dequantized(q, scale, kernel.axis) for _, q, scale in tensors)
+    error = float(np.max(np.abs(stored - values), initial=0.0))
+    packed = sum(len(_packed(q, bits)) for _, q, _ in tensors)
+    return Layer(method, "+".join([storage] * len(tensors)), error, packed, ops)
+
+
+def _exact_parts(path: str, method: str, values: np.ndarray, axis: int) -> list:
+    """``[(suffix, q, scale)]`` whose dequantized sum equals ``values`` exactly."""
+    whole = _sign_grid(values, axis)
+    if whole is not None:
+        return [("", *whole)]
+    if method == "ternary":
+        pos = _sign_grid(np.where(values > 0, values, 0).astype(np.float32), axis)
+        neg = _sign_grid(np.where(values < 0, values, 0).astype(np.float32), axis)
+        if pos is not None and neg is not None:
+            return [("/pos", *pos), ("/neg", *neg)]
+    raise RuntimeError(f"{path}: a {method} kernel whose values (after BatchNorm folding) are "
+                       "not one magnitude per output channel and sign; cannot store it exactly")
+
+
+def _sign_grid(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(q in {-1, 0, 1}, scale per channel)`` with ``q * scale == values`` exactly, or None."""
+    channels = np.moveaxis(np.abs(values), axis, 0).reshape(values.shape[axis], -1)
+    scale = channels.max(1)
+    scale[scale == 0] = 1.0
+    q = np.sign(values).astype(np.int8)
+    if not np.array_equal(_dequantized(q, scale, axis), values):
+        return None
+    return q, scale.astype(np.float32)
+
+
+def _snapped(values: np.ndarray, axis: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel grid: ``scale = max|w| / (2^(bits-1) - 1)``, q = round(w / scale)."""
+    top = (1 << (bits - 1)) - 1
+    channels = np.moveaxis(np.abs(values), axis, 0).reshape(values.shape[axis], -1)
+    scale = (channels.max(1) / top).astype(np.float32)
+    scale[scale == 0] = 1.0
+    q = np.clip(np.round(values / _along(scale, axis, values.ndim)), -top, top)
+    return q.astype(np.int8), scale
+
+
+def _along(scale: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    """``scale`` shaped to broadcast along ``axis`` of an ``ndim``-axis array."""
+    return scale.reshape([-1 if i == axis else 1 for i in range(ndim)])
+
+
+def _dequantized(q: np.ndarray, scale: np.ndarray | None, axis: int) -> np.ndarray:
+    """What DEQUANTIZE computes: ``float32(q) * scale`` (float16 tensors: their float32 value)."""
+    if scale is None:
+        return q.astype(np.float32)
+    return q.astype(np.float32) * _along(scale.astype(np.float32), axis, q.ndim)
+
+
+def _packed(q: np.ndarray, bits: int) -> bytes:
+    """Little-end-first packing of ``bits``-bit two's-complement values (8: plain int8)."""
+    if bits == 8:
+        return q.astype(np.int8).tobytes()
+    per = 8 // bits
+    flat = q.ravel().astype(np.int64) & ((1 << bits) - 1)
+    flat = np.concatenate([flat, np.zeros(-flat.size % per, np.int64)]).reshape(-1, per)
+    return (flat << (np.arange(per) * bits)).sum(1).astype(np.uint8).tobytes()
+
+
+def _replace(lib, graph, kernel: _Kernel, parts: list, storage: str) -> None:
+    """Makes the float kernel the DEQUANTIZE of ``parts`` (summed by one ADD when two)."""
+    schema, subgraph = lib.schema, graph.subgraphs[0]
+    target = subgraph.tensors[kernel.tensor]
+    _drop_buffer(graph, target.buffer)
+    target.buffer = 0
+    dequantize = _opcode(lib, graph, schema.BuiltinOperator.DEQUANTIZE,
+                         _DEQUANTIZE_VERSION[storage])
+    outputs = [kernel.tensor] if len(parts) == 1 else [
+        _add_tensor(lib, graph, f"{name}/float", target.shape, schema.TensorType.FLOAT32)
+        for name, _, _ in parts]
+    new_ops = []
+    for (name, q, scale), out in zip(parts, outputs):
+        stored = _add_tensor(lib, graph, name, target.shape, _tensor_type(lib, storage),
+                             _payload(q, storage), _quantization(lib, scale, kernel.axis))
+        new_ops.append(_operator(lib, dequantize, [stored], [out]))
+    if len(parts) == 2:
+        add = _opcode(lib, graph, schema.BuiltinOperator.ADD, 1)
+        new_ops.append(_operator(lib, add, outputs, [kernel.tensor],
+                                 (schema.BuiltinOptions.AddOptions, schema.AddOptionsT())))
+    subgraph.operators[:0] = new_ops
+
+
+def _drop_buffer(graph, buffer: int) -> None:
+    """Empties ``buffer`` unless another tensor still reads it."""
+    readers = sum(t.buffer == buffer for sg in graph.subgraphs for t in sg.tensors)
+    if buffer and readers == 1:
+        graph.buffers[buffer].data = None
+
+
+def _tensor_type(lib, storage: str) -> int:
+    names = {"float16": "FLOAT16", "int8": "INT8", "int4": "INT4", "int2": "INT2"}
+    return getattr(lib.schema.TensorType, names[storage])
+
+
+def _payload(q: np.ndarray, storage: str) -> bytes:
+    return q.astype("<f2").tobytes() if storage == "float16" else _packed(q, _BITS[storage])
+
+
+def _quantization(lib, scale: np.ndarray | None, axis: int):
+    """Per-channel symmetric parameters (zero points 0) along ``axis``; None for float16."""
+    if scale is None:
+        return None
+    params = lib.schema.QuantizationParametersT()
+    params.scale = [float(s) for s in scale]
+    params.zeroPoint = [0] * scale.size
+    params.quantizedDimension = axis
+    return params
+
+
+def _opcode(lib, graph, builtin: int, version: int) -> int:
+    """Index of ``builtin``'s operator code, added (at ``version``) when the graph has none."""
+    for index, code in enumerate(graph.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            code.version = max(code.version, version)
+            return index
+    code = lib.schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), \
+        version
+    graph.operatorCodes.append(code)
+    return len(graph.operatorCodes) - 1
+
+
+def _add_tensor(lib, graph, name: str, shape, dtype: int, data: bytes | None = None,
+                quantization=None) -> int:
+    """Appends a tensor (and its buffer when ``data`` is given); its index."""
+    tensor = lib.schema.TensorT()
+    tensor.name, tensor.shape, tensor.type = name, list(shape), dtype
+    tensor.quantization = quantization
+    if data is not None:
+        buffer = lib.schema.BufferT()
+        buffer.data = np.frombuffer(data, np.uint8)
+        graph.buffers.append(buffer)
+        tensor.buffer = len(graph.buffers) - 1
+    graph.subgraphs[0].tensors.append(tensor)
+    return len(graph.subgraphs[0].tensors) - 1
+
+
+def _operator(lib, opcode: int, inputs: list[int], outputs: list[int], options=None):
+    op = lib.schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = opcode, list(inputs), list(outputs)
+    if options is not None:
+        op.builtinOptionsType, op.builtinOptions = options
+    return op
+
+
+def _serialize(graph) -> bytes:
+    """The flatbuffer bytes, every buffer 16-byte aligned as the converter writes them."""
+    import flatbuffers
+
+    class Aligned(flatbuffers.Builder):
+        def CreateNumpyVector(self, x):  # noqa: N802 - flatbuffers' name
+            if x.dtype != np.uint8:
+                return super().CreateNumpyVector(x)
+            self.StartVector(1, x.size, 16)
+            self.head -= x.size
+            self.Bytes[self.head:self.head + x.size] = x.tobytes()
+            self.vectorNumElems = x.size
+            return self.EndVector()
+
+    builder = Aligned(1 << 16)
+    builder.Finish(graph.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+# -- the check ------------------------------------------------------------------------------
+
+def _max_output_diff(lib, tflite: bytes, reference, sample: np.ndarray) -> float:
+    """Max ``|interpreter - JAX|`` over every output on ``sample``; loads in the default runtime."""
+    import jax
+
+    try:
+        with _quiet_native_stderr():
+            interpreter = lib.Interpreter(model_content=tflite)
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], sample)
+        interpreter.invoke()
+    except (RuntimeError, ValueError) as err:
+        raise RuntimeError(f"the exported model does not run in LiteRT: "
+                           f"{str(err).splitlines()[0][:300]}") from None
+    ours = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    theirs = [np.asarray(x) for x in jax.tree.leaves(reference(sample))]
+    return max(float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
+               for a, b in zip(ours, theirs, strict=True))

@@ -1,0 +1,194 @@
+"""What a model is trained for and how it is scored: one object per task.
+
+A task gives the training loop its loss (``train.LossFn``) and scores a
+model on test data with the task's standard metric:
+
+* ``Classification``: softmax cross-entropy; top-1 accuracy.
+* ``Detection(anchors, image_size)``: the SSD multibox loss
+  (``detection.multibox_loss``); COCO mAP@[.5:.95] and AP50 through
+  pycocotools on decoded, NMS-filtered boxes (``detection.postprocess``).
+* ``Segmentation(num_classes)``: pixel-wise cross-entropy; mIoU and pixel
+  accuracy from a confusion matrix (``metrics``).
+
+Tasks are plain frozen dataclasses that work with any linen module whose
+outputs have the task's shapes, not only zylax's nets. ``metric`` names the
+number that compression keeps (``compress.run(..., task=...)``).
+``to_dict``/``from_dict`` store a task in a ``.zyl`` file's metadata so that
+``zylax evaluate`` scores the file the way it was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zylax import data as zdata
+from zylax import train
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification:
+    """Integer labels (N,); the model returns logits (B, K)."""
+
+    label_smoothing: float = 0.0
+    name = "classification"
+    metric = "accuracy"
+
+    def loss(self) -> train.LossFn:
+        """``train.classification_loss(label_smoothing)``."""
+        return train.classification_loss(self.label_smoothing)
+
+    def evaluate(self, model, variables, images, labels, *, preprocess=None,
+                 batch_size: int = 1000, transform=None, aux=None) -> dict[str, float]:
+        """``{"accuracy", "loss"}`` over every example (``train.evaluate``)."""
+        return train.evaluate(model, variables, images, labels, preprocess=preprocess,
+                              batch_size=batch_size, transform=transform, aux=aux)
+
+    def to_dict(self) -> dict:
+        """JSON form for file metadata."""
+        return {"name": self.name}
+
+
+def _predictions(model, variables, images, labels, head, *, preprocess, batch_size, transform,
+                 aux):
+    """Runs ``head(outputs)`` (jitted, inference mode) over every example; yields (batch, result)."""
+    params, collections = train.split_variables(variables)
+
+    @jax.jit
+    def step(params, collections, aux, x):
+        outputs, _ = train.forward(model, train.apply_transform(transform, params, aux),
+                                   collections, x, train=False)
+        return head(outputs)
+
+    for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess, shuffle=False,
+                               remainder="pad"):
+        yield batch, jax.device_get(step(params, collections, aux, batch["image"]))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Detection:
+    """Scene targets (``boxes``, ``classes``, ``valid``); the model returns
+    ``(class_logits (B, A, C + 1), box_deltas (B, A, 4))`` over ``anchors`` (A, 4).
+
+    ``image_size`` is the side of the (square) model input in pixels, which
+    converts between pixel boxes and the anchors' normalised coordinates.
+    """
+
+    anchors: Any
+    image_size: int
+    max_detections: int = 100
+    name = "detection"
+    metric = "AP50"
+
+    def loss(self) -> train.LossFn:
+        """``detection.multibox_loss`` over this task's anchors."""
+        from zylax import detection
+
+        return functools.partial(detection.multibox_loss, anchors=jnp.asarray(self.anchors),
+                                 image_size=self.image_size)
+
+    def predict(self, model, variables, images, labels=None, *, preprocess=None,
+                batch_size: int = 250, transform=None, aux=None) -> dict[str, np.ndarray]:
+        """Decoded, class-wise NMS-filtered detections of every image.
+
+        Returns ``{"boxes" (N, D, 4) xyxy pixels, "scores" (N, D), "classes" (N, D),
+        "valid" (N, D)}`` with D = ``max_detections``.
+        """
+        from zylax import detection
+
+        anchors = jnp.asarray(self.anchors)
+        head = functools.partial(detection.postprocess, anchors=anchors,
+                                 image_size=self.image_size, max_detections=self.max_detections)
+        labels = np.zeros(images.shape[0], np.int32) if labels is None else labels
+        parts = []
+        for batch, found in _predictions(model, variables, images, labels, head,
+                                         preprocess=preprocess, batch_size=batch_size,
+                                         transform=transform, aux=aux):
+            real = batch["mask"] > 0
+            parts.append({k: np.asarray(v)[real] for k, v in found.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def evaluate(self, model, variables, images, labels, *, preprocess=None,
+                 batch_size: int = 250, transform=None, aux=None) -> dict[str, float]:
+        """COCO ``{"mAP", "AP50", ...}`` of the model's detections (pycocotools)."""
+        from zylax import metrics
+
+        found = self.predict(model, variables, images, labels, preprocess=preprocess,
+                             batch_size=batch_size, transform=transform, aux=aux)
+        return metrics.coco_detection_metrics(labels, found)
+
+    def to_dict(self) -> dict:
+        """JSON form for file metadata (anchors are rebuilt from the model)."""
+        return {"name": self.name, "image_size": self.image_size,
+                "max_detections": self.max_detections}
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmentation:
+    """Scene targets with ``segmentation`` (N, H, W) in ``[0, num_classes)``;
+    the model returns per-pixel logits (B, H, W, num_classes)."""
+
+    num_classes: int
+    name = "segmentation"
+    metric = "mIoU"
+
+    def loss(self) -> train.LossFn:
+        """``detection.pixel_cross_entropy``."""
+        from zylax import detection
+
+        return detection.pixel_cross_entropy
+
+    def evaluate(self, model, variables, images, labels, *, preprocess=None,
+                 batch_size: int = 250, transform=None, aux=None) -> dict[str, float]:
+        """``{"mIoU", "pixel_accuracy"}`` over every pixel of every image."""
+        from zylax import metrics
+
+        confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
+        for batch, predicted in _predictions(model, variables, images, labels,
+                                             lambda logits: jnp.argmax(logits, -1),
+                                             preprocess=preprocess, batch_size=batch_size,
+                                             transform=transform, aux=aux):
+            pixels = np.broadcast_to(batch["mask"][:, None, None] > 0, predicted.shape)
+            confusion += np.asarray(metrics.confusion_matrix(
+                predicted, batch["label"]["segmentation"], self.num_classes, mask=pixels),
+                np.int64)
+        return {"mIoU": float(metrics.mean_iou(confusion)),
+                "pixel_accuracy": float(metrics.pixel_accuracy(confusion))}
+
+    def to_dict(self) -> dict:
+        """JSON form for file metadata."""
+        return {"name": self.name, "num_classes": self.num_classes}
+
+
+def for_model(model, input_shape, name: str | None = None):
+    """The task ``name`` for ``model`` on inputs of ``input_shape`` (H, W, C).
+
+    ``name=None`` picks detection for a model with an ``anchors(image_size)``
+    method and classification otherwise. Detection takes its anchors from
+    ``model.anchors(H)``; segmentation its class count (background included)
+    from ``model.num_classes``.
+    """
+    if name is None:
+        name = "detection" if hasattr(model, "anchors") else "classification"
+    if name == "classification":
+        return Classification()
+    if name == "detection":
+        size = int(input_shape[0])
+        return Detection(np.asarray(model.anchors(size)), size)
+    if name == "segmentation":
+        return Segmentation(int(model.num_classes))
+    raise ValueError(f"unknown task {name!r}; choose classification, detection or segmentation")
+
+
+def from_dict(info, model, input_shape):
+    """The task stored by ``to_dict`` (classification when ``info`` is None)."""
+    if info is None:
+        return Classification()
+    if not isinstance(info, dict) or not isinstance(info.get("name"), str):
+        raise ValueError(f"task metadata must be a dict with a 'name', got {info!r}")
+    return for_model(model, input_shape, info["name"])

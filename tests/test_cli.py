@@ -16,12 +16,15 @@ def _run(*args, env=None, cwd=None):
                           text=True, env={**os.environ, **(env or {})}, timeout=300, cwd=cwd)
 
 
-def test_train_smoke_run(tmp_path, capsys):
+def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, capsys):
     cli.main(["train", "--net", "lenet300", "--epochs", "1", "--max-steps", "30",
-              "--out", str(tmp_path), "--quiet"])
+              "--out", str(tmp_path), "--quiet", "--max-test-examples", "500"])
     out = capsys.readouterr().out
     assert "test accuracy 0." in out and f"checkpoint: {tmp_path}" in out
     assert (tmp_path / "checkpoints" / "30").is_dir()
+    trained = out.split("test accuracy ")[1].split()[0]
+    cli.main(["evaluate", str(tmp_path / "model.zyl"), "--max-examples", "500"])
+    assert f"test accuracy {trained}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args,message", [
@@ -39,6 +42,9 @@ def test_train_smoke_run(tmp_path, capsys):
     (["compress", "--max-examples", "5"], "smaller than one batch (128)"),
     (["compress", "--index-bits", "many"], "--index-bits must be an integer or 'auto'"),
     (["compress", "--sparsity", "1.0"], "--sparsity must lie in [0, 1)"),
+    (["train", "--max-test-examples", "0"], "--max-test-examples must be >= 1"),
+    (["train", "--net", "lenet5", "--task", "detection"], "detection needs boxes and masks"),
+    (["train", "--net", "deeplabv3_mobilenet_v2"], "segmentation needs boxes and masks"),
 ])
 def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     if "--out" not in args and args[0] == "train":

@@ -343,3 +343,28 @@ def test_cli_bad_batch_is_a_usage_error(lenet_file, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["export", str(lenet_file), "--out", str(tmp_path / "m.tflite"), "--batch", "0"])
     assert exit_info.value.code == 2 and "--batch must be >= 1" in capsys.readouterr().err
+
+
+def test_an_op_the_converter_cannot_lower_is_named_among_the_models_unusual_ops():
+    class TopK(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(4)(jax.lax.top_k(x.reshape((x.shape[0], -1)), 8)[0])
+
+    x = _inputs(1, side=4)
+    variables = TopK().init(jax.random.key(0), x)
+    with pytest.raises(RuntimeError, match=r"uses .*top_k"):
+        export.to_tflite(TopK(), variables, x, weights="float32")
+
+
+def test_nan_weights_and_missing_batch_stats_are_one_line_errors():
+    model, x = WithoutTrain(), _inputs(1)
+    variables = _batchnorm_variables(model, x)
+    with pytest.raises(ValueError, match="no batch_stats"):
+        export.to_tflite(model, {"params": variables["params"]}, x)
+    poisoned = jax.tree.map(lambda a: a, variables)
+    name = next(k for k, v in poisoned["params"].items() if "kernel" in v)
+    poisoned["params"][name] = {**poisoned["params"][name],
+                                "kernel": np.full_like(poisoned["params"][name]["kernel"], np.nan)}
+    with pytest.raises(ValueError, match=f"{name}/kernel: .* NaN/Inf"):
+        export.to_tflite(model, poisoned, x)

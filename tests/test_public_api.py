@@ -43,8 +43,7 @@ def test_one_registry_resolves_every_named_net_and_its_preset_fits_it():
 
     for name, spec in registry.NETS.items():
         model = spec.factory(10)
-        # segmentation labels count the background; scene nets see 96x96 canvases
-        assert model.num_classes == (11 if spec.task == "segmentation" else 10), name
+        assert model.num_classes == 10, name  # scene nets see 96x96 canvases:
         size = 96 if spec.task != "classification" else spec.recipe.pad_to or 28
         params = jax.eval_shape(lambda m=model, s=size: m.init(
             jax.random.key(0), jnp.zeros((1, s, s, 1))))["params"]

@@ -6,6 +6,7 @@ import dataclasses
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from zylax import archive, cli, codecs, compress, data, registry, tasks, train
@@ -80,3 +81,42 @@ def test_task_metadata_round_trip_and_refusal():
     assert isinstance(tasks.from_dict(None, model, (96, 96, 1)), tasks.Classification)
     with pytest.raises(ValueError, match="unknown task"):
         tasks.from_dict({"name": "captioning"}, model, (96, 96, 1))
+
+
+USER_SEGMENTER = '''
+import flax.linen as nn
+
+
+class Segmenter(nn.Module):  # a user's own net: its names, BatchNorm, no train argument
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x):
+        training = self.is_mutable_collection("batch_stats")
+        x = nn.relu(nn.BatchNorm(use_running_average=not training, name="bn")(
+            nn.Conv(8, (3, 3), name="features")(x)))
+        return nn.Conv(self.num_classes, (1, 1), name="to_labels")(x)
+'''
+
+
+def test_a_users_segmentation_model_trains_from_the_cli_and_its_file_evaluates(
+        tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_segmenter.py").write_text(USER_SEGMENTER)
+    monkeypatch.chdir(tmp_path)
+    common = ["--model", "my_segmenter:Segmenter", "--data", "fashion_mnist_scenes"]
+    cli.main(["train", *common, "--task", "segmentation", "--max-examples", "64",
+              "--batch-size", "32", "--epochs", "1", "--max-test-examples", "32", "--quiet",
+              "--out", str(tmp_path / "run")])
+    trained = capsys.readouterr().out.split("test mIoU ")[1].split(",")[0]
+    _, metadata = archive.load(str(tmp_path / "run" / "model.zyl"))
+    assert metadata["num_classes"] == 11  # the background counts for segmentation
+    cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "32"])
+    assert f"test mIoU {trained}" in capsys.readouterr().out
+
+
+def test_a_model_with_the_wrong_outputs_for_its_task_is_a_clear_error():
+    images, targets = data.load("fashion_mnist_scenes", "test")
+    model = registry.get("ssdlite_mobilenet_v2").factory(10)
+    with pytest.raises(ValueError, match=r"segmentation model must return logits \(B, H, W, 11\)"):
+        train.fit(model, optax.adam(1e-3), (images[:8], data.take(targets, np.arange(8))),
+                  epochs=1, batch_size=8, loss=tasks.Segmentation(11).loss(), progress=False)

@@ -81,6 +81,7 @@ def _check_common(args) -> ModelChoice:
     _positive("--seed", args.seed, zero_ok=True)
     _positive("--batch-size", args.batch_size, limit=1 << 16)
     _positive("--max-examples", args.max_examples)
+    _positive("--max-test-examples", args.max_test_examples)
     try:
         choice = _model_choice(args)
         choice.factory(10)  # a factory that cannot build a model fails here, not after loading
@@ -94,21 +95,26 @@ def _check_common(args) -> ModelChoice:
                          f"({choice.recipe.batch_size}); lower --batch-size")
     scenes = args.data in zdata.SCENE_DATASETS
     if choice.task in ("detection", "segmentation") and not scenes:
-        raise UsageError(f"{args.net or args.model} is a {choice.task} model; train it on "
-                         f"--data {zdata.SCENE_DATASETS[0]}")
+        raise UsageError(f"{choice.task} needs boxes and masks: train on --data "
+                         f"{zdata.SCENE_DATASETS[0]}, not {args.data}")
     if scenes and choice.task in (None, "classification") and args.net:
         raise UsageError(f"--data {args.data} has boxes and masks, not class labels; use a "
                          "detection or segmentation net")
     return choice
 
 
-def load_data(name: str, max_examples: int | None = None):
-    """Train (optionally a prefix) and test splits."""
-    train_data, test_data = zdata.load(name, "train"), zdata.load(name, "test")
-    if max_examples:
-        keep = np.arange(min(max_examples, train_data[0].shape[0]))
-        train_data = (train_data[0][keep], zdata.take(train_data[1], keep))
-    return train_data, test_data
+def _prefix(split, count: int | None):
+    """The first ``count`` examples of ``(images, labels)`` (all when count is None)."""
+    if not count:
+        return split
+    keep = np.arange(min(count, split[0].shape[0]))
+    return split[0][keep], zdata.take(split[1], keep)
+
+
+def load_data(name: str, max_examples: int | None = None, max_test_examples: int | None = None):
+    """Train and test splits, each optionally cut to a prefix."""
+    return (_prefix(zdata.load(name, "train"), max_examples),
+            _prefix(zdata.load(name, "test"), max_test_examples))
 
 
 def _task(choice: ModelChoice, model, train_data):
@@ -141,7 +147,8 @@ def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, ch
               **kwargs):
     from zylax import train
 
-    model = choice.factory(zdata.num_classes(train_data[1]))
+    # segmentation models output every label, the background included
+    model = choice.factory(zdata.num_classes(train_data[1]) + (choice.task == "segmentation"))
     task = _task(choice, model, train_data)
     result = train.fit_recipe(model, choice.recipe, train_data, preprocess=preprocess,
                               epochs=epochs, seed=args.seed, checkpoint_dir=checkpoint_dir,
@@ -150,8 +157,8 @@ def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, ch
 
 
 def cmd_train(args) -> None:
-    """Trains a baseline and prints its test accuracy and checkpoint folder."""
-    from zylax import train
+    """Trains a baseline; prints its test scores, checkpoint folder and ``model.zyl`` file."""
+    from zylax import archive, tasks
 
     choice = _check_common(args)
     _positive("--epochs", args.epochs)
@@ -159,7 +166,7 @@ def cmd_train(args) -> None:
     if os.path.isfile(args.out):
         raise UsageError(f"--out {args.out} is a file; give a folder")
     epochs = args.epochs or choice.recipe.epochs
-    train_data, test_data = load_data(args.data, args.max_examples)
+    train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
     preprocess = zdata.preprocessing(args.data, choice.recipe.pad_to)
     checkpoint_dir = os.path.join(os.path.abspath(args.out), "checkpoints")
     model, task, result = _baseline(choice, args, train_data, preprocess, epochs,
@@ -167,7 +174,11 @@ def cmd_train(args) -> None:
     metrics = task.evaluate(model, result.variables, *test_data, preprocess=preprocess)
     print(f"{args.net or args.model} on {args.data}: test {_scores(metrics, task)} "
           f"after {int(result.state.step)} steps")
+    path = os.path.join(args.out, "model.zyl")
+    archive.save(path, result.variables, metadata=tasks.file_metadata(
+        task, preprocess, *train_data, {**choice.metadata, "data": args.data}))
     print(f"checkpoint: {checkpoint_dir}")
+    print(f"model file: {path} (float weights; zylax evaluate / export take it)")
 
 
 _COMPRESS_OVERRIDES = ("prune_cycles", "retrain_epochs", "finetune_epochs", "bits", "index_bits")
@@ -203,7 +214,7 @@ def cmd_compress(args) -> None:
     config = compress.Config(**{**choice.compression, **overrides}, recipe=choice.recipe,
                              preprocess=preprocess, seed=args.seed)
 
-    train_data, test_data = load_data(args.data, args.max_examples)
+    train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
     name = args.net or args.model.replace(":", ".")
     workdir = args.workdir or os.path.join("runs", f"{name}-{args.data}-seed{args.seed}")
     checkpoint_dir = os.path.abspath(os.path.join(
@@ -278,10 +289,7 @@ def cmd_evaluate(args) -> None:
         raise RuntimeError(f"{args.file}: {err}") from None
     _positive("--max-examples", args.max_examples)
     model = _file_model(args.file, metadata)
-    _, test_data = load_data(name)
-    if args.max_examples:
-        keep = np.arange(min(args.max_examples, test_data[0].shape[0]))
-        test_data = (test_data[0][keep], zdata.take(test_data[1], keep))
+    test_data = _prefix(zdata.load(name, "test"), args.max_examples)
     side = max(test_data[0].shape[1:3])
     if preprocess.pad_to is not None and preprocess.pad_to > 2 * side:
         raise RuntimeError(f"{args.file}: pad_to {preprocess.pad_to} is far larger than the "
@@ -326,7 +334,9 @@ def cmd_export(args) -> None:
     if not (isinstance(shape, list) and len(shape) == 3 and all(
             isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 4096 for d in shape)):
         raise RuntimeError(f"{args.file}: no usable input_shape in the metadata (got "
-                           f"{str(shape)[:40]})")
+                           f"{str(shape)[:40]}); compress.run and zylax train record it, or "
+                           "save with metadata={'input_shape': [H, W, C], 'preprocess': ..., "
+                           "'model': ...}")
     try:
         preprocess = zdata.Preprocess.from_dict(metadata.get("preprocess"))
         sample = preprocess(np.random.default_rng(0).integers(0, 256, (1, *shape), np.uint8))
@@ -351,6 +361,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-examples", type=int, default=None, help="train on a prefix")
+    parser.add_argument("--max-test-examples", type=int, default=None,
+                        help="score on a prefix of the test split")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--task", default=None,
                         choices=("classification", "detection", "segmentation"),

@@ -261,6 +261,8 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
     train.split_variables(variables)
     variables = jax.device_get(dict(variables))
     config.check_against(variables["params"])
+    from zylax import tasks
+
     ctx = Context(model, train_data, test_data, config, progress, task)
     task = ctx.task
     times, snapshots = {}, {"dense": variables["params"]}
@@ -280,10 +282,7 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
     snapshots["quantized"] = jax.tree.map(codecs.dense, stored["params"])
 
     t0 = time.perf_counter()
-    info = {**dict(metadata or {}), "preprocess": config.preprocess.to_dict(),
-            "task": task.to_dict(),
-            "num_classes": int(zdata.num_classes(train_data[1])),
-            "input_shape": list(np.shape(train_data[0])[1:])}
+    info = tasks.file_metadata(task, config.preprocess, *train_data, metadata)
     file_bytes = archive.save(out, stored, metadata=info)
     times["encode"] = time.perf_counter() - t0
 

@@ -269,6 +269,9 @@ def _dense_tree(tree: Mapping, methods: dict[str, str], prefix: str) -> dict:
             continue
         methods[f"{prefix}{key}"] = codecs.for_leaf(value).METHOD
         dense = np.asarray(codecs.dense(value))
+        if dense.dtype.kind == "f" and not np.isfinite(dense.astype(np.float32)).all():
+            raise ValueError(f"{prefix}{key}: {int(np.sum(~np.isfinite(dense)))} NaN/Inf "
+                             "weights; an exported model would compute garbage")
         out[key] = dense.astype(np.float32) if dense.dtype.kind == "f" or \
             dense.dtype.name == "bfloat16" else dense
     return out
@@ -316,6 +319,10 @@ def _affine_batchnorm(next_fun, args, kwargs, context):
     axes = {a % x.ndim for a in (module.axis if isinstance(module.axis, tuple) else
                                  (module.axis,))}
     shape = [x.shape[i] if i in axes else 1 for i in range(x.ndim)]
+    if "batch_stats" not in module.variables:
+        raise ValueError(f"{'/'.join(module.path) or 'BatchNorm'}: no batch_stats; export needs "
+                         "the full variables ({'params': ..., 'batch_stats': ...}) as init, "
+                         "fit and archive.load return them")
     stats, params = module.variables["batch_stats"], module.variables.get("params", {})
     a = jnp.asarray(stats["var"], jnp.float32) + module.epsilon
     a = (jnp.asarray(params["scale"], jnp.float32) if module.use_scale else 1.0) / jnp.sqrt(a)
@@ -361,11 +368,34 @@ def _refusal(message: str, predict, shape) -> str:
     ops = re.findall(r"'([\w.]+)' op (?:is|was|failed)", message)
     ops = [op for op in ops if op != "tf.XlaCallModule"] or _custom_calls(predict, shape)
     if not ops:
+        suspects = _unusual_ops(predict, shape)
+        if suspects:
+            return (f"the LiteRT converter could not lower the model to builtin ops; it uses "
+                    f"{', '.join(suspects)}, which have no direct builtin LiteRT op (zylax "
+                    "exports builtin ops only, no Flex / SELECT_TF_OPS)")
         first = message.strip().splitlines()[0] if message.strip() else "unknown error"
         return f"the LiteRT converter failed: {first[:300]}"
     name = re.sub(r"^vhlo\.(\w+?)_v\d+$", r"stablehlo.\1", ops[0])
     return (f"the model needs {name}, which no builtin LiteRT op implements; zylax exports "
             "builtin ops only (no Flex / SELECT_TF_OPS)")
+
+
+_COMMON_OPS = frozenset(
+    "abs add and broadcast_in_dim clamp compare concatenate constant convert convolution "
+    "cosine divide dot_general exponential floor iota log logistic maximum minimum multiply "
+    "negate or pad power reduce reduce_window reshape return rsqrt select sine slice sqrt "
+    "subtract tanh transpose".split())
+"""StableHLO ops the converter maps to builtin LiteRT ops in the nets we export."""
+
+
+def _unusual_ops(predict, shape) -> list[str]:
+    """The StableHLO ops of ``predict`` outside ``_COMMON_OPS`` (the likely refusals)."""
+    import jax
+
+    text = jax.export.export(jax.jit(predict))(
+        jax.ShapeDtypeStruct(shape, np.float32)).mlir_module()
+    found = set(re.findall(r"(?:stablehlo|chlo)\.(\w+)", text))
+    return sorted(f"stablehlo.{op}" for op in found - _COMMON_OPS)
 
 
 def _custom_calls(predict, shape) -> list[str]:

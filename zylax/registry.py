@@ -34,6 +34,9 @@ class NetSpec:
       compression: ``compress.Config`` fields measured for this net.
       reference: published compressed sizes per report stage (e.g. Han's "P+Q+H").
       task: "classification", "detection" or "segmentation" (``zylax.tasks``).
+        The factory gets the number of classes the model outputs: object
+        classes for classification and detection (a detector adds its
+        background), every label including the background for segmentation.
     """
 
     factory: Callable[[int], nn.Module]
@@ -156,8 +159,8 @@ _BN_COMPRESSION_HEADS = {**_BN_COMPRESSION, "bits": 5,
                          "sparsity": {".*depthwise/kernel": 0.0, ".*kernel": 0.75}}
 _SCENES = Recipe(epochs=3, batch_size=64, learning_rate=2e-3, weight_decay=1e-4,
                  warmup_steps=300)
-register("ssdlite_mobilenet_v2", lambda n: SSDLiteSmall(num_classes=n, conv=TapConv),
+register("ssdlite_mobilenet_v2", lambda n: SSDLiteSmall(num_classes=n),
          _SCENES, compression=_BN_COMPRESSION_HEADS, task="detection")
-register("deeplabv3_mobilenet_v2",
-         lambda n: DeepLabV3Small(num_classes=n + 1, conv=TapConv),  # + background
+register("deeplabv3_mobilenet_v2",  # a segmentation factory's n counts the background
+         lambda n: DeepLabV3Small(num_classes=n),
          _SCENES, compression=_BN_COMPRESSION_HEADS, task="segmentation")

@@ -20,7 +20,6 @@ number that compression keeps (``compress.run(..., task=...)``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -52,6 +51,21 @@ class Classification:
     def to_dict(self) -> dict:
         """JSON form for file metadata."""
         return {"name": self.name}
+
+
+def _check_detection_outputs(outputs, num_anchors: int) -> None:
+    """Refuses outputs that are not ``(class_logits (B, A, C + 1), box_deltas (B, A, 4))``."""
+    ok = (isinstance(outputs, (tuple, list)) and len(outputs) == 2
+          and all(getattr(o, "ndim", 0) == 3 for o in outputs)
+          and outputs[0].shape[1] == num_anchors and tuple(outputs[1].shape[1:]) == (
+              num_anchors, 4))
+    if not ok:
+        got = ([getattr(o, "shape", type(o).__name__) for o in outputs]
+               if isinstance(outputs, (tuple, list)) else getattr(outputs, "shape",
+                                                                  type(outputs).__name__))
+        raise ValueError(f"a detection model must return (class_logits (B, {num_anchors}, C + 1), "
+                         f"box_deltas (B, {num_anchors}, 4)) for its {num_anchors} anchors; "
+                         f"got {got}")
 
 
 def _predictions(model, variables, images, labels, head, *, preprocess, batch_size, transform,
@@ -86,11 +100,16 @@ class Detection:
     metric = "AP50"
 
     def loss(self) -> train.LossFn:
-        """``detection.multibox_loss`` over this task's anchors."""
+        """``detection.multibox_loss`` over this task's anchors (model outputs checked first)."""
         from zylax import detection
 
-        return functools.partial(detection.multibox_loss, anchors=jnp.asarray(self.anchors),
-                                 image_size=self.image_size)
+        anchors = jnp.asarray(self.anchors)
+
+        def loss(outputs, targets, mask):
+            _check_detection_outputs(outputs, anchors.shape[0])
+            return detection.multibox_loss(outputs, targets, mask, anchors,
+                                           image_size=self.image_size)
+        return loss
 
     def predict(self, model, variables, images, labels=None, *, preprocess=None,
                 batch_size: int = 250, transform=None, aux=None) -> dict[str, np.ndarray]:
@@ -102,8 +121,11 @@ class Detection:
         from zylax import detection
 
         anchors = jnp.asarray(self.anchors)
-        head = functools.partial(detection.postprocess, anchors=anchors,
-                                 image_size=self.image_size, max_detections=self.max_detections)
+
+        def head(outputs):
+            _check_detection_outputs(outputs, anchors.shape[0])
+            return detection.postprocess(outputs, anchors, image_size=self.image_size,
+                                         max_detections=self.max_detections)
         labels = np.zeros(images.shape[0], np.int32) if labels is None else labels
         parts = []
         for batch, found in _predictions(model, variables, images, labels, head,
@@ -138,10 +160,18 @@ class Segmentation:
     metric = "mIoU"
 
     def loss(self) -> train.LossFn:
-        """``detection.pixel_cross_entropy``."""
+        """``detection.pixel_cross_entropy`` (the model's logits checked first)."""
         from zylax import detection
 
-        return detection.pixel_cross_entropy
+        def loss(logits, targets, mask):
+            shape = getattr(logits, "shape", None)
+            if shape is None or len(shape) != 4 or shape[-1] != self.num_classes:
+                got = shape if shape is not None else type(logits).__name__
+                raise ValueError(f"a segmentation model must return logits (B, H, W, "
+                                 f"{self.num_classes}) (every label, the background included); "
+                                 f"got {got}")
+            return detection.pixel_cross_entropy(logits, targets, mask)
+        return loss
 
     def evaluate(self, model, variables, images, labels, *, preprocess=None,
                  batch_size: int = 250, transform=None, aux=None) -> dict[str, float]:
@@ -163,6 +193,19 @@ class Segmentation:
     def to_dict(self) -> dict:
         """JSON form for file metadata."""
         return {"name": self.name, "num_classes": self.num_classes}
+
+
+def file_metadata(task, preprocess, images, labels, extra=None) -> dict:
+    """What a ``.zyl`` file records so that ``zylax evaluate``/``export`` can use it alone.
+
+    ``extra`` (e.g. ``{"net": ...}`` or ``{"model": "pkg.mod:factory", "data": ...}``)
+    comes first; the preprocessing, the task, the class count the model was
+    built with (labels for segmentation, background included) and the input
+    shape (H, W, C) are always recorded.
+    """
+    classes = getattr(task, "num_classes", None) or zdata.num_classes(labels)
+    return {**dict(extra or {}), "preprocess": preprocess.to_dict(), "task": task.to_dict(),
+            "num_classes": int(classes), "input_shape": list(np.shape(images)[1:])}
 
 
 def for_model(model, input_shape, name: str | None = None):

@@ -44,13 +44,13 @@ which says more about step counts than about the resolution ceiling.
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zylax.nets.layers import TapConv
 from zylax.nets.mobilenet import v2_trunk
 
 ModuleDef = Callable[..., nn.Module]
@@ -110,5 +110,13 @@ class DeepLabV3(nn.Module):
         return jax.image.resize(y, (*x.shape[:3], self.num_classes), "bilinear")
 
 
-DeepLabV3Small = functools.partial(DeepLabV3, width_multiplier=0.35, output_stride=8, depth=128)
-"""DeepLabV3 for 96x96 one-channel scenes (see the module docstring)."""
+def DeepLabV3Small(num_classes: int, **overrides) -> DeepLabV3:  # noqa: N802 - a model constructor
+    """DeepLabV3 for 96x96 one-channel scenes (``zylax.scenes``: 11 labels, background included).
+
+    Width 0.35, output stride 8 (12x12 logits, resized to the input), head
+    depth 128: 313,547 parameters and 44.1M MACs for 11 labels. ``conv``
+    defaults to ``TapConv`` (the same parameters as ``nn.Conv``, faster
+    depthwise convs on CPU); ``overrides`` replace any field.
+    """
+    settings = dict(width_multiplier=0.35, output_stride=8, depth=128, conv=TapConv)
+    return DeepLabV3(num_classes=num_classes, **{**settings, **overrides})

@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zylax.detection import AnchorConfig
+from zylax.nets.layers import TapConv
 from zylax.nets.mobilenet import V2_SETTINGS, v2_blocks, v2_trunk
 
 ModuleDef = Callable[..., nn.Module]
@@ -190,8 +191,21 @@ class SSDLite(nn.Module):
         return self.anchor_config.anchors(self.feature_map_sizes(image_size), image_size)
 
 
-SSDLiteSmall = functools.partial(
-    SSDLite, width_multiplier=0.35, taps=(6, STRIDE16_TAP), extra_depths=(),
-    anchor_config=AnchorConfig(min_scale=0.15, max_scale=0.45, aspect_ratios=(1.0, 2.0, 0.5),
-                               reduce_boxes_in_lowest_layer=False))
-"""SSDLite for 96x96 one-channel scenes of 20-48 px items (see the module docstring)."""
+SMALL_ANCHORS = AnchorConfig(min_scale=0.15, max_scale=0.45, aspect_ratios=(1.0, 2.0, 0.5),
+                             reduce_boxes_in_lowest_layer=False)
+"""Anchors of ``SSDLiteSmall``: 15-45% of the image side, 4 per location."""
+
+
+def SSDLiteSmall(num_classes: int, **overrides) -> SSDLite:  # noqa: N802 - a model constructor
+    """SSDLite for 96x96 one-channel scenes of 20-48 px items (``zylax.scenes``).
+
+    Width 0.35; anchors on the expansion outputs of bottlenecks 6 (stride 8,
+    12x12) and 13 (stride 16, 6x6) and on the last conv (3x3), no extra
+    layers; ``SMALL_ANCHORS`` (756 anchors at 96x96). 524,596 parameters and
+    12.5M MACs for 10 classes. ``conv`` defaults to ``TapConv`` (the same
+    parameters as ``nn.Conv``, 3-4x faster depthwise convs on CPU);
+    ``overrides`` replace any field.
+    """
+    settings = dict(width_multiplier=0.35, taps=(6, STRIDE16_TAP), extra_depths=(),
+                    anchor_config=SMALL_ANCHORS, conv=TapConv)
+    return SSDLite(num_classes=num_classes, **{**settings, **overrides})

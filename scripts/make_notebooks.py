@@ -339,7 +339,7 @@ plt.show()'''),
                "multiply-add counts next to the published ones), then the small configurations "
                "trained on scenes of real Fashion-MNIST items (`zylax.scenes`), scored with "
                "pycocotools (COCO mAP) and mIoU, and drawn next to the ground truth. "
-               "`ZYLAX_SMALL=1` (CI) trains each net for 100 steps of 32 scenes, so its "
+               "`ZYLAX_SMALL=1` (CI) trains each net for 50 steps of 32 scenes, so its "
                "boxes and masks are rough; `zylax train --net ssdlite_mobilenet_v2 --data "
                "fashion_mnist_scenes` trains the full run (RESULTS.md)."),
         ("code", INSTALL),
@@ -354,7 +354,7 @@ SMALL = os.environ.get("ZYLAX_SMALL") == "1"
 train_images, train_targets = data.load("fashion_mnist_scenes", "train")
 test_images, test_targets = data.load("fashion_mnist_scenes", "test")
 if SMALL:
-    keep = np.arange(3200)
+    keep = np.arange(1600)
     train_images, train_targets = train_images[keep], data.take(train_targets, keep)
     test_images, test_targets = test_images[:500], data.take(test_targets, np.arange(500))
 print(train_images.shape, {k: v.shape for k, v in train_targets.items()})'''),

@@ -4,6 +4,7 @@ score it with pycocotools / mIoU, from Python and from ``zylax evaluate``."""
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import numpy as np
 import optax
@@ -120,3 +121,27 @@ def test_a_model_with_the_wrong_outputs_for_its_task_is_a_clear_error():
     with pytest.raises(ValueError, match=r"segmentation model must return logits \(B, H, W, 11\)"):
         train.fit(model, optax.adam(1e-3), (images[:8], data.take(targets, np.arange(8))),
                   epochs=1, batch_size=8, loss=tasks.Segmentation(11).loss(), progress=False)
+
+
+TRACES = []
+
+
+class CountingSegmenter(nn.Module):  # counts how often jax traces it
+    num_classes: int = 11
+
+    @nn.compact
+    def __call__(self, x):
+        TRACES.append(x.shape)
+        return nn.Conv(self.num_classes, (3, 3), name="to_labels")(x)
+
+
+def test_scoring_the_same_model_twice_compiles_its_inference_once(scenes):
+    _, (images, targets) = scenes
+    model, task = CountingSegmenter(), tasks.Segmentation(11)
+    variables = train.init_variables(model, images[:1] / 255.0, 0)
+    TRACES.clear()
+    first = task.evaluate(model, variables, images, targets, preprocess=data.Preprocess())
+    other = jax.tree.map(lambda w: w * 0.5, variables)  # new weights, same program
+    task.evaluate(model, other, images, targets, preprocess=data.Preprocess())
+    again = task.evaluate(model, variables, images, targets, preprocess=data.Preprocess())
+    assert len(TRACES) == 1 and again == first

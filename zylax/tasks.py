@@ -20,6 +20,7 @@ number that compression keeps (``compress.run(..., task=...)``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -68,20 +69,41 @@ def _check_detection_outputs(outputs, num_anchors: int) -> None:
                          f"got {got}")
 
 
-def _predictions(model, variables, images, labels, head, *, preprocess, batch_size, transform,
-                 aux):
-    """Runs ``head(outputs)`` (jitted, inference mode) over every example; yields (batch, result)."""
-    params, collections = train.split_variables(variables)
+@functools.lru_cache(maxsize=8)
+def _inference_step(model, transform, head):
+    """The jitted ``(params, collections, aux, x) -> head(outputs)`` in inference mode.
 
+    Cached per (model, transform, head), so scoring the same model again (as
+    ``compress.run`` does for each stage) reuses its compiled program.
+    """
     @jax.jit
     def step(params, collections, aux, x):
         outputs, _ = train.forward(model, train.apply_transform(transform, params, aux),
                                    collections, x, train=False)
         return head(outputs)
+    return step
 
+
+def _predictions(model, variables, images, labels, head, *, preprocess, batch_size, transform,
+                 aux):
+    """Runs ``head(outputs)`` (jitted, inference mode) over every example; yields (batch, result).
+
+    ``head`` must be hashable and equal across calls (a bound method or a
+    module-level function) for the compiled step to be reused.
+    """
+    params, collections = train.split_variables(variables)
+    try:
+        step = _inference_step(model, transform, head)
+    except TypeError:  # an unhashable model or transform: compile for this call only
+        step = _inference_step.__wrapped__(model, transform, head)
     for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess, shuffle=False,
                                remainder="pad"):
         yield batch, jax.device_get(step(params, collections, aux, batch["image"]))
+
+
+def _argmax_labels(logits):
+    """Per-pixel predicted labels (B, H, W) of logits (B, H, W, K)."""
+    return jnp.argmax(logits, -1)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -118,22 +140,23 @@ class Detection:
         Returns ``{"boxes" (N, D, 4) xyxy pixels, "scores" (N, D), "classes" (N, D),
         "valid" (N, D)}`` with D = ``max_detections``.
         """
-        from zylax import detection
-
-        anchors = jnp.asarray(self.anchors)
-
-        def head(outputs):
-            _check_detection_outputs(outputs, anchors.shape[0])
-            return detection.postprocess(outputs, anchors, image_size=self.image_size,
-                                         max_detections=self.max_detections)
         labels = np.zeros(images.shape[0], np.int32) if labels is None else labels
         parts = []
-        for batch, found in _predictions(model, variables, images, labels, head,
+        for batch, found in _predictions(model, variables, images, labels, self._postprocess,
                                          preprocess=preprocess, batch_size=batch_size,
                                          transform=transform, aux=aux):
             real = batch["mask"] > 0
             parts.append({k: np.asarray(v)[real] for k, v in found.items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _postprocess(self, outputs):
+        """Decoded, NMS-filtered detections of one batch of model outputs."""
+        from zylax import detection
+
+        _check_detection_outputs(outputs, np.shape(self.anchors)[0])
+        return detection.postprocess(outputs, jnp.asarray(self.anchors),
+                                     image_size=self.image_size,
+                                     max_detections=self.max_detections)
 
     def evaluate(self, model, variables, images, labels, *, preprocess=None,
                  batch_size: int = 250, transform=None, aux=None) -> dict[str, float]:
@@ -180,7 +203,7 @@ class Segmentation:
 
         confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
         for batch, predicted in _predictions(model, variables, images, labels,
-                                             lambda logits: jnp.argmax(logits, -1),
+                                             _argmax_labels,
                                              preprocess=preprocess, batch_size=batch_size,
                                              transform=transform, aux=aux):
             pixels = np.broadcast_to(batch["mask"][:, None, None] > 0, predicted.shape)

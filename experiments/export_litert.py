@@ -1,4 +1,4 @@
-"""``.zyl`` files on the phone runtime: LiteRT sizes, logit drift and accuracy on Fashion-MNIST.
+"""``.zyl`` files on the phone runtime: LiteRT sizes, output drift and test scores.
 
 Run (files are exported and measured one after another):
   python -m experiments.export_litert runs/main/lenet300.zyl runs/quantizers/ttq_lenet5.zyl
@@ -6,12 +6,14 @@ Run (files are exported and measured one after another):
 
 For each file and each ``--weights`` mode it writes ``<out>/<stem>-<mode>.tflite``
 (batch 1, the file an app ships) and prints one row: its bytes, its gzip -9
-bytes, the ``.zyl`` bytes, max |logit(LiteRT) - logit(JAX)| over the first
-1,000 test images, and top-1 accuracy of the LiteRT interpreter (the default
-one, XNNPACK included) over the whole 10,000-image test set, next to JAX's
-accuracy on the same decoded weights. The accuracy run uses a batch-100
-export of the same weights (a batch-1 graph cannot be resized: its reshapes
-are constants). Inputs are preprocessed as the file's metadata says.
+bytes, the ``.zyl`` bytes, max |output(LiteRT) - output(JAX)| over the first
+1,000 test images, and the file's task metric computed from the LiteRT
+interpreter's outputs (the default interpreter, XNNPACK included) over the
+whole 10,000-image test split, next to JAX's on the same decoded weights:
+top-1 accuracy, AP50 (pycocotools, after the same box decoding and NMS) or
+mIoU (``tasks.*.score_outputs``). The scoring run uses a batch-100 export of
+the same weights (a batch-1 graph cannot be resized: its reshapes are
+constants). Inputs are preprocessed as the file's metadata says.
 
 Files that name their model in the metadata (``zylax compress``) need nothing
 else; the files of ``experiments.quantizers`` (``bnn_mlp.zyl``,
@@ -23,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 
 import jax
 import numpy as np
 
-from zylax import archive, cli, codecs, data, export, nets, registry, train
+from zylax import archive, cli, codecs, data, export, nets, registry, tasks, train
 from zylax.transforms import binary
 
 EVAL_BATCH = 100
@@ -50,28 +53,47 @@ def model_for(path: str, metadata: dict, params: dict):
                      "the quantizers' files")
 
 
-def _interpreter_logits(tflite: bytes, images: np.ndarray) -> np.ndarray:
-    """Logits of the default LiteRT interpreter, ``EVAL_BATCH`` images per invoke."""
+def _interpreter_outputs(tflite: bytes, images: np.ndarray):
+    """Yields the default LiteRT interpreter's outputs (a list, the file's output order)
+    for each ``EVAL_BATCH`` images."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=tflite)
     interpreter.allocate_tensors()
     given = interpreter.get_input_details()[0]["index"]
-    wanted = interpreter.get_output_details()[0]["index"]
-    out = []
+    wanted = [d["index"] for d in interpreter.get_output_details()]
     for i in range(0, len(images), EVAL_BATCH):
         interpreter.set_tensor(given, images[i:i + EVAL_BATCH])
         interpreter.invoke()
-        out.append(interpreter.get_tensor(wanted).copy())
-    return np.concatenate(out)
+        yield [interpreter.get_tensor(k).copy() for k in wanted]
 
 
-def _jax_logits(model, variables, images: np.ndarray) -> np.ndarray:
-    """Logits of ``model.apply`` in inference mode, ``EVAL_BATCH`` images per call."""
+def _jax_outputs(model, variables, images: np.ndarray):
+    """Yields ``model.apply``'s outputs (a list of leaves) in inference mode per batch."""
     kwargs = train.mode_kwargs(model, False)
     apply = jax.jit(lambda x: model.apply(variables, x, **kwargs))
-    return np.concatenate([np.asarray(apply(images[i:i + EVAL_BATCH]))
-                           for i in range(0, len(images), EVAL_BATCH)])
+    for i in range(0, len(images), EVAL_BATCH):
+        yield [np.asarray(o) for o in jax.tree.leaves(apply(images[i:i + EVAL_BATCH]))]
+
+
+def _as_model_outputs(outputs: list):
+    """The model's output structure: the logits, or the tuple of several outputs."""
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def _scored(task, batches, labels, drift_reference=None) -> tuple[dict, float]:
+    """Task scores of the output ``batches`` and, against ``drift_reference`` (the first
+    ``DRIFT_IMAGES`` of JAX's outputs, batch by batch), the max |output difference|."""
+    drift = 0.0
+
+    def outputs():
+        nonlocal drift
+        for i, batch in enumerate(batches):
+            if drift_reference is not None and i < len(drift_reference):
+                drift = max(drift, max(float(np.abs(a - b).max())
+                                       for a, b in zip(batch, drift_reference[i], strict=True)))
+            yield _as_model_outputs(batch)
+    return task.score_outputs(outputs(), labels), drift
 
 
 def measure_file(path: str, modes: list[str], out: str) -> list[dict]:
@@ -79,10 +101,14 @@ def measure_file(path: str, modes: list[str], out: str) -> list[dict]:
     variables, metadata = archive.load(path)
     methods = export.stored_methods(archive.read_header(path))
     model = model_for(path, metadata, variables["params"])
-    images, labels = data.load(metadata.get("data", "fashion_mnist"), "test")
+    name = metadata.get("data", "fashion_mnist")
+    images, labels = data.load(name, "test")
+    task = tasks.from_dict(metadata.get("task"), model, images.shape[1:])
     x = data.Preprocess.from_dict(metadata["preprocess"])(images)
     dense = jax.tree.map(codecs.dense, variables)
-    reference = _jax_logits(model, dense, x)
+    drift_reference = list(itertools.islice(_jax_outputs(model, dense, x),
+                                            DRIFT_IMAGES // EVAL_BATCH))
+    jax_scores, _ = _scored(task, _jax_outputs(model, dense, x), labels)
     stem = os.path.splitext(os.path.basename(path))[0]
     rows = []
     for mode in modes:
@@ -90,32 +116,35 @@ def measure_file(path: str, modes: list[str], out: str) -> list[dict]:
         archive.write_atomic(os.path.join(out, f"{stem}-{mode}.tflite"), result.tflite)
         batched = export.to_tflite(model, variables, x[:1], weights=mode, methods=methods,
                                    batch=EVAL_BATCH)
-        logits = _interpreter_logits(batched, x)
+        litert_scores, drift = _scored(task, _interpreter_outputs(batched, x), labels,
+                                       drift_reference)
         rows.append({
             "file": path, "weights": mode, "tflite_bytes": len(result.tflite),
             "gzip9_bytes": len(gzip.compress(result.tflite, 9, mtime=0)),
-            "zyl_bytes": os.path.getsize(path),
-            "max_logit_diff": float(np.abs(logits[:DRIFT_IMAGES] - reference[:DRIFT_IMAGES])
-                                    .max()),
-            "max_abs_logit": float(np.abs(reference[:DRIFT_IMAGES]).max()),
-            "litert_top1": float(np.mean(logits.argmax(1) == labels)),
-            "jax_top1": float(np.mean(reference.argmax(1) == labels)),
+            "zyl_bytes": os.path.getsize(path), "metric": task.metric,
+            "max_output_diff": drift,
+            "max_abs_output": max(float(np.abs(o).max()) for b in drift_reference for o in b),
+            "litert": litert_scores, "jax": jax_scores,
             "layers": {k: {"method": v.method, "storage": v.storage, "max_error": v.max_error}
                        for k, v in result.layers.items()}})
         print(_row(rows[-1]), flush=True)
     return rows
 
 
-HEADER = ("| file | weights | .tflite | gzip -9 | .zyl | max \\|Δ logit\\| (1,000) | "
-          "LiteRT top-1 (10,000) | JAX top-1 |\n|---|---|---|---|---|---|---|---|")
+HEADER = ("| file | weights | .tflite | gzip -9 | .zyl | max \\|Δ output\\| (1,000) | "
+          "metric | LiteRT (10,000) | JAX |\n|---|---|---|---|---|---|---|---|---|")
 
 
 def _row(r: dict) -> str:
     """One Markdown row of ``HEADER``."""
     return (f"| {os.path.basename(r['file'])} | {r['weights']} | {r['tflite_bytes']:,} | "
-            f"{r['gzip9_bytes']:,} | {r['zyl_bytes']:,} | {r['max_logit_diff']:.2g} "
-            f"(of {r['max_abs_logit']:.3g}) | {100 * r['litert_top1']:.2f}% | "
-            f"{100 * r['jax_top1']:.2f}% |")
+            f"{r['gzip9_bytes']:,} | {r['zyl_bytes']:,} | {r['max_output_diff']:.2g} "
+            f"(of {r['max_abs_output']:.3g}) | {r['metric']} | "
+            f"{_percent(r['litert'][r['metric']])} | {_percent(r['jax'][r['metric']])} |")
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
 
 
 def main() -> None:

@@ -26,6 +26,15 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     cli.main(["evaluate", str(tmp_path / "model.zyl"), "--max-examples", "500"])
     assert f"test accuracy {trained}" in capsys.readouterr().out
 
+    # the trained file is the baseline of compress --from: nothing is trained again
+    cli.main(["compress", "--from", str(tmp_path / "model.zyl"), "--prune-cycles", "1",
+              "--retrain-epochs", "0", "--finetune-epochs", "0", "--max-examples", "1024",
+              "--max-test-examples", "500", "--quiet", "--out", str(tmp_path / "small.zyl")])
+    out = capsys.readouterr().out
+    assert f"dense_accuracy: {100 * float(trained):.2f}%" in out
+    _, metadata = archive.load(str(tmp_path / "small.zyl"))
+    assert metadata["net"] == "lenet300" and metadata["data"] == "fashion_mnist"
+
 
 @pytest.mark.parametrize("args,message", [
     (["train", "--net", "vgg"], "unknown net 'vgg'"),
@@ -45,6 +54,8 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     (["train", "--max-test-examples", "0"], "--max-test-examples must be >= 1"),
     (["train", "--net", "lenet5", "--task", "detection"], "detection needs boxes and masks"),
     (["train", "--net", "deeplabv3_mobilenet_v2"], "segmentation needs boxes and masks"),
+    (["compress", "--from", "no_such.zyl"], "--from no_such.zyl: no such file"),
+    (["compress", "--from", __file__, "--net", "lenet5"], "is the trained model; drop --net"),
 ])
 def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     if "--out" not in args and args[0] == "train":

@@ -64,6 +64,17 @@ def test_detection_task_scores_decoded_boxes_with_pycocotools(scenes):
     assert found["valid"].any() and (found["boxes"][found["valid"]] <= 96).all()
     scores = task.evaluate(model, variables, images, targets, preprocess=data.Preprocess())
     assert {"mAP", "AP50"} <= set(scores) and 0.0 <= scores["mAP"] <= scores["AP50"] <= 1.0
+    # the same outputs computed elsewhere (as LiteRT would) score the same
+    outputs = _outputs_in_batches(model, variables, images)
+    assert task.score_outputs(outputs, targets) == scores
+    with pytest.raises(ValueError, match="the outputs cover 16 examples, the labels 32"):
+        task.score_outputs(outputs[:1], targets)
+
+
+def _outputs_in_batches(model, variables, images, size=16):
+    x = data.Preprocess()(images)
+    return [model.apply(variables, x[i:i + size], **train.mode_kwargs(model, False))
+            for i in range(0, len(x), size)]
 
 
 def test_a_detection_net_on_class_labels_is_a_usage_error(capsys):
@@ -145,3 +156,12 @@ def test_scoring_the_same_model_twice_compiles_its_inference_once(scenes):
     task.evaluate(model, other, images, targets, preprocess=data.Preprocess())
     again = task.evaluate(model, variables, images, targets, preprocess=data.Preprocess())
     assert len(TRACES) == 1 and again == first
+    assert task.score_outputs(_outputs_in_batches(model, variables, images), targets) == first
+
+
+def test_classification_scores_logits_computed_elsewhere():
+    logits = [np.array([[0.0, 2.0], [3.0, 1.0]]), np.array([[0.5, 0.1]])]
+    assert tasks.Classification().score_outputs(logits, np.array([1, 1, 0])) == {
+        "accuracy": 2 / 3}
+    with pytest.raises(ValueError, match="cover 3 examples, the labels 2"):
+        tasks.Classification().score_outputs(logits, np.array([1, 1]))

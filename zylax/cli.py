@@ -70,6 +70,7 @@ def _model_choice(args) -> ModelChoice:
 def _check_common(args) -> ModelChoice:
     from zylax import registry
 
+    args.data = args.data or zdata.DATASETS[0]
     if args.data not in zdata.DATASETS:
         raise UsageError(f"unknown dataset {args.data!r}; choose one of {zdata.DATASETS}")
     if args.model and args.net:
@@ -178,16 +179,19 @@ def cmd_train(args) -> None:
     archive.save(path, result.variables, metadata=tasks.file_metadata(
         task, preprocess, *train_data, {**choice.metadata, "data": args.data}))
     print(f"checkpoint: {checkpoint_dir}")
-    print(f"model file: {path} (float weights; zylax evaluate / export take it)")
+    print(f"model file: {path} (float weights; zylax evaluate, export and compress --from "
+          "take it)")
 
 
 _COMPRESS_OVERRIDES = ("prune_cycles", "retrain_epochs", "finetune_epochs", "bits", "index_bits")
 
 
 def cmd_compress(args) -> None:
-    """Trains (or reloads) the baseline, runs Deep Compression, prints the Han-style table."""
+    """Trains (or reloads, or takes ``--from``) the baseline, runs Deep Compression, prints
+    the Han-style table."""
     from zylax import compress, report
 
+    given = _adopt_baseline_file(args)
     choice = _check_common(args)
     _positive("--baseline-epochs", args.baseline_epochs)
     _positive("--prune-cycles", args.prune_cycles)
@@ -210,18 +214,23 @@ def cmd_compress(args) -> None:
     overrides = {k: getattr(args, k) for k in _COMPRESS_OVERRIDES if getattr(args, k) is not None}
     if args.sparsity is not None:
         overrides["sparsity"] = {".*kernel": args.sparsity}
-    preprocess = zdata.preprocessing(args.data, choice.recipe.pad_to)
+    preprocess = (given.preprocess if given else
+                  zdata.preprocessing(args.data, choice.recipe.pad_to))
     config = compress.Config(**{**choice.compression, **overrides}, recipe=choice.recipe,
                              preprocess=preprocess, seed=args.seed)
 
     train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
-    name = args.net or args.model.replace(":", ".")
-    workdir = args.workdir or os.path.join("runs", f"{name}-{args.data}-seed{args.seed}")
-    checkpoint_dir = os.path.abspath(os.path.join(
-        workdir, f"baseline-{baseline_key(choice, args, epochs)}"))
-    model, task, baseline = _baseline(choice, args, train_data, preprocess, epochs,
-                                      checkpoint_dir)
-    result = compress.run(model, baseline.variables, train_data, test_data, config, out=args.out,
+    if given:
+        model, task, variables = given.model, given.task, given.variables
+    else:
+        name = args.net or args.model.replace(":", ".")
+        workdir = args.workdir or os.path.join("runs", f"{name}-{args.data}-seed{args.seed}")
+        checkpoint_dir = os.path.abspath(os.path.join(
+            workdir, f"baseline-{baseline_key(choice, args, epochs)}"))
+        model, task, baseline = _baseline(choice, args, train_data, preprocess, epochs,
+                                          checkpoint_dir)
+        variables = baseline.variables
+    result = compress.run(model, variables, train_data, test_data, config, out=args.out,
                           metadata={**choice.metadata, "data": args.data},
                           reference=choice.reference, progress=False if args.quiet else None,
                           task=task)
@@ -238,6 +247,29 @@ def cmd_compress(args) -> None:
             fig.savefig(path, dpi=100)
             written.append(path)
     print("wrote " + ", ".join(written))
+
+
+def _adopt_baseline_file(args) -> ModelFile | None:
+    """``--from FILE``: the trained file's model, data and task stand for --net/--model/--data/--task.
+
+    Returns the loaded file, or None without ``--from``.
+    """
+    path = args.baseline_file
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise UsageError(f"--from {path}: no such file")
+    given = [flag for flag, value in (("--net", args.net), ("--model", args.model),
+                                      ("--baseline-epochs", args.baseline_epochs),
+                                      ("--workdir", args.workdir)) if value is not None]
+    if given:
+        raise UsageError(f"--from {path} is the trained model; drop {', '.join(given)}")
+    loaded = load_model_file(path, args.data)
+    if args.task is not None and args.task != loaded.task.name:
+        raise UsageError(f"--task {args.task}: {path} is a {loaded.task.name} model")
+    args.net, args.model = loaded.metadata.get("net"), loaded.metadata.get("model")
+    args.data, args.task = loaded.data, loaded.task.name
+    return loaded
 
 
 def _file_model(path: str, metadata: dict):
@@ -273,42 +305,69 @@ def _check_params_fit(path: str, model, variables, sample) -> None:
         raise RuntimeError(f"{path}: the stored params do not fit the model (e.g. {diff})")
 
 
-def cmd_evaluate(args) -> None:
-    """Test accuracy (or AP50/mAP, mIoU) of a ``.zyl`` file, from the file alone."""
+@dataclasses.dataclass
+class ModelFile:
+    """A ``.zyl`` file with everything needed to run it: model, task, preprocessing, test split."""
+
+    variables: dict
+    metadata: dict
+    model: object
+    task: object
+    preprocess: zdata.Preprocess
+    data: str
+    test_data: tuple
+
+
+def load_model_file(path: str, data: str | None = None, max_decoded_bytes: int | None = None
+                    ) -> ModelFile:
+    """Loads ``path`` and rebuilds its model, task and preprocessing from the metadata.
+
+    ``data`` overrides the dataset the file names. Every inconsistency
+    (unknown dataset or net, params that do not fit the model, a task that
+    cannot be scored on the data) is a one-line ``RuntimeError``.
+    """
     from zylax import archive, tasks
 
-    _check_file_args(args)
-    variables, metadata = archive.load(args.file, max_decoded_bytes=args.max_decoded_bytes)
-    name = args.data or metadata.get("data")
+    variables, metadata = archive.load(path, max_decoded_bytes=max_decoded_bytes)
+    name = data or metadata.get("data")
     if name not in zdata.DATASETS:
-        raise RuntimeError(f"{args.file}: dataset {str(name)[:40]!r} unknown; pass --data, one "
+        raise RuntimeError(f"{path}: dataset {str(name)[:40]!r} unknown; pass --data, one "
                            f"of {zdata.DATASETS}")
     try:
         preprocess = zdata.Preprocess.from_dict(metadata.get("preprocess"))
     except (ValueError, TypeError) as err:
-        raise RuntimeError(f"{args.file}: {err}") from None
-    _positive("--max-examples", args.max_examples)
-    model = _file_model(args.file, metadata)
-    test_data = _prefix(zdata.load(name, "test"), args.max_examples)
-    side = max(test_data[0].shape[1:3])
+        raise RuntimeError(f"{path}: {err}") from None
+    model = _file_model(path, metadata)
+    test_data = zdata.load(name, "test")
+    images = test_data[0]
+    side = max(images.shape[1:3])
     if preprocess.pad_to is not None and preprocess.pad_to > 2 * side:
-        raise RuntimeError(f"{args.file}: pad_to {preprocess.pad_to} is far larger than the "
+        raise RuntimeError(f"{path}: pad_to {preprocess.pad_to} is far larger than the "
                            f"{side}-pixel images of {name}; the metadata looks tampered with")
     shape = metadata.get("input_shape")
-    if shape is not None and shape != list(test_data[0].shape[1:]):
-        raise RuntimeError(f"{args.file}: made for {str(shape)[:40]} inputs, {name} has "
-                           f"{list(test_data[0].shape[1:])}")
-    sample = preprocess(test_data[0][:1])
-    _check_params_fit(args.file, model, variables, sample)
+    if shape is not None and shape != list(images.shape[1:]):
+        raise RuntimeError(f"{path}: made for {str(shape)[:40]} inputs, {name} has "
+                           f"{list(images.shape[1:])}")
+    _check_params_fit(path, model, variables, preprocess(images[:1]))
     try:
-        task = tasks.from_dict(metadata.get("task"), model, test_data[0].shape[1:])
+        task = tasks.from_dict(metadata.get("task"), model, images.shape[1:])
     except (ValueError, TypeError, AttributeError) as err:
-        raise RuntimeError(f"{args.file}: bad task metadata: {str(err)[:120]}") from None
+        raise RuntimeError(f"{path}: bad task metadata: {str(err)[:120]}") from None
     if (task.name == "classification") == (name in zdata.SCENE_DATASETS):
-        raise RuntimeError(f"{args.file}: a {task.name} model cannot be scored on {name}")
-    metrics = task.evaluate(model, variables, *test_data, preprocess=preprocess)
-    label = metadata.get("net") or metadata.get("model")
-    print(f"{args.file}: {label} on {name}: test {_scores(metrics, task)}")
+        raise RuntimeError(f"{path}: a {task.name} model cannot be scored on {name}")
+    return ModelFile(variables, metadata, model, task, preprocess, name, test_data)
+
+
+def cmd_evaluate(args) -> None:
+    """Test accuracy (or AP50/mAP, mIoU) of a ``.zyl`` file, from the file alone."""
+    _check_file_args(args)
+    _positive("--max-examples", args.max_examples)
+    loaded = load_model_file(args.file, args.data, args.max_decoded_bytes)
+    test_data = _prefix(loaded.test_data, args.max_examples)
+    metrics = loaded.task.evaluate(loaded.model, loaded.variables, *test_data,
+                                   preprocess=loaded.preprocess)
+    label = loaded.metadata.get("net") or loaded.metadata.get("model")
+    print(f"{args.file}: {label} on {loaded.data}: test {_scores(metrics, loaded.task)}")
 
 
 def cmd_inspect(args) -> None:
@@ -357,7 +416,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net", default=None, help="a registered net (default lenet300)")
     parser.add_argument("--model", default=None,
                         help="your own model: package.module:factory (num_classes -> Module)")
-    parser.add_argument("--data", default="fashion_mnist", help=f"one of {zdata.DATASETS}")
+    parser.add_argument("--data", default=None,
+                        help=f"one of {zdata.DATASETS} (default {zdata.DATASETS[0]})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-examples", type=int, default=None, help="train on a prefix")
@@ -397,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="model.zyl",
                    help="compressed model file (default: model.zyl; its folder is created)")
     p.add_argument("--report", default=None, help="report JSON (Markdown and PNGs beside it)")
+    p.add_argument("--from", dest="baseline_file", default=None, metavar="FILE",
+                   help="compress this trained .zyl file (zylax train's model.zyl) instead of "
+                        "training a baseline; the model, data and task come from the file")
     p.add_argument("--workdir", default=None, help="keeps the baseline checkpoint for reuse")
     p.add_argument("--baseline-epochs", type=int, default=None)
     p.add_argument("--prune-cycles", type=int, default=None)

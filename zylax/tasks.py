@@ -49,6 +49,16 @@ class Classification:
         return train.evaluate(model, variables, images, labels, preprocess=preprocess,
                               batch_size=batch_size, transform=transform, aux=aux)
 
+    def score_outputs(self, outputs, labels) -> dict[str, float]:
+        """``{"accuracy"}`` of logits computed elsewhere (e.g. by LiteRT).
+
+        ``outputs``: an iterable of logits batches (B, K) that together cover
+        ``labels`` (N,) in order.
+        """
+        predicted = np.concatenate([np.argmax(np.asarray(o), -1) for o in outputs])
+        _check_covered(len(predicted), len(labels))
+        return {"accuracy": float(np.mean(predicted == np.asarray(labels)))}
+
     def to_dict(self) -> dict:
         """JSON form for file metadata."""
         return {"name": self.name}
@@ -142,15 +152,19 @@ class Detection:
         """
         labels = np.zeros(images.shape[0], np.int32) if labels is None else labels
         parts = []
-        for batch, found in _predictions(model, variables, images, labels, self._postprocess,
+        for batch, found in _predictions(model, variables, images, labels, self.postprocess,
                                          preprocess=preprocess, batch_size=batch_size,
                                          transform=transform, aux=aux):
             real = batch["mask"] > 0
             parts.append({k: np.asarray(v)[real] for k, v in found.items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def _postprocess(self, outputs):
-        """Decoded, NMS-filtered detections of one batch of model outputs."""
+    def postprocess(self, outputs) -> dict:
+        """Decoded, class-wise NMS-filtered detections of one batch of model outputs.
+
+        ``outputs``: ``(class_logits (B, A, C + 1), box_deltas (B, A, 4))``;
+        returns the dict of ``predict`` for these B images (jittable).
+        """
         from zylax import detection
 
         _check_detection_outputs(outputs, np.shape(self.anchors)[0])
@@ -165,6 +179,20 @@ class Detection:
 
         found = self.predict(model, variables, images, labels, preprocess=preprocess,
                              batch_size=batch_size, transform=transform, aux=aux)
+        return metrics.coco_detection_metrics(labels, found)
+
+    def score_outputs(self, outputs, labels) -> dict[str, float]:
+        """COCO ``{"mAP", "AP50", ...}`` of model outputs computed elsewhere (e.g. by LiteRT).
+
+        ``outputs``: an iterable of ``(class_logits, box_deltas)`` batches that
+        together cover the scenes of ``labels`` in order.
+        """
+        from zylax import metrics
+
+        head = jax.jit(self.postprocess)
+        parts = [jax.device_get(head(tuple(jnp.asarray(o) for o in batch))) for batch in outputs]
+        found = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        _check_covered(len(found["boxes"]), len(labels["boxes"]))
         return metrics.coco_detection_metrics(labels, found)
 
     def to_dict(self) -> dict:
@@ -199,23 +227,55 @@ class Segmentation:
     def evaluate(self, model, variables, images, labels, *, preprocess=None,
                  batch_size: int = 250, transform=None, aux=None) -> dict[str, float]:
         """``{"mIoU", "pixel_accuracy"}`` over every pixel of every image."""
-        from zylax import metrics
-
         confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
-        for batch, predicted in _predictions(model, variables, images, labels,
-                                             _argmax_labels,
+        for batch, predicted in _predictions(model, variables, images, labels, _argmax_labels,
                                              preprocess=preprocess, batch_size=batch_size,
                                              transform=transform, aux=aux):
-            pixels = np.broadcast_to(batch["mask"][:, None, None] > 0, predicted.shape)
-            confusion += np.asarray(metrics.confusion_matrix(
-                predicted, batch["label"]["segmentation"], self.num_classes, mask=pixels),
-                np.int64)
-        return {"mIoU": float(metrics.mean_iou(confusion)),
-                "pixel_accuracy": float(metrics.pixel_accuracy(confusion))}
+            confusion += self._confusion(predicted, batch["label"]["segmentation"],
+                                         batch["mask"] > 0)
+        return _segmentation_scores(confusion)
+
+    def score_outputs(self, outputs, labels) -> dict[str, float]:
+        """``{"mIoU", "pixel_accuracy"}`` of logits computed elsewhere (e.g. by LiteRT).
+
+        ``outputs``: an iterable of logits batches (B, H, W, K) that together
+        cover ``labels["segmentation"]`` (N, H, W) in order.
+        """
+        confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
+        start = 0
+        for logits in outputs:
+            predicted = np.argmax(np.asarray(logits), -1)
+            truth = labels["segmentation"][start:start + len(predicted)]
+            confusion += self._confusion(predicted, truth, np.ones(len(predicted), bool))
+            start += len(predicted)
+        _check_covered(start, len(labels["segmentation"]))
+        return _segmentation_scores(confusion)
+
+    def _confusion(self, predicted, truth, real) -> np.ndarray:
+        """Confusion matrix (K, K) of the pixels of the real (unpadded) images."""
+        from zylax import metrics
+
+        pixels = np.broadcast_to(np.asarray(real)[:, None, None], predicted.shape)
+        return np.asarray(metrics.confusion_matrix(predicted, truth, self.num_classes,
+                                                   mask=pixels), np.int64)
 
     def to_dict(self) -> dict:
         """JSON form for file metadata."""
         return {"name": self.name, "num_classes": self.num_classes}
+
+
+def _check_covered(outputs: int, labels: int) -> None:
+    """Refuses outputs for a different number of examples than the labels."""
+    if outputs != labels:
+        raise ValueError(f"the outputs cover {outputs} examples, the labels {labels}")
+
+
+def _segmentation_scores(confusion: np.ndarray) -> dict[str, float]:
+    """``{"mIoU", "pixel_accuracy"}`` of a confusion matrix."""
+    from zylax import metrics
+
+    return {"mIoU": float(metrics.mean_iou(confusion)),
+            "pixel_accuracy": float(metrics.pixel_accuracy(confusion))}
 
 
 def file_metadata(task, preprocess, images, labels, extra=None) -> dict:

@@ -6,7 +6,8 @@ missing are skipped) is exported at batch 1 with ``weights`` float32, auto,
 int8 and int4; one ``invoke`` of the default interpreter (XNNPACK delegate) with
 1 and with 2 threads is timed on a preprocessed test image, next to the
 jitted ``model.apply`` at batch 1 in the same process (the baseline).
-Outputs are checked against JAX before timing (max |diff| column).
+Outputs (all of them, for the detection nets' two) are checked against JAX
+before timing (max |diff| column).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from benchmarks.common import measure, print_table
 from experiments.export_litert import model_for
 from zylax import archive, codecs, data, export, train
 
-FILES = ("runs/main/lenet300.zyl", "runs/quantizers/ttq_lenet5.zyl",
-         "runs/quantizers/bnn_mlp.zyl", "runs/cli/mobilenet_v2.zyl", "runs/cli/sepnet.zyl")
+FILES = ("runs/main/lenet300.zyl", "runs/cli/lenet5.zyl", "runs/quantizers/ttq_lenet5.zyl",
+         "runs/quantizers/bnn_mlp.zyl", "runs/cli/squeezenet1_1.zyl", "runs/cli/mobilenet_v1.zyl",
+         "runs/cli/mobilenet_v2.zyl", "runs/cli/sepnet.zyl", "runs/scenes/ssdlite_dc.zyl",
+         "runs/scenes/deeplab_e1/model.zyl")
 MODES = ("float32", "auto", "int8", "int4")
 
 
@@ -36,12 +39,12 @@ def _invoker(tflite: bytes, x: np.ndarray, threads: int):
     interpreter = Interpreter(model_content=tflite, num_threads=threads)
     interpreter.allocate_tensors()
     given = interpreter.get_input_details()[0]["index"]
-    wanted = interpreter.get_output_details()[0]["index"]
+    wanted = [d["index"] for d in interpreter.get_output_details()]
 
     def invoke():
         interpreter.set_tensor(given, x)
         interpreter.invoke()
-        return interpreter.get_tensor(wanted)
+        return [interpreter.get_tensor(k) for k in wanted]
     return invoke
 
 
@@ -55,15 +58,16 @@ def file_rows(path: str, repeats: int = 51) -> list[list[str]]:
     dense = jax.tree.map(codecs.dense, variables)
     kwargs = train.mode_kwargs(model, False)
     apply = jax.jit(lambda v, a: model.apply(v, a, **kwargs))
-    expected = np.asarray(apply(dense, x))
+    expected = [np.asarray(o) for o in jax.tree.leaves(apply(dense, x))]
     jax_time = measure(lambda: apply(dense, x), repeats=repeats)
     rows = []
     for mode in MODES:
         tflite = export.to_tflite(model, variables, x, weights=mode, methods=methods)
         invokers = [_invoker(tflite, x, threads) for threads in THREADS]
-        diff = max(float(np.abs(invoke() - expected).max()) for invoke in invokers)
+        diff = max(float(np.abs(a - b).max()) for invoke in invokers
+                   for a, b in zip(invoke(), expected, strict=True))
         timings = [measure(invoke, repeats=repeats) for invoke in invokers]
-        rows.append([os.path.basename(path), mode, f"{len(tflite):,}",
+        rows.append([path.removeprefix("runs/"), mode, f"{len(tflite):,}",
                      *(str(t) for t in timings), str(jax_time),
                      *(f"{jax_time.median / t.median:.2f}x" for t in timings), f"{diff:.2g}"])
     return rows

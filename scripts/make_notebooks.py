@@ -345,19 +345,20 @@ plt.show()'''),
                "fashion_mnist_scenes` trains the full run (RESULTS.md)."),
         ("code", INSTALL),
         ("code", '''import dataclasses, os
+import jax
 %matplotlib inline
 import matplotlib.pyplot as plt
 import numpy as np
 
-from zylax import data, nets, registry, tasks, train
+from zylax import data, nets, registry, scenes, tasks, train
 
 SMALL = os.environ.get("ZYLAX_SMALL") == "1"
-train_images, train_targets = data.load("fashion_mnist_scenes", "train")
-test_images, test_targets = data.load("fashion_mnist_scenes", "test")
-if SMALL:
-    keep = np.arange(960)
-    train_images, train_targets = train_images[keep], data.take(train_targets, keep)
-    test_images, test_targets = test_images[:200], data.take(test_targets, np.arange(200))
+if SMALL:  # fewer scenes, generated the same way from the same items
+    (train_images, train_targets), (test_images, test_targets) = (scenes.load("train", 960),
+                                                                  scenes.load("test", 200))
+else:  # data.load("fashion_mnist_scenes", split): 60,000 and 10,000 scenes
+    train_images, train_targets = data.load("fashion_mnist_scenes", "train")
+    test_images, test_targets = data.load("fashion_mnist_scenes", "test")
 print(train_images.shape, {k: v.shape for k, v in train_targets.items()})'''),
         ("md", "## 1. The paper configurations, counted"),
         ("code", '''ssd = nets.summary(nets.SSDLite(num_classes=80), (320, 320, 3), print_table=False)
@@ -387,7 +388,7 @@ for name in ("ssdlite_mobilenet_v2", "deeplabv3_mobilenet_v2"):
         ("code", '''model, task, variables = trained["ssdlite_mobilenet_v2"]
 found = task.predict(model, variables, test_images[:4], preprocess=prep)
 seg_model, _, seg_variables = trained["deeplabv3_mobilenet_v2"]
-masks = np.argmax(seg_model.apply(seg_variables, prep(test_images[:4])), -1)
+masks = np.argmax(jax.jit(seg_model.apply)(seg_variables, prep(test_images[:4])), -1)
 
 
 def draw(ax, boxes, classes, color):

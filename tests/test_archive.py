@@ -90,8 +90,9 @@ def test_every_truncation_is_detected(small_file, tmp_path):
     path = tmp_path / "t.zyl"
     for n in range(len(small_file)):
         path.write_bytes(small_file[:n])
-        with pytest.raises(archive.CorruptFileError):
+        with pytest.raises(archive.CorruptFileError) as refused:
             archive.load(path)
+        assert str(refused.value).startswith(f"{path}: ")  # the error names the file
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):

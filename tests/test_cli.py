@@ -26,6 +26,15 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     cli.main(["evaluate", str(tmp_path / "model.zyl"), "--max-examples", "500"])
     assert f"test accuracy {trained}" in capsys.readouterr().out
 
+    # the same folder again resumes, and says so; another model there is refused in one line
+    cli.main(["train", "--net", "lenet300", "--epochs", "1", "--max-steps", "30",
+              "--out", str(tmp_path), "--quiet", "--max-test-examples", "500"])
+    assert f"resuming from step 30 of the checkpoint in {tmp_path}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["train", "--net", "lenet5", "--max-steps", "1", "--out", str(tmp_path)])
+    assert refused.value.code == 1
+    assert "holds a checkpoint (step 30) of another model" in capsys.readouterr().err
+
     # the trained file is the baseline of compress --from: nothing is trained again
     cli.main(["compress", "--from", str(tmp_path / "model.zyl"), "--prune-cycles", "1",
               "--retrain-epochs", "0", "--finetune-epochs", "0", "--max-examples", "1024",
@@ -56,6 +65,10 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     (["train", "--net", "deeplabv3_mobilenet_v2"], "segmentation needs boxes and masks"),
     (["compress", "--from", "no_such.zyl"], "--from no_such.zyl: no such file"),
     (["compress", "--from", __file__, "--net", "lenet5"], "is the trained model; drop --net"),
+    (["compress", "--from", __file__, "--data", "mnist"], "is the trained model; drop --data"),
+    (["compress", "--from", os.path.dirname(__file__)], "is a folder, not a .zyl file"),
+    (["train", "--net", "lenet5", "--task", "detection", "--data", "fashion_mnist_scenes"],
+     "a detection model needs an anchors(image_size) method"),
 ])
 def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     if "--out" not in args and args[0] == "train":
@@ -108,6 +121,10 @@ def test_compress_a_batchnorm_net_then_evaluate_its_file(tmp_path, capsys):
     assert f"test accuracy {report['compressed_accuracy']:.4f}" in capsys.readouterr().out
     cli.main(["inspect", str(out)])
     assert "fc1/kernel" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:  # a compressed file is no baseline
+        cli.main(["compress", "--from", str(out), "--out", str(tmp_path / "again.zyl")])
+    assert refused.value.code == 2
+    assert "already compressed (shared leaves)" in capsys.readouterr().err
 
 
 def test_the_baseline_cache_is_keyed_by_every_setting():

@@ -43,6 +43,7 @@ Loader contract (``load``, ``read_header``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -457,13 +458,24 @@ def load(path: str | os.PathLike, *, max_decoded_bytes: int | None = None) -> tu
     ``CorruptFileError`` for anything wrong with the file (``FileNotFoundError``
     when there is none).
     """
-    variables, header = decode_bytes(_read(path, max_decoded_bytes),
-                                     max_decoded_bytes=max_decoded_bytes)
+    blob = _read(path, max_decoded_bytes)
+    with _naming(path):
+        variables, header = decode_bytes(blob, max_decoded_bytes=max_decoded_bytes)
     return variables, header["metadata"]
 
 
 def read_header(path: str | os.PathLike, *, max_decoded_bytes: int | None = None) -> dict:
     """The validated header of a ``.zyl`` file (per-leaf entries and metadata), nothing decoded."""
-    header, _ = read_header_bytes(_read(path, max_decoded_bytes),
-                                  max_decoded_bytes=max_decoded_bytes)
+    blob = _read(path, max_decoded_bytes)
+    with _naming(path):
+        header, _ = read_header_bytes(blob, max_decoded_bytes=max_decoded_bytes)
     return header
+
+
+@contextlib.contextmanager
+def _naming(path):
+    """Prefixes a ``CorruptFileError`` raised inside with the file's path."""
+    try:
+        yield
+    except CorruptFileError as err:
+        raise CorruptFileError(f"{os.fspath(path)}: {err}") from None

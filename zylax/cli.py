@@ -68,7 +68,7 @@ def _model_choice(args) -> ModelChoice:
 
 
 def _check_common(args) -> ModelChoice:
-    from zylax import registry
+    from zylax import registry, tasks
 
     args.data = args.data or zdata.DATASETS[0]
     if args.data not in zdata.DATASETS:
@@ -85,7 +85,7 @@ def _check_common(args) -> ModelChoice:
     _positive("--max-test-examples", args.max_test_examples)
     try:
         choice = _model_choice(args)
-        choice.factory(10)  # a factory that cannot build a model fails here, not after loading
+        built = choice.factory(10)  # a factory that cannot build a model fails here, not later
     except Exception as err:  # noqa: BLE001 - any error of the user's factory is a usage error
         raise UsageError(f"--model {args.model or args.net}: "
                          f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
@@ -101,6 +101,10 @@ def _check_common(args) -> ModelChoice:
     if scenes and choice.task in (None, "classification") and args.net:
         raise UsageError(f"--data {args.data} has boxes and masks, not class labels; use a "
                          "detection or segmentation net")
+    try:
+        tasks.check_model(built, choice.task)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     return choice
 
 
@@ -159,7 +163,7 @@ def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, ch
 
 def cmd_train(args) -> None:
     """Trains a baseline; prints its test scores, checkpoint folder and ``model.zyl`` file."""
-    from zylax import archive, tasks
+    from zylax import archive, tasks, train
 
     choice = _check_common(args)
     _positive("--epochs", args.epochs)
@@ -170,6 +174,10 @@ def cmd_train(args) -> None:
     train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
     preprocess = zdata.preprocessing(args.data, choice.recipe.pad_to)
     checkpoint_dir = os.path.join(os.path.abspath(args.out), "checkpoints")
+    resumed = train.latest_checkpoint_step(checkpoint_dir)
+    if resumed is not None:
+        print(f"resuming from step {resumed} of the checkpoint in {checkpoint_dir} (another "
+              "--out starts afresh)")
     model, task, result = _baseline(choice, args, train_data, preprocess, epochs,
                                     checkpoint_dir, max_steps=args.max_steps)
     metrics = task.evaluate(model, result.variables, *test_data, preprocess=preprocess)
@@ -191,8 +199,6 @@ def cmd_compress(args) -> None:
     the Han-style table."""
     from zylax import compress, report
 
-    given = _adopt_baseline_file(args)
-    choice = _check_common(args)
     _positive("--baseline-epochs", args.baseline_epochs)
     _positive("--prune-cycles", args.prune_cycles)
     _positive("--retrain-epochs", args.retrain_epochs, zero_ok=True)
@@ -210,6 +216,8 @@ def cmd_compress(args) -> None:
     _check_out_file(args.out)
     if args.report:
         _check_out_file(args.report, "--report")
+    given = _adopt_baseline_file(args)
+    choice = _check_common(args)
     epochs = args.baseline_epochs or choice.recipe.epochs
     overrides = {k: getattr(args, k) for k in _COMPRESS_OVERRIDES if getattr(args, k) is not None}
     if args.sparsity is not None:
@@ -254,17 +262,29 @@ def _adopt_baseline_file(args) -> ModelFile | None:
 
     Returns the loaded file, or None without ``--from``.
     """
+    from zylax import archive, export
+
     path = args.baseline_file
     if path is None:
         return None
+    if os.path.isdir(path):
+        inside = os.path.join(path, "model.zyl")
+        hint = f"; did you mean {inside}?" if os.path.isfile(inside) else ""
+        raise UsageError(f"--from {path} is a folder, not a .zyl file{hint}")
     if not os.path.isfile(path):
         raise UsageError(f"--from {path}: no such file")
     given = [flag for flag, value in (("--net", args.net), ("--model", args.model),
+                                      ("--data", args.data),
                                       ("--baseline-epochs", args.baseline_epochs),
                                       ("--workdir", args.workdir)) if value is not None]
     if given:
         raise UsageError(f"--from {path} is the trained model; drop {', '.join(given)}")
-    loaded = load_model_file(path, args.data)
+    compressed = sorted({method for method in export.stored_methods(
+        archive.read_header(path)).values() if method != "raw"})
+    if compressed:
+        raise UsageError(f"--from {path} is already compressed ({', '.join(compressed)} "
+                         "leaves); give the trained float file (zylax train's model.zyl)")
+    loaded = load_model_file(path)
     if args.task is not None and args.task != loaded.task.name:
         raise UsageError(f"--task {args.task}: {path} is a {loaded.task.name} model")
     args.net, args.model = loaded.metadata.get("net"), loaded.metadata.get("model")
@@ -415,7 +435,8 @@ def cmd_export(args) -> None:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net", default=None, help="a registered net (default lenet300)")
     parser.add_argument("--model", default=None,
-                        help="your own model: package.module:factory (num_classes -> Module)")
+                        help="your own model: package.module:factory, a Module class or function "
+                             "taking num_classes (or nothing)")
     parser.add_argument("--data", default=None,
                         help=f"one of {zdata.DATASETS} (default {zdata.DATASETS[0]})")
     parser.add_argument("--seed", type=int, default=0)

@@ -55,7 +55,7 @@ class Classification:
         ``outputs``: an iterable of logits batches (B, K) that together cover
         ``labels`` (N,) in order.
         """
-        predicted = np.concatenate([np.argmax(np.asarray(o), -1) for o in outputs])
+        predicted = np.concatenate([np.argmax(np.asarray(o), -1) for o in _batches(outputs)])
         _check_covered(len(predicted), len(labels))
         return {"accuracy": float(np.mean(predicted == np.asarray(labels)))}
 
@@ -190,7 +190,8 @@ class Detection:
         from zylax import metrics
 
         head = jax.jit(self.postprocess)
-        parts = [jax.device_get(head(tuple(jnp.asarray(o) for o in batch))) for batch in outputs]
+        parts = [jax.device_get(head(tuple(jnp.asarray(o) for o in batch)))
+                 for batch in _batches(outputs)]
         found = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         _check_covered(len(found["boxes"]), len(labels["boxes"]))
         return metrics.coco_detection_metrics(labels, found)
@@ -243,7 +244,10 @@ class Segmentation:
         """
         confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
         start = 0
-        for logits in outputs:
+        for logits in _batches(outputs):
+            if np.shape(logits)[-1] != self.num_classes or np.ndim(logits) != 4:
+                raise ValueError(f"expected logits (B, H, W, {self.num_classes}), got "
+                                 f"{np.shape(logits)}")
             predicted = np.argmax(np.asarray(logits), -1)
             truth = labels["segmentation"][start:start + len(predicted)]
             confusion += self._confusion(predicted, truth, np.ones(len(predicted), bool))
@@ -262,6 +266,14 @@ class Segmentation:
     def to_dict(self) -> dict:
         """JSON form for file metadata."""
         return {"name": self.name, "num_classes": self.num_classes}
+
+
+def _batches(outputs):
+    """``outputs`` as an iterable of batches; one bare array (not a list of batches) is refused."""
+    if hasattr(outputs, "shape"):
+        raise ValueError(f"outputs must be an iterable of batches (e.g. a list with one array "
+                         f"per batch), not one array of shape {outputs.shape}")
+    return outputs
 
 
 def _check_covered(outputs: int, labels: int) -> None:
@@ -291,6 +303,17 @@ def file_metadata(task, preprocess, images, labels, extra=None) -> dict:
             "num_classes": int(classes), "input_shape": list(np.shape(images)[1:])}
 
 
+def check_model(model, name: str | None) -> None:
+    """Refuses a model that lacks what task ``name`` reads from it (one-line ``ValueError``):
+    ``anchors(image_size)`` for detection, an int ``num_classes`` for segmentation."""
+    if name == "detection" and not callable(getattr(model, "anchors", None)):
+        raise ValueError(f"a detection model needs an anchors(image_size) method returning "
+                         f"(A, 4) boxes; {type(model).__name__} has none")
+    if name == "segmentation" and not isinstance(getattr(model, "num_classes", None), int):
+        raise ValueError(f"a segmentation model needs an int num_classes attribute (every "
+                         f"label, the background included); {type(model).__name__} has none")
+
+
 def for_model(model, input_shape, name: str | None = None):
     """The task ``name`` for ``model`` on inputs of ``input_shape`` (H, W, C).
 
@@ -303,6 +326,7 @@ def for_model(model, input_shape, name: str | None = None):
         name = "detection" if hasattr(model, "anchors") else "classification"
     if name == "classification":
         return Classification()
+    check_model(model, name)
     if name == "detection":
         size = int(input_shape[0])
         return Detection(np.asarray(model.anchors(size)), size)

@@ -318,12 +318,24 @@ def _checkpoint_manager(directory, max_to_keep: int = 2) -> ocp.CheckpointManage
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
 
+def latest_checkpoint_step(directory) -> int | None:
+    """The step of the latest checkpoint ``fit`` would resume from in ``directory`` (None: none)."""
+    if not os.path.isdir(directory):
+        return None
+    return _checkpoint_manager(directory).latest_step()
+
+
 def _restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
     step = manager.latest_step()
     if step is None:
         return state
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{manager.directory} holds a checkpoint (step {step}) of another model "
+                         f"or other settings; give another folder or delete it "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
 
 
 def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,

@@ -64,11 +64,6 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     (["train", "--net", "lenet5", "--task", "detection"], "detection needs boxes and masks"),
     (["train", "--net", "deeplabv3_mobilenet_v2"], "segmentation needs boxes and masks"),
     (["compress", "--from", "no_such.zyl"], "--from no_such.zyl: no such file"),
-    (["compress", "--from", __file__, "--net", "lenet5"], "is the trained model; drop --net"),
-    (["compress", "--from", __file__, "--data", "mnist"], "is the trained model; drop --data"),
-    (["compress", "--from", os.path.dirname(__file__)], "is a folder, not a .zyl file"),
-    (["train", "--net", "lenet5", "--task", "detection", "--data", "fashion_mnist_scenes"],
-     "a detection model needs an anchors(image_size) method"),
 ])
 def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     if "--out" not in args and args[0] == "train":
@@ -79,6 +74,20 @@ def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "w").exists()  # nothing trained
+
+
+@pytest.mark.parametrize("args,message", [
+    (["compress", "--from", __file__, "--net", "lenet5"], "is the trained model; drop --net"),
+    (["compress", "--from", __file__, "--data", "mnist"], "is the trained model; drop --data"),
+    (["compress", "--from", os.path.dirname(__file__)], "is a folder, not a .zyl file"),
+    (["train", "--net", "lenet5", "--task", "detection", "--data", "fashion_mnist_scenes"],
+     "a detection model needs an anchors(image_size) method"),
+])
+def test_more_usage_errors_in_process(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as refused:
+        cli.main([*args, "--out", str(tmp_path / ("m.zyl" if args[0] == "compress" else "o"))])
+    assert refused.value.code == 2 and message in capsys.readouterr().err
+    assert not os.listdir(tmp_path)  # nothing written
 
 
 def test_out_pointing_at_a_directory_is_refused_before_training(tmp_path):

@@ -159,8 +159,9 @@ def mode_kwargs(model, train: bool) -> dict:
 def init_variables(model, sample: np.ndarray, seed: int) -> dict[str, Any]:
     """``model.init`` on one sample batch (inference mode); returns every collection.
 
-    Jitted: one compiled program initialises a deep net about twice as fast as
-    running its ops one by one, with the same values.
+    Jitted: one compiled program initialises a deep net 1.6-1.8x faster than
+    running its ops one by one (MobileNet V2, SEP-Net, SSDLite), with the same
+    values.
     """
     kwargs = mode_kwargs(model, False)
     init = jax.jit(lambda key, x: model.init(key, x, **kwargs))

@@ -227,10 +227,12 @@ def cmd_compress(args) -> None:
     config = compress.Config(**{**choice.compression, **overrides}, recipe=choice.recipe,
                              preprocess=preprocess, seed=args.seed)
 
-    train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
-    if given:
+    if given:  # its test split is loaded already
+        train_data = _prefix(zdata.load(args.data, "train"), args.max_examples)
+        test_data = _prefix(given.test_data, args.max_test_examples)
         model, task, variables = given.model, given.task, given.variables
     else:
+        train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
         name = args.net or args.model.replace(":", ".")
         workdir = args.workdir or os.path.join("runs", f"{name}-{args.data}-seed{args.seed}")
         checkpoint_dir = os.path.abspath(os.path.join(

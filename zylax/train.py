@@ -159,9 +159,8 @@ def mode_kwargs(model, train: bool) -> dict:
 def init_variables(model, sample: np.ndarray, seed: int) -> dict[str, Any]:
     """``model.init`` on one sample batch (inference mode); returns every collection.
 
-    Jitted: one compiled program initialises a deep net 1.6-1.8x faster than
-    running its ops one by one (MobileNet V2, SEP-Net, SSDLite), with the same
-    values.
+    Jitted: one compiled program initialises a deep net 1.8-2.3x faster than
+    running its ops one by one, with the same values (``benchmarks/init_time.py``).
     """
     kwargs = mode_kwargs(model, False)
     init = jax.jit(lambda key, x: model.init(key, x, **kwargs))

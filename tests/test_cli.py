@@ -52,6 +52,7 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     (["compress", "--index-bits", "0"], "--index-bits must be >= 1"),
     (["compress", "--baseline-epochs", "0"], "--baseline-epochs must be >= 1"),
     (["compress", "--prune-cycles", "-1"], "--prune-cycles must be >= 1"),
+    (["compress", "--gradual-epochs", "-1"], "--gradual-epochs must be >= 0"),
     (["compress", "--max-examples", "-5"], "--max-examples must be >= 1"),
     (["compress", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["compress", "--net", "lenet5", "--model", "x:y"], "not both"),

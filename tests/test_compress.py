@@ -62,6 +62,9 @@ def test_config_refuses_what_would_silently_do_nothing(trained):
         compress.Config(sparsity=0.5)
     with pytest.raises(ValueError, match="prune_cycles must be an integer >= 1"):
         compress.Config(prune_cycles=0)
+    with pytest.raises(ValueError, match="unshared_dtype must be None, 'float16' or 'bfloat16', "
+                                         "got 'int8'"):
+        compress.Config(unshared_dtype="int8")
     with pytest.raises(ValueError, match=r"sparsity patterns \['kernel'\] match no selected leaf"):
         compress.Config(sparsity={"kernel": 0.5}).check_against(variables["params"])
 
@@ -73,3 +76,31 @@ def test_zero_retraining_epochs_prune_without_retraining(trained, fmnist_test, t
     result = compress.run(model, variables, train_data, tuple(a[:500] for a in fmnist_test),
                           config, out=str(tmp_path / "r0.zyl"))
     assert result.report["decoded_exactly"] is True
+
+
+def test_unshared_dtype_stores_batchnorm_and_biases_at_two_bytes(trained, fmnist_test, tmp_path):
+    model, variables, train_data, prep = trained
+    test_data = tuple(a[:500] for a in fmnist_test)
+    results = {}
+    for dtype in (None, "float16"):
+        config = compress.Config(sparsity={".*kernel": 0.5}, prune_cycles=1, retrain_epochs=0,
+                                 finetune_epochs=0, bits=4, preprocess=prep,
+                                 unshared_dtype=dtype)
+        results[dtype] = compress.run(model, variables, train_data, test_data, config,
+                                      out=str(tmp_path / f"{dtype}.zyl"))
+    raw, half = results[None], results["float16"]
+    header = archive.read_header(tmp_path / "float16.zyl")
+    methods = {f"{e['collection']}/{e['name']}": e["method"] for e in header["leaves"]}
+    assert methods["batch_stats/norm/var"] == methods["params/norm/scale"] == "cast"
+    assert methods["params/mm_out/bias"] == "cast"
+    assert methods["params/aa_middle/kernel"] == "shared"
+    unshared = sum(np.size(v) for path, v in ztree.named_leaves(half.variables).items()
+                   if "kernel" not in path)
+    saved = raw.report["file_bytes"] - half.report["file_bytes"]
+    assert 2 * unshared - 40 < saved <= 2 * unshared  # less the header's "stored" fields
+    assert half.report["decoded_exactly"] is True
+    mean = half.variables["batch_stats"]["norm"]["mean"]
+    assert mean.dtype == np.float32
+    np.testing.assert_array_equal(mean, mean.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(mean, raw.variables["batch_stats"]["norm"]["mean"], rtol=1e-3)
+    assert abs(half.report["compressed_accuracy"] - raw.report["compressed_accuracy"]) <= 0.01

@@ -191,7 +191,8 @@ def cmd_train(args) -> None:
           "take it)")
 
 
-_COMPRESS_OVERRIDES = ("prune_cycles", "retrain_epochs", "finetune_epochs", "bits", "index_bits")
+_COMPRESS_OVERRIDES = ("prune_cycles", "retrain_epochs", "gradual_epochs", "finetune_epochs",
+                       "bits", "index_bits", "unshared_dtype")
 
 
 def cmd_compress(args) -> None:
@@ -202,6 +203,7 @@ def cmd_compress(args) -> None:
     _positive("--baseline-epochs", args.baseline_epochs)
     _positive("--prune-cycles", args.prune_cycles)
     _positive("--retrain-epochs", args.retrain_epochs, zero_ok=True)
+    _positive("--gradual-epochs", args.gradual_epochs, zero_ok=True)
     _positive("--finetune-epochs", args.finetune_epochs, zero_ok=True)
     _positive("--bits", args.bits, limit=16)
     if args.index_bits is not None and args.index_bits != "auto":
@@ -487,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-epochs", type=int, default=None)
     p.add_argument("--prune-cycles", type=int, default=None)
     p.add_argument("--retrain-epochs", type=int, default=None)
+    p.add_argument("--gradual-epochs", type=int, default=None,
+                   help="prune gradually in one run of this many epochs (Zhu & Gupta) instead "
+                        "of prune/retrain cycles; 0 keeps the cycles")
     p.add_argument("--finetune-epochs", type=int, default=None)
     p.add_argument("--sparsity", type=float, default=None,
                    help="final sparsity of every kernel (default: the net's preset; for "
@@ -494,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=None, help="weight bits for every layer")
     p.add_argument("--index-bits", default=None,
                    help="gap bits for every layer, or 'auto' (the smallest file)")
+    p.add_argument("--unshared-dtype", default=None, choices=("float16", "bfloat16"),
+                   help="store what is not shared (BatchNorm vectors and statistics, biases) "
+                        "at 2 bytes a value (default: the net's preset; raw otherwise)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("evaluate", help="test accuracy (AP50/mAP, mIoU) of a .zyl file")

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from zylax import archive, codecs, train
+from zylax.codecs import cast
 from zylax import data as zdata
 from zylax.transforms import pruning, sharing
 from zylax.transforms import tree as ztree
@@ -52,6 +53,10 @@ class Config:
       index_bits: gap bits, int, ``{regex: bits}``, ``"auto"`` (smallest
         file) or None (8 conv / 5 dense).
       finetune_epochs, finetune_lr: centroid fine-tuning (Adam).
+      unshared_dtype: None stores the leaves sharing leaves alone (BatchNorm
+        scales, biases, running statistics; any bias) raw; "float16" or
+        "bfloat16" stores them at 2 bytes a value (``codecs.cast``), decoded
+        to their own dtype. In a MobileNet they are half of a raw-BN file.
       recipe: batch size, base learning rate, label smoothing and augmentation
         of the retraining (``train.Recipe``).
       preprocess: images -> model input, the one the model was trained with
@@ -72,6 +77,7 @@ class Config:
     index_bits: Any = None
     finetune_epochs: int = 2
     finetune_lr: float = 1e-4
+    unshared_dtype: str | None = None
     recipe: train.Recipe = train.Recipe(epochs=10)
     preprocess: zdata.Preprocess = zdata.Preprocess()
     seed: int = 0
@@ -87,6 +93,9 @@ class Config:
             low = 1 if name == "prune_cycles" else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.unshared_dtype not in (None, "float16", "bfloat16"):
+            raise ValueError("unshared_dtype must be None, 'float16' or 'bfloat16', got "
+                             f"{self.unshared_dtype!r}")
         for name in ("retrain_lr_scale", "finetune_lr", "retrain_l2"):
             if not 0 <= getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
@@ -279,6 +288,8 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
     latent, aux = share_and_finetune(ctx, pruned, masks)
     times["quantize_finetune"] = time.perf_counter() - t0
     stored = _with_params(latent, sharing.compressed(latent["params"], aux, config.index_bits))
+    if config.unshared_dtype:
+        stored = cast.narrow_floats(stored, config.unshared_dtype)
     snapshots["quantized"] = jax.tree.map(codecs.dense, stored["params"])
 
     t0 = time.perf_counter()

@@ -1,0 +1,105 @@
+"""``cast``: a float array stored in a narrower float dtype, decoded to its own dtype.
+
+For the leaves weight sharing leaves alone: BatchNorm scales, biases and
+running statistics, and the biases of convolutions. In a MobileNet these are
+a few percent of the weights but, stored raw next to Huffman-coded kernels,
+half of the file. A ``Cast`` leaf keeps ``values.astype(stored).astype(
+values.dtype)``: the file holds ``stored`` (2 bytes a value for float16 or
+bfloat16), the model gets back its own dtype. The rounding is the only
+loss, and an evaluation of the decoded file measures it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import numpy as np
+
+from zylax.codecs import _common
+
+METHOD = "cast"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cast:
+    """``values`` (any float array; its dtype is the decoded one) kept as ``stored``.
+
+    ``stored`` names a float dtype of ``_common.FLOAT_DTYPES`` ("float16",
+    "bfloat16", ...).
+    """
+
+    values: Any
+    stored: str
+
+
+Leaf = Cast
+
+
+def _checked(leaf: Cast) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, values rounded to the stored dtype)``; refuses an overflow."""
+    values = np.asarray(leaf.values)
+    _common.float_dtype(values.dtype.name, "cast values")
+    stored = _common.float_dtype(leaf.stored, "cast storage")
+    with np.errstate(over="ignore"):
+        narrow = values.astype(stored)
+    overflow = np.isfinite(values.astype(np.float64)) & ~np.isfinite(narrow.astype(np.float64))
+    if overflow.any():
+        raise ValueError(f"value {values[overflow].ravel()[0]} overflows {leaf.stored} "
+                         "(bfloat16 has float32's range)")
+    return values, narrow
+
+
+def encode(leaf: Cast) -> dict:
+    """One variant: the little-endian bytes of the values in the stored dtype."""
+    values, narrow = _checked(leaf)
+    return {"cast": ({"shape": list(values.shape), "dtype": values.dtype.name,
+                      "stored": leaf.stored}, [_common.to_bytes(narrow, narrow.dtype)])}
+
+
+def decode(entry: dict, sections: list[bytes]) -> np.ndarray:
+    """The stored values widened to the entry's dtype."""
+    shape = tuple(entry["shape"])
+    stored = _common.float_dtype(entry["stored"], "cast storage")
+    narrow = _common.from_bytes(sections[0], stored, _common.size_of(shape), "cast section")
+    return narrow.astype(_common.float_dtype(entry["dtype"], "cast")).reshape(shape)
+
+
+def dense(leaf: Cast) -> np.ndarray:
+    """``values`` rounded to the stored dtype, in their own dtype."""
+    values, narrow = _checked(leaf)
+    return narrow.astype(values.dtype)
+
+
+def report_row(entry: dict) -> dict:
+    """Not pruned; P+Q and P+Q+H are the narrow bytes (``weight_bits``: the stored width)."""
+    n = _common.size_of(entry["shape"])
+    itemsize = _common.float_dtype(entry["dtype"], "cast").itemsize
+    stored = _common.float_dtype(entry["stored"], "cast storage").itemsize
+    if len(entry["bytes"]) != 1:
+        raise ValueError(f"{len(entry['bytes'])} sections, expected 1")
+    return _common.row(n, itemsize, weight_bits=8 * stored, quantized_bytes=n * stored,
+                       weights_raw_bytes=n * stored, weights_huffman_bytes=n * stored)
+
+
+def narrow_floats(tree: Mapping, stored: str) -> dict:
+    """Every plain float array of ``tree`` wrapped as ``Cast(array, stored)``.
+
+    Codec containers (``Shared``, ``Binary``, ...) and integer arrays stay as
+    they are, as does a float array already no wider than ``stored``. Use
+    on the variables about to be saved, e.g. ``{"params": ...,
+    "batch_stats": ...}`` after ``sharing.compressed``.
+    """
+    width = _common.float_dtype(stored, "cast storage").itemsize
+
+    def wrap(value):
+        if isinstance(value, Mapping):
+            return {key: wrap(child) for key, child in value.items()}
+        if not hasattr(value, "dtype"):  # a codec container
+            return value
+        array = np.asarray(value)
+        floating = array.dtype.kind == "f" or array.dtype.name == "bfloat16"
+        return Cast(array, stored) if floating and array.dtype.itemsize > width else value
+
+    return wrap(tree)
+

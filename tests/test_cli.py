@@ -52,7 +52,6 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     (["compress", "--index-bits", "0"], "--index-bits must be >= 1"),
     (["compress", "--baseline-epochs", "0"], "--baseline-epochs must be >= 1"),
     (["compress", "--prune-cycles", "-1"], "--prune-cycles must be >= 1"),
-    (["compress", "--gradual-epochs", "-1"], "--gradual-epochs must be >= 0"),
     (["compress", "--max-examples", "-5"], "--max-examples must be >= 1"),
     (["compress", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["compress", "--net", "lenet5", "--model", "x:y"], "not both"),
@@ -83,6 +82,9 @@ def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     (["compress", "--from", os.path.dirname(__file__)], "is a folder, not a .zyl file"),
     (["train", "--net", "lenet5", "--task", "detection", "--data", "fashion_mnist_scenes"],
      "a detection model needs an anchors(image_size) method"),
+    (["compress", "--gradual-epochs", "-1"], "--gradual-epochs must be >= 0"),
+    (["train", "--net", "lenet5", "--max-test-examples", "20000"],
+     "--max-test-examples 20000 exceeds the 10,000 examples there are"),
 ])
 def test_more_usage_errors_in_process(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as refused:

@@ -108,18 +108,23 @@ def _check_common(args) -> ModelChoice:
     return choice
 
 
-def _prefix(split, count: int | None):
-    """The first ``count`` examples of ``(images, labels)`` (all when count is None)."""
+def _prefix(split, count: int | None, flag: str = "--max-examples"):
+    """The first ``count`` examples of ``(images, labels)`` (all when count is None).
+
+    A ``count`` above the split's size is a ``UsageError`` naming ``flag``.
+    """
     if not count:
         return split
-    keep = np.arange(min(count, split[0].shape[0]))
+    if count > split[0].shape[0]:
+        raise UsageError(f"{flag} {count} exceeds the {split[0].shape[0]:,} examples there are")
+    keep = np.arange(count)
     return split[0][keep], zdata.take(split[1], keep)
 
 
 def load_data(name: str, max_examples: int | None = None, max_test_examples: int | None = None):
     """Train and test splits, each optionally cut to a prefix."""
     return (_prefix(zdata.load(name, "train"), max_examples),
-            _prefix(zdata.load(name, "test"), max_test_examples))
+            _prefix(zdata.load(name, "test"), max_test_examples, "--max-test-examples"))
 
 
 def _task(choice: ModelChoice, model, train_data):
@@ -231,7 +236,7 @@ def cmd_compress(args) -> None:
 
     if given:  # its test split is loaded already
         train_data = _prefix(zdata.load(args.data, "train"), args.max_examples)
-        test_data = _prefix(given.test_data, args.max_test_examples)
+        test_data = _prefix(given.test_data, args.max_test_examples, "--max-test-examples")
         model, task, variables = given.model, given.task, given.variables
     else:
         train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)

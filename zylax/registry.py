@@ -155,8 +155,9 @@ register("sepnet", lambda n: nets.SEPNet(num_classes=n, conv=TapConv), Recipe(ep
 # Detection and segmentation on 96x96 Fashion-MNIST scenes (``zylax.scenes``): the
 # small configurations of the paper's heads, trained with AdamW, no augmentation
 # (flips and shifts would have to move the boxes and masks too).
-# Pruning without retraining costs them most of their AP50 (SSDLite: 70.4% -> 34.1% at 50%
-# sparsity, 9.6% at 60%), and 75% with three 1-epoch cycles lost 9.3 points: so 60%, pruned
+# Pruning without retraining costs them most of their AP50 (`python -m experiments.
+# settings_sweep`, 6-epoch SSDLite: 75.1% -> 32.5% at 50% sparsity, 10.0% at 60%), and 75%
+# with three 1-epoch cycles lost 9.3 points (RESULTS.md): so 60%, pruned
 # gradually over 3 epochs, with BatchNorm vectors and statistics at float16 (raw, they were
 # half of the file) and 4-bit 1x1 kernels.
 _BN_COMPRESSION_HEADS = {**_BN_COMPRESSION, "gradual_epochs": 3, "unshared_dtype": "float16",

@@ -4,10 +4,10 @@ Run:
   python -m experiments.layer_kinds runs/scenes/ssdlite_dc2/report.json
 
 Reads the JSON report ``zylax compress --report`` writes and prints one
-Markdown row per kind: shared kernels other than depthwise (1x1, stem,
-prediction), shared depthwise kernels, and everything stored unshared
-(BatchNorm scales, biases and running statistics), then the two largest
-leaves. Columns: leaves, weights, float32 bytes, bytes in the file, ratio.
+Markdown row per kind: shared depthwise kernels, the other shared kernels
+(in a MobileNet: 1x1, stem, prediction), and the rest by how it is stored
+(BatchNorm scales, biases and running statistics; a kernel too small to
+gain from sharing is stored raw), then the two largest leaves. Columns: leaves, weights, float32 bytes, bytes in the file, ratio.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import json
 
 
 def kind(row: dict) -> str:
-    """The kind a report row belongs to."""
-    if row["method"] != "shared":
-        return f"unshared ({row['method']}, {row['weight_bits']}-bit)"
-    return "depthwise kernels" if "depthwise" in row["name"] else "1x1 / stem / prediction kernels"
+    """The kind a report row belongs to: shared depthwise, shared others, or its storage."""
+    if row["method"] == "shared":
+        return "shared, depthwise" if "depthwise" in row["name"] else "shared, other kernels"
+    return f"{row['method']}, {row['weight_bits']}-bit"
 
 
 def _line(label: str, rows: list[dict]) -> str:
@@ -38,7 +38,9 @@ def table(report: dict) -> str:
         groups.setdefault(kind(row), []).append(row)
     lines = ["| kind | leaves | weights | kept | float32 bytes | in the file | ratio |",
              "|---|---|---|---|---|---|---|"]
-    lines += [_line(label, rows) for label, rows in sorted(groups.items())]
+    order = sorted(groups, key=lambda label: (not label.startswith("shared"),
+                                              "depthwise" in label, label))
+    lines += [_line(label, groups[label]) for label in order]
     largest = sorted(report["layers"], key=lambda r: -r["dense_bytes"])[:2]
     lines += [_line(f"`{r['name']}`", [r]) for r in largest]
     total = sum(r["coded_bytes"] for r in report["layers"])
@@ -51,8 +53,13 @@ def table(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", help="a report.json of zylax compress")
-    with open(parser.parse_args().report) as f:
-        print(table(json.load(f)))
+    path = parser.parse_args().report
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        parser.error(f"{path}: not a report JSON ({type(err).__name__})")
+    print(table(report))
 
 
 if __name__ == "__main__":

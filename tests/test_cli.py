@@ -83,6 +83,8 @@ def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     (["train", "--net", "lenet5", "--task", "detection", "--data", "fashion_mnist_scenes"],
      "a detection model needs an anchors(image_size) method"),
     (["compress", "--gradual-epochs", "-1"], "--gradual-epochs must be >= 0"),
+    (["compress", "--gradual-epochs", "2", "--prune-cycles", "2"],
+     "--gradual-epochs replaces the prune/retrain cycles; drop --prune-cycles"),
     (["train", "--net", "lenet5", "--max-test-examples", "20000"],
      "--max-test-examples 20000 exceeds the 10,000 examples there are"),
 ])

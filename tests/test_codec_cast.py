@@ -58,3 +58,13 @@ def test_narrow_floats_wraps_plain_float_arrays_only():
     assert out["counters"]["step"] is tree["counters"]["step"]
     assert isinstance(narrow_floats({"w": np.ones(2, ml_dtypes.bfloat16)}, "float16")["w"],
                       np.ndarray)
+    assert narrow_floats({"w": np.ones(2)}, np.float16)["w"].stored == "float16"
+
+
+def test_narrow_floats_names_the_leaf_a_value_overflows_in():
+    tree = {"params": {"head": {"bias": np.float32([0.0, 1e5])}}}
+    with pytest.raises(ValueError, match=r"^params/head/bias: value 100000\.0 overflows float16"):
+        narrow_floats(tree, "float16")
+    assert narrow_floats(tree, "bfloat16")["params"]["head"]["bias"].stored == "bfloat16"
+    with pytest.raises(ValueError, match="expects a dict of variables, got list"):
+        narrow_floats([np.ones(2)], "float16")

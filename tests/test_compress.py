@@ -104,3 +104,29 @@ def test_unshared_dtype_stores_batchnorm_and_biases_at_two_bytes(trained, fmnist
     np.testing.assert_array_equal(mean, mean.astype(np.float16).astype(np.float32))
     np.testing.assert_allclose(mean, raw.variables["batch_stats"]["norm"]["mean"], rtol=1e-3)
     assert abs(half.report["compressed_accuracy"] - raw.report["compressed_accuracy"]) <= 0.01
+
+
+def test_a_value_float16_cannot_hold_is_refused_before_any_retraining(trained, fmnist_test,
+                                                                      tmp_path):
+    model, variables, train_data, prep = trained
+    stats = variables["batch_stats"]["norm"]
+    var = np.array(stats["var"])
+    var[0] = 1e6
+    huge = {**variables, "batch_stats": {"norm": {**stats, "var": var}}}
+    config = compress.Config(unshared_dtype="float16", preprocess=prep)
+    with pytest.raises(ValueError, match=r"batch_stats/norm/var: value 1000000\.0 overflows"):
+        compress.run(model, huge, train_data, fmnist_test, config, out=str(tmp_path / "x.zyl"))
+    assert not (tmp_path / "x.zyl").exists()
+
+
+def test_gradual_pruning_reaches_its_sparsity_on_a_short_run(trained, fmnist_test):
+    model, variables, train_data, prep = trained  # 2,048 images: 16 steps an epoch
+    config = compress.Config(sparsity={".*kernel": 0.6}, gradual_epochs=1, preprocess=prep)
+    ctx = compress.Context(model, train_data, fmnist_test, config, progress=False)
+    assert ctx.steps(1) == 16 and compress.gradual_update_every(16) == 1
+    pruned, masks = compress.gradual_prune(ctx, variables)
+    for name in ("zz_entry/kernel", "aa_middle/kernel", "mm_out/kernel"):
+        kept = np.mean(masks[name.split("/")[0]]["kernel"])
+        assert abs(kept - 0.4) < 0.01, (name, kept)
+        assert np.all(pruned["params"][name.split("/")[0]]["kernel"][~masks[name.split("/")[0]][
+            "kernel"]] == 0)

@@ -15,8 +15,8 @@ def test_rows_are_summed_per_kind_and_the_framing_is_the_rest():
         _row("params/c/kernel", "shared", 1200, 100, 60),
         _row("batch_stats/bn/mean", "cast", 400, 200, 100, bits=16)]}
     lines = layer_kinds.table(report).splitlines()
-    assert lines[2] == "| 1x1 / stem / prediction kernels | 2 | 800 | 20% | 3,200 | 400 | 8.0x |"
-    assert lines[3] == "| depthwise kernels | 1 | 200 | 100% | 800 | 200 | 4.0x |"
-    assert lines[4] == "| unshared (cast, 16-bit) | 1 | 100 | 100% | 400 | 200 | 2.0x |"
+    assert lines[2] == "| shared, other kernels | 2 | 800 | 20% | 3,200 | 400 | 8.0x |"
+    assert lines[3] == "| shared, depthwise | 1 | 200 | 100% | 800 | 200 | 4.0x |"
+    assert lines[4] == "| cast, 16-bit | 1 | 100 | 100% | 400 | 200 | 2.0x |"
     assert lines[5].startswith("| `params/a/kernel` | 1 | 500 |")
     assert lines[-1] == "leaves 800 B + header and framing 200 B = file 1,000 B (4.40x)"

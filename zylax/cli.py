@@ -209,6 +209,11 @@ def cmd_compress(args) -> None:
     _positive("--prune-cycles", args.prune_cycles)
     _positive("--retrain-epochs", args.retrain_epochs, zero_ok=True)
     _positive("--gradual-epochs", args.gradual_epochs, zero_ok=True)
+    if args.gradual_epochs:
+        for flag in ("prune_cycles", "retrain_epochs"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--gradual-epochs replaces the prune/retrain cycles; drop "
+                                 f"--{flag.replace('_', '-')}")
     _positive("--finetune-epochs", args.finetune_epochs, zero_ok=True)
     _positive("--bits", args.bits, limit=16)
     if args.index_bits is not None and args.index_bits != "auto":
@@ -229,6 +234,8 @@ def cmd_compress(args) -> None:
     overrides = {k: getattr(args, k) for k in _COMPRESS_OVERRIDES if getattr(args, k) is not None}
     if args.sparsity is not None:
         overrides["sparsity"] = {".*kernel": args.sparsity}
+    if args.unshared_dtype == "raw":
+        overrides["unshared_dtype"] = None
     preprocess = (given.preprocess if given else
                   zdata.preprocessing(args.data, choice.recipe.pad_to))
     config = compress.Config(**{**choice.compression, **overrides}, recipe=choice.recipe,
@@ -496,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-epochs", type=int, default=None)
     p.add_argument("--gradual-epochs", type=int, default=None,
                    help="prune gradually in one run of this many epochs (Zhu & Gupta) instead "
-                        "of prune/retrain cycles; 0 keeps the cycles")
+                        "of --prune-cycles x --retrain-epochs; 0 keeps the cycles")
     p.add_argument("--finetune-epochs", type=int, default=None)
     p.add_argument("--sparsity", type=float, default=None,
                    help="final sparsity of every kernel (default: the net's preset; for "
@@ -504,9 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=None, help="weight bits for every layer")
     p.add_argument("--index-bits", default=None,
                    help="gap bits for every layer, or 'auto' (the smallest file)")
-    p.add_argument("--unshared-dtype", default=None, choices=("float16", "bfloat16"),
-                   help="store what is not shared (BatchNorm vectors and statistics, biases) "
-                        "at 2 bytes a value (default: the net's preset; raw otherwise)")
+    p.add_argument("--unshared-dtype", default=None, choices=("raw", "float16", "bfloat16"),
+                   help="how to store what is not shared (BatchNorm vectors and statistics, "
+                        "biases): as they are, or at 2 bytes a value (default: the net's "
+                        "preset, raw for most nets)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("evaluate", help="test accuracy (AP50/mAP, mIoU) of a .zyl file")

@@ -47,7 +47,8 @@ class Config:
       gradual_epochs: if > 0, prune gradually instead (Zhu & Gupta): one run of
         this many epochs in which the ``prune`` wrapper raises the sparsity on
         the cubic schedule over the first 3/4 of the steps (masks every 50
-        steps), then trains the last 1/4 with the final masks.
+        steps, ``gradual_update_every``), then trains the last 1/4 with the
+        final masks. ``prune_cycles`` and ``retrain_epochs`` are then unused.
       bits: weight bits, int or ``{regex: bits}``; None gives Han's defaults
         (conv 8, dense 5).
       index_bits: gap bits, int, ``{regex: bits}``, ``"auto"`` (smallest
@@ -57,6 +58,7 @@ class Config:
         scales, biases, running statistics; any bias) raw; "float16" or
         "bfloat16" stores them at 2 bytes a value (``codecs.cast``), decoded
         to their own dtype. In a MobileNet they are half of a raw-BN file.
+        ``run`` checks the trained variables fit before it starts.
       recipe: batch size, base learning rate, label smoothing and augmentation
         of the retraining (``train.Recipe``).
       preprocess: images -> model input, the one the model was trained with
@@ -188,14 +190,27 @@ def iterative_prune(ctx: Context, variables):
     return jax.device_get(variables), jax.device_get(masks)
 
 
+def gradual_update_every(steps: int) -> int:
+    """Steps between mask updates of gradual pruning: 50, or ``steps // 20`` on short runs.
+
+    At most a twentieth of the run, so masks are recomputed after the
+    schedule reaches its final sparsity at 3/4 of the ``steps``.
+    """
+    return max(1, min(50, steps // 20))
+
+
 def gradual_prune(ctx: Context, variables):
     """Zhu & Gupta gradual pruning in one run with the ``prune`` wrapper. Returns ``(variables, masks)``."""
     cfg = ctx.config
     steps = ctx.steps(cfg.gradual_epochs)
+    if steps < 2:
+        raise ValueError(f"gradual pruning needs at least 2 steps, {cfg.gradual_epochs} "
+                         f"epoch(s) of this data make {steps}")
     lr = _retrain_lr(cfg)
     schedule = lambda count: pruning.cubic_progress(count, end_step=int(0.75 * steps))  # noqa: E731
     tx = pruning.prune(retrain_optimizer(cfg, lr, steps), sparsity=0.0, include=cfg.include,
-                       overrides=cfg.sparsity, schedule=schedule, update_every=50)
+                       overrides=cfg.sparsity, schedule=schedule,
+                       update_every=gradual_update_every(steps))
     result = ctx.fit(tx, cfg.gradual_epochs, "gradual pruning", variables)
     masks = jax.device_get(pruning.prune_state_masks(result.state.opt_state))
     variables = result.variables
@@ -270,6 +285,8 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
     train.split_variables(variables)
     variables = jax.device_get(dict(variables))
     config.check_against(variables["params"])
+    if config.unshared_dtype:  # a value float16 cannot hold fails now, not after retraining
+        cast.narrow_floats(variables, config.unshared_dtype)
     from zylax import tasks
 
     ctx = Context(model, train_data, test_data, config, progress, task)

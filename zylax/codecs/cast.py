@@ -82,24 +82,36 @@ def report_row(entry: dict) -> dict:
                        weights_raw_bytes=n * stored, weights_huffman_bytes=n * stored)
 
 
-def narrow_floats(tree: Mapping, stored: str) -> dict:
+def narrow_floats(tree: Mapping, stored) -> dict:
     """Every plain float array of ``tree`` wrapped as ``Cast(array, stored)``.
 
-    Codec containers (``Shared``, ``Binary``, ...) and integer arrays stay as
-    they are, as does a float array already no wider than ``stored``. Use
-    on the variables about to be saved, e.g. ``{"params": ...,
-    "batch_stats": ...}`` after ``sharing.compressed``.
+    ``stored``: "float16" or "bfloat16" (or the dtype). Codec containers
+    (``Shared``, ``Binary``, ...) and integer arrays stay as they are, as
+    does a float array already no wider than ``stored``. Use on the
+    variables about to be saved, e.g. ``{"params": ..., "batch_stats": ...}``
+    after ``sharing.compressed``. A value ``stored`` cannot hold (1e5 in
+    float16) raises ``ValueError`` naming its path.
     """
-    width = _common.float_dtype(stored, "cast storage").itemsize
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"narrow_floats expects a dict of variables, got {type(tree).__name__}")
+    name = stored if isinstance(stored, str) else np.dtype(stored).name
+    width = _common.float_dtype(name, "cast storage").itemsize
 
-    def wrap(value):
+    def wrap(path, value):
         if isinstance(value, Mapping):
-            return {key: wrap(child) for key, child in value.items()}
+            return {key: wrap(f"{path}{key}/", child) for key, child in value.items()}
         if not hasattr(value, "dtype"):  # a codec container
             return value
         array = np.asarray(value)
         floating = array.dtype.kind == "f" or array.dtype.name == "bfloat16"
-        return Cast(array, stored) if floating and array.dtype.itemsize > width else value
+        if not floating or array.dtype.itemsize <= width:
+            return value
+        leaf = Cast(array, name)
+        try:
+            _checked(leaf)
+        except ValueError as err:
+            raise ValueError(f"{path[:-1]}: {err}") from None
+        return leaf
 
-    return wrap(tree)
+    return wrap("", tree)
 

@@ -7,7 +7,8 @@ Reads the JSON report ``zylax compress --report`` writes and prints one
 Markdown row per kind: shared depthwise kernels, the other shared kernels
 (in a MobileNet: 1x1, stem, prediction), and the rest by how it is stored
 (BatchNorm scales, biases and running statistics; a kernel too small to
-gain from sharing is stored raw), then the two largest leaves. Columns: leaves, weights, float32 bytes, bytes in the file, ratio.
+gain from sharing is stored raw), then the two largest leaves. Columns:
+leaves, weights, kept, float32 bytes, bytes in the file, ratio.
 """
 
 from __future__ import annotations

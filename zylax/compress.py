@@ -21,8 +21,8 @@ import numpy as np
 import optax
 
 from zylax import archive, codecs, train
-from zylax.codecs import cast
 from zylax import data as zdata
+from zylax.codecs import cast
 from zylax.transforms import pruning, sharing
 from zylax.transforms import tree as ztree
 

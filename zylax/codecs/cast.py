@@ -114,4 +114,3 @@ def narrow_floats(tree: Mapping, stored) -> dict:
         return leaf
 
     return wrap("", tree)
-

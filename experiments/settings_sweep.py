@@ -24,18 +24,14 @@ import itertools
 import jax
 import numpy as np
 
-from zylax import archive, cli
-from zylax.codecs import cast
+from zylax import archive, cli, compress
 from zylax.transforms import pruning, sharing
 
 
 def file_bytes(variables: dict, masks, bits, unshared_dtype: str | None) -> int:
     """Bytes of the file holding ``variables`` pruned by ``masks`` and shared at ``bits``."""
-    params = pruning.apply_masks(variables["params"], masks)
-    latent, aux = sharing.share(params, bits, masks)
-    stored = {**variables, "params": sharing.compressed(latent, aux, "auto")}
-    if unshared_dtype:
-        stored = cast.narrow_floats(stored, unshared_dtype)
+    latent, aux = sharing.share(pruning.apply_masks(variables["params"], masks), bits, masks)
+    stored = compress.storable({**variables, "params": latent}, aux, "auto", unshared_dtype)
     return len(archive.to_bytes(stored))
 
 

@@ -237,6 +237,17 @@ def share_and_finetune(ctx: Context, variables, masks):
     return jax.device_get(latent_variables), jax.device_get(aux)
 
 
+def storable(latent_variables, aux, index_bits=None, unshared_dtype: str | None = None) -> dict:
+    """The variables as ``archive.save`` stores them: shared leaves as codec containers.
+
+    ``latent_variables`` and ``aux`` come from ``share_and_finetune`` (or
+    ``sharing.share``); ``index_bits`` and ``unshared_dtype`` are ``Config``'s.
+    """
+    stored = _with_params(latent_variables,
+                          sharing.compressed(latent_variables["params"], aux, index_bits))
+    return cast.narrow_floats(stored, unshared_dtype) if unshared_dtype else stored
+
+
 @dataclasses.dataclass
 class Result:
     """What ``run`` produced.
@@ -304,9 +315,7 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
     t0 = time.perf_counter()
     latent, aux = share_and_finetune(ctx, pruned, masks)
     times["quantize_finetune"] = time.perf_counter() - t0
-    stored = _with_params(latent, sharing.compressed(latent["params"], aux, config.index_bits))
-    if config.unshared_dtype:
-        stored = cast.narrow_floats(stored, config.unshared_dtype)
+    stored = storable(latent, aux, config.index_bits, config.unshared_dtype)
     snapshots["quantized"] = jax.tree.map(codecs.dense, stored["params"])
 
     t0 = time.perf_counter()

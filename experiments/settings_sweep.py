@@ -9,8 +9,9 @@ bits, it prunes every kernel but the depthwise ones by magnitude, shares
 every kernel by k-means (depthwise ones at ``--depthwise-bits``), stores the
 unshared leaves as ``--unshared-dtype``, and prints the exact bytes of the
 file ``archive`` would write, its ratio to the dense variables, and the
-task metric (accuracy, AP50, mIoU) of the pruned model before any retraining
-(on the first ``--max-examples`` test examples). The size is what a
+task metric (accuracy, AP50, mIoU) before any retraining of the pruned model
+and of the model the file decodes to (on the first ``--max-examples`` test
+examples; the float16 cast of the unshared leaves is not applied to either). The size is what a
 compression run with these settings lands near; retraining changes the
 Huffman-coded bytes by a few percent. The untrained score says how much
 retraining has to win back.
@@ -28,11 +29,12 @@ from zylax import archive, cli, compress
 from zylax.transforms import pruning, sharing
 
 
-def file_bytes(variables: dict, masks, bits, unshared_dtype: str | None) -> int:
-    """Bytes of the file holding ``variables`` pruned by ``masks`` and shared at ``bits``."""
+def shared_file(variables: dict, masks, bits, unshared_dtype: str | None) -> tuple[int, dict]:
+    """Bytes of the file holding ``variables`` pruned by ``masks`` and shared at ``bits``,
+    and the params that file decodes to."""
     latent, aux = sharing.share(pruning.apply_masks(variables["params"], masks), bits, masks)
     stored = compress.storable({**variables, "params": latent}, aux, "auto", unshared_dtype)
-    return len(archive.to_bytes(stored))
+    return len(archive.to_bytes(stored)), sharing.decode(latent, aux)
 
 
 def main() -> None:
@@ -56,16 +58,17 @@ def main() -> None:
 
     print(f"dense: {dense:,} B, {f.task.metric} {score(variables['params']):.4f} "
           f"on the first {args.max_examples:,} test examples")
-    print(f"| sparsity | bits | file bytes | ratio | {f.task.metric} before retraining |")
-    print("|---|---|---|---|---|")
+    metric = f.task.metric
+    print(f"| sparsity | bits | file bytes | ratio | {metric} pruned | {metric} pruned + shared |")
+    print("|---|---|---|---|---|---|")
     for sparsity, bits in itertools.product(args.sparsity, args.bits):
         masks = pruning.sparsity_masks(variables["params"], 0.0, overrides={
             ".*depthwise/kernel": 0.0, ".*kernel": sparsity})
-        size = file_bytes(variables, masks, {".*depthwise/kernel": args.depthwise_bits,
-                                             ".*": bits}, args.unshared_dtype)
+        size, decoded = shared_file(variables, masks, {".*depthwise/kernel": args.depthwise_bits,
+                                                       ".*": bits}, args.unshared_dtype)
         pruned = score(pruning.apply_masks(variables["params"], masks))
-        print(f"| {sparsity:.2f} | {bits} | {size:,} | {dense / size:.2f}x | {pruned:.4f} |",
-              flush=True)
+        print(f"| {sparsity:.2f} | {bits} | {size:,} | {dense / size:.2f}x | {pruned:.4f} | "
+              f"{score(decoded):.4f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,10 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
 @pytest.mark.parametrize("args,message", [
     (["train", "--net", "vgg"], "unknown net 'vgg'"),
     (["train", "--data", "svhn"], "unknown dataset 'svhn'"),
-    (["compress", "--bits", "17"], "--bits must be >= 1 and <= 16, got 17"),
+    (["compress", "--bits", "17"], "--bits '17': bits must lie in [1, 16]"),
+    (["compress", "--bits", "4", "5"], "--bits: one value for every layer at most"),
+    (["compress", "--bits", ".*conv=four"], "is neither a number nor REGEX=NUMBER"),
+    (["compress", "--sparsity", "0.5", "([=0.2"], "--sparsity: bad regex '(['"),
     (["compress", "--index-bits", "0"], "--index-bits must be >= 1"),
     (["compress", "--baseline-epochs", "0"], "--baseline-epochs must be >= 1"),
     (["compress", "--prune-cycles", "-1"], "--prune-cycles must be >= 1"),
@@ -59,7 +62,7 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     (["compress", "--model", "flax.linen:Conv"], "missing 2 required positional arguments"),
     (["compress", "--max-examples", "5"], "smaller than one batch (128)"),
     (["compress", "--index-bits", "many"], "--index-bits must be an integer or 'auto'"),
-    (["compress", "--sparsity", "1.0"], "--sparsity must lie in [0, 1)"),
+    (["compress", "--sparsity", "1.0"], "--sparsity '1.0': sparsity must lie in [0, 1)"),
     (["train", "--max-test-examples", "0"], "--max-test-examples must be >= 1"),
     (["train", "--net", "lenet5", "--task", "detection"], "detection needs boxes and masks"),
     (["train", "--net", "deeplabv3_mobilenet_v2"], "segmentation needs boxes and masks"),
@@ -203,14 +206,17 @@ def test_compress_a_user_model_from_the_command_line(tmp_path):
     out = tmp_path / "net.zyl"
     proc = _run("compress", "--model", "my_models:Net", "--baseline-epochs", "1",
                 "--prune-cycles", "1", "--retrain-epochs", "1", "--finetune-epochs", "1",
-                "--sparsity", "0.6", "--index-bits", "auto", "--max-examples", "1024",
+                "--sparsity", "0.6", "mm_head/kernel=0.2", "--bits", "4", "mm_head.*=6",
+                "--index-bits", "auto", "--max-examples", "1024",
                 "--out", str(out), "--workdir", str(tmp_path / "w"), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     accuracy = next(line for line in proc.stdout.splitlines()
                     if line.startswith("compressed_accuracy")).split()[-1]
-    kept = {row.split()[0]: float(row.split()[2]) for row in proc.stdout.splitlines()
-            if "/kernel" in row}
-    assert 35 < kept["aa_body/kernel"] < 45
+    rows = {row.split()[0]: row.split() for row in proc.stdout.splitlines() if "/kernel" in row}
+    kept = {name: float(row[2]) for name, row in rows.items()}
+    assert 35 < kept["aa_body/kernel"] < 45 and 75 < kept["mm_head/kernel"] < 85
+    assert {name: row[3] for name, row in rows.items()} == {
+        "zz_stem/kernel": "4", "aa_body/kernel": "4", "mm_head/kernel": "6"}
     evaluated = _run("evaluate", str(out), cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {float(accuracy.rstrip('%')) / 100:.4f}" in evaluated.stdout

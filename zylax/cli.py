@@ -197,7 +197,54 @@ def cmd_train(args) -> None:
 
 
 _COMPRESS_OVERRIDES = ("prune_cycles", "retrain_epochs", "gradual_epochs", "finetune_epochs",
-                       "bits", "index_bits", "unshared_dtype")
+                       "index_bits", "unshared_dtype")
+
+
+def _per_layer(flag: str, entries: list[str] | None, convert, check) -> tuple | None:
+    """``--sparsity``/``--bits`` entries: ``(bare value or None, {regex: value})``.
+
+    A bare number applies to every layer; ``REGEX=VALUE`` entries (a leaf-path
+    regex, e.g. ``'.*depthwise/kernel=0'``) come first, in the order given.
+    ``check(value)`` returns an error message or None. None without entries.
+    """
+    import re
+
+    if entries is None:
+        return None
+    bare, patterns = [], {}
+    for entry in entries:
+        pattern, sep, text = entry.rpartition("=")
+        try:
+            value = convert(text)
+        except ValueError:
+            raise UsageError(f"{flag}: {entry!r} is neither a number nor REGEX=NUMBER") from None
+        problem = check(value)
+        if problem:
+            raise UsageError(f"{flag} {entry!r}: {problem}")
+        if not sep:
+            bare.append(value)
+            continue
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise UsageError(f"{flag}: bad regex {pattern!r} ({err})") from None
+        patterns[pattern] = value
+    if len(bare) > 1:
+        raise UsageError(f"{flag}: one value for every layer at most, got {bare}")
+    return (bare[0] if bare else None), patterns
+
+
+def _with_layers(flag: str, given: tuple, preset, catch_all: str):
+    """The preset with ``_per_layer``'s result applied: patterns first, then the bare
+    value for every other layer, or else the preset's own entries."""
+    bare, patterns = given
+    if bare is not None:
+        return {**patterns, catch_all: bare} if patterns else bare
+    if preset is None:
+        raise UsageError(f"{flag}: give a value for every other layer too (a bare number); "
+                         "this model has no preset to keep")
+    rest = preset if isinstance(preset, dict) else {catch_all: preset}
+    return {**patterns, **{k: v for k, v in rest.items() if k not in patterns}}
 
 
 def cmd_compress(args) -> None:
@@ -215,7 +262,10 @@ def cmd_compress(args) -> None:
                 raise UsageError(f"--gradual-epochs replaces the prune/retrain cycles; drop "
                                  f"--{flag.replace('_', '-')}")
     _positive("--finetune-epochs", args.finetune_epochs, zero_ok=True)
-    _positive("--bits", args.bits, limit=16)
+    bits = _per_layer("--bits", args.bits, int,
+                      lambda b: None if 1 <= b <= 16 else "bits must lie in [1, 16]")
+    sparsity = _per_layer("--sparsity", args.sparsity, float,
+                          lambda s: None if 0 <= s < 1 else "sparsity must lie in [0, 1)")
     if args.index_bits is not None and args.index_bits != "auto":
         try:
             args.index_bits = int(args.index_bits)
@@ -223,8 +273,6 @@ def cmd_compress(args) -> None:
             raise UsageError(f"--index-bits must be an integer or 'auto', got "
                              f"{args.index_bits!r}") from None
         _positive("--index-bits", args.index_bits, limit=16)
-    if args.sparsity is not None and not 0 <= args.sparsity < 1:
-        raise UsageError(f"--sparsity must lie in [0, 1), got {args.sparsity}")
     _check_out_file(args.out)
     if args.report:
         _check_out_file(args.report, "--report")
@@ -232,8 +280,12 @@ def cmd_compress(args) -> None:
     choice = _check_common(args)
     epochs = args.baseline_epochs or choice.recipe.epochs
     overrides = {k: getattr(args, k) for k in _COMPRESS_OVERRIDES if getattr(args, k) is not None}
-    if args.sparsity is not None:
-        overrides["sparsity"] = {".*kernel": args.sparsity}
+    if sparsity is not None:
+        value = _with_layers("--sparsity", sparsity, choice.compression.get(
+            "sparsity", compress.Config().sparsity), ".*kernel")
+        overrides["sparsity"] = value if isinstance(value, dict) else {".*kernel": value}
+    if bits is not None:
+        overrides["bits"] = _with_layers("--bits", bits, choice.compression.get("bits"), ".*")
     if args.unshared_dtype == "raw":
         overrides["unshared_dtype"] = None
     preprocess = (given.preprocess if given else
@@ -505,10 +557,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prune gradually in one run of this many epochs (Zhu & Gupta) instead "
                         "of --prune-cycles x --retrain-epochs; 0 keeps the cycles")
     p.add_argument("--finetune-epochs", type=int, default=None)
-    p.add_argument("--sparsity", type=float, default=None,
-                   help="final sparsity of every kernel (default: the net's preset; for "
-                        "--model, 0.75)")
-    p.add_argument("--bits", type=int, default=None, help="weight bits for every layer")
+    p.add_argument("--sparsity", nargs="+", default=None, metavar="S|REGEX=S",
+                   help="final sparsity of every kernel, and/or of the kernels whose leaf path "
+                        "matches REGEX (first match wins), e.g. --sparsity 0.5 "
+                        "'.*depthwise/kernel=0'; patterns alone go before the net's preset "
+                        "(default: the preset; for --model, 0.75)")
+    p.add_argument("--bits", nargs="+", default=None, metavar="B|REGEX=B",
+                   help="weight bits of every layer, and/or of the layers matching REGEX, "
+                        "e.g. --bits 3 '.*depthwise/kernel=5' (default: the net's preset)")
     p.add_argument("--index-bits", default=None,
                    help="gap bits for every layer, or 'auto' (the smallest file)")
     p.add_argument("--unshared-dtype", default=None, choices=("raw", "float16", "bfloat16"),

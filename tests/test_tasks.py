@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from zylax import archive, cli, codecs, compress, data, registry, tasks, train
+from zylax import archive, cli, codecs, compress, data, metrics, registry, tasks, train
 from zylax.nets import ssdlite
 from zylax.transforms import tree as ztree
 
@@ -172,6 +172,11 @@ def test_scoring_the_same_model_twice_compiles_its_inference_once(scenes):
     task.evaluate(model, other, images, targets, preprocess=data.Preprocess())
     again = task.evaluate(model, variables, images, targets, preprocess=data.Preprocess())
     assert len(TRACES) == 1 and again == first
+    confusion = task.confusion(model, variables, images, targets, preprocess=data.Preprocess())
+    assert confusion.sum() == targets["segmentation"].size  # every pixel once, no padding
+    assert np.array_equal(confusion.sum(1), np.bincount(targets["segmentation"].ravel(),
+                                                        minlength=11))  # rows: true labels
+    assert float(metrics.mean_iou(confusion)) == first["mIoU"]
     assert task.score_outputs(_outputs_in_batches(model, variables, images), targets) == first
 
 

@@ -228,13 +228,22 @@ class Segmentation:
     def evaluate(self, model, variables, images, labels, *, preprocess=None,
                  batch_size: int = 250, transform=None, aux=None) -> dict[str, float]:
         """``{"mIoU", "pixel_accuracy"}`` over every pixel of every image."""
+        return _segmentation_scores(self.confusion(
+            model, variables, images, labels, preprocess=preprocess, batch_size=batch_size,
+            transform=transform, aux=aux))
+
+    def confusion(self, model, variables, images, labels, *, preprocess=None,
+                  batch_size: int = 250, transform=None, aux=None) -> np.ndarray:
+        """Pixel confusion matrix ``(K, K)`` (rows: true label, columns: predicted) of the
+        model's argmax over every pixel of every image; ``metrics.class_iou`` of it gives
+        the per-class IoU."""
         confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
         for batch, predicted in _predictions(model, variables, images, labels, _argmax_labels,
                                              preprocess=preprocess, batch_size=batch_size,
                                              transform=transform, aux=aux):
             confusion += self._confusion(predicted, batch["label"]["segmentation"],
                                          batch["mask"] > 0)
-        return _segmentation_scores(confusion)
+        return confusion
 
     def score_outputs(self, outputs, labels) -> dict[str, float]:
         """``{"mIoU", "pixel_accuracy"}`` of logits computed elsewhere (e.g. by LiteRT).

@@ -11,7 +11,8 @@ unshared leaves as ``--unshared-dtype``, and prints the exact bytes of the
 file ``archive`` would write, its ratio to the dense variables, and the
 task metric (accuracy, AP50, mIoU) before any retraining of the pruned model
 and of the model the file decodes to (on the first ``--max-examples`` test
-examples; the float16 cast of the unshared leaves is not applied to either). The size is what a
+examples; the float16 cast of the unshared leaves is not applied to either;
+``--fold-batch-norm`` folds BatchNorm as ``zylax compress --fold-batch-norm``). The size is what a
 compression run with these settings lands near; retraining changes the
 Huffman-coded bytes by a few percent. The untrained score says how much
 retraining has to win back.
@@ -29,12 +30,18 @@ from zylax import archive, cli, compress
 from zylax.transforms import pruning, sharing
 
 
-def shared_file(variables: dict, masks, bits, unshared_dtype: str | None) -> tuple[int, dict]:
-    """Bytes of the file holding ``variables`` pruned by ``masks`` and shared at ``bits``,
-    and the params that file decodes to."""
+def shared_file(model, variables: dict, masks, bits, unshared_dtype: str | None,
+                sample=None) -> tuple[int, dict]:
+    """Bytes of the file holding ``variables`` pruned by ``masks`` and shared at ``bits``
+    (BatchNorm folded when ``sample``, one model input, is given), and the variables
+    that file decodes to."""
     latent, aux = sharing.share(pruning.apply_masks(variables["params"], masks), bits, masks)
-    stored = compress.storable({**variables, "params": latent}, aux, "auto", unshared_dtype)
-    return len(archive.to_bytes(stored)), sharing.decode(latent, aux)
+    latent = {**variables, "params": latent}
+    if sample is not None:
+        latent = compress.fold_batch_norm(model, latent, aux, sample)
+    stored = compress.storable(latent, aux, "auto", unshared_dtype)
+    return len(archive.to_bytes(stored)), {**latent,
+                                           "params": sharing.decode(latent["params"], aux)}
 
 
 def main() -> None:
@@ -45,6 +52,9 @@ def main() -> None:
     parser.add_argument("--depthwise-bits", type=int, default=5)
     parser.add_argument("--unshared-dtype", default="float16", choices=("float16", "bfloat16"))
     parser.add_argument("--max-examples", type=int, default=2000)
+    parser.add_argument("--fold-batch-norm", action="store_true",
+                        help="fold BatchNorm statistics into scale and bias (compress's "
+                             "--fold-batch-norm)")
     args = parser.parse_args()
 
     f = cli.load_model_file(args.file)
@@ -52,11 +62,12 @@ def main() -> None:
     test = jax.tree.map(lambda a: a[:args.max_examples], f.test_data)
     dense = sum(np.asarray(v).nbytes for v in jax.tree.leaves(variables))
 
-    def score(params) -> float:
-        return f.task.evaluate(f.model, {**variables, "params": params}, *test,
-                               preprocess=f.preprocess)[f.task.metric]
+    sample = f.preprocess(test[0][:1]) if args.fold_batch_norm else None
 
-    print(f"dense: {dense:,} B, {f.task.metric} {score(variables['params']):.4f} "
+    def score(candidate) -> float:
+        return f.task.evaluate(f.model, candidate, *test, preprocess=f.preprocess)[f.task.metric]
+
+    print(f"dense: {dense:,} B, {f.task.metric} {score(variables):.4f} "
           f"on the first {args.max_examples:,} test examples")
     metric = f.task.metric
     print(f"| sparsity | bits | file bytes | ratio | {metric} pruned | {metric} pruned + shared |")
@@ -64,9 +75,11 @@ def main() -> None:
     for sparsity, bits in itertools.product(args.sparsity, args.bits):
         masks = pruning.sparsity_masks(variables["params"], 0.0, overrides={
             ".*depthwise/kernel": 0.0, ".*kernel": sparsity})
-        size, decoded = shared_file(variables, masks, {".*depthwise/kernel": args.depthwise_bits,
-                                                       ".*": bits}, args.unshared_dtype)
-        pruned = score(pruning.apply_masks(variables["params"], masks))
+        size, decoded = shared_file(f.model, variables, masks,
+                                    {".*depthwise/kernel": args.depthwise_bits, ".*": bits},
+                                    args.unshared_dtype, sample)
+        pruned = score({**variables,
+                        "params": pruning.apply_masks(variables["params"], masks)})
         print(f"| {sparsity:.2f} | {bits} | {size:,} | {dense / size:.2f}x | {pruned:.4f} | "
               f"{score(decoded):.4f} |", flush=True)
 

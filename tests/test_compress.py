@@ -129,3 +129,27 @@ def test_gradual_pruning_reaches_its_sparsity_on_a_short_run(trained, fmnist_tes
         mask = np.asarray(masks[layer]["kernel"])
         assert abs(mask.mean() - 0.4) < 0.01, (layer, mask.mean())
         assert np.all(np.asarray(pruned["params"][layer]["kernel"])[~mask] == 0)
+
+
+def test_fold_batch_norm_stores_the_statistics_as_constants(trained, fmnist_test, tmp_path):
+    model, variables, train_data, prep = trained
+    test_data = tuple(a[:500] for a in fmnist_test)
+    results = {}
+    for fold in (False, True):
+        config = compress.Config(sparsity={".*kernel": 0.5}, prune_cycles=1, retrain_epochs=0,
+                                 finetune_epochs=0, bits=4, preprocess=prep,
+                                 unshared_dtype="float16", fold_batch_norm=fold)
+        results[fold] = compress.run(model, variables, train_data, test_data, config,
+                                     out=str(tmp_path / f"{fold}.zyl"))
+    header = archive.read_header(tmp_path / "True.zyl")
+    methods = {f"{e['collection']}/{e['name']}": e["method"] for e in header["leaves"]}
+    assert methods["batch_stats/norm/mean"] == methods["batch_stats/norm/var"] == "constant"
+    assert methods["params/norm/scale"] == "cast"
+    folded, plain = results[True], results[False]
+    assert folded.report["file_bytes"] < plain.report["file_bytes"]
+    np.testing.assert_array_equal(folded.variables["batch_stats"]["norm"]["mean"], np.zeros(8))
+    assert folded.report["decoded_exactly"] is True
+    x = prep(test_data[0][:64])
+    np.testing.assert_allclose(model.apply(folded.variables, x), model.apply(plain.variables, x),
+                               rtol=0.02, atol=0.02)  # both float16-rounded, differently
+    assert abs(folded.report["compressed_accuracy"] - plain.report["compressed_accuracy"]) <= 0.01

@@ -22,8 +22,8 @@ import optax
 
 from zylax import archive, codecs, train
 from zylax import data as zdata
-from zylax.codecs import cast
-from zylax.transforms import pruning, sharing
+from zylax.codecs import cast, constant
+from zylax.transforms import batchnorm, pruning, sharing
 from zylax.transforms import tree as ztree
 
 
@@ -58,6 +58,11 @@ class Config:
         scales, biases, running statistics; any bias) raw; "float16" or
         "bfloat16" stores them at 2 bytes a value (``codecs.cast``), decoded
         to their own dtype. In a MobileNet they are half of a raw-BN file.
+      fold_batch_norm: fold every BatchNorm's moving statistics into its scale
+        and bias before storing (``transforms.batchnorm.fold``): two vectors a
+        layer instead of four, the other two stored as one value each. The
+        file is then for inference (the folded statistics are not the
+        trained ones); its score is measured on it like any other.
         ``run`` checks the trained variables fit before it starts.
       recipe: batch size, base learning rate, label smoothing and augmentation
         of the retraining (``train.Recipe``).
@@ -80,6 +85,7 @@ class Config:
     finetune_epochs: int = 2
     finetune_lr: float = 1e-4
     unshared_dtype: str | None = None
+    fold_batch_norm: bool = False
     recipe: train.Recipe = train.Recipe(epochs=10)
     preprocess: zdata.Preprocess = zdata.Preprocess()
     seed: int = 0
@@ -237,14 +243,27 @@ def share_and_finetune(ctx: Context, variables, masks):
     return jax.device_get(latent_variables), jax.device_get(aux)
 
 
+def fold_batch_norm(model, latent_variables, aux, sample) -> dict:
+    """``latent_variables`` (``share_and_finetune``'s) with every BatchNorm folded
+    (``transforms.batchnorm.fold``); the layers and their epsilons are found by
+    running the decoded model in inference mode on ``sample`` (one preprocessed
+    example), whatever its ``train`` argument."""
+    decoded = _with_params(latent_variables, sharing.decode(latent_variables["params"], aux))
+    layers = batchnorm.batch_norm_layers(model, decoded, sample,
+                                         **train.mode_kwargs(model, False))
+    return batchnorm.fold(latent_variables, layers)
+
+
 def storable(latent_variables, aux, index_bits=None, unshared_dtype: str | None = None) -> dict:
     """The variables as ``archive.save`` stores them: shared leaves as codec containers.
 
     ``latent_variables`` and ``aux`` come from ``share_and_finetune`` (or
     ``sharing.share``); ``index_bits`` and ``unshared_dtype`` are ``Config``'s.
+    Float arrays whose elements are all equal (a folded BatchNorm's statistics)
+    are stored as one value (``codecs.constant``).
     """
-    stored = _with_params(latent_variables,
-                          sharing.compressed(latent_variables["params"], aux, index_bits))
+    stored = constant.uniform_floats(_with_params(
+        latent_variables, sharing.compressed(latent_variables["params"], aux, index_bits)))
     return cast.narrow_floats(stored, unshared_dtype) if unshared_dtype else stored
 
 
@@ -314,6 +333,8 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
 
     t0 = time.perf_counter()
     latent, aux = share_and_finetune(ctx, pruned, masks)
+    if config.fold_batch_norm:
+        latent = fold_batch_norm(model, latent, aux, config.preprocess(train_data[0][:1]))
     times["quantize_finetune"] = time.perf_counter() - t0
     stored = storable(latent, aux, config.index_bits, config.unshared_dtype)
     snapshots["quantized"] = jax.tree.map(codecs.dense, stored["params"])

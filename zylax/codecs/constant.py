@@ -1,0 +1,90 @@
+"""``constant``: an array whose elements are all equal, stored as one value and its shape.
+
+What ``transforms.batchnorm.fold`` leaves behind: a BatchNorm folded for
+inference has moving mean 0 and variance ``1 - epsilon`` in every channel.
+The header holds the value (a JSON number, exact for every float dtype the
+file stores); the leaf has no section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+from zylax.codecs import _common
+
+METHOD = "constant"
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant:
+    """``shape`` elements of dtype ``dtype`` (a float dtype name), all equal to ``value``."""
+
+    value: float
+    shape: tuple
+    dtype: str
+
+
+Leaf = Constant
+
+
+def _array(value: float, shape, dtype_name: str) -> np.ndarray:
+    dtype = _common.float_dtype(dtype_name, "constant")
+    return np.full(tuple(shape), value, dtype)
+
+
+def encode(leaf: Constant) -> dict:
+    """One variant, no section: shape, dtype and the value in the header."""
+    value = float(leaf.value)
+    if not np.isfinite(value):
+        raise ValueError(f"constant value {value} is not finite")
+    if float(_array(value, (), leaf.dtype)) != value:
+        raise ValueError(f"constant value {value!r} is not exactly a {leaf.dtype}")
+    return {"constant": ({"shape": [int(n) for n in leaf.shape], "dtype": leaf.dtype,
+                          "value": value}, [])}
+
+
+def decode(entry: dict, sections: list[bytes]) -> np.ndarray:
+    """``np.full(shape, value, dtype)``."""
+    if sections:
+        raise ValueError(f"{len(sections)} sections, expected none")
+    value = entry["value"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"constant value {str(value)[:40]!r} is not a finite number")
+    return _array(value, entry["shape"], entry["dtype"])
+
+
+def dense(leaf: Constant) -> np.ndarray:
+    """The full array."""
+    return _array(leaf.value, leaf.shape, leaf.dtype)
+
+
+def report_row(entry: dict) -> dict:
+    """Nothing pruned; every stage costs nothing but the header entry (0 section bytes)."""
+    n = _common.size_of(entry["shape"])
+    itemsize = _common.float_dtype(entry["dtype"], "constant").itemsize
+    return _common.row(n, itemsize, weight_bits=0, quantized_bytes=0, weights_raw_bytes=0,
+                       weights_huffman_bytes=0)
+
+
+def uniform_floats(tree: Mapping) -> dict:
+    """Every plain float array of ``tree`` with two or more elements, all equal, as a
+    ``Constant``; everything else (codec containers, other arrays) as it is."""
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"uniform_floats expects a dict of variables, got {type(tree).__name__}")
+
+    def wrap(value):
+        if isinstance(value, Mapping):
+            return {key: wrap(child) for key, child in value.items()}
+        if not hasattr(value, "dtype"):
+            return value
+        array = np.asarray(value)
+        floating = array.dtype.kind == "f" or array.dtype.name == "bfloat16"
+        if not floating or array.size < 2 or not np.isfinite(array.flat[0]) or \
+                not (array == array.flat[0]).all():
+            return value
+        return Constant(float(array.flat[0]), array.shape, array.dtype.name)
+
+    return wrap(tree)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from codec_checks import float_dtypes, round_trip, shapes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codec_checks import float_dtypes, round_trip, shapes
 from zylax import archive
 from zylax.codecs import constant
 from zylax.codecs.cast import Cast

@@ -9,7 +9,7 @@ file stores); the leaf has no section.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

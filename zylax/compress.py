@@ -58,12 +58,12 @@ class Config:
         scales, biases, running statistics; any bias) raw; "float16" or
         "bfloat16" stores them at 2 bytes a value (``codecs.cast``), decoded
         to their own dtype. In a MobileNet they are half of a raw-BN file.
+        ``run`` checks the trained variables fit before it starts.
       fold_batch_norm: fold every BatchNorm's moving statistics into its scale
         and bias before storing (``transforms.batchnorm.fold``): two vectors a
         layer instead of four, the other two stored as one value each. The
         file is then for inference (the folded statistics are not the
         trained ones); its score is measured on it like any other.
-        ``run`` checks the trained variables fit before it starts.
       recipe: batch size, base learning rate, label smoothing and augmentation
         of the retraining (``train.Recipe``).
       preprocess: images -> model input, the one the model was trained with

@@ -12,9 +12,9 @@ file ``archive`` would write, its ratio to the dense variables, and the
 task metric (accuracy, AP50, mIoU) before any retraining of the pruned model
 and of the model the file decodes to (on the first ``--max-examples`` test
 examples; the float16 cast of the unshared leaves is not applied to either;
-``--fold-batch-norm`` folds BatchNorm as ``zylax compress --fold-batch-norm``). The size is what a
-compression run with these settings lands near; retraining changes the
-Huffman-coded bytes by a few percent. The untrained score says how much
+``--fold-batch-norm`` folds BatchNorm as ``zylax compress --fold-batch-norm``
+does). The size is what a compression run with these settings lands near;
+retraining changes the Huffman-coded bytes by a few percent. The untrained score says how much
 retraining has to win back.
 """
 

@@ -207,7 +207,7 @@ def test_compress_a_user_model_from_the_command_line(tmp_path):
     proc = _run("compress", "--model", "my_models:Net", "--baseline-epochs", "1",
                 "--prune-cycles", "1", "--retrain-epochs", "1", "--finetune-epochs", "1",
                 "--sparsity", "0.6", "mm_head/kernel=0.2", "--bits", "4", "mm_head.*=6",
-                "--index-bits", "auto", "--max-examples", "1024",
+                "--index-bits", "auto", "--fold-batch-norm", "--max-examples", "1024",
                 "--out", str(out), "--workdir", str(tmp_path / "w"), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     accuracy = next(line for line in proc.stdout.splitlines()
@@ -217,6 +217,9 @@ def test_compress_a_user_model_from_the_command_line(tmp_path):
     assert 35 < kept["aa_body/kernel"] < 45 and 75 < kept["mm_head/kernel"] < 85
     assert {name: row[3] for name, row in rows.items()} == {
         "zz_stem/kernel": "4", "aa_body/kernel": "4", "mm_head/kernel": "6"}
+    stats = {row.split()[0]: row.split()[3] for row in proc.stdout.splitlines()
+             if row.strip().startswith("batch_stats/")}
+    assert stats == {"batch_stats/norm/mean": "0", "batch_stats/norm/var": "0"}  # folded
     evaluated = _run("evaluate", str(out), cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {float(accuracy.rstrip('%')) / 100:.4f}" in evaluated.stdout

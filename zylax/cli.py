@@ -288,8 +288,8 @@ def cmd_compress(args) -> None:
         overrides["bits"] = _with_layers("--bits", bits, choice.compression.get("bits"), ".*")
     if args.unshared_dtype == "raw":
         overrides["unshared_dtype"] = None
-    if args.fold_batch_norm:
-        overrides["fold_batch_norm"] = True
+    if args.fold_batch_norm is not None:
+        overrides["fold_batch_norm"] = args.fold_batch_norm
     preprocess = (given.preprocess if given else
                   zdata.preprocessing(args.data, choice.recipe.pad_to))
     config = compress.Config(**{**choice.compression, **overrides}, recipe=choice.recipe,
@@ -573,9 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how to store what is not shared (BatchNorm vectors and statistics, "
                         "biases): as they are, or at 2 bytes a value (default: the net's "
                         "preset, raw for most nets)")
-    p.add_argument("--fold-batch-norm", action="store_true",
+    p.add_argument("--fold-batch-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="fold BatchNorm statistics into scale and bias before storing (half "
-                        "the BatchNorm bytes; the file is then for inference only)")
+                        "the BatchNorm bytes; the file is then for inference only; default: "
+                        "the net's preset, off for most nets)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("evaluate", help="test accuracy (AP50/mAP, mIoU) of a .zyl file")

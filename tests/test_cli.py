@@ -85,6 +85,8 @@ def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     (["compress", "--from", os.path.dirname(__file__)], "is a folder, not a .zyl file"),
     (["train", "--net", "lenet5", "--task", "detection", "--data", "fashion_mnist_scenes"],
      "a detection model needs an anchors(image_size) method"),
+    (["compress", "--net", "lenet300", "--bits", "4", ".*nosuch/kernel=3", "--max-examples",
+      "1024", "--workdir", "{tmp}/w"], "bits patterns ['.*nosuch/kernel'] match no selected leaf"),
     (["compress", "--gradual-epochs", "-1"], "--gradual-epochs must be >= 0"),
     (["compress", "--gradual-epochs", "2", "--prune-cycles", "2"],
      "--gradual-epochs replaces the prune/retrain cycles; drop --prune-cycles"),
@@ -93,7 +95,8 @@ def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
 ])
 def test_more_usage_errors_in_process(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as refused:
-        cli.main([*args, "--out", str(tmp_path / ("m.zyl" if args[0] == "compress" else "o"))])
+        cli.main([*(a.replace("{tmp}", str(tmp_path)) for a in args),
+                  "--out", str(tmp_path / ("m.zyl" if args[0] == "compress" else "o"))])
     assert refused.value.code == 2 and message in capsys.readouterr().err
     assert not os.listdir(tmp_path)  # nothing written
 

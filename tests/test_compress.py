@@ -153,3 +153,15 @@ def test_fold_batch_norm_stores_the_statistics_as_constants(trained, fmnist_test
     np.testing.assert_allclose(model.apply(folded.variables, x), model.apply(plain.variables, x),
                                rtol=0.02, atol=0.02)  # both float16-rounded, differently
     assert abs(folded.report["compressed_accuracy"] - plain.report["compressed_accuracy"]) <= 0.01
+
+
+def test_config_names_bad_bits_and_patterns_that_match_nothing(trained):
+    _, variables, _, _ = trained
+    with pytest.raises(ValueError, match=r"bits for '\.\*head' must be an integer in \[1, 16\], "
+                                         "got 40"):
+        compress.Config(bits={".*head": 40})
+    with pytest.raises(ValueError, match=r"bad leaf-path regex '\(\['"):
+        compress.Config(sparsity={"([": 0.5})
+    with pytest.raises(ValueError, match=r"bits patterns \['.\*nosuch/kernel'\] match no"):
+        compress.Config(bits={".*nosuch/kernel": 3, ".*": 4}).check_against(variables["params"])
+    compress.Config(bits={".*mm_out/kernel": 3, ".*": 4}).check_against(variables["params"])

@@ -154,11 +154,14 @@ def baseline_key(choice: ModelChoice, args, epochs: int) -> str:
 
 
 def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, checkpoint_dir,
-              **kwargs):
+              before=None, **kwargs):
+    """Trains (or resumes) the baseline; ``before(model, sample)`` runs first."""
     from zylax import train
 
     # segmentation models output every label, the background included
     model = choice.factory(zdata.num_classes(train_data[1]) + (choice.task == "segmentation"))
+    if before is not None:
+        before(model, preprocess(train_data[0][:1]))
     task = _task(choice, model, train_data)
     result = train.fit_recipe(model, choice.recipe, train_data, preprocess=preprocess,
                               epochs=epochs, seed=args.seed, checkpoint_dir=checkpoint_dir,
@@ -198,6 +201,14 @@ def cmd_train(args) -> None:
 
 _COMPRESS_OVERRIDES = ("prune_cycles", "retrain_epochs", "gradual_epochs", "finetune_epochs",
                        "index_bits", "unshared_dtype")
+
+
+def _check_patterns(config, params) -> None:
+    """``--sparsity``/``--bits`` patterns that match no layer: a usage error, before training."""
+    try:
+        config.check_against(params)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _per_layer(flag: str, entries: list[str] | None, convert, check) -> tuple | None:
@@ -250,7 +261,7 @@ def _with_layers(flag: str, given: tuple, preset, catch_all: str):
 def cmd_compress(args) -> None:
     """Trains (or reloads, or takes ``--from``) the baseline, runs Deep Compression, prints
     the Han-style table."""
-    from zylax import compress, report
+    from zylax import compress, report, train
 
     _positive("--baseline-epochs", args.baseline_epochs)
     _positive("--prune-cycles", args.prune_cycles)
@@ -296,6 +307,7 @@ def cmd_compress(args) -> None:
                              preprocess=preprocess, seed=args.seed)
 
     if given:  # its test split is loaded already
+        _check_patterns(config, given.variables["params"])
         train_data = _prefix(zdata.load(args.data, "train"), args.max_examples)
         test_data = _prefix(given.test_data, args.max_test_examples, "--max-test-examples")
         model, task, variables = given.model, given.task, given.variables
@@ -306,7 +318,9 @@ def cmd_compress(args) -> None:
         checkpoint_dir = os.path.abspath(os.path.join(
             workdir, f"baseline-{baseline_key(choice, args, epochs)}"))
         model, task, baseline = _baseline(choice, args, train_data, preprocess, epochs,
-                                          checkpoint_dir)
+                                          checkpoint_dir, before=lambda model, sample: (
+                                              _check_patterns(config, train.init_variables(
+                                                  model, sample, 0)["params"])))
         variables = baseline.variables
     result = compress.run(model, variables, train_data, test_data, config, out=args.out,
                           metadata={**choice.metadata, "data": args.data},
@@ -560,13 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "of --prune-cycles x --retrain-epochs; 0 keeps the cycles")
     p.add_argument("--finetune-epochs", type=int, default=None)
     p.add_argument("--sparsity", nargs="+", default=None, metavar="S|REGEX=S",
-                   help="final sparsity of every kernel, and/or of the kernels whose leaf path "
-                        "matches REGEX (first match wins), e.g. --sparsity 0.5 "
+                   help="final sparsity of every kernel, and/or of the kernels whose whole "
+                        "leaf path matches REGEX (first match wins), e.g. --sparsity 0.5 "
                         "'.*depthwise/kernel=0'; patterns alone go before the net's preset "
                         "(default: the preset; for --model, 0.75)")
     p.add_argument("--bits", nargs="+", default=None, metavar="B|REGEX=B",
                    help="weight bits of every layer, and/or of the layers matching REGEX, "
-                        "e.g. --bits 3 '.*depthwise/kernel=5' (default: the net's preset)")
+                        "e.g. --bits 3 '.*depthwise/kernel=5' (default: the net's preset; "
+                        "patterns alone need a preset, so with --model give a bare number too)")
     p.add_argument("--index-bits", default=None,
                    help="gap bits for every layer, or 'auto' (the smallest file)")
     p.add_argument("--unshared-dtype", default=None, choices=("raw", "float16", "bfloat16"),
@@ -610,6 +625,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
+    except BrokenPipeError:  # `zylax inspect FILE | head`
+        sys.stderr.close()
+        os._exit(0)
     except UsageError as err:
         parser.exit(2, f"zylax {args.command}: error: {err}\n")
     except (archive.CorruptFileError, zdata.DatasetNotFoundError, RuntimeError, ValueError,

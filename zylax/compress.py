@@ -95,6 +95,17 @@ class Config:
                 isinstance(k, str) and 0 <= v < 1 for k, v in self.sparsity.items()):
             raise ValueError("sparsity must be a dict {leaf-path regex: sparsity in [0, 1)}, "
                              f"got {self.sparsity!r}")
+        bits = self.bits if isinstance(self.bits, Mapping) else {".*": self.bits}
+        for pattern, value in bits.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 1 <= value <= 16):
+                raise ValueError(f"bits for {pattern!r} must be an integer in [1, 16], got "
+                                 f"{value!r}")
+        for pattern in [*self.sparsity, *(self.bits if isinstance(self.bits, Mapping) else ())]:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"bad leaf-path regex {pattern!r}: {err}") from None
         for name in ("prune_cycles", "retrain_epochs", "finetune_epochs", "gradual_epochs",
                      "seed"):
             value = getattr(self, name)
@@ -109,12 +120,16 @@ class Config:
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
 
     def check_against(self, params) -> None:
-        """Raises when a ``sparsity`` pattern matches none of the leaves ``include`` selects."""
+        """Raises when a ``sparsity`` or ``bits`` pattern matches none of the leaves
+        ``include`` selects."""
         names = ztree.selected_names(params, self.include)
-        unused = [p for p in self.sparsity if not any(re.fullmatch(p, n) for n in names)]
-        if unused:
-            raise ValueError(f"sparsity patterns {unused} match no selected leaf (patterns are "
-                             f"matched whole against {names[:6]}{' ...' if len(names) > 6 else ''})")
+        bits = self.bits if isinstance(self.bits, Mapping) else {}
+        for what, patterns in (("sparsity", self.sparsity), ("bits", bits)):
+            unused = [p for p in patterns if not any(re.fullmatch(p, n) for n in names)]
+            if unused:
+                raise ValueError(f"{what} patterns {unused} match no selected leaf (patterns "
+                                 f"are matched whole against {names[:6]}"
+                                 f"{' ...' if len(names) > 6 else ''})")
 
 
 @dataclasses.dataclass

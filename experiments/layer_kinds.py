@@ -29,7 +29,7 @@ def _line(label: str, rows: list[dict]) -> str:
     coded = sum(r["coded_bytes"] for r in rows)
     kept = sum(r["kept"] for r in rows) / max(1, sum(r["weights"] for r in rows))
     return (f"| {label} | {len(rows)} | {sum(r['weights'] for r in rows):,} | {100 * kept:.0f}% "
-            f"| {dense:,} | {coded:,} | {dense / coded:.1f}x |")
+            f"| {dense:,} | {coded:,} | {f'{dense / coded:.1f}x' if coded else 'header only'} |")
 
 
 def table(report: dict) -> str:

@@ -20,3 +20,11 @@ def test_rows_are_summed_per_kind_and_the_framing_is_the_rest():
     assert lines[4] == "| cast, 16-bit | 1 | 100 | 100% | 400 | 200 | 2.0x |"
     assert lines[5].startswith("| `params/a/kernel` | 1 | 500 |")
     assert lines[-1] == "leaves 800 B + header and framing 200 B = file 1,000 B (4.40x)"
+
+
+def test_a_kind_stored_in_the_header_alone_has_no_ratio():
+    report = {"file_bytes": 500, "ratio": 2.0, "layers": [
+        _row("params/a/kernel", "shared", 800, 200, 100),
+        _row("batch_stats/bn/var", "constant", 400, 0, 100, bits=0)]}
+    assert "| constant, 0-bit | 1 | 100 | 100% | 400 | 0 | header only |" in \
+        layer_kinds.table(report).splitlines()

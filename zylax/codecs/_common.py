@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import ml_dtypes
 import numpy as np
@@ -100,3 +101,24 @@ def signs_row(entry: dict, what: str) -> dict:
     scales, bits = entry["bytes"]
     return row(n, itemsize, weight_bits=1, quantized_bytes=scales + bits,
                weights_raw_bytes=bits, weights_huffman_bytes=bits, codebook_bytes=scales)
+
+
+def map_plain_floats(tree, fn, what: str) -> dict:
+    """``tree`` with every plain float array replaced by ``fn(path, array)`` (``path``
+    "/"-joined); codec containers and other arrays stay as they are. ``what`` names
+    the caller in the error for a ``tree`` that is not a dict."""
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"{what} expects a dict of variables, got {type(tree).__name__}")
+
+    def visit(path, value):
+        if isinstance(value, Mapping):
+            return {key: visit(f"{path}{key}/", child) for key, child in value.items()}
+        if not hasattr(value, "dtype"):  # a codec container
+            return value
+        array = np.asarray(value)
+        if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
+            return value
+        return fn(path[:-1], array, value)
+
+    return visit("", tree)
+

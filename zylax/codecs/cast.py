@@ -92,25 +92,17 @@ def narrow_floats(tree: Mapping, stored) -> dict:
     after ``sharing.compressed``. A value ``stored`` cannot hold (1e5 in
     float16) raises ``ValueError`` naming its path.
     """
-    if not isinstance(tree, Mapping):
-        raise ValueError(f"narrow_floats expects a dict of variables, got {type(tree).__name__}")
     name = stored if isinstance(stored, str) else np.dtype(stored).name
     width = _common.float_dtype(name, "cast storage").itemsize
 
-    def wrap(path, value):
-        if isinstance(value, Mapping):
-            return {key: wrap(f"{path}{key}/", child) for key, child in value.items()}
-        if not hasattr(value, "dtype"):  # a codec container
-            return value
-        array = np.asarray(value)
-        floating = array.dtype.kind == "f" or array.dtype.name == "bfloat16"
-        if not floating or array.dtype.itemsize <= width:
+    def wrap(path, array, value):
+        if array.dtype.itemsize <= width:
             return value
         leaf = Cast(array, name)
         try:
             _checked(leaf)
         except ValueError as err:
-            raise ValueError(f"{path[:-1]}: {err}") from None
+            raise ValueError(f"{path}: {err}") from None
         return leaf
 
-    return wrap("", tree)
+    return _common.map_plain_floats(tree, wrap, "narrow_floats")

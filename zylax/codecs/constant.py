@@ -72,19 +72,9 @@ def report_row(entry: dict) -> dict:
 def uniform_floats(tree: Mapping) -> dict:
     """Every plain float array of ``tree`` with two or more elements, all equal, as a
     ``Constant``; everything else (codec containers, other arrays) as it is."""
-    if not isinstance(tree, Mapping):
-        raise ValueError(f"uniform_floats expects a dict of variables, got {type(tree).__name__}")
-
-    def wrap(value):
-        if isinstance(value, Mapping):
-            return {key: wrap(child) for key, child in value.items()}
-        if not hasattr(value, "dtype"):
-            return value
-        array = np.asarray(value)
-        floating = array.dtype.kind == "f" or array.dtype.name == "bfloat16"
-        if not floating or array.size < 2 or not np.isfinite(array.flat[0]) or \
-                not (array == array.flat[0]).all():
+    def wrap(path, array, value):
+        if array.size < 2 or not np.isfinite(array.flat[0]) or not (array == array.flat[0]).all():
             return value
         return Constant(float(array.flat[0]), array.shape, array.dtype.name)
 
-    return wrap(tree)
+    return _common.map_plain_floats(tree, wrap, "uniform_floats")

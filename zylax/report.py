@@ -169,14 +169,25 @@ def plot_weights(snapshots: dict, masks, layer: str):
     return fig
 
 
+_STORED_AS_IS = ("raw", "cast", "constant")
+
+
 def plot_kept(report: dict):
-    """Bar chart of the kept fraction per compressed layer; returns the figure."""
+    """Horizontal bar chart of the kept fraction per quantized layer; returns the figure.
+
+    One bar per layer whose codec quantizes (not stored as is: raw, cast or
+    constant), top to bottom in report order; the figure grows with the number
+    of layers and the longest name, so every label fits.
+    """
     from matplotlib.figure import Figure
 
-    rows = [r for r in report["layers"] if r["method"] != "raw"]
-    fig = Figure(figsize=(max(4, 0.6 * len(rows) + 2), 3), layout="tight")
+    rows = [r for r in report["layers"] if r["method"] not in _STORED_AS_IS]
+    names = [r["name"] for r in rows]
+    longest = max((len(n) for n in names), default=0)
+    fig = Figure(figsize=(4 + 0.075 * longest, max(2.5, 0.22 * len(rows) + 1)), layout="tight")
     ax = fig.subplots()
-    ax.bar([r["name"] for r in rows], [r["kept_percent"] for r in rows], color="tab:blue")
-    ax.set_ylabel("% weights kept")
-    ax.tick_params(axis="x", rotation=45)
+    ax.barh(names, [r["kept_percent"] for r in rows], color="tab:blue")
+    ax.invert_yaxis()
+    ax.set_xlabel("% weights kept")
+    ax.set_xlim(0, 100)
     return fig

@@ -79,6 +79,23 @@ def test_killed_run_resumes_bit_identically(fmnist_train, tmp_path):
     chex.assert_trees_all_equal(resumed.state.opt_state, uninterrupted.state.opt_state)
 
 
+def test_run_that_fails_before_its_first_save_leaves_no_checkpoint_folder(fmnist_train,
+                                                                         tmp_path):
+    def failing_loss(outputs, targets, mask):
+        raise RuntimeError("the user's loss is broken")
+
+    images, labels = fmnist_train[0][:256], fmnist_train[1][:256]
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(RuntimeError, match="loss is broken"):
+        train.fit(nets.LeNet300100(), optax.sgd(0.1), (images, labels), epochs=1,
+                  batch_size=128, preprocess=FMNIST, checkpoint_dir=ckpt, progress=False,
+                  loss=failing_loss)
+    assert not ckpt.exists()
+    train.fit(nets.LeNet300100(), optax.sgd(0.1), (images, labels), epochs=1, batch_size=128,
+              preprocess=FMNIST, checkpoint_dir=ckpt, progress=False)
+    assert train.latest_checkpoint_step(str(ckpt)) == 2
+
+
 class _BNWithoutTrainArg(nn.Module):
     """A user model with BatchNorm whose ``__call__`` has no ``train`` argument."""
 

@@ -384,8 +384,9 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
     preprocess = zdata.Preprocess() if preprocess is None else preprocess
     state = create_state(model, tx, preprocess(images[:1]), seed=seed, variables=variables,
                          aux=aux)
-    manager = None if checkpoint_dir is None else _checkpoint_manager(checkpoint_dir)
-    if manager is not None:
+    manager = None  # made at the first save, so a run that fails before it leaves no folder
+    if checkpoint_dir is not None and os.path.isdir(checkpoint_dir):
+        manager = _checkpoint_manager(checkpoint_dir)
         state = _restore_latest(manager, state)
     checkpoint_every = checkpoint_every or steps_per_epoch
     state = replicate(state, mesh)
@@ -413,7 +414,8 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
             if step % 50 == 0 or step == total:
                 bar.set_postfix(_progress(sums, seen, batch_size,
                                           seen / (time.perf_counter() - t0)))
-            if manager is not None and (step % checkpoint_every == 0 or step == total):
+            if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == total):
+                manager = manager or _checkpoint_manager(checkpoint_dir)
                 manager.save(step, args=ocp.args.StandardSave(state))
             if step == total:
                 break

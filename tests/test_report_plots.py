@@ -1,4 +1,4 @@
-"""report.plot_kept: one bar per quantized layer, labels that fit, no layout warnings."""
+"""report.plot_kept: one bar per pruned or quantized layer, labels that fit, no warnings."""
 
 import warnings
 
@@ -7,16 +7,17 @@ import numpy as np
 from zylax import report
 
 
-def _row(name, method, kept, weights):
-    return {"name": name, "method": method, "kept": kept, "weights": weights,
+def _row(name, kept, weights, codebook_bytes=0):
+    return {"name": name, "kept": kept, "weights": weights, "codebook_bytes": codebook_bytes,
             "kept_percent": 100.0 * kept / weights}
 
 
-def test_plot_kept_draws_quantized_layers_only_and_fits_long_names(tmp_path):
+def test_plot_kept_draws_pruned_or_quantized_layers_and_fits_long_names(tmp_path):
     long_name = "predictor2/classifier_depthwise/kernel_with_a_long_user_name"
-    rows = ([_row(f"block{i}/project/kernel", "shared", 50 + i, 100) for i in range(40)]
-            + [_row(long_name, "shared", 100, 100), _row("head/bias", "raw", 10, 10),
-               _row("bn/scale", "cast", 10, 10), _row("bn/mean", "constant", 10, 10)])
+    rows = ([_row(f"block{i}/project/kernel", 50 + i, 100, codebook_bytes=64) for i in range(39)]
+            + [_row("pruned_but_raw/kernel", 30, 100),  # pruned, stored raw: shown
+               _row(long_name, 100, 100, codebook_bytes=64),  # unpruned, shared: shown
+               _row("head/bias", 10, 10), _row("bn/scale", 10, 10)])  # stored as is: left out
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fig = report.plot_kept({"layers": rows})

@@ -169,19 +169,17 @@ def plot_weights(snapshots: dict, masks, layer: str):
     return fig
 
 
-_STORED_AS_IS = ("raw", "cast", "constant")
-
-
 def plot_kept(report: dict):
-    """Horizontal bar chart of the kept fraction per quantized layer; returns the figure.
+    """Horizontal bar chart of the kept fraction per compressed layer; returns the figure.
 
-    One bar per layer whose codec quantizes (not stored as is: raw, cast or
-    constant), top to bottom in report order; the figure grows with the number
-    of layers and the longest name, so every label fits.
+    One bar per layer that is pruned or quantized (has a codebook or scales),
+    top to bottom in report order; leaves stored as they are (raw, narrowed or
+    constant) are left out. The figure grows with the number of layers and the
+    longest name, so every label fits.
     """
     from matplotlib.figure import Figure
 
-    rows = [r for r in report["layers"] if r["method"] not in _STORED_AS_IS]
+    rows = [r for r in report["layers"] if r["codebook_bytes"] or r["kept"] < r["weights"]]
     names = [r["name"] for r in rows]
     longest = max((len(n) for n in names), default=0)
     fig = Figure(figsize=(4 + 0.075 * longest, max(2.5, 0.22 * len(rows) + 1)), layout="tight")

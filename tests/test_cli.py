@@ -263,3 +263,33 @@ def test_evaluate_refuses_tampered_padding_before_allocating(tmp_path):
         "preprocess": data.Preprocess(pad_to=4096).to_dict()})
     proc = _run("evaluate", str(path))
     assert proc.returncode == 1 and "pad_to 4096" in proc.stderr, proc.stderr
+
+
+def test_train_init_from_starts_from_the_matching_leaves_of_a_file(tmp_path, capsys):
+    def accuracy_after(out, *extra):
+        cli.main(["train", "--net", "lenet300", "--epochs", "1", "--out", str(tmp_path / out),
+                  "--quiet", "--max-test-examples", "1000", *extra])
+        printed = capsys.readouterr().out
+        return printed, float(printed.split("test accuracy ")[1].split()[0].rstrip(","))
+
+    _, donor = accuracy_after("donor", "--max-steps", "40")
+    donor_file = str(tmp_path / "donor" / "model.zyl")
+    printed, warm = accuracy_after("warm", "--max-steps", "1", "--init-from", donor_file)
+    assert (f"warm start from {donor_file}: 6 leaves, 266,610 of 266,610 parameters; no layer "
+            "starts fresh") in printed
+    _, cold = accuracy_after("cold", "--max-steps", "1")
+    assert warm > cold + 0.1 and warm > donor - 0.1, (cold, warm, donor)
+
+    # a resumed run keeps its checkpoint and says the file is not used
+    printed, _ = accuracy_after("warm", "--max-steps", "1", "--init-from", donor_file)
+    assert f"--init-from {donor_file} is not used: the run resumes its checkpoint" in printed
+
+    # nothing in common, or no file: one line, no traceback
+    for net, source, message in (("lenet5", donor_file, "no leaf of the donor matches"),
+                                 ("lenet300", str(tmp_path / "none.zyl"), "none.zyl")):
+        with pytest.raises(SystemExit) as refused:
+            cli.main(["train", "--net", net, "--max-steps", "1", "--quiet",
+                      "--out", str(tmp_path / "other"), "--init-from", source])
+        assert refused.value.code == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from zylax import scenes
+from zylax import data, scenes
 
 THRESHOLD = 32
 
@@ -165,3 +165,37 @@ def test_bad_items_and_splits_are_one_line_errors(fmnist_test):
         scenes.load("valid")
     with pytest.raises(ValueError, match="image_ids must be 2 distinct integers"):
         scenes.coco_ground_truth(scenes.generate(items[:5], labels[:5], 2)[1], image_ids=[1, 1])
+
+
+def test_flip_scenes_mirrors_images_masks_and_boxes_together(train_scenes):
+    images, targets = train_scenes
+    flipped_images, flipped = data.flip_scenes(images, targets, np.random.default_rng(3))
+    mirrored = np.all(flipped_images == images[:, :, ::-1], axis=(1, 2, 3))
+    unchanged = np.all(flipped_images == images, axis=(1, 2, 3))
+    assert (mirrored | unchanged).all() and 60 < (mirrored & ~unchanged).sum() < 132
+    for scene in range(192):
+        for key in ("segmentation", "instances"):
+            source = targets[key][scene][:, ::-1] if mirrored[scene] else targets[key][scene]
+            np.testing.assert_array_equal(flipped[key][scene], source)
+        np.testing.assert_array_equal(flipped["classes"][scene], targets["classes"][scene])
+        for slot in range(4):  # still the tight box of the item's (mirrored) pixels
+            mine = flipped["instances"][scene] == slot + 1
+            expected = _tight_box(mine) if mine.any() else [0, 0, 0, 0]
+            np.testing.assert_array_equal(flipped["boxes"][scene, slot], expected)
+    assert flipped["boxes"].dtype == targets["boxes"].dtype
+
+
+def test_augmented_scene_batches_replay_and_refuse_targets_they_cannot_move(train_scenes):
+    images, targets = train_scenes
+
+    def epoch(labels):
+        return list(data.batches(images, labels, 64, seed=1, epoch=2, augment_images=True))
+
+    first, again = epoch(targets), epoch(targets)
+    for one, other in zip(first, again):  # a resumed epoch sees the same flips
+        np.testing.assert_array_equal(one["image"], other["image"])
+        np.testing.assert_array_equal(one["label"]["boxes"], other["label"]["boxes"])
+    plain = list(data.batches(images, targets, 64, seed=1, epoch=2))
+    assert any(not np.array_equal(a["image"], b["image"]) for a, b in zip(first, plain))
+    with pytest.raises(ValueError, match=r"\['keypoints'\], which it cannot move along"):
+        epoch({**targets, "keypoints": np.zeros((192, 4, 2))})

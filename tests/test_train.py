@@ -96,16 +96,20 @@ def test_run_that_fails_before_its_first_save_leaves_no_checkpoint_folder(fmnist
     assert train.latest_checkpoint_step(str(ckpt)) == 2
 
 
+def _conv_bn_trunk(module: nn.Module, x):
+    """conv -> BatchNorm (batch statistics while batch_stats is mutable) -> ReLU -> flatten."""
+    x = nn.Conv(8, (3, 3), strides=(2, 2), name="conv")(x)
+    x = nn.BatchNorm(use_running_average=not module.is_mutable_collection("batch_stats"),
+                     name="bn")(x)
+    return nn.relu(x).reshape((x.shape[0], -1))
+
+
 class _BNWithoutTrainArg(nn.Module):
     """A user model with BatchNorm whose ``__call__`` has no ``train`` argument."""
 
     @nn.compact
     def __call__(self, x):
-        x = nn.Conv(8, (3, 3), strides=(2, 2), name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not self.is_mutable_collection("batch_stats"),
-                         name="bn")(x)
-        x = nn.relu(x).reshape((x.shape[0], -1))
-        return nn.Dense(10, name="head")(x)
+        return nn.Dense(10, name="head")(_conv_bn_trunk(self, x))
 
 
 def test_batchnorm_model_without_train_argument_trains_and_evaluates(fmnist_train, fmnist_test):
@@ -250,5 +254,46 @@ def test_batches_pad_every_array_of_dict_targets():
     assert batch["mask"].tolist() == [1, 0, 0, 0]
     np.testing.assert_array_equal(batch["label"]["boxes"][0], targets["boxes"][4])
     assert not batch["label"]["boxes"][1:].any() and not batch["label"]["valid"][1:].any()
-    with pytest.raises(ValueError, match="boxes and masks"):
-        next(data.batches(images, targets, 4, augment_images=True))
+    with pytest.raises(ValueError, match=r"\['weights'\], which it cannot move along"):
+        next(data.batches(images, {**targets, "weights": np.ones((5, 3))}, 4,
+                          augment_images=True))
+
+
+class _SameTrunkThreeLabels(nn.Module):
+    """A user model sharing ``_BNWithoutTrainArg``'s trunk names; its head has 3 outputs, not 10."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = _conv_bn_trunk(self, x)
+        return nn.Dense(3, name="head")(x) + nn.Dense(3, name="a_new_layer")(x)
+
+
+def test_warm_start_copies_the_matching_trunk_and_keeps_the_rest_fresh(fmnist_train):
+    images, labels = fmnist_train[0][:1024], fmnist_train[1][:1024]
+    donor = train.fit(_BNWithoutTrainArg(), optax.adam(3e-3), (images, labels), preprocess=FMNIST,
+                      epochs=1, batch_size=128, progress=False).variables
+    donor = jax.tree.map(lambda v: np.asarray(v, np.float16), donor)  # e.g. a float16 file
+    fresh = train.init_variables(_SameTrunkThreeLabels(), FMNIST(images[:1]), 1)
+    before = jax.tree.map(np.array, fresh)
+
+    started, copied = train.warm_start(fresh, donor)
+
+    assert copied == ["batch_stats/bn/mean", "batch_stats/bn/var", "params/bn/bias",
+                      "params/bn/scale", "params/conv/bias", "params/conv/kernel"]
+    for collection, layer, leaf in (name.split("/") for name in copied):
+        got = started[collection][layer][leaf]
+        assert got.dtype == fresh[collection][layer][leaf].dtype == jnp.float32
+        np.testing.assert_array_equal(got, donor[collection][layer][leaf].astype(np.float32))
+    # the 3-label head (same path, other shape) and the new layer keep their initial values
+    for layer in ("head", "a_new_layer"):
+        chex.assert_trees_all_equal(started["params"][layer], before["params"][layer])
+    chex.assert_trees_all_equal(fresh, before)  # the input is not changed
+
+
+def test_warm_start_without_a_common_leaf_names_both_trees():
+    fresh = {"params": {"dense": {"kernel": jnp.zeros((4, 2))}}}
+    with pytest.raises(ValueError, match=r"no leaf of the donor matches .*params/dense/kernel.*"
+                                         r"params/conv/kernel"):
+        train.warm_start(fresh, {"params": {"conv": {"kernel": np.zeros((3, 3, 1, 8))}}})
+    with pytest.raises(ValueError, match="no leaf of the donor matches"):  # same path, other shape
+        train.warm_start(fresh, {"params": {"dense": {"kernel": np.zeros((4, 3))}}})

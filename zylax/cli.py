@@ -155,18 +155,41 @@ def baseline_key(choice: ModelChoice, args, epochs: int) -> str:
 
 def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, checkpoint_dir,
               before=None, **kwargs):
-    """Trains (or resumes) the baseline; ``before(model, sample)`` runs first."""
+    """Trains (or resumes) the baseline.
+
+    ``before(model, sample)`` runs first; a dict it returns adds to ``fit``'s
+    keyword arguments (e.g. ``variables`` to start from).
+    """
     from zylax import train
 
     # segmentation models output every label, the background included
     model = choice.factory(zdata.num_classes(train_data[1]) + (choice.task == "segmentation"))
     if before is not None:
-        before(model, preprocess(train_data[0][:1]))
+        kwargs.update(before(model, preprocess(train_data[0][:1])) or {})
     task = _task(choice, model, train_data)
     result = train.fit_recipe(model, choice.recipe, train_data, preprocess=preprocess,
                               epochs=epochs, seed=args.seed, checkpoint_dir=checkpoint_dir,
                               progress=False if args.quiet else None, loss=task.loss(), **kwargs)
     return model, task, result
+
+
+def _warm_start(model, sample, donor: dict, args) -> dict:
+    """Fit keyword arguments that start ``model`` from the matching leaves of ``donor``."""
+    from zylax import train
+    from zylax.transforms.tree import named_leaves
+
+    fresh = train.init_variables(model, sample, args.seed)
+    variables, copied = train.warm_start(fresh, donor)
+    copied = set(copied)
+    params = named_leaves(fresh["params"])
+    kept = {name.split("/")[0] for name in params if f"params/{name}" not in copied}
+    size = sum(np.size(leaf) for leaf in params.values())
+    moved = sum(np.size(leaf) for name, leaf in params.items() if f"params/{name}" in copied)
+    fresh_layers = (f"{len(kept)} layers start fresh ({', '.join(sorted(kept)[:8])}"
+                    f"{', ...' if len(kept) > 8 else ''})" if kept else "no layer starts fresh")
+    print(f"warm start from {args.init_from}: {len(copied)} leaves, {moved:,} of {size:,} "
+          f"parameters; {fresh_layers}")
+    return {"variables": variables}
 
 
 def cmd_train(args) -> None:
@@ -186,8 +209,16 @@ def cmd_train(args) -> None:
     if resumed is not None:
         print(f"resuming from step {resumed} of the checkpoint in {checkpoint_dir} (another "
               "--out starts afresh)")
+    before = None
+    if args.init_from is not None and resumed is None:
+        donor, _ = archive.load(args.init_from)
+        before = lambda model, sample: _warm_start(model, sample, donor, args)
+    elif args.init_from is not None:
+        print(f"--init-from {args.init_from} is not used: the run resumes its checkpoint")
+    augment = {} if args.augment is None else {"augment": args.augment}
     model, task, result = _baseline(choice, args, train_data, preprocess, epochs,
-                                    checkpoint_dir, max_steps=args.max_steps)
+                                    checkpoint_dir, before=before, max_steps=args.max_steps,
+                                    **augment)
     metrics = task.evaluate(model, result.variables, *test_data, preprocess=preprocess)
     print(f"{args.net or args.model} on {args.data}: test {_scores(metrics, task)} "
           f"after {int(result.state.step)} steps")
@@ -555,6 +586,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--out", required=True, help="output folder (checkpoints go inside)")
+    p.add_argument("--init-from", default=None, metavar="FILE",
+                   help="start from the leaves of this .zyl file that match the net by path "
+                        "and shape (e.g. DeepLabV3 from a trained SSDLite's MobileNet V2 "
+                        "trunk); the rest starts fresh")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random flips (and, for images, shifts) of the training data; scenes "
+                        "are mirrored with their boxes and masks (default: the net's recipe)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compress", help="Deep Compression: prune, share, Huffman-code, verify")

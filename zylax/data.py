@@ -293,6 +293,40 @@ def augment(images: np.ndarray, rng: np.random.Generator, max_shift: int = 2) ->
     return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+SCENE_MAPS = ("segmentation", "instances")
+"""Per-pixel scene targets, ``(B, H, W)``: what ``flip_scenes`` mirrors with the images."""
+
+SCENE_TARGETS = frozenset({"boxes", "classes", "valid", "source", *SCENE_MAPS})
+"""The keys of scene targets (``zylax.scenes``), the dict labels ``flip_scenes`` can mirror."""
+
+
+def flip_scenes(images: np.ndarray, targets: dict, rng: np.random.Generator
+                ) -> tuple[np.ndarray, dict]:
+    """Mirrors a random half (p = 1/2 each) of the scenes left-right, boxes and masks included.
+
+    ``images`` ``(B, H, W, C)``; ``targets`` scene targets (``zylax.scenes``):
+    ``"boxes"`` ``(B, M, 4)`` ``(x0, y0, x1, y1)`` with exclusive ends and
+    ``"valid"`` ``(B, M)``, the maps ``SCENE_MAPS`` ``(B, H, W)``; per-item
+    ``"classes"`` and ``"source"`` do not move. A mirrored box is
+    ``(W - x1, y0, W - x0, y1)``, again the tight box of the mirrored pixels;
+    padded (invalid) slots stay zero. Returns new arrays of the same shapes
+    and dtypes.
+    """
+    flip = rng.random(images.shape[0]) < 0.5
+    images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+    targets = dict(targets)
+    for key in SCENE_MAPS:
+        if key in targets:
+            targets[key] = np.where(flip[:, None, None], targets[key][:, :, ::-1], targets[key])
+    if "boxes" in targets:
+        boxes, width = targets["boxes"], images.shape[2]
+        x0, y0, x1, y1 = np.moveaxis(boxes, -1, 0)
+        mirrored = np.stack([width - x1, y0, width - x0, y1], -1).astype(boxes.dtype)
+        mirrored = np.where(targets["valid"][..., None], mirrored, 0)
+        targets["boxes"] = np.where(flip[:, None, None], mirrored, boxes)
+    return images, targets
+
+
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffling order of one epoch: a pure function of (seed, epoch)."""
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
@@ -321,17 +355,20 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
       remainder: "drop" (skip the last partial batch) or "pad" (pad it with
         masked-out zero examples).
       start: index of the first batch to yield (resuming mid-epoch).
-      augment_images: apply ``augment`` with a generator seeded by (seed,
-        epoch, batch), so a resumed epoch sees the same images.
+      augment_images: apply ``augment`` (scene targets: ``flip_scenes``) with
+        a generator seeded by (seed, epoch, batch), so a resumed epoch sees
+        the same images.
 
     Yields:
       ``{"image": float32 (B, H', W', C), "label": int32 (B,), "mask": float32 (B,)}``.
     """
     if remainder not in ("drop", "pad"):
         raise ValueError(f"remainder must be 'drop' or 'pad', got {remainder!r}")
-    if augment_images and isinstance(labels, dict):
-        raise ValueError("augment_images flips and shifts images only; it would misplace the "
-                         "boxes and masks of scene targets")
+    scenes = isinstance(labels, dict)
+    if augment_images and scenes and not set(labels) <= SCENE_TARGETS:
+        raise ValueError(f"augment_images mirrors images with scene targets "
+                         f"{sorted(SCENE_TARGETS)} only; these targets have "
+                         f"{sorted(set(labels) - SCENE_TARGETS)}, which it cannot move along")
     preprocess = Preprocess() if preprocess is None else preprocess
     n = images.shape[0]
     order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
@@ -342,8 +379,10 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
         if valid < batch_size:
             idx = np.concatenate([idx, np.zeros(batch_size - valid, idx.dtype)])
             mask[valid:] = 0.0
-        batch = images[idx]
-        if augment_images:
+        batch, targets = images[idx], take(labels, idx, mask > 0)
+        if augment_images and scenes:
+            batch, targets = flip_scenes(batch, targets, np.random.default_rng([seed, epoch, b]))
+        elif augment_images:
             batch = augment(batch, np.random.default_rng([seed, epoch, b]))
-        yield {"image": preprocess(batch) * mask[:, None, None, None],
-               "label": take(labels, idx, mask > 0), "mask": mask}
+        yield {"image": preprocess(batch) * mask[:, None, None, None], "label": targets,
+               "mask": mask}

@@ -75,7 +75,7 @@ class Recipe:
     Nesterov momentum and ``weight_decay`` as an L2 term added to the
     gradients (as torchvision's reference scripts train). ``label_smoothing``
     smooths the training targets; ``augment`` randomly flips and shifts
-    training images; ``pad_to`` pads 28x28 images for nets that want 32x32
+    training images (mirrors scenes with their boxes and masks); ``pad_to`` pads 28x28 images for nets that want 32x32
     input (it goes into the ``data.Preprocess``).
     """
 
@@ -166,6 +166,49 @@ def init_variables(model, sample: np.ndarray, seed: int) -> dict[str, Any]:
     init = jax.jit(lambda key, x: model.init(key, x, **kwargs))
     variables = init(jax.random.key(seed), jnp.asarray(sample))
     return dict(flax.core.unfreeze(variables))
+
+
+def warm_start(variables: dict, donor: dict) -> tuple[dict, list[str]]:
+    """``variables`` with every leaf ``donor`` has at the same path and shape copied in.
+
+    Transfer learning as DeepLab and the TF Object Detection API do it: the
+    trunk of a trained net (a classifier's backbone, SSDLite's MobileNet V2)
+    starts a new net whose other layers stay as ``model.init`` made them.
+    Leaves are matched by their full path, collection included, so BatchNorm
+    statistics come along (``"params/block3/depthwise/kernel"``,
+    ``"batch_stats/block3/depthwise_bn/mean"``); a leaf whose shape differs
+    (a classifier over other labels) keeps its fresh value. Copied values
+    take the dtype of ``variables``' leaf.
+
+    Args:
+      variables: the new model's variables (``init_variables``).
+      donor: another model's variables (``archive.load``, a checkpoint).
+
+    Returns:
+      ``(variables, copied)``: new variables (the inputs are not changed) and
+      the copied leaves' paths, in tree order.
+
+    Raises:
+      ValueError: when no leaf matches, naming a few paths of each tree.
+    """
+    from zylax.transforms.tree import map_named, named_leaves
+
+    donor_leaves = named_leaves(donor)
+    copied = []
+
+    def take(name, leaf):
+        source = donor_leaves.get(name)
+        if source is None or np.shape(source) != np.shape(leaf):
+            return leaf
+        copied.append(name)
+        return jnp.asarray(source, dtype=jnp.result_type(leaf))
+
+    started = map_named(take, dict(variables))
+    if not copied:
+        mine, theirs = list(named_leaves(variables))[:3], list(donor_leaves)[:3]
+        raise ValueError(f"warm start: no leaf of the donor matches the model by path and "
+                         f"shape (model: {mine} ..., donor: {theirs} ...)")
+    return started, copied
 
 
 def split_variables(variables) -> tuple[Params, dict]:
@@ -372,7 +415,8 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
     early (as if killed after that step). ``progress=None`` shows a bar only on
     a terminal. ``on_epoch`` is called with each epoch's history row (e.g. to
     log it) as soon as the epoch ends. ``augment`` flips and shifts the
-    training images (``data.augment``); evaluation uses neither.
+    training images (``data.augment``), or mirrors scenes with their boxes
+    and masks (``data.flip_scenes``); evaluation never augments.
     """
     mesh = data_mesh() if mesh is None else mesh
     images, labels = train_data

@@ -285,7 +285,7 @@ def test_train_init_from_starts_from_the_matching_leaves_of_a_file(tmp_path, cap
     assert f"--init-from {donor_file} is not used: the run resumes its checkpoint" in printed
 
     # nothing in common, or no file: one line, no traceback
-    for net, source, message in (("lenet5", donor_file, "no leaf of the donor matches"),
+    for net, source, message in (("lenet5", donor_file, "no layer of the donor matches"),
                                  ("lenet300", str(tmp_path / "none.zyl"), "none.zyl")):
         with pytest.raises(SystemExit) as refused:
             cli.main(["train", "--net", net, "--max-steps", "1", "--quiet",

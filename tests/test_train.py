@@ -290,10 +290,32 @@ def test_warm_start_copies_the_matching_trunk_and_keeps_the_rest_fresh(fmnist_tr
     chex.assert_trees_all_equal(fresh, before)  # the input is not changed
 
 
-def test_warm_start_without_a_common_leaf_names_both_trees():
+def test_warm_start_copies_a_layer_whole_or_not_at_all():
+    fresh = {"params": {"conv": {"kernel": jnp.zeros((3, 3, 1, 8)), "bias": jnp.zeros(8)},
+                        "bn": {"scale": jnp.ones(8), "bias": jnp.zeros(8)},
+                        "head": {"kernel": jnp.zeros((4, 10)), "bias": jnp.zeros(10)}},
+             "batch_stats": {"bn": {"mean": jnp.zeros(8), "var": jnp.ones(8)}}}
+    donor = {"params": {"conv": {"kernel": np.ones((3, 3, 1, 8)), "bias": np.ones(8)},
+                        "bn": {"scale": np.full(8, 2.0), "bias": np.ones(8)},
+                        "head": {"kernel": np.ones((6, 10)), "bias": np.ones(10)}}}
+    # the head's bias fits but its kernel does not; BatchNorm has no statistics in the donor
+    started, copied = train.warm_start(fresh, donor)
+    assert copied == ["params/conv/bias", "params/conv/kernel"]
+    assert not started["params"]["head"]["bias"].any()
+    assert (started["params"]["bn"]["scale"] == 1).all()
+    donor["batch_stats"] = {"bn": {"mean": np.ones(8), "var": np.full(8, 3.0)}}
+    _, copied = train.warm_start(fresh, donor)
+    assert copied == ["batch_stats/bn/mean", "batch_stats/bn/var", "params/bn/bias",
+                      "params/bn/scale", "params/conv/bias", "params/conv/kernel"]
+
+
+def test_warm_start_without_a_common_layer_names_both_trees():
     fresh = {"params": {"dense": {"kernel": jnp.zeros((4, 2))}}}
-    with pytest.raises(ValueError, match=r"no leaf of the donor matches .*params/dense/kernel.*"
+    with pytest.raises(ValueError, match=r"no layer of the donor matches .*params/dense/kernel.*"
                                          r"params/conv/kernel"):
         train.warm_start(fresh, {"params": {"conv": {"kernel": np.zeros((3, 3, 1, 8))}}})
-    with pytest.raises(ValueError, match="no leaf of the donor matches"):  # same path, other shape
+    with pytest.raises(ValueError, match="no layer of the donor matches"):  # same path, other shape
         train.warm_start(fresh, {"params": {"dense": {"kernel": np.zeros((4, 3))}}})
+    with pytest.raises(ValueError, match=r"none of the model's collections \['params'\]: pass its "
+                                         r"whole variables dict"):  # params given bare
+        train.warm_start(fresh, {"dense": {"kernel": np.zeros((4, 2))}})

@@ -169,46 +169,58 @@ def init_variables(model, sample: np.ndarray, seed: int) -> dict[str, Any]:
 
 
 def warm_start(variables: dict, donor: dict) -> tuple[dict, list[str]]:
-    """``variables`` with every leaf ``donor`` has at the same path and shape copied in.
+    """``variables`` with every layer that ``donor`` has, whole and of the same shapes, copied in.
 
     Transfer learning as DeepLab and the TF Object Detection API do it: the
     trunk of a trained net (a classifier's backbone, SSDLite's MobileNet V2)
     starts a new net whose other layers stay as ``model.init`` made them.
     Leaves are matched by their full path, collection included, so BatchNorm
     statistics come along (``"params/block3/depthwise/kernel"``,
-    ``"batch_stats/block3/depthwise_bn/mean"``); a leaf whose shape differs
-    (a classifier over other labels) keeps its fresh value. Copied values
-    take the dtype of ``variables``' leaf.
+    ``"batch_stats/block3/depthwise_bn/mean"``). A layer (the leaves under
+    one module path, over all collections) is copied whole or not at all: a
+    head over other labels, whose bias may fit but whose kernel does not,
+    keeps its fresh values. Copied values take the dtype of ``variables``'
+    leaf.
 
     Args:
-      variables: the new model's variables (``init_variables``).
-      donor: another model's variables (``archive.load``, a checkpoint).
+      variables: the new model's variables, every collection
+        (``init_variables(model, sample, seed)``, ``sample`` one batch of
+        model input).
+      donor: another model's variables, every collection (``archive.load``'s
+        first result, a checkpoint's ``variables``).
 
     Returns:
       ``(variables, copied)``: new variables (the inputs are not changed) and
       the copied leaves' paths, in tree order.
 
     Raises:
-      ValueError: when no leaf matches, naming a few paths of each tree.
+      ValueError: when no layer matches, naming a few paths of each tree.
     """
     from zylax.transforms.tree import map_named, named_leaves
 
-    donor_leaves = named_leaves(donor)
-    copied = []
+    mine, theirs = named_leaves(variables), named_leaves(donor)
 
-    def take(name, leaf):
-        source = donor_leaves.get(name)
-        if source is None or np.shape(source) != np.shape(leaf):
-            return leaf
-        copied.append(name)
-        return jnp.asarray(source, dtype=jnp.result_type(leaf))
+    def fits(name):
+        return name in theirs and np.shape(theirs[name]) == np.shape(mine[name])
 
-    started = map_named(take, dict(variables))
+    broken = {_layer_path(name) for name in mine if not fits(name)}
+    copied = [name for name in mine if _layer_path(name) not in broken]
     if not copied:
-        mine, theirs = list(named_leaves(variables))[:3], list(donor_leaves)[:3]
-        raise ValueError(f"warm start: no leaf of the donor matches the model by path and "
-                         f"shape (model: {mine} ..., donor: {theirs} ...)")
+        hint = ("" if set(donor) & set(variables) else
+                f"; the donor has none of the model's collections {sorted(variables)}: "
+                "pass its whole variables dict, not only its params")
+        raise ValueError(f"warm start: no layer of the donor matches the model by path and "
+                         f"shape (model: {list(mine)[:3]} ..., donor: {list(theirs)[:3]} ...)"
+                         f"{hint}")
+    chosen = set(copied)
+    started = map_named(lambda name, leaf: jnp.asarray(theirs[name], jnp.result_type(leaf))
+                        if name in chosen else leaf, dict(variables))
     return started, copied
+
+
+def _layer_path(name: str) -> str:
+    """``"batch_stats/block3/bn/mean"`` -> ``"block3/bn"``: the module path alone."""
+    return name.split("/", 1)[-1].rpartition("/")[0]
 
 
 def split_variables(variables) -> tuple[Params, dict]:

@@ -174,7 +174,7 @@ def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, ch
 
 
 def _warm_start(model, sample, donor: dict, args) -> dict:
-    """Fit keyword arguments that start ``model`` from the matching leaves of ``donor``."""
+    """Fit keyword arguments that start ``model`` from the matching layers of ``donor``."""
     from zylax import train
     from zylax.transforms.tree import named_leaves
 
@@ -587,9 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--out", required=True, help="output folder (checkpoints go inside)")
     p.add_argument("--init-from", default=None, metavar="FILE",
-                   help="start from the leaves of this .zyl file that match the net by path "
-                        "and shape (e.g. DeepLabV3 from a trained SSDLite's MobileNet V2 "
-                        "trunk); the rest starts fresh")
+                   help="start from the layers of this .zyl file that match the net's by "
+                        "path and shape (e.g. DeepLabV3 from a trained SSDLite's MobileNet V2 "
+                        "trunk); the other layers start fresh")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random flips (and, for images, shifts) of the training data; scenes "
                         "are mirrored with their boxes and masks (default: the net's recipe)")

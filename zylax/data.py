@@ -364,8 +364,8 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
     """
     if remainder not in ("drop", "pad"):
         raise ValueError(f"remainder must be 'drop' or 'pad', got {remainder!r}")
-    scenes = isinstance(labels, dict)
-    if augment_images and scenes and not set(labels) <= SCENE_TARGETS:
+    dict_targets = isinstance(labels, dict)
+    if augment_images and dict_targets and not set(labels) <= SCENE_TARGETS:
         raise ValueError(f"augment_images mirrors images with scene targets "
                          f"{sorted(SCENE_TARGETS)} only; these targets have "
                          f"{sorted(set(labels) - SCENE_TARGETS)}, which it cannot move along")
@@ -380,7 +380,7 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
             idx = np.concatenate([idx, np.zeros(batch_size - valid, idx.dtype)])
             mask[valid:] = 0.0
         batch, targets = images[idx], take(labels, idx, mask > 0)
-        if augment_images and scenes:
+        if augment_images and dict_targets:
             batch, targets = flip_scenes(batch, targets, np.random.default_rng([seed, epoch, b]))
         elif augment_images:
             batch = augment(batch, np.random.default_rng([seed, epoch, b]))

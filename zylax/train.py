@@ -75,8 +75,9 @@ class Recipe:
     Nesterov momentum and ``weight_decay`` as an L2 term added to the
     gradients (as torchvision's reference scripts train). ``label_smoothing``
     smooths the training targets; ``augment`` randomly flips and shifts
-    training images (mirrors scenes with their boxes and masks); ``pad_to`` pads 28x28 images for nets that want 32x32
-    input (it goes into the ``data.Preprocess``).
+    training images (mirrors scenes with their boxes and masks); ``pad_to``
+    pads 28x28 images for nets that want 32x32 input (it goes into the
+    ``data.Preprocess``).
     """
 
     epochs: int

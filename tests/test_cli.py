@@ -265,7 +265,7 @@ def test_evaluate_refuses_tampered_padding_before_allocating(tmp_path):
     assert proc.returncode == 1 and "pad_to 4096" in proc.stderr, proc.stderr
 
 
-def test_train_init_from_starts_from_the_matching_leaves_of_a_file(tmp_path, capsys):
+def test_train_init_from_starts_from_the_matching_layers_of_a_file(tmp_path, capsys):
     def accuracy_after(out, *extra):
         cli.main(["train", "--net", "lenet300", "--epochs", "1", "--out", str(tmp_path / out),
                   "--quiet", "--max-test-examples", "1000", *extra])

@@ -188,11 +188,13 @@ def test_flip_scenes_mirrors_images_masks_and_boxes_together(train_scenes):
 def test_augmented_scene_batches_replay_and_refuse_targets_they_cannot_move(train_scenes):
     images, targets = train_scenes
 
-    def epoch(labels):
-        return list(data.batches(images, labels, 64, seed=1, epoch=2, augment_images=True))
+    def epoch(labels, start=0):
+        return list(data.batches(images, labels, 64, seed=1, epoch=2, augment_images=True,
+                                 start=start))
 
-    first, again = epoch(targets), epoch(targets)
-    for one, other in zip(first, again):  # a resumed epoch sees the same flips
+    first, resumed = epoch(targets), epoch(targets, start=1)
+    assert len(resumed) == len(first) - 1 == 2
+    for one, other in zip(first[1:], resumed):  # a resumed epoch sees the same flips
         np.testing.assert_array_equal(one["image"], other["image"])
         np.testing.assert_array_equal(one["label"]["boxes"], other["label"]["boxes"])
     plain = list(data.batches(images, targets, 64, seed=1, epoch=2))

@@ -164,6 +164,11 @@ def test_pattern_and_batch_stats_round_trip(tmp_path):
     assert "batch_stats/bn/var" in rows
     assert report.build(header, file_bytes=size, accuracies={})["stages"]["P+Q"]["bytes"] < \
         sum(r["dense_bytes"] for r in rows.values())
+    rep = report.build(header, file_bytes=size, accuracies={})
+    cells = [line.split() for line in report.format_table(rep).splitlines()]
+    table = {c[0]: c[1] for c in cells if c and "/" in c[0]}
+    assert table["conv/kernel"] == "pattern" and table["pw/kernel"] == "raw"
+    assert "| conv/kernel | pattern |" in report.to_markdown(rep)
 
 
 def test_pattern_scale_shape_is_checked(tmp_path):

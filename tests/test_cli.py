@@ -216,11 +216,12 @@ def test_compress_a_user_model_from_the_command_line(tmp_path):
     accuracy = next(line for line in proc.stdout.splitlines()
                     if line.startswith("compressed_accuracy")).split()[-1]
     rows = {row.split()[0]: row.split() for row in proc.stdout.splitlines() if "/kernel" in row}
-    kept = {name: float(row[2]) for name, row in rows.items()}
+    assert {row[1] for row in rows.values()} == {"shared"}
+    kept = {name: float(row[3]) for name, row in rows.items()}
     assert 35 < kept["aa_body/kernel"] < 45 and 75 < kept["mm_head/kernel"] < 85
-    assert {name: row[3] for name, row in rows.items()} == {
+    assert {name: row[4] for name, row in rows.items()} == {
         "zz_stem/kernel": "4", "aa_body/kernel": "4", "mm_head/kernel": "6"}
-    stats = {row.split()[0]: row.split()[3] for row in proc.stdout.splitlines()
+    stats = {row.split()[0]: row.split()[4] for row in proc.stdout.splitlines()
              if row.strip().startswith("batch_stats/")}
     assert stats == {"batch_stats/norm/mean": "0", "batch_stats/norm/var": "0"}  # folded
     evaluated = _run("evaluate", str(out), cwd=tmp_path)

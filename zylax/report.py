@@ -70,7 +70,7 @@ def build(header: dict, *, file_bytes: int, accuracies: dict, seconds: dict | No
             "stages": stages, "reference": dict(reference or {}), "layers": rows}
 
 
-_COLUMNS = [("layer", "name", "{}"), ("weights", "weights", "{:,}"),
+_COLUMNS = [("layer", "name", "{}"), ("method", "method", "{}"), ("weights", "weights", "{:,}"),
             ("kept %", "kept_percent", "{:.1f}"), ("w bits", "weight_bits", "{}"),
             ("idx bits", "index_bits", "{}"), ("w raw B", "weights_raw_bytes", "{:,}"),
             ("w huff B", "weights_huffman_bytes", "{:,}"), ("idx raw B", "index_raw_bytes", "{:,}"),

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments import settings_sweep
 from zylax import archive, compress
@@ -23,21 +24,22 @@ class UserNet(nn.Module):
         return nn.Dense(10, name="mm_out")(x.reshape((x.shape[0], -1)))
 
 
-def _user_variables(images):
+@pytest.fixture(scope="module")
+def user_model(fmnist_test):
+    """The model, its variables with statistics from 64 real test images, and those images."""
+    images = jnp.asarray(fmnist_test[0][:64], jnp.float32)[..., None] / 255.0
     model = UserNet()
     variables = model.init(jax.random.PRNGKey(0), images[:1])
-    # statistics from real images, so folding has something to fold
     _, state = model.apply(variables, images, mutable=["batch_stats"])
-    return model, {**variables, **state}
+    return model, {**variables, **state}, images
 
 
 def _masks(params, sparsity):
     return pruning.sparsity_masks(params, 0.0, overrides={".*kernel": sparsity})
 
 
-def test_the_decoded_variables_are_what_the_predicted_file_decodes_to(fmnist_test):
-    images = jnp.asarray(fmnist_test[0][:64], jnp.float32)[..., None] / 255.0
-    model, variables = _user_variables(images)
+def test_the_decoded_variables_are_what_the_predicted_file_decodes_to(user_model):
+    model, variables, _ = user_model
     masks = _masks(variables["params"], 0.6)
     size, decoded = settings_sweep.shared_file(model, variables, masks, 4, None)
 
@@ -52,20 +54,18 @@ def test_the_decoded_variables_are_what_the_predicted_file_decodes_to(fmnist_tes
     assert len(np.unique(kernel)) <= 2 ** 4 + 1  # 16 shared values and the pruned zero
 
 
-def test_fewer_bits_and_more_pruning_give_a_smaller_file(fmnist_test):
-    images = jnp.asarray(fmnist_test[0][:64], jnp.float32)[..., None] / 255.0
-    model, variables = _user_variables(images)
+def test_fewer_bits_and_more_pruning_give_a_smaller_file(user_model):
+    model, variables, _ = user_model
     dense = sum(np.asarray(v).nbytes for v in jax.tree.leaves(variables))
     sizes = {(s, b): settings_sweep.shared_file(model, variables,
                                                 _masks(variables["params"], s), b, "float16")[0]
-             for s in (0.5, 0.75) for b in (3, 5)}
+             for s, b in ((0.5, 5), (0.75, 5), (0.5, 3))}
     assert sizes[0.75, 5] < sizes[0.5, 5] and sizes[0.5, 3] < sizes[0.5, 5]
     assert max(sizes.values()) < dense / 4
 
 
-def test_folding_batch_norm_keeps_the_decoded_models_outputs(fmnist_test):
-    images = jnp.asarray(fmnist_test[0][:64], jnp.float32)[..., None] / 255.0
-    model, variables = _user_variables(images)
+def test_folding_batch_norm_keeps_the_decoded_models_outputs(user_model):
+    model, variables, images = user_model
     masks = _masks(variables["params"], 0.5)
     _, unfolded = settings_sweep.shared_file(model, variables, masks, 5, None)
     _, folded = settings_sweep.shared_file(model, variables, masks, 5, None, images[:1])

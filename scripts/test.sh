@@ -5,4 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export ZYLAX_SMALL=1 TF_CPP_MIN_LOG_LEVEL=3
-exec .venv/bin/python -m pytest -q --nbmake tests notebooks "$@"
+# One fresh persistent compilation cache for this run: tests, CLI subprocesses and
+# notebook kernels that compile the same program share it (a run starts cold, so it
+# still compiles everything once; nothing is kept between runs).
+JAX_COMPILATION_CACHE_DIR="$(mktemp -d)"
+export JAX_COMPILATION_CACHE_DIR JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.2
+trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
+# Two workers (-n 2), each taking whole files (loadfile: a module's fixtures are built once):
+# XLA compiles on one thread, and most of the suite's time is compiling.
+.venv/bin/python -m pytest -q -n 2 --dist loadfile --nbmake tests notebooks "$@"

@@ -294,3 +294,13 @@ def test_train_init_from_starts_from_the_matching_layers_of_a_file(tmp_path, cap
         assert refused.value.code == 1
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["train", "compress"])
+def test_augment_flag_overrides_the_recipe_of_train_and_compress(command):
+    parser = cli.build_parser()
+    base = [command, "--net", "lenet300", "--out", "unused"]
+    assert not registry.get("lenet300").recipe.augment
+    assert cli._check_common(parser.parse_args(base + ["--augment"])).recipe.augment
+    assert not cli._check_common(parser.parse_args(base)).recipe.augment
+    assert not cli._check_common(parser.parse_args(base + ["--no-augment"])).recipe.augment

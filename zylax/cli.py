@@ -91,6 +91,8 @@ def _check_common(args) -> ModelChoice:
                          f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
     if args.batch_size:
         choice.recipe = dataclasses.replace(choice.recipe, batch_size=args.batch_size)
+    if getattr(args, "augment", None) is not None:
+        choice.recipe = dataclasses.replace(choice.recipe, augment=args.augment)
     if args.max_examples is not None and args.max_examples < choice.recipe.batch_size:
         raise UsageError(f"--max-examples {args.max_examples} is smaller than one batch "
                          f"({choice.recipe.batch_size}); lower --batch-size")
@@ -215,10 +217,8 @@ def cmd_train(args) -> None:
         before = lambda model, sample: _warm_start(model, sample, donor, args)
     elif args.init_from is not None:
         print(f"--init-from {args.init_from} is not used: the run resumes its checkpoint")
-    augment = {} if args.augment is None else {"augment": args.augment}
     model, task, result = _baseline(choice, args, train_data, preprocess, epochs,
-                                    checkpoint_dir, before=before, max_steps=args.max_steps,
-                                    **augment)
+                                    checkpoint_dir, before=before, max_steps=args.max_steps)
     metrics = task.evaluate(model, result.variables, *test_data, preprocess=preprocess)
     print(f"{args.net or args.model} on {args.data}: test {_scores(metrics, task)} "
           f"after {int(result.state.step)} steps")
@@ -498,11 +498,28 @@ def cmd_evaluate(args) -> None:
     _check_file_args(args)
     _positive("--max-examples", args.max_examples)
     loaded = load_model_file(args.file, args.data, args.max_decoded_bytes)
+    task = inference_views(loaded.task, args.scales, args.flip)
     test_data = _prefix(loaded.test_data, args.max_examples)
-    metrics = loaded.task.evaluate(loaded.model, loaded.variables, *test_data,
-                                   preprocess=loaded.preprocess)
+    metrics = task.evaluate(loaded.model, loaded.variables, *test_data,
+                            preprocess=loaded.preprocess)
     label = loaded.metadata.get("net") or loaded.metadata.get("model")
-    print(f"{args.file}: {label} on {loaded.data}: test {_scores(metrics, loaded.task)}")
+    views = "" if task is loaded.task else (
+        f" (scales {', '.join(f'{s:g}' for s in task.scales)}{', flipped' if task.flip else ''})")
+    print(f"{args.file}: {label} on {loaded.data}: test {_scores(metrics, task)}{views}")
+
+
+def inference_views(task, scales: list[float] | None, flip: bool):
+    """A segmentation task that predicts from ``scales`` (and mirrored) inputs; ``task``
+    itself without ``--scales``/``--flip``. Other tasks refuse them."""
+    if scales is None and not flip:
+        return task
+    if task.name != "segmentation":
+        raise UsageError(f"--scales and --flip are for segmentation models; this one is "
+                         f"{task.name}")
+    try:
+        return dataclasses.replace(task, scales=tuple(scales or (1.0,)), flip=flip)
+    except ValueError as err:
+        raise UsageError(f"--scales: {err}") from None
 
 
 def cmd_inspect(args) -> None:
@@ -545,6 +562,13 @@ def cmd_export(args) -> None:
     print(f"wrote {args.out}: {len(result.tflite):,} bytes, weights {args.weights}; input float32 "
           f"{result.input_shape} = {preprocess}; max |LiteRT - JAX| "
           f"{result.max_output_diff:.2g} on a random image")
+
+
+def _add_augment(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--augment/--no-augment``: overrides the recipe's augmentation of ``what``."""
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"random flips (and, for images, shifts) of {what}; scenes are "
+                             "mirrored with their boxes and masks (default: the net's recipe)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -590,9 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the layers of this .zyl file that match the net's by "
                         "path and shape (e.g. DeepLabV3 from a trained SSDLite's MobileNet V2 "
                         "trunk); the other layers start fresh")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random flips (and, for images, shifts) of the training data; scenes "
-                        "are mirrored with their boxes and masks (default: the net's recipe)")
+    _add_augment(p, "the training data")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compress", help="Deep Compression: prune, share, Huffman-code, verify")
@@ -600,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="model.zyl",
                    help="compressed model file (default: model.zyl; its folder is created)")
     p.add_argument("--report", default=None, help="report JSON (Markdown and PNGs beside it)")
+    _add_augment(p, "the training data (the baseline's, and the retraining's after pruning and sharing)")
     p.add_argument("--from", dest="baseline_file", default=None, metavar="FILE",
                    help="compress this trained .zyl file (zylax train's model.zyl) instead of "
                         "training a baseline; the model, data and task come from the file")
@@ -637,6 +660,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset (default: the one in the file)")
     p.add_argument("--max-examples", type=int, default=None,
                    help="score the first N test examples only")
+    p.add_argument("--scales", type=float, nargs="+", default=None, metavar="S",
+                   help="segmentation: average the class probabilities of the inputs resized "
+                        "by each S (DeepLabV3's multi-scale inference, e.g. 0.5 0.75 1 1.25 "
+                        "1.5 1.75)")
+    p.add_argument("--flip", action="store_true",
+                   help="segmentation: also average over the left-right mirrored inputs")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("inspect", help="per-layer table of a .zyl file")

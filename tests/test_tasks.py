@@ -4,6 +4,7 @@ real scenes, read the file back bit-exactly and score it with mIoU, from Python 
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -140,6 +141,12 @@ def test_a_users_segmentation_model_trains_from_the_cli_and_its_file_evaluates(
     assert metadata["num_classes"] == 11  # the background counts for segmentation
     cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "32"])
     assert f"test mIoU {trained}" in capsys.readouterr().out
+    cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "32",
+              "--scales", "1", "1.5", "--flip"])
+    assert "(scales 1, 1.5, flipped)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), "--scales", "0"])
+    assert "--scales: scales must be a non-empty sequence" in capsys.readouterr().err
 
 
 def test_a_model_with_the_wrong_outputs_for_its_task_is_a_clear_error():
@@ -188,3 +195,40 @@ def test_classification_scores_logits_computed_elsewhere():
         tasks.Classification().score_outputs(logits, np.array([1, 1]))
     with pytest.raises(ValueError, match=r"an iterable of batches .* not one array of shape"):
         tasks.Classification().score_outputs(logits[0], np.array([1, 1]))
+
+
+def _position_dependent_logits(x):
+    """Logits (B, H, W, 3) of images (B, H, W, 1) that depend on the column, not only the pixel."""
+    ramp = jnp.linspace(-2.0, 2.0, x.shape[2])[None, None, :, None]
+    return jnp.concatenate([x, -x, x * ramp + ramp], -1)
+
+
+def test_multi_scale_inference_averages_the_probabilities_of_every_view(scenes):
+    _, (images, _) = scenes
+    x = jnp.asarray(images[:4], jnp.float32) / 255.0
+    single = tasks.multi_scale_log_probabilities(_position_dependent_logits, x, (1.0,))
+    np.testing.assert_allclose(single, jax.nn.log_softmax(_position_dependent_logits(x)),
+                               atol=1e-6)
+
+    # a flipped view makes the prediction of a mirrored scene the mirror of the scene's
+    flipped = lambda v: tasks.multi_scale_log_probabilities(_position_dependent_logits, v,
+                                                            (1.0,), flip=True)
+    np.testing.assert_allclose(flipped(x[:, :, ::-1]), flipped(x)[:, :, ::-1], atol=1e-6)
+    assert not np.allclose(single[:, :, ::-1], tasks.multi_scale_log_probabilities(
+        _position_dependent_logits, x[:, :, ::-1], (1.0,)), atol=1e-3)
+
+    # each scale: the images resized, the logits resized back, probabilities averaged
+    both = tasks.multi_scale_log_probabilities(_position_dependent_logits, x, (1.0, 1.5))
+    b, h, w, _ = x.shape
+    larger = _position_dependent_logits(jax.image.resize(x, (b, 144, 144, 1), "bilinear"))
+    back = jax.image.resize(larger, (b, h, w, 3), "bilinear")
+    reference = np.log((np.exp(single) + jax.nn.softmax(back)) / 2)
+    np.testing.assert_allclose(both, reference, atol=1e-5)
+    np.testing.assert_allclose(np.exp(both).sum(-1), 1.0, atol=1e-5)
+
+
+def test_segmentation_refuses_bad_scales():
+    for scales in [(), (0.0,), (1.0, 20.0), (True,)]:
+        with pytest.raises(ValueError, match="scales must be a non-empty sequence"):
+            tasks.Segmentation(11, scales=scales)
+    assert tasks.Segmentation(11, scales=[1, 1.5]).scales == (1.0, 1.5)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from typing import Any
 
 import jax
@@ -80,32 +81,66 @@ def _check_detection_outputs(outputs, num_anchors: int) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _inference_step(model, transform, head):
+def _inference_step(model, transform, head, scales=(1.0,), flip=False):
     """The jitted ``(params, collections, aux, x) -> head(outputs)`` in inference mode.
 
-    Cached per (model, transform, head), so scoring the same model again (as
-    ``compress.run`` does for each stage) reuses its compiled program.
+    With other ``scales`` than ``(1.0,)`` or ``flip``, the outputs are
+    ``multi_scale_log_probabilities`` of per-pixel logits. Cached per
+    (model, transform, head, scales, flip), so scoring the same model again
+    (as ``compress.run`` does for each stage) reuses its compiled program.
     """
     @jax.jit
     def step(params, collections, aux, x):
-        outputs, _ = train.forward(model, train.apply_transform(transform, params, aux),
-                                   collections, x, train=False)
-        return head(outputs)
+        params = train.apply_transform(transform, params, aux)
+
+        def apply(inputs):
+            return train.forward(model, params, collections, inputs, train=False)[0]
+        if tuple(scales) == (1.0,) and not flip:
+            return head(apply(x))
+        return head(multi_scale_log_probabilities(apply, x, scales, flip))
     return step
 
 
+def multi_scale_log_probabilities(apply, images, scales, flip: bool = False):
+    """Per-pixel log of the class probabilities averaged over rescaled (and mirrored) inputs.
+
+    DeepLabV3's inference on multi-scale inputs (Chen et al. 2017, Sec. 4.1:
+    scales {0.5, 0.75, 1, 1.25, 1.5, 1.75}, plus left-right flipped inputs;
+    "MF" in MobileNetV2's Table 7): for each scale ``s`` the images
+    ``(B, H, W, C)`` are resized bilinearly to ``round(s * H) x round(s * W)``,
+    ``apply`` maps them to logits ``(B, h, w, K)`` (any ``h, w``: they are
+    resized bilinearly back to ``H x W``), and ``softmax`` of every view is
+    averaged: ``log(1/V sum_v softmax(z_v))``, ``(B, H, W, K)``. A flipped
+    view's prediction is flipped back before it is added.
+    """
+    b, h, w, c = images.shape
+    views = [(s, mirrored) for s in scales for mirrored in ((False, True) if flip else (False,))]
+    total = 0.0
+    for s, mirrored in views:
+        x = images[:, :, ::-1] if mirrored else images
+        if s != 1.0:
+            x = jax.image.resize(x, (b, round(s * h), round(s * w), c), "bilinear")
+        logits = apply(x)
+        if logits.shape[1:3] != (h, w):
+            logits = jax.image.resize(logits, (b, h, w, logits.shape[-1]), "bilinear")
+        probabilities = jax.nn.softmax(logits.astype(jnp.float32), -1)
+        total = total + (probabilities[:, :, ::-1] if mirrored else probabilities)
+    return jnp.log(total / len(views))
+
+
 def _predictions(model, variables, images, labels, head, *, preprocess, batch_size, transform,
-                 aux):
+                 aux, scales=(1.0,), flip=False):
     """Runs ``head(outputs)`` (jitted, inference mode) over every example; yields (batch, result).
 
     ``head`` must be hashable and equal across calls (a bound method or a
-    module-level function) for the compiled step to be reused.
+    module-level function) for the compiled step to be reused; ``scales`` and
+    ``flip`` as in ``_inference_step``.
     """
     params, collections = train.split_variables(variables)
     try:
-        step = _inference_step(model, transform, head)
+        step = _inference_step(model, transform, head, tuple(scales), flip)
     except TypeError:  # an unhashable model or transform: compile for this call only
-        step = _inference_step.__wrapped__(model, transform, head)
+        step = _inference_step.__wrapped__(model, transform, head, tuple(scales), flip)
     for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess, shuffle=False,
                                remainder="pad"):
         yield batch, jax.device_get(step(params, collections, aux, batch["image"]))
@@ -205,11 +240,28 @@ class Detection:
 @dataclasses.dataclass(frozen=True)
 class Segmentation:
     """Scene targets with ``segmentation`` (N, H, W) in ``[0, num_classes)``;
-    the model returns per-pixel logits (B, H, W, num_classes)."""
+    the model returns per-pixel logits (B, H, W, num_classes).
+
+    ``scales`` and ``flip`` set how ``evaluate``/``confusion`` predict: the
+    default is one pass at the input size; e.g. ``scales=(0.5, 0.75, 1.0,
+    1.25, 1.5, 1.75), flip=True`` is DeepLabV3's multi-scale, mirrored
+    inference (``multi_scale_log_probabilities``). Training is not affected.
+    """
 
     num_classes: int
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
     name = "segmentation"
     metric = "mIoU"
+
+    def __post_init__(self):
+        scales = tuple(self.scales)
+        if not scales or not all(
+                isinstance(s, numbers.Real) and not isinstance(s, bool) and 0.1 <= s <= 8
+                for s in scales):
+            raise ValueError(f"scales must be a non-empty sequence of numbers in [0.1, 8], "
+                             f"got {self.scales!r}")
+        object.__setattr__(self, "scales", tuple(float(s) for s in scales))
 
     def loss(self) -> train.LossFn:
         """``detection.pixel_cross_entropy`` (the model's logits checked first)."""
@@ -240,7 +292,8 @@ class Segmentation:
         confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
         for batch, predicted in _predictions(model, variables, images, labels, _argmax_labels,
                                              preprocess=preprocess, batch_size=batch_size,
-                                             transform=transform, aux=aux):
+                                             transform=transform, aux=aux,
+                                             scales=self.scales, flip=self.flip):
             confusion += self._confusion(predicted, batch["label"]["segmentation"],
                                          batch["mask"] > 0)
         return confusion
@@ -249,7 +302,8 @@ class Segmentation:
         """``{"mIoU", "pixel_accuracy"}`` of logits computed elsewhere (e.g. by LiteRT).
 
         ``outputs``: an iterable of logits batches (B, H, W, K) that together
-        cover ``labels["segmentation"]`` (N, H, W) in order.
+        cover ``labels["segmentation"]`` (N, H, W) in order (one pass each:
+        ``scales`` and ``flip`` do not apply).
         """
         confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
         start = 0

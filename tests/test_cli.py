@@ -58,7 +58,8 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     (["compress", "--max-examples", "-5"], "--max-examples must be >= 1"),
     (["compress", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["compress", "--net", "lenet5", "--model", "x:y"], "not both"),
-    (["compress", "--model", "no_such_module:factory"], "cannot import"),
+    (["compress", "--model", "no_such_module:factory"],
+     "No module named 'no_such_module' (modules are looked up from the current folder"),
     (["compress", "--model", "flax.linen:Conv"], "missing 2 required positional arguments"),
     (["compress", "--max-examples", "5"], "smaller than one batch (128)"),
     (["compress", "--index-bits", "many"], "--index-bits must be an integer or 'auto'"),
@@ -176,13 +177,22 @@ def test_evaluate_uses_the_batch_stats_in_the_file(tmp_path, capsys, fmnist_trai
     assert ztree.bit_identical(loaded, jax.device_get(variables))
 
 
-def test_evaluate_refuses_params_that_do_not_fit_the_model(tmp_path):
+def test_evaluate_refuses_params_that_do_not_fit_the_model(tmp_path, capsys):
     path = tmp_path / "wrong.zyl"
+    metadata = {"net": "lenet300", "data": "fashion_mnist", "num_classes": 10}
     archive.save(path, {"ip1": {"kernel": np.zeros((3, 3), np.float32)}},
-                 metadata={"net": "lenet300", "data": "fashion_mnist", "num_classes": 10,
-                           "preprocess": data.Preprocess().to_dict()})
-    proc = _run("evaluate", str(path))
-    assert proc.returncode == 1 and "do not fit the model" in proc.stderr, proc.stderr
+                 metadata={**metadata, "preprocess": data.Preprocess().to_dict()})
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["evaluate", str(path)])
+    err = capsys.readouterr().err
+    assert refused.value.code == 1 and "do not fit the model built from its metadata" in err
+    assert "ip1/kernel: file (3, 3), model (784, 300)" in err and len(err.splitlines()) == 1
+
+    archive.save(path, {"ip1": {"kernel": np.zeros((3, 3), np.float32)}}, metadata=metadata)
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", str(path)])
+    assert "no 'preprocess' in the metadata (tasks.file_metadata records it)" in (
+        capsys.readouterr().err)
 
 
 USER_MODEL = '''

@@ -228,7 +228,9 @@ def test_multi_scale_inference_averages_the_probabilities_of_every_view(scenes):
 
 
 def test_segmentation_refuses_bad_scales():
-    for scales in [(), (0.0,), (1.0, 20.0), (True,)]:
+    for scales in [(), (0.0,), (1.0, 20.0), (True,), 1.0, (float("nan"),)]:
         with pytest.raises(ValueError, match="scales must be a non-empty sequence"):
             tasks.Segmentation(11, scales=scales)
+    with pytest.raises(ValueError, match="flip must be True or False, got 'yes'"):
+        tasks.Segmentation(11, flip="yes")
     assert tasks.Segmentation(11, scales=[1, 1.5]).scales == (1.0, 1.5)

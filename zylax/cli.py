@@ -436,8 +436,10 @@ def _check_params_fit(path: str, model, variables, sample) -> None:
     ours = {k: tuple(v.shape) for k, v in ztree.named_leaves(expected).items()}
     theirs = {k: tuple(v.shape) for k, v in ztree.named_leaves(variables["params"]).items()}
     if ours != theirs:
-        diff = sorted(set(ours.items()) ^ set(theirs.items()))[:3]
-        raise RuntimeError(f"{path}: the stored params do not fit the model (e.g. {diff})")
+        keys = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        diff = ", ".join(f"{k}: file {theirs.get(k)}, model {ours.get(k)}" for k in keys[:3])
+        raise RuntimeError(f"{path}: the stored params do not fit the model built from its "
+                           f"metadata (e.g. {diff}; None: missing)")
 
 
 @dataclasses.dataclass
@@ -662,8 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the first N test examples only")
     p.add_argument("--scales", type=float, nargs="+", default=None, metavar="S",
                    help="segmentation: average the class probabilities of the inputs resized "
-                        "by each S (DeepLabV3's multi-scale inference, e.g. 0.5 0.75 1 1.25 "
-                        "1.5 1.75)")
+                        "by each S in [0.1, 8] (DeepLabV3's multi-scale inference, e.g. 0.5 "
+                        "0.75 1 1.25 1.5 1.75)")
     p.add_argument("--flip", action="store_true",
                    help="segmentation: also average over the left-right mirrored inputs")
     p.set_defaults(func=cmd_evaluate)

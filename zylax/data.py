@@ -257,6 +257,8 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
         """Inverse of ``to_dict``; ``ValueError`` on bad values."""
+        if d is None:
+            raise ValueError("no 'preprocess' in the metadata (tasks.file_metadata records it)")
         if not isinstance(d, dict) or set(d) != {"mean", "std", "pad_to"}:
             raise ValueError(f"bad preprocessing metadata: {str(d)[:100]}")
         return cls(tuple(d["mean"]), tuple(d["std"]), d["pad_to"])

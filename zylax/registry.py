@@ -86,7 +86,10 @@ def import_factory(spec: str) -> Callable[[int], nn.Module]:
         target = importlib.import_module(module_name)
         for part in attr.split("."):
             target = getattr(target, part)
-    except (ImportError, AttributeError) as err:
+    except ImportError as err:
+        raise ValueError(f"cannot import {spec!r}: {err} (modules are looked up from the "
+                         f"current folder {os.getcwd()} and PYTHONPATH)") from None
+    except AttributeError as err:
         raise ValueError(f"cannot import {spec!r}: {err}") from None
     if not callable(target):
         raise ValueError(f"{spec!r} is not callable")

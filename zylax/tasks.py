@@ -242,10 +242,12 @@ class Segmentation:
     """Scene targets with ``segmentation`` (N, H, W) in ``[0, num_classes)``;
     the model returns per-pixel logits (B, H, W, num_classes).
 
-    ``scales`` and ``flip`` set how ``evaluate``/``confusion`` predict: the
-    default is one pass at the input size; e.g. ``scales=(0.5, 0.75, 1.0,
-    1.25, 1.5, 1.75), flip=True`` is DeepLabV3's multi-scale, mirrored
-    inference (``multi_scale_log_probabilities``). Training is not affected.
+    ``scales`` (each in [0.1, 8]) and ``flip`` set how ``evaluate``/``confusion``
+    predict: the default is one pass at the input size; e.g. ``scales=(0.5,
+    0.75, 1.0, 1.25, 1.5, 1.75), flip=True`` is DeepLabV3's multi-scale,
+    mirrored inference (``multi_scale_log_probabilities``). Training is not
+    affected. mIoU is the mean over the labels present in the truth or the
+    predictions (``metrics.mean_iou``), the background included.
     """
 
     num_classes: int
@@ -255,7 +257,10 @@ class Segmentation:
     metric = "mIoU"
 
     def __post_init__(self):
-        scales = tuple(self.scales)
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"flip must be True or False, got {self.flip!r}")
+        scales = (() if isinstance(self.scales, (str, bytes)) or not np.iterable(self.scales)
+                  else tuple(self.scales))
         if not scales or not all(
                 isinstance(s, numbers.Real) and not isinstance(s, bool) and 0.1 <= s <= 8
                 for s in scales):

@@ -624,7 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="model.zyl",
                    help="compressed model file (default: model.zyl; its folder is created)")
     p.add_argument("--report", default=None, help="report JSON (Markdown and PNGs beside it)")
-    _add_augment(p, "the training data (the baseline's, and the retraining's after pruning and sharing)")
+    _add_augment(p, "the training data (the baseline's, and the retraining's after pruning "
+                    "and sharing)")
     p.add_argument("--from", dest="baseline_file", default=None, metavar="FILE",
                    help="compress this trained .zyl file (zylax train's model.zyl) instead of "
                         "training a baseline; the model, data and task come from the file")

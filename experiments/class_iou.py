@@ -46,16 +46,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", help="a segmentation .zyl file with its model in the metadata")
     parser.add_argument("--max-examples", type=int, default=2000)
-    parser.add_argument("--scales", type=float, nargs="+", default=None,
-                        help="predict from these input scales (as zylax evaluate --scales)")
-    parser.add_argument("--flip", action="store_true", help="and from mirrored inputs")
+    cli.add_inference_views(parser)
     args = parser.parse_args()
 
     f = cli.load_model_file(args.file)
     if f.task.name != "segmentation":
         raise SystemExit(f"{args.file} is a {f.task.name} model, not a segmentation one")
     images, labels = jax.tree.map(lambda a: a[:args.max_examples], f.test_data)
-    task = cli.inference_views(f.task, args.scales, args.flip)
+    try:
+        task = cli.inference_views(f.task, args.scales, args.flip)
+    except cli.UsageError as err:
+        raise SystemExit(str(err)) from None
     confusion = task.confusion(f.model, f.variables, images, labels, preprocess=f.preprocess)
     print(f"{args.file}, first {len(images):,} test scenes:\n")
     print(table(confusion, label_names(f.task.num_classes)))

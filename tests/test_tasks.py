@@ -143,7 +143,14 @@ def test_a_users_segmentation_model_trains_from_the_cli_and_its_file_evaluates(
     assert f"test mIoU {trained}" in capsys.readouterr().out
     cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "32",
               "--scales", "1", "1.5", "--flip"])
-    assert "(scales 1, 1.5, flipped)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(scales 1, 1.5, flipped)" in out
+    # the same score as the Python API gives the decoded file with those views
+    f = cli.load_model_file(str(tmp_path / "run" / "model.zyl"))
+    views = tasks.Segmentation(11, scales=(1, 1.5), flip=True)
+    images, labels = jax.tree.map(lambda a: a[:32], f.test_data)
+    expected = views.evaluate(f.model, f.variables, images, labels, preprocess=f.preprocess)
+    assert f"test mIoU {expected['mIoU']:.4f}" in out
     with pytest.raises(SystemExit):
         cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), "--scales", "0"])
     assert "--scales: scales must be a non-empty sequence" in capsys.readouterr().err

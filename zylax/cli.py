@@ -573,6 +573,16 @@ def _add_augment(parser: argparse.ArgumentParser, what: str) -> None:
                              "mirrored with their boxes and masks (default: the net's recipe)")
 
 
+def add_inference_views(parser: argparse.ArgumentParser) -> None:
+    """``--scales S ...`` and ``--flip``, read by ``inference_views``."""
+    parser.add_argument("--scales", type=float, nargs="+", default=None, metavar="S",
+                        help="segmentation: average the class probabilities of the inputs "
+                             "resized by each S in [0.1, 8] (DeepLabV3's multi-scale "
+                             "inference, e.g. 0.5 0.75 1 1.25 1.5 1.75)")
+    parser.add_argument("--flip", action="store_true",
+                        help="segmentation: also average over the left-right mirrored inputs")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net", default=None, help="a registered net (default lenet300)")
     parser.add_argument("--model", default=None,
@@ -663,12 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset (default: the one in the file)")
     p.add_argument("--max-examples", type=int, default=None,
                    help="score the first N test examples only")
-    p.add_argument("--scales", type=float, nargs="+", default=None, metavar="S",
-                   help="segmentation: average the class probabilities of the inputs resized "
-                        "by each S in [0.1, 8] (DeepLabV3's multi-scale inference, e.g. 0.5 "
-                        "0.75 1 1.25 1.5 1.75)")
-    p.add_argument("--flip", action="store_true",
-                   help="segmentation: also average over the left-right mirrored inputs")
+    add_inference_views(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("inspect", help="per-layer table of a .zyl file")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -68,6 +69,8 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     (["train", "--net", "lenet5", "--task", "detection"], "detection needs boxes and masks"),
     (["train", "--net", "deeplabv3_mobilenet_v2"], "segmentation needs boxes and masks"),
     (["compress", "--from", "no_such.zyl"], "--from no_such.zyl: no such file"),
+    (["train", "--net", "lenet5", "--recipe", "resnet"],
+     "--recipe 'resnet' is not a registered net"),
 ])
 def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     if "--out" not in args and args[0] == "train":
@@ -314,3 +317,17 @@ def test_augment_flag_overrides_the_recipe_of_train_and_compress(command):
     assert cli._check_common(parser.parse_args(base + ["--augment"])).recipe.augment
     assert not cli._check_common(parser.parse_args(base)).recipe.augment
     assert not cli._check_common(parser.parse_args(base + ["--no-augment"])).recipe.augment
+
+
+@pytest.mark.parametrize("command", ["train", "compress"])
+def test_recipe_flag_lends_a_registered_nets_recipe_to_any_model(command):
+    parser = cli.build_parser()
+    model = ["--model", "zylax.nets:LeNet5"]
+    own = cli._check_common(parser.parse_args([command, *model, "--out", "unused"])).recipe
+    assert own == train.Recipe(epochs=10)
+    lent = cli._check_common(parser.parse_args(
+        [command, *model, "--recipe", "mobilenet_v2", "--out", "unused"])).recipe
+    assert lent == registry.get("mobilenet_v2").recipe and lent.sgd_momentum == 0.9
+    net = cli._check_common(parser.parse_args(
+        [command, "--net", "lenet5", "--recipe", "sepnet", "--augment", "--out", "unused"]))
+    assert net.recipe == dataclasses.replace(registry.get("sepnet").recipe, augment=True)

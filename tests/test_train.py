@@ -319,3 +319,20 @@ def test_warm_start_without_a_common_layer_names_both_trees():
     with pytest.raises(ValueError, match=r"none of the model's collections \['params'\]: pass its "
                                          r"whole variables dict"):  # params given bare
         train.warm_start(fresh, {"dense": {"kernel": np.zeros((4, 2))}})
+
+
+def test_the_scene_trunk_classifier_starts_every_trunk_layer_of_deeplab():
+    from experiments import scene_trunk
+    from zylax.nets import DeepLabV3Small
+
+    def zeros(model, shape):  # variables of the right shapes, without running the model
+        tree = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+        return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), tree)
+
+    donor = zeros(scene_trunk.classifier(10), (1, 32, 32, 1))
+    fresh = zeros(DeepLabV3Small(11), (1, 96, 96, 1))
+    _, copied = train.warm_start(fresh, donor)
+    trunk = {"stem", "stem_bn", *(f"block{i}" for i in range(17))}
+    assert {name.split("/")[1] for name in copied} == trunk
+    assert sum(n.startswith("params/") for n in copied) == sum(
+        1 for layer in trunk for _ in jax.tree.leaves(fresh["params"][layer]))

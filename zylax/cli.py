@@ -58,13 +58,14 @@ class ModelChoice:
 def _model_choice(args) -> ModelChoice:
     from zylax import registry, train
 
+    borrowed = registry.get(args.recipe).recipe if getattr(args, "recipe", None) else None
     if args.model:
         factory = registry.import_factory(args.model)
-        return ModelChoice(factory, train.Recipe(epochs=10), {}, {}, {"model": args.model},
-                           args.task)
+        return ModelChoice(factory, borrowed or train.Recipe(epochs=10), {}, {},
+                           {"model": args.model}, args.task)
     spec = registry.get(args.net)
-    return ModelChoice(spec.factory, spec.recipe, dict(spec.compression), dict(spec.reference),
-                       {"net": args.net}, args.task or spec.task)
+    return ModelChoice(spec.factory, borrowed or spec.recipe, dict(spec.compression),
+                       dict(spec.reference), {"net": args.net}, args.task or spec.task)
 
 
 def _check_common(args) -> ModelChoice:
@@ -79,6 +80,9 @@ def _check_common(args) -> ModelChoice:
         args.net = args.net or "lenet300"
         if args.net not in registry.NETS:
             raise UsageError(f"unknown net {args.net!r}; choose one of {sorted(registry.NETS)}")
+    if getattr(args, "recipe", None) and args.recipe not in registry.NETS:
+        raise UsageError(f"--recipe {args.recipe!r} is not a registered net; choose one of "
+                         f"{sorted(registry.NETS)}")
     _positive("--seed", args.seed, zero_ok=True)
     _positive("--batch-size", args.batch_size, limit=1 << 16)
     _positive("--max-examples", args.max_examples)
@@ -588,6 +592,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="your own model: package.module:factory, a Module class or function "
                              "taking num_classes (or nothing)")
+    parser.add_argument("--recipe", default=None, metavar="NET",
+                        help="train with this registered net's recipe (optimizer, schedule, "
+                             "batch size, padding; RESULTS.md's measured ones) instead of the "
+                             "net's own; for --model the default is AdamW 1e-3 for 10 epochs")
     parser.add_argument("--data", default=None,
                         help=f"one of {zdata.DATASETS} (default {zdata.DATASETS[0]})")
     parser.add_argument("--seed", type=int, default=0)

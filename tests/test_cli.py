@@ -22,6 +22,7 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
               "--out", str(tmp_path), "--quiet", "--max-test-examples", "500"])
     out = capsys.readouterr().out
     assert "test accuracy 0." in out and f"checkpoint: {tmp_path}" in out
+    assert "recipe: Recipe(epochs=1, batch_size=128, learning_rate=0.001," in out  # --epochs 1
     assert (tmp_path / "checkpoints" / "30").is_dir()
     trained = out.split("test accuracy ")[1].split()[0]
     cli.main(["evaluate", str(tmp_path / "model.zyl"), "--max-examples", "500"])
@@ -69,8 +70,11 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     (["train", "--net", "lenet5", "--task", "detection"], "detection needs boxes and masks"),
     (["train", "--net", "deeplabv3_mobilenet_v2"], "segmentation needs boxes and masks"),
     (["compress", "--from", "no_such.zyl"], "--from no_such.zyl: no such file"),
-    (["train", "--net", "lenet5", "--recipe", "resnet"],
-     "--recipe 'resnet' is not a registered net"),
+    (["train", "--net", "lenet5", "--recipe", "vgg16"],
+     "--recipe 'vgg16' is not a registered net;"),
+    (["train", "--net", "lenet5", "--recipe", "MobileNetV2"],
+     "--recipe 'MobileNetV2' is not a registered net (did you mean 'mobilenet_v2'?)"),
+    (["train", "--net", "lenet_5"], "unknown net 'lenet_5' (did you mean 'lenet5'?)"),
 ])
 def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     if "--out" not in args and args[0] == "train":
@@ -94,6 +98,9 @@ def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     (["compress", "--gradual-epochs", "-1"], "--gradual-epochs must be >= 0"),
     (["compress", "--gradual-epochs", "2", "--prune-cycles", "2"],
      "--gradual-epochs replaces the prune/retrain cycles; drop --prune-cycles"),
+    (["compress", "--net", "deeplabv3_mobilenet_v2", "--recipe", "mobilenet_v2", "--data",
+      "fashion_mnist_scenes", "--workdir", "{tmp}/w"],
+     "--recipe mobilenet_v2 pads images to 32x32, but the fashion_mnist_scenes images are 96x96"),
     (["train", "--net", "lenet5", "--max-test-examples", "20000"],
      "--max-test-examples 20000 exceeds the 10,000 examples there are"),
 ])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
@@ -68,6 +69,14 @@ def _model_choice(args) -> ModelChoice:
                        dict(spec.reference), {"net": args.net}, args.task or spec.task)
 
 
+def _did_you_mean(name: str) -> str:
+    """``" (did you mean 'x'?)"`` for the registered net closest to ``name``, else ``""``."""
+    from zylax import registry
+
+    close = difflib.get_close_matches(name.lower(), sorted(registry.NETS), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _check_common(args) -> ModelChoice:
     from zylax import registry, tasks
 
@@ -79,10 +88,11 @@ def _check_common(args) -> ModelChoice:
     if not args.model:
         args.net = args.net or "lenet300"
         if args.net not in registry.NETS:
-            raise UsageError(f"unknown net {args.net!r}; choose one of {sorted(registry.NETS)}")
+            raise UsageError(f"unknown net {args.net!r}{_did_you_mean(args.net)}; choose one "
+                             f"of {sorted(registry.NETS)}")
     if getattr(args, "recipe", None) and args.recipe not in registry.NETS:
-        raise UsageError(f"--recipe {args.recipe!r} is not a registered net; choose one of "
-                         f"{sorted(registry.NETS)}")
+        raise UsageError(f"--recipe {args.recipe!r} is not a registered net"
+                         f"{_did_you_mean(args.recipe)}; choose one of {sorted(registry.NETS)}")
     _positive("--seed", args.seed, zero_ok=True)
     _positive("--batch-size", args.batch_size, limit=1 << 16)
     _positive("--max-examples", args.max_examples)
@@ -198,6 +208,14 @@ def _warm_start(model, sample, donor: dict, args) -> dict:
     return {"variables": variables}
 
 
+def _check_pad_to(recipe, args, images: np.ndarray) -> None:
+    """A recipe that pads to less than the images (e.g. a lent ``--recipe``): a usage error."""
+    if recipe.pad_to is not None and recipe.pad_to < max(images.shape[1:3]):
+        source = f"--recipe {args.recipe}" if getattr(args, "recipe", None) else "the recipe"
+        raise UsageError(f"{source} pads images to {recipe.pad_to}x{recipe.pad_to}, but the "
+                         f"{args.data} images are {images.shape[1]}x{images.shape[2]}")
+
+
 def cmd_train(args) -> None:
     """Trains a baseline; prints its test scores, checkpoint folder and ``model.zyl`` file."""
     from zylax import archive, tasks, train
@@ -209,7 +227,10 @@ def cmd_train(args) -> None:
         raise UsageError(f"--out {args.out} is a file; give a folder")
     epochs = args.epochs or choice.recipe.epochs
     train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
+    _check_pad_to(choice.recipe, args, train_data[0])
     preprocess = zdata.preprocessing(args.data, choice.recipe.pad_to)
+    print(f"recipe{f' of {args.recipe}' if args.recipe else ''}: "
+          f"{dataclasses.replace(choice.recipe, epochs=epochs)}")
     checkpoint_dir = os.path.join(os.path.abspath(args.out), "checkpoints")
     resumed = train.latest_checkpoint_step(checkpoint_dir)
     if resumed is not None:
@@ -348,6 +369,7 @@ def cmd_compress(args) -> None:
         model, task, variables = given.model, given.task, given.variables
     else:
         train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
+        _check_pad_to(choice.recipe, args, train_data[0])
         name = args.net or args.model.replace(":", ".")
         workdir = args.workdir or os.path.join("runs", f"{name}-{args.data}-seed{args.seed}")
         checkpoint_dir = os.path.abspath(os.path.join(
@@ -594,8 +616,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                              "taking num_classes (or nothing)")
     parser.add_argument("--recipe", default=None, metavar="NET",
                         help="train with this registered net's recipe (optimizer, schedule, "
-                             "batch size, padding; RESULTS.md's measured ones) instead of the "
-                             "net's own; for --model the default is AdamW 1e-3 for 10 epochs")
+                             "epochs, batch size, padding, augmentation; RESULTS.md's measured "
+                             "ones) instead of the net's own; --epochs, --batch-size and "
+                             "--augment still override it; for --model the default is AdamW "
+                             "1e-3 for 10 epochs")
     parser.add_argument("--data", default=None,
                         help=f"one of {zdata.DATASETS} (default {zdata.DATASETS[0]})")
     parser.add_argument("--seed", type=int, default=0)

@@ -338,3 +338,21 @@ def test_recipe_flag_lends_a_registered_nets_recipe_to_any_model(command):
     net = cli._check_common(parser.parse_args(
         [command, "--net", "lenet5", "--recipe", "sepnet", "--augment", "--out", "unused"]))
     assert net.recipe == dataclasses.replace(registry.get("sepnet").recipe, augment=True)
+
+
+def test_a_user_model_trains_with_a_lent_recipe_and_its_file_keeps_the_padding(tmp_path):
+    """A module zylax did not define (own names, BatchNorm, no train argument), trained with
+    mobilenet_v2's recipe: SGD, 28x28 images padded to 32x32, which the file records."""
+    (tmp_path / "my_models.py").write_text(USER_MODEL)
+    proc = _run("train", "--model", "my_models:Net", "--recipe", "mobilenet_v2", "--max-steps",
+                "5", "--max-examples", "1024", "--max-test-examples", "500", "--quiet",
+                "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "recipe of mobilenet_v2: Recipe(epochs=10, batch_size=128, learning_rate=0.05," \
+        in proc.stdout and "pad_to=32, sgd_momentum=0.9)" in proc.stdout
+    _, metadata = archive.load(tmp_path / "run" / "model.zyl")
+    assert metadata["preprocess"]["pad_to"] == 32
+    trained = proc.stdout.split("test accuracy ")[1].split()[0]
+    evaluated = _run("evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "500",
+                     cwd=tmp_path)
+    assert evaluated.returncode == 0 and f"test accuracy {trained}" in evaluated.stdout

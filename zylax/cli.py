@@ -59,7 +59,7 @@ class ModelChoice:
 def _model_choice(args) -> ModelChoice:
     from zylax import registry, train
 
-    borrowed = registry.get(args.recipe).recipe if getattr(args, "recipe", None) else None
+    borrowed = registry.get(args.recipe).recipe if args.recipe else None
     if args.model:
         factory = registry.import_factory(args.model)
         return ModelChoice(factory, borrowed or train.Recipe(epochs=10), {}, {},
@@ -90,7 +90,7 @@ def _check_common(args) -> ModelChoice:
         if args.net not in registry.NETS:
             raise UsageError(f"unknown net {args.net!r}{_did_you_mean(args.net)}; choose one "
                              f"of {sorted(registry.NETS)}")
-    if getattr(args, "recipe", None) and args.recipe not in registry.NETS:
+    if args.recipe and args.recipe not in registry.NETS:
         raise UsageError(f"--recipe {args.recipe!r} is not a registered net"
                          f"{_did_you_mean(args.recipe)}; choose one of {sorted(registry.NETS)}")
     _positive("--seed", args.seed, zero_ok=True)
@@ -211,7 +211,7 @@ def _warm_start(model, sample, donor: dict, args) -> dict:
 def _check_pad_to(recipe, args, images: np.ndarray) -> None:
     """A recipe that pads to less than the images (e.g. a lent ``--recipe``): a usage error."""
     if recipe.pad_to is not None and recipe.pad_to < max(images.shape[1:3]):
-        source = f"--recipe {args.recipe}" if getattr(args, "recipe", None) else "the recipe"
+        source = f"--recipe {args.recipe}" if args.recipe else "the recipe"
         raise UsageError(f"{source} pads images to {recipe.pad_to}x{recipe.pad_to}, but the "
                          f"{args.data} images are {images.shape[1]}x{images.shape[2]}")
 

@@ -7,8 +7,9 @@ For a ``.zyl`` segmentation file (``zylax train``'s model.zyl, or a
 compressed file) it prints one Markdown row per label: IoU, recall (the
 share of the label's pixels predicted as it) and the two labels its pixels
 are most often predicted as instead, from the pixel confusion matrix of the
-first ``--max-examples`` test scenes (``--scales``/``--flip``: predicted as
-``zylax evaluate`` predicts with them).
+first ``--max-examples`` test scenes (``--split train``: train scenes, to
+compare the two; ``--scales``/``--flip``: predicted as ``zylax evaluate``
+predicts with them).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import argparse
 import jax
 import numpy as np
 
-from zylax import cli, metrics, scenes
+from zylax import cli, data, metrics, scenes
 
 
 def label_names(num_classes: int) -> list[str]:
@@ -46,19 +47,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", help="a segmentation .zyl file with its model in the metadata")
     parser.add_argument("--max-examples", type=int, default=2000)
+    parser.add_argument("--split", choices=("test", "train"), default="test",
+                        help="score the file's test scenes (default) or its train scenes")
     cli.add_inference_views(parser)
     args = parser.parse_args()
 
     f = cli.load_model_file(args.file)
     if f.task.name != "segmentation":
         raise SystemExit(f"{args.file} is a {f.task.name} model, not a segmentation one")
-    images, labels = jax.tree.map(lambda a: a[:args.max_examples], f.test_data)
+    scored = f.test_data if args.split == "test" else data.load(f.data, "train")
+    images, labels = jax.tree.map(lambda a: a[:args.max_examples], scored)
     try:
         task = cli.inference_views(f.task, args.scales, args.flip)
     except cli.UsageError as err:
         raise SystemExit(str(err)) from None
     confusion = task.confusion(f.model, f.variables, images, labels, preprocess=f.preprocess)
-    print(f"{args.file}, first {len(images):,} test scenes:\n")
+    print(f"{args.file}, first {len(images):,} {args.split} scenes:\n")
     print(table(confusion, label_names(f.task.num_classes)))
 
 

@@ -1,5 +1,8 @@
 """experiments.class_iou: per-label IoU, recall and commonest mistakes of a confusion matrix."""
 
+import pathlib
+import sys
+
 import numpy as np
 
 from experiments import class_iou
@@ -22,3 +25,14 @@ def test_rows_give_iou_recall_and_the_commonest_mistakes():
 def test_label_names_start_with_the_background_then_the_scene_classes():
     names = class_iou.label_names(12)
     assert names[:3] == ["background", "T-shirt/top", "Trouser"] and names[11] == "11"
+
+
+def test_the_table_of_a_kept_model_scores_train_scenes_when_asked(monkeypatch, capsys):
+    model = pathlib.Path(__file__).resolve().parents[1] / "experiments/models/deeplab_ct7.zyl"
+    monkeypatch.setattr(sys, "argv", ["class_iou", str(model), "--max-examples", "100",
+                                      "--split", "train"])
+    class_iou.main()
+    out = capsys.readouterr().out
+    assert "first 100 train scenes" in out
+    mean = float(out.strip().splitlines()[-1].split("**")[3])
+    assert mean > 0.5  # every pixel called background would score about 1/11

@@ -28,9 +28,10 @@ def dense_miou() -> float:
     return _miou(MODELS / "deeplab_ct7.zyl")
 
 
-def test_the_kept_4_epoch_deeplab_segments_test_scenes_far_above_all_background():
+@pytest.mark.parametrize("name", ["deeplab_ct4.zyl", "deeplab_ct12.zyl"])
+def test_the_kept_deeplabs_segment_test_scenes_far_above_all_background(name):
     # every pixel called background scores about 1/11 (0.077 in RESULTS.md)
-    assert _miou(MODELS / "deeplab_ct4.zyl") > 0.5
+    assert _miou(MODELS / name) > 0.5
 
 
 def test_the_kept_7_epoch_deeplab_segments_test_scenes_far_above_all_background(dense_miou):

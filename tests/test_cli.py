@@ -19,10 +19,11 @@ def _run(*args, env=None, cwd=None):
 
 def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, capsys):
     cli.main(["train", "--net", "lenet300", "--epochs", "1", "--max-steps", "30",
-              "--out", str(tmp_path), "--quiet", "--max-test-examples", "500"])
+              "--learning-rate", "2e-3", "--out", str(tmp_path), "--quiet",
+              "--max-test-examples", "500"])
     out = capsys.readouterr().out
     assert "test accuracy 0." in out and f"checkpoint: {tmp_path}" in out
-    assert "recipe: Recipe(epochs=1, batch_size=128, learning_rate=0.001," in out  # --epochs 1
+    assert "recipe: Recipe(epochs=1, batch_size=128, learning_rate=0.002," in out
     assert (tmp_path / "checkpoints" / "30").is_dir()
     trained = out.split("test accuracy ")[1].split()[0]
     cli.main(["evaluate", str(tmp_path / "model.zyl"), "--max-examples", "500"])
@@ -50,6 +51,7 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
 @pytest.mark.parametrize("args,message", [
     (["train", "--net", "vgg"], "unknown net 'vgg'"),
     (["train", "--data", "svhn"], "unknown dataset 'svhn'"),
+    (["train", "--learning-rate", "0", "--out", "x"], "--learning-rate must be > 0 and <= 10"),
     (["compress", "--bits", "17"], "--bits '17': bits must lie in [1, 16]"),
     (["compress", "--bits", "4", "5"], "--bits: one value for every layer at most"),
     (["compress", "--bits", ".*conv=four"], "is neither a number nor REGEX=NUMBER"),

@@ -8,9 +8,10 @@ stops them loading, or makes them decode to a different model, fails here.
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import pytest
 
-from zylax import cli
+from zylax import cli, nets, tasks
 
 MODELS = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "models"
 SCENES = 200
@@ -28,7 +29,8 @@ def dense_miou() -> float:
     return _miou(MODELS / "deeplab_ct7.zyl")
 
 
-@pytest.mark.parametrize("name", ["deeplab_ct4.zyl", "deeplab_ct12.zyl"])
+@pytest.mark.parametrize("name", ["deeplab_ct4.zyl", "deeplab_ct12.zyl",
+                                  "deeplab120_ft2.zyl"])
 def test_the_kept_deeplabs_segment_test_scenes_far_above_all_background(name):
     # every pixel called background scores about 1/11 (0.077 in RESULTS.md)
     assert _miou(MODELS / name) > 0.5
@@ -44,3 +46,16 @@ def test_the_kept_compressed_deeplab_decodes_to_a_model_within_its_measured_loss
     path = MODELS / "deeplab_ct7_dc.zyl"
     assert path.stat().st_size * 8 < (MODELS / "deeplab_ct7.zyl").stat().st_size
     assert _miou(path) > dense_miou - 0.04
+
+
+def test_the_120x120_deeplab_predicts_what_inference_at_scale_1_25_predicts():
+    # deeplabv3_mobilenet_v2_120 (input_scale=1.25) resizes its logits once, 15x15 -> 96x96;
+    # Segmentation(scales=(1.25,)) twice (to 120x120, then 96x96): argmaxes nearly agree
+    f = cli.load_model_file(str(MODELS / "deeplab_ct12.zyl"))
+    x = f.preprocess(jnp.asarray(f.test_data[0][:16]))
+    inside = nets.DeepLabV3Small(num_classes=11, input_scale=1.25).apply(f.variables, x)
+    plain = nets.DeepLabV3Small(num_classes=11)
+    outside = tasks.multi_scale_log_probabilities(lambda z: plain.apply(f.variables, z), x,
+                                                  (1.25,))
+    assert inside.shape == outside.shape == (16, 96, 96, 11)
+    assert (inside.argmax(-1) == outside.argmax(-1)).mean() > 0.99

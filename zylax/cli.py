@@ -223,6 +223,10 @@ def cmd_train(args) -> None:
     choice = _check_common(args)
     _positive("--epochs", args.epochs)
     _positive("--max-steps", args.max_steps)
+    if args.learning_rate is not None:
+        if not 0 < args.learning_rate <= 10:  # NaN fails too
+            raise UsageError(f"--learning-rate must be > 0 and <= 10, got {args.learning_rate}")
+        choice.recipe = dataclasses.replace(choice.recipe, learning_rate=args.learning_rate)
     if os.path.isfile(args.out):
         raise UsageError(f"--out {args.out} is a file; give a folder")
     epochs = args.epochs or choice.recipe.epochs
@@ -653,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--learning-rate", type=float, default=None, metavar="LR",
+                   help="peak learning rate of the recipe's warmup and cosine decay (default: "
+                        "the recipe's), e.g. lower to fine-tune an --init-from model")
     p.add_argument("--out", required=True, help="output folder (checkpoints go inside)")
     p.add_argument("--init-from", default=None, metavar="FILE",
                    help="start from the layers of this .zyl file that match the net's by "

@@ -196,6 +196,7 @@ def test_one_training_step_of_small_deeplab_lowers_the_loss_on_real_scenes(scene
     (lambda: nets.DeepLabV3(num_classes=21, output_stride=32), "must be 8 or 16, got 32"),
     (lambda: nets.DeepLabV3(num_classes=1), "at least 2, got 1"),
     (lambda: nets.DeepLabV3(num_classes=21, input_scale=0), r"in \[0.1, 8\], got 0"),
+    (lambda: nets.DeepLabV3(num_classes=21, input_scale="2"), r"in \[0.1, 8\], got '2'"),
     (lambda: nets.SSDLite(num_classes=0), "at least 1, got 0"),
     (lambda: v2_blocks(V2_SETTINGS, 1.0, output_stride=64), "output_stride 64 is not reached"),
 ])

@@ -47,6 +47,7 @@ parameters, 68.9M MACs, and the best mIoU measured here (RESULTS.md).
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import flax.linen as nn
@@ -89,7 +90,8 @@ class DeepLabV3(nn.Module):
     input_scale: float = 1.0
 
     def __post_init__(self):
-        if not 0.1 <= self.input_scale <= 8:
+        scale = self.input_scale
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0.1 <= scale <= 8:
             raise ValueError(f"input_scale must be in [0.1, 8], got {self.input_scale!r}")
         if self.output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"output_stride must be 8 or 16, got {self.output_stride!r}")

@@ -118,8 +118,8 @@ def test_small_configurations():
     assert _rows(deeplab)["classifier"].output_shape == (1, 12, 12, 11)
     # the same net on scenes resized to 120x120 inside: the same parameters, a 15x15 grid
     # and 1.25^2 times the MACs of every conv, the logits still at 96x96
-    wider = nets.summary(nets.DeepLabV3Small(num_classes=11, input_scale=1.25), (96, 96, 1),
-                         print_table=False)
+    wider = nets.summary(nets.Rescaled(nets.DeepLabV3Small(num_classes=11), 1.25),
+                         (96, 96, 1), print_table=False)
     assert (wider.params, wider.macs) == (313_547, 68_889_536)
     assert _rows(wider)["classifier"].output_shape == (1, 15, 15, 11)
 
@@ -195,8 +195,6 @@ def test_one_training_step_of_small_deeplab_lowers_the_loss_on_real_scenes(scene
 @pytest.mark.parametrize("make,message", [
     (lambda: nets.DeepLabV3(num_classes=21, output_stride=32), "must be 8 or 16, got 32"),
     (lambda: nets.DeepLabV3(num_classes=1), "at least 2, got 1"),
-    (lambda: nets.DeepLabV3(num_classes=21, input_scale=0), r"in \[0.1, 8\], got 0"),
-    (lambda: nets.DeepLabV3(num_classes=21, input_scale="2"), r"in \[0.1, 8\], got '2'"),
     (lambda: nets.SSDLite(num_classes=0), "at least 1, got 0"),
     (lambda: v2_blocks(V2_SETTINGS, 1.0, output_stride=64), "output_stride 64 is not reached"),
 ])

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from zylax import archive, cli, codecs, compress, data, metrics, registry, tasks, train
+from zylax import archive, cli, codecs, compress, data, detection, metrics, registry, tasks, train
 from zylax.nets import ssdlite
 from zylax.transforms import tree as ztree
 
@@ -162,6 +162,44 @@ def test_a_model_with_the_wrong_outputs_for_its_task_is_a_clear_error():
     with pytest.raises(ValueError, match=r"segmentation model must return logits \(B, H, W, 11\)"):
         train.fit(model, optax.adam(1e-3), (images[:8], data.take(targets, np.arange(8))),
                   epochs=1, batch_size=8, loss=tasks.Segmentation(11).loss(), progress=False)
+
+
+
+def test_segmentation_scoring_refuses_logits_of_another_class_count(scenes):
+    _, (images, targets) = scenes
+    model = CountingSegmenter(num_classes=11)
+    variables = train.init_variables(model, images[:1] / 255.0, 0)
+    for wrong in (10, 12):
+        with pytest.raises(ValueError, match=rf"logits \(B, H, W, {wrong}\) .* got "
+                                             r"\(\d+, 96, 96, 11\)"):
+            tasks.Segmentation(wrong).evaluate(model, variables, images, targets)
+        with pytest.raises(ValueError, match=rf"logits \(B, H, W, {wrong}\)"):
+            tasks.Segmentation(wrong).score_outputs(
+                _outputs_in_batches(model, variables, images), targets)
+
+
+class HalfSizeSegmenter(nn.Module):  # a user's net whose logits are at half the input size
+    @nn.compact
+    def __call__(self, x):
+        return nn.Conv(11, (3, 3), strides=2, name="to_labels")(x)
+
+
+def test_logits_smaller_than_the_mask_are_resized_for_the_loss_and_the_scores(scenes):
+    _, (images, targets) = scenes
+    model, task = HalfSizeSegmenter(), tasks.Segmentation(11)
+    variables = train.init_variables(model, images[:1] / 255.0, 0)
+    x = jnp.asarray(images, jnp.float32) / 255.0
+    small = model.apply(variables, x)
+    assert small.shape == (32, 48, 48, 11)
+    upsampled = jax.image.resize(small, (32, 96, 96, 11), "bilinear")  # the reference
+    mask = jnp.ones(32)
+    loss, stats = task.loss()(small, targets, mask)
+    reference, reference_stats = detection.pixel_cross_entropy(upsampled, targets, mask)
+    np.testing.assert_allclose(loss, reference, rtol=1e-5)
+    assert stats == reference_stats
+    scores = task.evaluate(model, variables, images, targets, preprocess=data.Preprocess())
+    assert scores == task.score_outputs([upsampled], targets)
+    assert scores == task.score_outputs(_outputs_in_batches(model, variables, images), targets)
 
 
 TRACES = []

@@ -14,7 +14,8 @@ The public modules, loaded on first use (``import zylax`` itself stays light):
   ``zylax.metrics``: COCO mAP (pycocotools) and mIoU;
 * ``zylax.export``: the model as a LiteRT ``.tflite`` file (extra ``zylax[litert]``);
 * ``zylax.data``, ``zylax.scenes`` (Fashion-MNIST detection/segmentation scenes),
-  ``zylax.nets``, ``zylax.report``, ``zylax.registry`` (named nets).
+  ``zylax.nets``, ``zylax.report``, ``zylax.registry`` (named nets);
+  ``zylax.resizing``: inputs resized by a factor, per-pixel outputs back.
 """
 
 import importlib
@@ -22,7 +23,8 @@ import importlib
 __version__ = "0.1.0"
 
 __all__ = ["archive", "codecs", "compress", "data", "detection", "export", "metrics", "nets",
-           "registry", "report", "scenes", "straight_through", "tasks", "train", "transforms"]
+           "registry", "report", "resizing", "scenes", "straight_through", "tasks", "train",
+           "transforms"]
 
 
 def __getattr__(name: str):

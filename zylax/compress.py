@@ -65,7 +65,8 @@ class Config:
         file is then for inference (the folded statistics are not the
         trained ones); its score is measured on it like any other.
       recipe: batch size, base learning rate, label smoothing and augmentation
-        of the retraining (``train.Recipe``).
+        of the retraining (``train.Recipe``; its ``epochs`` is not used here:
+        ``retrain_epochs``, ``gradual_epochs`` and ``finetune_epochs`` count them).
       preprocess: images -> model input, the one the model was trained with
         (``data.Preprocess``; default ``x / 255``). Stored in the file.
       seed: data order and k-means seed.
@@ -310,7 +311,9 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
     Args:
       model: any ``flax.linen`` module (``train`` argument optional).
       variables: its trained variables (``{"params": ..., "batch_stats": ...}``).
-      train_data, test_data: ``(images (N, H, W, C), labels (N,))`` arrays.
+      train_data, test_data: ``(images (N, H, W, C), labels)``: labels ``(N,)``
+        for classification, the dict of arrays of ``task`` for detection and
+        segmentation (``data.load("fashion_mnist_scenes", split)``'s targets).
       config: the recipe (``Config``).
       out: path of the file to write.
       metadata: extra JSON-serialisable entries for the file; the

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from zylax.resizing import resize_dense
+
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 """SSD box-coding variances of (tx, ty, tw, th): TF's scale factors (10, 10, 5, 5) inverted."""
 
@@ -352,7 +354,8 @@ def pixel_cross_entropy(logits: jax.Array, targets: dict, mask: jax.Array
     """Mean softmax cross-entropy over the pixels of the real examples (DeepLab's loss).
 
     Args:
-      logits: ``(B, H, W, C)`` at the input resolution (``DeepLabV3``).
+      logits: ``(B, h, w, C)``; at another size than the labels' they are
+        resized bilinearly to ``H x W`` first (DeepLab's ``upsample_logits``).
       targets: ``{"segmentation": uint8 (B, H, W) in 0..C-1, ...}``.
       mask: ``(B,)`` 1 for real examples, 0 for padding.
 
@@ -361,6 +364,7 @@ def pixel_cross_entropy(logits: jax.Array, targets: dict, mask: jax.Array
       ``pixels`` and ``correct_pixels`` (argmax equals the label).
     """
     labels = targets["segmentation"].astype(jnp.int32)
+    logits = resize_dense(logits, *labels.shape[1:3])
     weights = jnp.broadcast_to((mask > 0)[:, None, None], labels.shape)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     pixels = jnp.sum(weights).astype(jnp.float32)

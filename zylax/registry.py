@@ -20,6 +20,7 @@ import flax.linen as nn
 from zylax import nets
 from zylax.nets.deeplab import DeepLabV3Small
 from zylax.nets.layers import TapConv
+from zylax.nets.rescaled import Rescaled
 from zylax.nets.ssdlite import SSDLiteSmall
 from zylax.train import Recipe
 
@@ -180,5 +181,5 @@ register("deeplabv3_mobilenet_v2",  # a segmentation factory's n counts the back
 # The same net on the 96x96 scenes resized to 120x120 inside (15x15 logits instead of 12x12;
 # 1.56x the MACs): RESULTS.md, "DeepLabV3 at 120x120".
 register("deeplabv3_mobilenet_v2_120",
-         lambda n: DeepLabV3Small(num_classes=n, input_scale=1.25),
+         lambda n: Rescaled(DeepLabV3Small(num_classes=n), 1.25),
          _SCENES, compression=_BN_COMPRESSION_HEADS, task="segmentation")

@@ -30,6 +30,7 @@ import numpy as np
 
 from zylax import data as zdata
 from zylax import train
+from zylax.resizing import SCALE_RANGE, at_input_size, resize_dense, resize_images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +85,8 @@ def _check_detection_outputs(outputs, num_anchors: int) -> None:
 def _inference_step(model, transform, head, scales=(1.0,), flip=False):
     """The jitted ``(params, collections, aux, x) -> head(outputs)`` in inference mode.
 
-    With other ``scales`` than ``(1.0,)`` or ``flip``, the outputs are
+    Per-pixel outputs (rank 4) are resized to the input size first. With
+    other ``scales`` than ``(1.0,)`` or ``flip``, the outputs are
     ``multi_scale_log_probabilities`` of per-pixel logits. Cached per
     (model, transform, head, scales, flip), so scoring the same model again
     (as ``compress.run`` does for each stage) reuses its compiled program.
@@ -96,7 +98,7 @@ def _inference_step(model, transform, head, scales=(1.0,), flip=False):
         def apply(inputs):
             return train.forward(model, params, collections, inputs, train=False)[0]
         if tuple(scales) == (1.0,) and not flip:
-            return head(apply(x))
+            return head(at_input_size(apply(x), x))
         return head(multi_scale_log_probabilities(apply, x, scales, flip))
     return step
 
@@ -113,16 +115,12 @@ def multi_scale_log_probabilities(apply, images, scales, flip: bool = False):
     averaged: ``log(1/V sum_v softmax(z_v))``, ``(B, H, W, K)``. A flipped
     view's prediction is flipped back before it is added.
     """
-    b, h, w, c = images.shape
+    h, w = images.shape[1:3]
     views = [(s, mirrored) for s in scales for mirrored in ((False, True) if flip else (False,))]
     total = 0.0
     for s, mirrored in views:
         x = images[:, :, ::-1] if mirrored else images
-        if s != 1.0:
-            x = jax.image.resize(x, (b, round(s * h), round(s * w), c), "bilinear")
-        logits = apply(x)
-        if logits.shape[1:3] != (h, w):
-            logits = jax.image.resize(logits, (b, h, w, logits.shape[-1]), "bilinear")
+        logits = resize_dense(apply(resize_images(x, s)), h, w)
         probabilities = jax.nn.softmax(logits.astype(jnp.float32), -1)
         total = total + (probabilities[:, :, ::-1] if mirrored else probabilities)
     return jnp.log(total / len(views))
@@ -144,11 +142,6 @@ def _predictions(model, variables, images, labels, head, *, preprocess, batch_si
     for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess, shuffle=False,
                                remainder="pad"):
         yield batch, jax.device_get(step(params, collections, aux, batch["image"]))
-
-
-def _argmax_labels(logits):
-    """Per-pixel predicted labels (B, H, W) of logits (B, H, W, K)."""
-    return jnp.argmax(logits, -1)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -240,7 +233,10 @@ class Detection:
 @dataclasses.dataclass(frozen=True)
 class Segmentation:
     """Scene targets with ``segmentation`` (N, H, W) in ``[0, num_classes)``;
-    the model returns per-pixel logits (B, H, W, num_classes).
+    the model returns per-pixel logits (B, h, w, num_classes), at the input
+    size or any other: they are resized bilinearly to ``H x W`` for the loss
+    and the scores (DeepLab upsamples its logits the same way). Logits of
+    another rank or class count are refused in one line.
 
     ``scales`` (each in [0.1, 8]) and ``flip`` set how ``evaluate``/``confusion``
     predict: the default is one pass at the input size; e.g. ``scales=(0.5,
@@ -261,11 +257,12 @@ class Segmentation:
             raise ValueError(f"flip must be True or False, got {self.flip!r}")
         scales = (() if isinstance(self.scales, (str, bytes)) or not np.iterable(self.scales)
                   else tuple(self.scales))
+        low, high = SCALE_RANGE
         if not scales or not all(
-                isinstance(s, numbers.Real) and not isinstance(s, bool) and 0.1 <= s <= 8
+                isinstance(s, numbers.Real) and not isinstance(s, bool) and low <= s <= high
                 for s in scales):
-            raise ValueError(f"scales must be a non-empty sequence of numbers in [0.1, 8], "
-                             f"got {self.scales!r}")
+            raise ValueError(f"scales must be a non-empty sequence of numbers in [{low:g}, "
+                             f"{high:g}], got {self.scales!r}")
         object.__setattr__(self, "scales", tuple(float(s) for s in scales))
 
     def loss(self) -> train.LossFn:
@@ -273,14 +270,23 @@ class Segmentation:
         from zylax import detection
 
         def loss(logits, targets, mask):
-            shape = getattr(logits, "shape", None)
-            if shape is None or len(shape) != 4 or shape[-1] != self.num_classes:
-                got = shape if shape is not None else type(logits).__name__
-                raise ValueError(f"a segmentation model must return logits (B, H, W, "
-                                 f"{self.num_classes}) (every label, the background included); "
-                                 f"got {got}")
+            self._check_logits(logits)
             return detection.pixel_cross_entropy(logits, targets, mask)
         return loss
+
+    def _check_logits(self, logits) -> None:
+        """Refuses outputs that are not logits ``(B, h, w, num_classes)`` (one-line ValueError)."""
+        shape = getattr(logits, "shape", None)
+        if shape is None or len(shape) != 4 or shape[-1] != self.num_classes:
+            got = tuple(shape) if shape is not None else type(logits).__name__
+            raise ValueError(f"a segmentation model must return logits (B, H, W, "
+                             f"{self.num_classes}) (every label, the background included); "
+                             f"got {got}")
+
+    def _predicted_labels(self, logits):
+        """Per-pixel argmax labels (B, H, W) of checked logits (B, H, W, K)."""
+        self._check_logits(logits)
+        return jnp.argmax(logits, -1)
 
     def evaluate(self, model, variables, images, labels, *, preprocess=None,
                  batch_size: int = 250, transform=None, aux=None) -> dict[str, float]:
@@ -295,7 +301,8 @@ class Segmentation:
         model's argmax over every pixel of every image; ``metrics.class_iou`` of it gives
         the per-class IoU."""
         confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
-        for batch, predicted in _predictions(model, variables, images, labels, _argmax_labels,
+        for batch, predicted in _predictions(model, variables, images, labels,
+                                             self._predicted_labels,
                                              preprocess=preprocess, batch_size=batch_size,
                                              transform=transform, aux=aux,
                                              scales=self.scales, flip=self.flip):
@@ -306,18 +313,17 @@ class Segmentation:
     def score_outputs(self, outputs, labels) -> dict[str, float]:
         """``{"mIoU", "pixel_accuracy"}`` of logits computed elsewhere (e.g. by LiteRT).
 
-        ``outputs``: an iterable of logits batches (B, H, W, K) that together
+        ``outputs``: an iterable of logits batches (B, h, w, K) that together
         cover ``labels["segmentation"]`` (N, H, W) in order (one pass each:
-        ``scales`` and ``flip`` do not apply).
+        ``scales`` and ``flip`` do not apply; logits resized to ``H x W``).
         """
         confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
         start = 0
         for logits in _batches(outputs):
-            if np.shape(logits)[-1] != self.num_classes or np.ndim(logits) != 4:
-                raise ValueError(f"expected logits (B, H, W, {self.num_classes}), got "
-                                 f"{np.shape(logits)}")
-            predicted = np.argmax(np.asarray(logits), -1)
-            truth = labels["segmentation"][start:start + len(predicted)]
+            self._check_logits(np.asarray(logits))
+            truth = labels["segmentation"][start:start + len(logits)]
+            logits = resize_dense(jnp.asarray(logits), *np.shape(truth)[1:3])
+            predicted = np.asarray(self._predicted_labels(logits))
             confusion += self._confusion(predicted, truth, np.ones(len(predicted), bool))
             start += len(predicted)
         _check_covered(start, len(labels["segmentation"]))
@@ -391,7 +397,7 @@ def for_model(model, input_shape, name: str | None = None):
     from ``model.num_classes``.
     """
     if name is None:
-        name = "detection" if hasattr(model, "anchors") else "classification"
+        name = "detection" if callable(getattr(model, "anchors", None)) else "classification"
     if name == "classification":
         return Classification()
     check_model(model, name)

@@ -33,7 +33,6 @@ give each host a different ``seed`` offset of the data or shard the files.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import time
 from typing import Any, Callable, Mapping
@@ -48,6 +47,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from zylax import data as zdata
+from zylax.nets.layers import mode_kwargs
 
 Params = Any
 Transform = Callable[..., Params]
@@ -150,11 +150,6 @@ def apply_transform(transform: Transform | None, params: Params, aux: Any) -> Pa
     if transform is None:
         return params
     return transform(params) if aux is None else transform(params, aux)
-
-
-def mode_kwargs(model, train: bool) -> dict:
-    """``{"train": train}`` when ``model.__call__`` declares ``train``, else ``{}``."""
-    return {"train": train} if "train" in inspect.signature(model.__call__).parameters else {}
 
 
 def init_variables(model, sample: np.ndarray, seed: int) -> dict[str, Any]:

@@ -40,14 +40,14 @@ less on an idle machine. ``output_stride=16`` (6x6 logits, 14.6M MACs)
 runs 2.5-4x faster per step; in short runs it scored higher (held-out mIoU
 0.15 after 400 steps in 205 s against 0.10 after 100 steps in 121 s),
 which says more about step counts than about the resolution ceiling.
-With ``input_scale=1.25`` (registered as ``deeplabv3_mobilenet_v2_120``)
-it runs on the scenes resized to 120x120: 15x15 logits, the same
-parameters, 68.9M MACs, and the best mIoU measured here (RESULTS.md).
+Wrapped as ``Rescaled(DeepLabV3Small(11), 1.25)`` (registered as
+``deeplabv3_mobilenet_v2_120``) it runs on the scenes resized to 120x120:
+15x15 logits, the same parameters, 68.9M MACs, and the best mIoU measured
+here (RESULTS.md).
 """
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable
 
 import flax.linen as nn
@@ -74,10 +74,6 @@ class DeepLabV3(nn.Module):
       depth: channels of the head's convs (256).
       dropout_rate: after the projection (DeepLab: 0.1).
       conv: the conv layer (``TapConv`` for fast depthwise convs on CPU).
-      input_scale: the images are first resized bilinearly to
-        ``round(input_scale * H) x round(input_scale * W)`` (DeepLab's crop
-        size as a factor: a finer logit grid for small images); the logits
-        still come back at ``H x W``. 1 (default) runs on the images as given.
     """
 
     num_classes: int
@@ -87,12 +83,8 @@ class DeepLabV3(nn.Module):
     depth: int = 256
     dropout_rate: float = 0.1
     conv: ModuleDef = nn.Conv
-    input_scale: float = 1.0
 
     def __post_init__(self):
-        scale = self.input_scale
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0.1 <= scale <= 8:
-            raise ValueError(f"input_scale must be in [0.1, 8], got {self.input_scale!r}")
         if self.output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"output_stride must be 8 or 16, got {self.output_stride!r}")
         if self.num_classes < 2:
@@ -110,10 +102,6 @@ class DeepLabV3(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Images ``(B, H, W, C)`` -> per-pixel logits ``(B, H, W, num_classes)``."""
         out_shape = (*x.shape[:3], self.num_classes)
-        if self.input_scale != 1:
-            b, h, w, c = x.shape
-            x = jax.image.resize(x, (b, round(self.input_scale * h),
-                                     round(self.input_scale * w), c), "bilinear")
         features = v2_trunk(x, train, width=self.width_multiplier, stem_stride=self.stem_stride,
                             output_stride=self.output_stride, include_last=False,
                             conv=self.conv)["block16"]  # the last bottleneck: 320 channels

@@ -14,13 +14,22 @@ subclass of ``nn.Conv`` with the same fields and the same parameters
 (``kernel (kh, kw, in/groups, out)``, ``bias``), so parameter trees,
 checkpoints, transforms and ``summary`` are unchanged; ungrouped convolutions
 fall through to ``nn.Conv``. Inject it with ``conv=TapConv``.
+
+``mode_kwargs`` tells whether a model takes a ``train`` argument.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+def mode_kwargs(model, train: bool) -> dict:
+    """``{"train": train}`` when ``model.__call__`` declares ``train``, else ``{}``."""
+    return {"train": train} if "train" in inspect.signature(model.__call__).parameters else {}
 
 
 def _padding_pairs(padding, sizes, kernel, strides):

@@ -49,6 +49,13 @@ def test_the_kept_compressed_deeplab_decodes_to_a_model_within_its_measured_loss
     assert _miou(path) > dense_miou - 0.04
 
 
+def test_the_kept_compressed_120x120_deeplab_is_within_its_measured_loss_of_its_dense_model():
+    # RESULTS.md: 8.5x at -1.32 points on all 10,000 test scenes
+    dense, compressed = MODELS / "deeplab120_ft2.zyl", MODELS / "deeplab120_dc.zyl"
+    assert compressed.stat().st_size * 8 < dense.stat().st_size
+    assert _miou(compressed) > _miou(dense) - 0.04
+
+
 def test_the_kept_120x120_deeplab_is_the_96x96_net_rescaled_and_scores_as_measured():
     # deeplabv3_mobilenet_v2_120 = Rescaled(DeepLabV3Small(11), 1.25): the file's variables
     # are the plain net's, so Segmentation(scales=(1.25,)) of the plain net gives its logits
@@ -58,5 +65,5 @@ def test_the_kept_120x120_deeplab_is_the_96x96_net_rescaled_and_scores_as_measur
     plain = nets.DeepLabV3Small(num_classes=11)
     outside = tasks.multi_scale_log_probabilities(lambda z: plain.apply(f.variables, z), x,
                                                   (1.25,))
-    inside = jax.nn.log_softmax(f.model.apply(f.variables, x))
-    np.testing.assert_allclose(inside, outside, atol=1e-4)
+    inside = jax.nn.softmax(f.model.apply(f.variables, x))
+    np.testing.assert_allclose(inside, jnp.exp(outside), atol=1e-5)  # probabilities

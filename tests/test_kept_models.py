@@ -56,7 +56,7 @@ def test_the_kept_compressed_120x120_deeplab_is_within_its_measured_loss_of_its_
     assert _miou(compressed) > _miou(dense) - 0.04
 
 
-def test_the_kept_120x120_deeplab_is_the_96x96_net_rescaled_and_scores_as_measured():
+def test_the_kept_120x120_deeplab_is_the_96x96_net_rescaled():
     # deeplabv3_mobilenet_v2_120 = Rescaled(DeepLabV3Small(11), 1.25): the file's variables
     # are the plain net's, so Segmentation(scales=(1.25,)) of the plain net gives its logits
     f = cli.load_model_file(str(MODELS / "deeplab120_ft2.zyl"))

@@ -200,6 +200,11 @@ def test_logits_smaller_than_the_mask_are_resized_for_the_loss_and_the_scores(sc
     scores = task.evaluate(model, variables, images, targets, preprocess=data.Preprocess())
     assert scores == task.score_outputs([upsampled], targets)
     assert scores == task.score_outputs(_outputs_in_batches(model, variables, images), targets)
+    fewer = data.take(targets, np.arange(30))
+    with pytest.raises(ValueError, match="the outputs cover 32 examples, the labels 30"):
+        task.score_outputs([upsampled], fewer)
+    with pytest.raises(ValueError, match="the outputs cover 30 examples, the labels 32"):
+        task.score_outputs([upsampled[:30]], targets)
 
 
 TRACES = []

@@ -318,9 +318,11 @@ class Segmentation:
         ``scales`` and ``flip`` do not apply; logits resized to ``H x W``).
         """
         confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
-        start = 0
+        start, total = 0, len(labels["segmentation"])
         for logits in _batches(outputs):
             self._check_logits(np.asarray(logits))
+            if start + len(logits) > total:  # more outputs than labels: refused before scoring
+                _check_covered(start + len(logits), total)
             truth = labels["segmentation"][start:start + len(logits)]
             logits = resize_dense(jnp.asarray(logits), *np.shape(truth)[1:3])
             predicted = np.asarray(self._predicted_labels(logits))

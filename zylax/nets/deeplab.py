@@ -56,6 +56,7 @@ import jax.numpy as jnp
 
 from zylax.nets.layers import TapConv
 from zylax.nets.mobilenet import v2_trunk
+from zylax.resizing import resize_dense
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -101,7 +102,6 @@ class DeepLabV3(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Images ``(B, H, W, C)`` -> per-pixel logits ``(B, H, W, num_classes)``."""
-        out_shape = (*x.shape[:3], self.num_classes)
         features = v2_trunk(x, train, width=self.width_multiplier, stem_stride=self.stem_stride,
                             output_stride=self.output_stride, include_last=False,
                             conv=self.conv)["block16"]  # the last bottleneck: 320 channels
@@ -112,7 +112,7 @@ class DeepLabV3(nn.Module):
         y = self._conv_bn_relu(jnp.concatenate(branches, -1), train, "concat_projection")
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         y = self.conv(self.num_classes, (1, 1), name="classifier")(y)
-        return jax.image.resize(y, out_shape, "bilinear")
+        return resize_dense(y, *x.shape[1:3])
 
 
 def DeepLabV3Small(num_classes: int, **overrides) -> DeepLabV3:  # noqa: N802 - a model constructor

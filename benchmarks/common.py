@@ -10,6 +10,8 @@ from typing import Callable
 
 import jax
 
+from zylax import train
+
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
@@ -72,3 +74,23 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+
+
+def train_stepper(model, tx, batch: dict, *, variables=None, transform=None, aux=None,
+                  loss=None) -> Callable[[], object]:
+    """A closure running one jitted ``train.make_train_step`` step on ``batch``.
+
+    The state is carried from call to call; each call returns the step's loss.
+    ``variables`` default to ``model.init``; ``loss`` to classification.
+    """
+    mesh = train.data_mesh()
+    state = train.create_state(model, tx, batch["image"][:1], variables=variables, aux=aux)
+    step = train.make_train_step(model, tx, transform, mesh, loss=loss)
+    sharded = train.shard_batch(batch, mesh)
+    holder = {"state": train.replicate(state, mesh)}
+
+    def run():
+        holder["state"], metrics = step(holder["state"], sharded)
+        return metrics["loss"]
+    return run
+

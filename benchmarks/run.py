@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import binary_inference, common, end_to_end, huffman, kmeans, scaling, step_overhead
+from benchmarks import (binary_inference, common, end_to_end, huffman, kmeans, scaling, scene_steps,
+                        step_overhead)
 
 
 def smoke() -> None:
@@ -27,6 +28,7 @@ def everything() -> None:
     binary_inference.run()
     end_to_end.run()
     scaling.run()
+    scene_steps.run()
 
 
 def main() -> None:

@@ -19,26 +19,10 @@ import jax
 import numpy as np
 import optax
 
-from benchmarks.common import measure_interleaved, print_table
+from benchmarks.common import measure_interleaved, print_table, train_stepper
 from zylax import data, nets, train
 from zylax.nets.layers import TapConv
 from zylax.transforms import pruning, sharing
-
-
-def _stepper(model, tx, variables, batch, transform=None, aux=None):
-    """A closure running one jitted training step (state carried between calls)."""
-    mesh = train.data_mesh()
-    sample = batch["image"][:1]
-    state = train.replicate(train.create_state(model, tx, sample, variables=variables, aux=aux),
-                            mesh)
-    step = train.make_train_step(model, tx, transform, mesh)
-    sharded = train.shard_batch(batch, mesh)
-    holder = {"state": state}
-
-    def run():
-        holder["state"], metrics = step(holder["state"], sharded)
-        return metrics["loss"]
-    return run
 
 
 def run(batch_size: int = 128, repeats: int = 21) -> list[dict]:
@@ -58,11 +42,12 @@ def run(batch_size: int = 128, repeats: int = 21) -> list[dict]:
         shared_tx = pruning.prune(sharing.centroid_only(optax.adam(1e-3), latent, aux),
                                   latent_masks)
         timings = measure_interleaved({
-            "plain": _stepper(model, optax.adam(1e-3), variables, batch),
-            "prune": _stepper(model, pruning.prune(optax.adam(1e-3), masks),
-                              {**variables, "params": pruned}, batch),
-            "shared": _stepper(model, shared_tx, {**variables, "params": latent}, batch,
-                               transform=sharing.decode, aux=aux)}, repeats=repeats)
+            "plain": train_stepper(model, optax.adam(1e-3), batch, variables=variables),
+            "prune": train_stepper(model, pruning.prune(optax.adam(1e-3), masks), batch,
+                                   variables={**variables, "params": pruned}),
+            "shared": train_stepper(model, shared_tx, batch,
+                                    variables={**variables, "params": latent},
+                                    transform=sharing.decode, aux=aux)}, repeats=repeats)
         rows.append({"net": label, **timings})
     print_table(f"Training-step overhead (batch {batch_size}, ratio to the plain Flax step)",
                 ["net", "plain step", "prune wrapper", "ratio", "masks + codebook + wrapper",

@@ -84,6 +84,21 @@ def test_output_stride_dilates_instead_of_striding_as_tf_slim():
     assert _rows(s)["block16/project"].output_shape == (1, 8, 8, 320)
 
 
+
+def test_a_deeplab_trained_at_output_stride_16_loads_into_the_registered_output_stride_8_net():
+    # experiments/deeplab_os16.py trains at OS 16 and fine-tunes at 8 (RESULTS.md): the two
+    # differ only in dilation, so every variable has the same path and shape
+    from experiments.deeplab_os16 import segmenter
+
+    x = jnp.zeros((1, 96, 96, 1))
+    os16 = jax.eval_shape(lambda: segmenter(11).init(jax.random.key(0), x))
+    os8 = jax.eval_shape(lambda: nets.DeepLabV3Small(11).init(jax.random.key(0), x))
+    assert segmenter(11).output_stride == 16
+    assert jax.tree.structure(os16) == jax.tree.structure(os8)
+    assert jax.tree.map(lambda a: a.shape, os16) == jax.tree.map(lambda a: a.shape, os8)
+    logits = jax.eval_shape(lambda v: segmenter(11).apply(v, x), os16)
+    assert logits.shape == (1, 96, 96, 11)
+
 @pytest.mark.parametrize("kwargs", [
     dict(features=16, kernel_size=(3, 3), feature_group_count=16, kernel_dilation=(2, 2),
          padding=((2, 2), (2, 2)), use_bias=False),

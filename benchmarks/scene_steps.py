@@ -1,6 +1,6 @@
 """Training throughput of the scene nets by batch size and output stride.
 
-Run: python -m benchmarks.scene_steps [--repeats 7]
+Run: python -m benchmarks.scene_steps [--repeats 7] [--sizes 32 64 128]
 Times jitted AdamW training steps (``train.make_train_step`` with the task's
 loss) on real scenes, round-robin (``measure_interleaved``), and prints
 scenes per second with the ratio to a baseline from the same run:
@@ -67,8 +67,10 @@ def run(repeats: int = 7, sizes: tuple[int, ...] = (32, 64, 128)) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--sizes", type=int, nargs=3, default=(32, 64, 128),
+                        help="three batch sizes; the middle one is the baseline")
     args = parser.parse_args()
-    run(args.repeats)
+    run(args.repeats, tuple(args.sizes))
 
 
 if __name__ == "__main__":

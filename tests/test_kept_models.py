@@ -1,4 +1,4 @@
-"""The trained models kept in ``experiments/models`` still load and segment or detect real test scenes.
+"""The trained models kept in ``experiments/models`` still load and segment or detect test scenes.
 
 RESULTS.md scores these files and later runs start from them (``--init-from``,
 ``compress --from``), so a change to the archive format or to the nets that

@@ -26,7 +26,7 @@ import argparse
 
 import jax
 
-from zylax import cli, tasks
+from zylax import cli
 from zylax.nets import DeepLabV3Small
 
 
@@ -42,11 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     f = cli.load_model_file(args.file)
     images, labels = jax.tree.map(lambda a: a[:args.max_examples], f.test_data)
-    num_classes = f.task.num_classes
-    for stride in (16, 8):
-        model = DeepLabV3Small(num_classes, output_stride=stride)
-        scores = tasks.Segmentation(num_classes).evaluate(model, f.variables, images, labels,
-                                                          preprocess=f.preprocess)
+    for stride, model in ((16, segmenter(f.task.num_classes)),
+                          (8, DeepLabV3Small(f.task.num_classes))):
+        scores = f.task.evaluate(model, f.variables, images, labels, preprocess=f.preprocess)
         print(f"output stride {stride}: mIoU {scores['mIoU']:.4f}, "
               f"pixel accuracy {scores['pixel_accuracy']:.4f} on {len(images)} test scenes")
 

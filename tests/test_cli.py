@@ -48,6 +48,23 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     assert metadata["net"] == "lenet300" and metadata["data"] == "fashion_mnist"
 
 
+def test_train_and_compress_print_a_line_per_epoch_unless_quiet(tmp_path, capsys):
+    # the progress bar is a terminal's only; a log file or notebook gets these lines
+    cli.main(["train", "--net", "lenet300", "--epochs", "2", "--max-examples", "1024",
+              "--max-test-examples", "200", "--out", str(tmp_path)])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if " epoch " in ln]
+    assert [ln.split(":")[0] for ln in lines] == ["train epoch 1", "train epoch 2"]
+    assert all("examples/s" in ln and float(ln.split("train loss ")[1].split(",")[0]) > 0
+               for ln in lines)
+    cli.main(["compress", "--from", str(tmp_path / "model.zyl"), "--prune-cycles", "1",
+              "--retrain-epochs", "1", "--finetune-epochs", "0", "--max-examples", "1024",
+              "--max-test-examples", "200", "--out", str(tmp_path / "small.zyl")])
+    assert "prune 1/1 epoch 1: train loss" in capsys.readouterr().out
+    cli.main(["train", "--net", "lenet300", "--epochs", "3", "--max-examples", "1024",
+              "--max-test-examples", "200", "--out", str(tmp_path), "--quiet"])
+    assert " epoch " not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args,message", [
     (["train", "--net", "vgg"], "unknown net 'vgg'"),
     (["train", "--data", "svhn"], "unknown dataset 'svhn'"),

@@ -169,6 +169,28 @@ def baseline_key(choice: ModelChoice, args, epochs: int) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def epoch_logger(quiet: bool):
+    """An ``on_epoch`` callback printing one line per finished epoch, or None when quiet.
+
+    The line (stage, epoch, mean training loss, examples/s, minutes since the
+    command started) goes to stdout, so a log file or a notebook shows progress
+    where the progress bar (a terminal's only) does not.
+    """
+    if quiet:
+        return None
+    import time
+
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+
+    def log(row: dict) -> None:
+        tqdm.write(f"{row.get('stage', 'train')} epoch {row['epoch']}: train loss "
+                   f"{row['train_loss']:.4f}, {row['examples_per_s']:.0f} examples/s, "
+                   f"{(time.perf_counter() - start) / 60:.1f} min")
+    return log
+
+
 def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, checkpoint_dir,
               before=None, **kwargs):
     """Trains (or resumes) the baseline.
@@ -185,7 +207,8 @@ def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, ch
     task = _task(choice, model, train_data)
     result = train.fit_recipe(model, choice.recipe, train_data, preprocess=preprocess,
                               epochs=epochs, seed=args.seed, checkpoint_dir=checkpoint_dir,
-                              progress=False if args.quiet else None, loss=task.loss(), **kwargs)
+                              progress=False if args.quiet else None, loss=task.loss(),
+                              on_epoch=epoch_logger(args.quiet), **kwargs)
     return model, task, result
 
 
@@ -386,7 +409,7 @@ def cmd_compress(args) -> None:
     result = compress.run(model, variables, train_data, test_data, config, out=args.out,
                           metadata={**choice.metadata, "data": args.data},
                           reference=choice.reference, progress=False if args.quiet else None,
-                          task=task)
+                          task=task, on_epoch=epoch_logger(args.quiet))
     rep = result.report
     print(report.format_table(rep))
     written = [args.out]
@@ -631,7 +654,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-examples", type=int, default=None, help="train on a prefix")
     parser.add_argument("--max-test-examples", type=int, default=None,
                         help="score on a prefix of the test split")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     parser.add_argument("--task", default=None,
                         choices=("classification", "detection", "segmentation"),
                         help="what the model does (default: the net's; for --model, detection "

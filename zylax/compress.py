@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -138,7 +138,8 @@ class Context:
     """What every stage needs: model, data, config, task and how to report progress.
 
     ``task`` (a ``zylax.tasks`` object) defaults to ``Classification`` with the
-    recipe's label smoothing.
+    recipe's label smoothing; ``on_epoch`` gets each retraining epoch's row,
+    with ``"stage"`` set to the stage's name.
     """
 
     model: Any
@@ -147,6 +148,7 @@ class Context:
     config: Config
     progress: bool | None = None
     task: Any = None
+    on_epoch: Callable[[dict], None] | None = None
 
     def __post_init__(self):
         if self.task is None:
@@ -161,10 +163,12 @@ class Context:
 
     def fit(self, tx, epochs: int, desc: str, variables, **kwargs) -> train.FitResult:
         """``train.fit`` with this context's model, data, recipe and preprocessing."""
+        on_epoch = None if self.on_epoch is None else (
+            lambda row: self.on_epoch({"stage": desc, **row}))
         return train.fit(self.model, tx, self.train_data, epochs=epochs, variables=variables,
                          preprocess=self.config.preprocess, seed=self.config.seed,
                          progress=self.progress, desc=desc, **self.config.recipe.fit_kwargs(),
-                         loss=self.task.loss(), **kwargs)
+                         loss=self.task.loss(), on_epoch=on_epoch, **kwargs)
 
     def accuracy(self, variables, **kwargs) -> float:
         """The task's metric (test accuracy, AP50, mIoU) of ``variables``."""
@@ -305,7 +309,8 @@ class Result:
 
 def run(model, variables, train_data, test_data, config: Config = Config(), *, out: str,
         metadata: Mapping | None = None, reference: Mapping | None = None,
-        progress: bool | None = None, task=None) -> Result:
+        progress: bool | None = None, task=None,
+        on_epoch: Callable[[dict], None] | None = None) -> Result:
     """Deep-compresses a trained model and writes it to ``out`` (a ``.zyl`` file).
 
     Args:
@@ -325,6 +330,8 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
       task: a ``zylax.tasks`` object (default ``Classification()``): its loss
         retrains, its metric (accuracy, AP50, mIoU) is the "accuracy" of
         every stage in the report (``report["metric"]`` names it).
+      on_epoch: called with each retraining epoch's history row (``train.fit``),
+        with ``"stage"`` naming the stage (e.g. ``"prune 1/3"``).
 
     Returns:
       ``Result``; ``result.variables`` and ``report["compressed_accuracy"]``
@@ -337,7 +344,7 @@ def run(model, variables, train_data, test_data, config: Config = Config(), *, o
         cast.narrow_floats(variables, config.unshared_dtype)
     from zylax import tasks
 
-    ctx = Context(model, train_data, test_data, config, progress, task)
+    ctx = Context(model, train_data, test_data, config, progress, task, on_epoch)
     task = ctx.task
     times, snapshots = {}, {"dense": variables["params"]}
     dense_accuracy = ctx.accuracy(variables)

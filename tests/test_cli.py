@@ -26,8 +26,9 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
     assert "recipe: Recipe(epochs=1, batch_size=128, learning_rate=0.002," in out
     assert (tmp_path / "checkpoints" / "30").is_dir()
     trained = out.split("test accuracy ")[1].split()[0]
-    cli.main(["evaluate", str(tmp_path / "model.zyl"), "--max-examples", "500"])
-    assert f"test accuracy {trained}" in capsys.readouterr().out
+    for flag in ("--max-examples", "--max-test-examples"):  # train's spelling works too
+        cli.main(["evaluate", str(tmp_path / "model.zyl"), flag, "500"])
+        assert f"test accuracy {trained}" in capsys.readouterr().out
 
     # the same folder again resumes, and says so; another model there is refused in one line
     cli.main(["train", "--net", "lenet300", "--epochs", "1", "--max-steps", "30",

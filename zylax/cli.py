@@ -733,8 +733,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test accuracy (AP50/mAP, mIoU) of a .zyl file")
     _add_file(p)
     p.add_argument("--data", default=None, help="dataset (default: the one in the file)")
-    p.add_argument("--max-examples", type=int, default=None,
-                   help="score the first N test examples only")
+    p.add_argument("--max-examples", "--max-test-examples", dest="max_examples", type=int,
+                   default=None, help="score the first N test examples only (the second "
+                   "spelling is train's and compress's)")
     add_inference_views(p)
     p.set_defaults(func=cmd_evaluate)
 

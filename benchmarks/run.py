@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import (binary_inference, common, end_to_end, huffman, kmeans, scaling, scene_steps,
-                        step_overhead)
+from benchmarks import (binary_inference, common, end_to_end, huffman, hugepages, kmeans, scaling,
+                        scene_steps, step_overhead)
 
 
 def smoke() -> None:
@@ -29,6 +29,7 @@ def everything() -> None:
     end_to_end.run()
     scaling.run()
     scene_steps.run()
+    hugepages.run()
 
 
 def main() -> None:

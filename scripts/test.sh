@@ -5,8 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export ZYLAX_SMALL=1 TF_CPP_MIN_LOG_LEVEL=3
-# glibc's huge-page malloc: XLA's CPU steps fault in far fewer pages (zylax/hugepages.py)
-export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1"
+# glibc's huge-page malloc: XLA's CPU steps fault in far fewer pages (zylax/hugepages.py);
+# not when ZYLAX_HUGEPAGES=0 or GLIBC_TUNABLES already chooses
+if [[ ${ZYLAX_HUGEPAGES:-1} != 0 && ${GLIBC_TUNABLES:-} != *glibc.malloc.hugetlb* ]]; then
+  export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1"
+fi
 # One fresh persistent compilation cache for this run: tests, CLI subprocesses and
 # notebook kernels that compile the same program share it (a run starts cold, so it
 # still compiles everything once; nothing is kept between runs).

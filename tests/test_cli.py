@@ -66,6 +66,25 @@ def test_train_and_compress_print_a_line_per_epoch_unless_quiet(tmp_path, capsys
     assert " epoch " not in capsys.readouterr().out
 
 
+def test_the_epoch_line_is_flushed_at_once_and_dropped_without_stdout(monkeypatch):
+    written = []
+
+    class Log:  # a log file: block-buffered, so an unflushed line waits for the exit
+        def write(self, text):
+            written.append(("write", text))
+
+        def flush(self):
+            written.append(("flush", None))
+
+    monkeypatch.setattr(sys, "stdout", Log())
+    row = {"epoch": 1, "train_loss": 0.25, "examples_per_s": 63.0}
+    cli.epoch_logger(quiet=False)(row)
+    assert written[0][0] == "write" and written[0][1].startswith("train epoch 1: train loss 0.2500")
+    assert written[-1][0] == "flush"
+    monkeypatch.setattr(sys, "stdout", None)  # started with stdout closed
+    cli.epoch_logger(quiet=False)({**row, "stage": "prune 1/3"})
+
+
 @pytest.mark.parametrize("args,message", [
     (["train", "--net", "vgg"], "unknown net 'vgg'"),
     (["train", "--data", "svhn"], "unknown dataset 'svhn'"),

@@ -173,8 +173,9 @@ def epoch_logger(quiet: bool):
     """An ``on_epoch`` callback printing one line per finished epoch, or None when quiet.
 
     The line (stage, epoch, mean training loss, examples/s, minutes since the
-    command started) goes to stdout, so a log file or a notebook shows progress
-    where the progress bar (a terminal's only) does not.
+    logger was made, i.e. since training began) goes to stdout, flushed, so a
+    log file or a notebook shows progress where the progress bar (a
+    terminal's only) does not.
     """
     if quiet:
         return None
@@ -185,9 +186,12 @@ def epoch_logger(quiet: bool):
     start = time.perf_counter()
 
     def log(row: dict) -> None:
+        if sys.stdout is None:  # started with stdout closed: print would drop it too
+            return
         tqdm.write(f"{row.get('stage', 'train')} epoch {row['epoch']}: train loss "
                    f"{row['train_loss']:.4f}, {row['examples_per_s']:.0f} examples/s, "
                    f"{(time.perf_counter() - start) / 60:.1f} min")
+        sys.stdout.flush()  # a log file sees the line now, not at exit
     return log
 
 
@@ -551,7 +555,7 @@ def load_model_file(path: str, data: str | None = None, max_decoded_bytes: int |
 def cmd_evaluate(args) -> None:
     """Test accuracy (or AP50/mAP, mIoU) of a ``.zyl`` file, from the file alone."""
     _check_file_args(args)
-    _positive("--max-examples", args.max_examples)
+    _positive("--max-examples (--max-test-examples)", args.max_examples)
     loaded = load_model_file(args.file, args.data, args.max_decoded_bytes)
     task = inference_views(loaded.task, args.scales, args.flip)
     test_data = _prefix(loaded.test_data, args.max_examples)
@@ -758,11 +762,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``zylax`` console script; exits 2 on usage errors, 1 on failures.
 
-    Called with no ``argv`` (the console script), it first restarts itself with
-    glibc's huge-page malloc (``zylax.hugepages``: 1.2x faster CPU training
-    steps here; ``ZYLAX_HUGEPAGES=0`` turns it off).
+    Run as the ``zylax`` console script (no ``argv``), it first restarts itself
+    with glibc's huge-page malloc (``zylax.hugepages``: 1.2x faster CPU
+    training steps here; ``ZYLAX_HUGEPAGES=0`` turns it off).
     """
-    if argv is None:
+    if argv is None and os.path.basename(sys.argv[0]) == "zylax":
         from zylax import hugepages
 
         hugepages.restart_tuned()

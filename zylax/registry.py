@@ -161,8 +161,8 @@ register("sepnet", lambda n: nets.SEPNet(num_classes=n, conv=TapConv), Recipe(ep
 # runs' recipe (3 epochs from scratch at batch 64), which the compression presets below
 # retrain with. SSDLite's target is reached fastest (RESULTS.md, 41.6 min in all) from a
 # pretrained trunk: ``--init-from`` it, ``--epochs 4 --batch-size 32 --augment``. DeepLabV3's
-# best within the hour (mIoU 0.664, short of 0.70) is from the same trunk with ``--epochs 2
-# --batch-size 16 --augment --learning-rate 5e-3``.
+# best within the hour (mIoU 0.686 in 51 min, short of 0.70) is from the same trunk with
+# ``--epochs 3 --batch-size 16 --augment --learning-rate 5e-3``.
 # Pruning without retraining costs them most of their AP50 (`python -m experiments.
 # settings_sweep`, 6-epoch SSDLite: 75.1% -> 32.5% at 50% sparsity, 10.0% at 60%). RESULTS.md,
 # five attempts: 50% pruned gradually over 4 epochs, 4-bit 1x1 kernels (depthwise 5-bit,

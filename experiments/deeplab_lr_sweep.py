@@ -19,9 +19,7 @@ import argparse
 import json
 import time
 
-import numpy as np
-
-from zylax import archive, data, registry, tasks, train
+from zylax import archive, cli, data, registry, tasks, train
 
 WARMUP_STEPS = 300
 
@@ -35,12 +33,6 @@ def recipe(setting: str, epochs: int) -> train.Recipe:
     return train.Recipe(epochs=epochs, batch_size=16, learning_rate=float(rate),
                         weight_decay=4e-5 if sgd else 1e-4, warmup_steps=WARMUP_STEPS,
                         augment=True, sgd_momentum=0.9 if sgd else None)
-
-
-def prefix(split: str, count: int):
-    """The first ``count`` scenes of ``split``: ``(images, targets)``."""
-    images, targets = data.load("fashion_mnist_scenes", split)
-    return images[:count], data.take(targets, np.arange(count))
 
 
 def score(donor: dict, setting: str, train_data, test_data, epochs: int) -> dict:
@@ -71,8 +63,8 @@ def main() -> None:
     for setting in args.settings:
         recipe(setting, args.epochs)  # a bad setting fails before any training
     donor, _ = archive.load(args.init_from)
-    train_data = prefix("train", args.train_examples)
-    test_data = prefix("test", args.test_examples)
+    train_data, test_data = cli.load_data("fashion_mnist_scenes", args.train_examples,
+                                          args.test_examples)
     for setting in args.settings:
         print(json.dumps(score(donor, setting, train_data, test_data, args.epochs)), flush=True)
 

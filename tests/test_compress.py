@@ -38,8 +38,12 @@ def test_a_user_model_goes_through_run_and_the_file_is_bit_identical(trained, fm
     test_data = tuple(a[:2000] for a in fmnist_test)
     config = compress.Config(sparsity={".*kernel": 0.6}, prune_cycles=1, retrain_epochs=1,
                              finetune_epochs=1, bits=4, index_bits="auto", preprocess=prep)
+    rows = []
     result = compress.run(model, variables, train_data, test_data, config,
-                          out=str(tmp_path / "user.zyl"))
+                          out=str(tmp_path / "user.zyl"), on_epoch=rows.append)
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("prune 1/1", 1),
+                                                        ("fine-tune centroids", 1)]
+    assert all(np.isfinite(r["train_loss"]) for r in rows)
     loaded, metadata = archive.load(tmp_path / "user.zyl")
     assert ztree.bit_identical(loaded, result.variables)
     assert set(loaded) == {"params", "batch_stats"}

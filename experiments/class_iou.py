@@ -19,7 +19,7 @@ import argparse
 import jax
 import numpy as np
 
-from zylax import cli, data, metrics, scenes
+from zylax import cli, data, metrics, modelfile, scenes
 
 
 def label_names(num_classes: int) -> list[str]:
@@ -52,10 +52,11 @@ def main() -> None:
     cli.add_inference_views(parser)
     args = parser.parse_args()
 
-    f = cli.load_model_file(args.file)
+    f = modelfile.load_model_file(args.file)
     if f.task.name != "segmentation":
         raise SystemExit(f"{args.file} is a {f.task.name} model, not a segmentation one")
-    scored = f.test_data if args.split == "test" else data.load(f.data, "train")
+    name, test_data = modelfile.scoring_data(f)
+    scored = test_data if args.split == "test" else data.load(name, "train")
     images, labels = jax.tree.map(lambda a: a[:args.max_examples], scored)
     try:
         task = cli.inference_views(f.task, args.scales, args.flip)

@@ -26,7 +26,7 @@ import argparse
 
 import jax
 
-from zylax import cli
+from zylax import modelfile
 from zylax.nets import DeepLabV3Small
 
 
@@ -40,8 +40,8 @@ def main() -> None:
     parser.add_argument("file", help="a .zyl file of DeepLabV3Small (either output stride)")
     parser.add_argument("--max-examples", type=int, default=1000)
     args = parser.parse_args()
-    f = cli.load_model_file(args.file)
-    images, labels = jax.tree.map(lambda a: a[:args.max_examples], f.test_data)
+    f = modelfile.load_model_file(args.file)
+    images, labels = jax.tree.map(lambda a: a[:args.max_examples], modelfile.scoring_data(f)[1])
     for stride, model in ((16, segmenter(f.task.num_classes)),
                           (8, DeepLabV3Small(f.task.num_classes))):
         scores = f.task.evaluate(model, f.variables, images, labels, preprocess=f.preprocess)

@@ -15,9 +15,9 @@ mIoU (``tasks.*.score_outputs``). The scoring run uses a batch-100 export of
 the same weights (a batch-1 graph cannot be resized: its reshapes are
 constants). Inputs are preprocessed as the file's metadata says.
 
-Files that name their model in the metadata (``zylax compress``) need nothing
-else; the files of ``experiments.quantizers`` (``bnn_mlp.zyl``,
-``ttq_lenet5.zyl``, ``pattern_lenet5.zyl``) are rebuilt from their stem.
+Files of a registered net (``zylax compress --net``) need nothing else; the
+files of ``experiments.quantizers`` (``bnn_mlp.zyl``, ``ttq_lenet5.zyl``,
+``pattern_lenet5.zyl``) get their model from their stem.
 Rows go to ``<out>/<stem>.json``.
 """
 
@@ -32,25 +32,23 @@ import os
 import jax
 import numpy as np
 
-from zylax import archive, cli, codecs, data, export, nets, registry, tasks, train
+from zylax import archive, codecs, export, modelfile, nets, registry, train
 from zylax.transforms import binary
 
 EVAL_BATCH = 100
 DRIFT_IMAGES = 1000
 
 
-def model_for(path: str, metadata: dict, params: dict):
-    """The Flax model of a file: from its metadata, else from the stem of the quantizers' files."""
-    if "net" in metadata or "model" in metadata:
-        return cli._file_model(path, metadata)
+def model_for(path: str, params: dict):
+    """The Flax model of a quantizers' file, from its stem; None for other files (their
+    registered net runs them)."""
     stem = os.path.splitext(os.path.basename(path))[0]
     if stem == "bnn_mlp":
         hidden = tuple(params[k]["kernel"].shape[1] for k in sorted(params) if k.startswith("fc"))
         return nets.MLP(hidden=hidden, activation=binary.binary_activation)
     if stem.startswith("ttq_lenet5") or stem.startswith("pattern_lenet5"):
         return registry.get("lenet5").factory(10)
-    raise ValueError(f"{path}: the metadata names no model and the stem {stem!r} is not one of "
-                     "the quantizers' files")
+    return None
 
 
 def _interpreter_outputs(tflite: bytes, images: np.ndarray):
@@ -96,13 +94,12 @@ def _scored(task, batches, labels, drift_reference=None) -> tuple[dict, float]:
 
 def measure_file(path: str, modes: list[str], out: str) -> list[dict]:
     """One row per weights mode of one ``.zyl`` file (module docstring)."""
-    variables, metadata = archive.load(path)
-    methods = export.stored_methods(archive.read_header(path))
-    model = model_for(path, metadata, variables["params"])
-    name = metadata.get("data", "fashion_mnist")
-    images, labels = data.load(name, "test")
-    task = tasks.from_dict(metadata.get("task"), model, images.shape[1:])
-    x = data.Preprocess.from_dict(metadata["preprocess"])(images)
+    stored, _ = archive.load(path)
+    f = modelfile.load_model_file(path, model=model_for(path, stored["params"]))
+    variables, model, task = f.variables, f.model, f.task
+    methods = export.stored_methods(f.header)
+    _, (images, labels) = modelfile.scoring_data(f, f.metadata.data or "fashion_mnist")
+    x = f.preprocess(images)
     dense = jax.tree.map(codecs.dense, variables)
     kwargs = train.mode_kwargs(model, False)
     apply = jax.jit(lambda x: model.apply(dense, x, **kwargs))  # compiled once, used twice

@@ -26,7 +26,7 @@ import itertools
 import jax
 import numpy as np
 
-from zylax import archive, cli, compress
+from zylax import archive, compress, modelfile
 from zylax.transforms import pruning, sharing
 
 
@@ -57,9 +57,9 @@ def main() -> None:
                              "--fold-batch-norm)")
     args = parser.parse_args()
 
-    f = cli.load_model_file(args.file)
+    f = modelfile.load_model_file(args.file)
     variables = f.variables
-    test = jax.tree.map(lambda a: a[:args.max_examples], f.test_data)
+    test = jax.tree.map(lambda a: a[:args.max_examples], modelfile.scoring_data(f)[1])
     dense = sum(np.asarray(v).nbytes for v in jax.tree.leaves(variables))
 
     sample = f.preprocess(test[0][:1]) if args.fold_batch_norm else None

@@ -1,7 +1,9 @@
 """Hostile ``.zyl`` files: a catalogue of crafted cases and a header mutator, CRCs always valid.
 
-Used by ``tests/test_fuzz_archive.py`` (a bounded run in CI) and by
-``scripts/fuzz_archive.py`` (the long run whose figures are in SECURITY.md).
+Used by ``tests/test_fuzz_archive.py`` (a bounded run in CI, through the loader
+and through every command) and by ``scripts/fuzz_archive.py`` (the long run
+whose figures are in SECURITY.md). ``catalogue()`` groups the files by class
+(``CLASSES``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,14 @@ import zlib
 import numpy as np
 
 from zylax import archive
+from zylax.codecs.constant import Constant
 from zylax.codecs.shared import Shared
 from zylax.codecs.ternary import Ternary
+
+PLANTED_MODULE = "zylax_planted_model"
+"""A module a hostile file names and an attacker plants beside it: importing it writes
+``PLANTED_MARKER`` (``planted_module_source``)."""
+PLANTED_MARKER = "PLANTED_MODULE_WAS_IMPORTED"
 
 
 def valid_file() -> bytes:
@@ -77,7 +85,187 @@ def _zlib_bomb(megabytes: int) -> bytes:
     return b"".join(deflate.compress(chunk) for _ in range(megabytes)) + deflate.flush()
 
 
-def catalogue() -> dict[str, bytes]:
+def planted_module_source() -> str:
+    """The code of ``PLANTED_MODULE``: any import of it leaves ``PLANTED_MARKER`` behind."""
+    return (f"open({PLANTED_MARKER!r}, 'w').write('imported')\n"
+            "def factory(num_classes=10):\n    raise SystemExit('factory called')\n")
+
+
+LENET300_SHAPES = {"ip1": (784, 300), "ip2": (300, 100), "ip3": (100, 10)}
+FASHION = {"data": "fashion_mnist", "num_classes": 10, "input_shape": [28, 28, 1],
+           "preprocess": {"mean": [0.286], "std": [0.353], "pad_to": None},
+           "task": {"name": "classification"}}
+"""Valid metadata of a Fashion-MNIST classifier (a registered net's or a user's)."""
+
+
+def lenet300(metadata: dict, extra: dict | None = None, **leaves) -> bytes:
+    """A file of LeNet-300-100's variables (zeros: the two large kernels stored as constants,
+    a few KB in all) with ``metadata``; ``leaves`` replace some (``{"ip1/bias": array}``),
+    ``extra`` adds collections."""
+    params = {}
+    for layer, (fan_in, fan_out) in LENET300_SHAPES.items():
+        kernel = (np.zeros((fan_in, fan_out), np.float32) if layer == "ip3"
+                  else Constant(0.0, (fan_in, fan_out), "float32"))
+        params[layer] = {"kernel": kernel, "bias": np.zeros(fan_out, np.float32)}
+    for name, value in leaves.items():
+        layer, key = name.split("/")
+        params[layer][key] = value
+    return archive.to_bytes({"params": params, **(extra or {})}, metadata=metadata)
+
+
+def _leaf(name: str, method: str = "constant", **fields) -> dict:
+    return {"collection": "params", "name": name, "method": method, "shape": [],
+            "dtype": "float32", "value": 0.0, "sections": [], "bytes": [], **fields}
+
+
+def _header_file(leaves: list, metadata: dict | None = None, padding: int = 0) -> bytes:
+    """A file whose header is ``leaves`` and ``metadata``; ``padding`` > 0 adds a raw uint8
+    leaf of that many random bytes, so that the file is that much larger."""
+    sections = []
+    if padding:
+        leaves = [*leaves, {"collection": "params", "name": "padding", "method": "raw",
+                            "shape": [padding], "dtype": "uint8", "zeros": 0,
+                            "sections": [1], "bytes": [padding]}]
+        sections = [np.random.default_rng(0).integers(1, 256, padding, np.uint8).tobytes()]
+    header = {"format": archive.FORMAT_VERSION, "metadata": metadata or {}, "leaves": leaves}
+    return frame([zlib.compress(json.dumps(header).encode(), 9), *sections])
+
+
+def _raw_payload(values: np.ndarray, name: str = "w") -> bytes:
+    """A file with one raw leaf whose bytes are ``values`` (checksums valid, header honest)."""
+    header = {"format": archive.FORMAT_VERSION, "metadata": {}, "leaves": [
+        {"collection": "params", "name": name, "method": "raw", "shape": list(values.shape),
+         "dtype": values.dtype.name, "zeros": 0, "sections": [1],
+         "bytes": [values.nbytes]}]}
+    return frame([zlib.compress(json.dumps(header).encode()), values.tobytes()])
+
+
+def _module_cases() -> dict[str, bytes]:
+    """Files whose metadata names code to run: stdlib functions and a planted module."""
+    return {f"metadata model {spec}": lenet300({**FASHION, "model": spec}) for spec in (
+        "os:abort", "http.server:test", "subprocess:getoutput", "builtins:exit",
+        f"{PLANTED_MODULE}:factory")} | {
+        "metadata net naming a module": lenet300({**FASHION, "net": "os:abort"}),
+        "metadata net and model both hostile": lenet300(
+            {**FASHION, "net": "no_such_net", "model": f"{PLANTED_MODULE}:factory"})}
+
+
+def _name_cases() -> dict[str, bytes]:
+    many = "/".join(["a"] * 20_000)
+    return {
+        "name of 20,000 parts": _header_file([_leaf(many)]),
+        "name of 65 parts": _header_file([_leaf("/".join(["a"] * 65))]),
+        "name of 2,000 bytes": _header_file([_leaf("a" * 2000)]),
+        "3,000 leaves of 60-part names (within the bounds)": _header_file(
+            [_leaf("/".join([f"p{i}", *["a"] * 59])) for i in range(3000)], padding=1 << 16),
+        "6,000 leaves of 60-part names": _header_file(
+            [_leaf("/".join([f"p{i}", *["a"] * 59])) for i in range(6000)], padding=1 << 20),
+        "16,000 leaves (within the bounds)": _header_file(
+            [_leaf(f"w{i}") for i in range(16_000)], padding=1 << 16),
+        "20,000 leaves": _header_file([_leaf(f"w{i}") for i in range(20_000)], padding=1 << 16),
+        "leaf above another, deep": _header_file(
+            [_leaf("/".join(["a"] * 60)), _leaf("/".join(["a"] * 30))]),
+    }
+
+
+def _bloat_cases() -> dict[str, bytes]:
+    empties = b"[" + b"{}," * (8 << 20) + b"{}]"
+    return {
+        "16 MiB of {} in a small file": frame([zlib.compress(empties[:16 << 20], 9)]),
+        "300,000 empty objects": _header_file([], {"pad": [{}] * 300_000}),
+        "300,000 empty objects in a 1 MiB file": _header_file(
+            [], {"pad": [{}] * 300_000}, padding=1 << 20),
+        "1,100,000 numbers in a 1 MiB file": _header_file(
+            [], {"pad": [0] * 1_100_000}, padding=1 << 20),
+        "metadata string of 4 MiB": _header_file([_leaf("w")], {"net": "a" * (4 << 20)}),
+        "metadata string of 4 MiB in a 1 MiB file": _header_file(
+            [_leaf("w")], {"net": "a" * (4 << 20)}, padding=1 << 20),
+        "preprocess mean of 1,000,000 values in a 1 MiB file": _header_file(
+            [_leaf("w")], {**FASHION, "net": "lenet300", "preprocess": {
+                "mean": [0.5] * 1_000_000, "std": [1.0], "pad_to": None}}, padding=1 << 20),
+    }
+
+
+def _metadata_cases() -> dict[str, bytes]:
+    net = {**FASHION, "net": "lenet300"}
+    cases = {
+        "input shape 65536 x 65536 x 3": {"input_shape": [65536, 65536, 3]},
+        "input shape of 64 Mi values": {"input_shape": [2048, 2048, 16]},
+        "input shape of rank 5": {"input_shape": [1, 28, 28, 1, 1]},
+        "input shape negative": {"input_shape": [-28, 28, 1]},
+        "input shape of floats": {"input_shape": [28.0, 28, 1]},
+        "pad_to 2**30": {"preprocess": {**FASHION["preprocess"], "pad_to": 1 << 30}},
+        "pad_to 4096 for 28x28 images": {"preprocess": {**FASHION["preprocess"],
+                                                        "pad_to": 4096}},
+        "pad_to smaller than the image": {"preprocess": {**FASHION["preprocess"], "pad_to": 8}},
+        "preprocess std zero": {"preprocess": {**FASHION["preprocess"], "std": [0.0]}},
+        "preprocess mean NaN": {"preprocess": {**FASHION["preprocess"], "mean": [float("nan")]}},
+        "preprocess mean per channel, wrong count": {"preprocess": {
+            **FASHION["preprocess"], "mean": [0.1, 0.2, 0.3]}},
+        "preprocess a string": {"preprocess": "x / 255"},
+        "num_classes 10**9": {"num_classes": 10 ** 9},
+        "num_classes a float": {"num_classes": 10.0},
+        "task unknown": {"task": {"name": "regression"}},
+        "task with extra fields": {"task": {"name": "classification", "code": "os.abort()"}},
+        "detection image_size 2**40": {"task": {"name": "detection", "image_size": 1 << 40}},
+        "dataset name with a path": {"data": "../../etc/passwd"},
+        "net name of 500 characters": {"net": "n" * 500},
+    }
+    return {f"metadata {name}": lenet300({**net, **change}) for name, change in cases.items()}
+
+
+def _value_cases() -> dict[str, bytes]:
+    codebook = np.linspace(-1, 1, 8, dtype=np.float32)
+    good = archive.to_bytes({"params": {"w": Shared(codebook, np.arange(4000) % 7)}})
+    (first,) = [e["sections"][0] for e in _header(good)["leaves"] if e["method"] == "shared"]
+    codebook[7] = np.nan  # an entry no index uses
+    return {
+        "NaN in a raw leaf": _raw_payload(np.array([1.0, np.nan], np.float32)),
+        "Inf in a raw float16 leaf": _raw_payload(np.array([np.inf], np.float16)),
+        "Inf in a cast leaf": _cast_inf(),
+        "NaN in an unused codebook entry": _replace_section(good, first, codebook.tobytes()),
+        "NaN ternary scale": _nan_ternary_scale(),
+        "constant 1e308 in float32": _header_file([_leaf("w", value=1e308, shape=[3])]),
+        "constant NaN": _header_file([_leaf("w", value=float("nan"))]),
+        "constant a string": _header_file([_leaf("w", value="1")]),
+        "int32 bias of a float32 model": lenet300(
+            {**FASHION, "net": "lenet300"}, **{"ip1/bias": np.zeros(300, np.int32)}),
+        "kernel of another shape": lenet300(
+            {**FASHION, "net": "lenet300"}, **{"ip2/kernel": np.zeros((3, 3), np.float32)}),
+        "batch_stats the model does not have": lenet300(
+            {**FASHION, "net": "lenet300"},
+            extra={"batch_stats": {"bn": {"mean": np.zeros(3, np.float32)}}}),
+    }
+
+
+def _nan_ternary_scale() -> bytes:
+    good = valid_file()
+    (scales,) = [e["sections"][0] for e in _header(good)["leaves"] if e["method"] == "ternary"]
+    return _replace_section(good, scales, np.array([np.nan, 0.4], np.float32).tobytes())
+
+
+def _cast_inf() -> bytes:
+    header = {"format": archive.FORMAT_VERSION, "metadata": {}, "leaves": [
+        {"collection": "params", "name": "w", "method": "cast", "shape": [2],
+         "dtype": "float32", "stored": "float16", "sections": [1], "bytes": [4]}]}
+    return frame([zlib.compress(json.dumps(header).encode()),
+                  np.array([1.0, np.inf], np.float16).tobytes()])
+
+
+def _empty_cases() -> dict[str, bytes]:
+    return {
+        "zero leaves": _header_file([], FASHION),
+        "no params collection": _header_file([{**_leaf("m"), "collection": "batch_stats"}],
+                                             {**FASHION, "net": "lenet300"}),
+    }
+
+
+CLASSES = {"names": _name_cases, "bloat": _bloat_cases, "metadata": _metadata_cases,
+           "modules": _module_cases, "values": _value_cases, "empty": _empty_cases}
+"""The classes of hostile files beyond the loader's original catalogue, by name."""
+
+
+def loader_catalogue() -> dict[str, bytes]:
     """Named crafted files; each must be refused with ``CorruptFileError`` in bounded memory."""
     good = valid_file()
     header = _header(good)
@@ -134,6 +322,15 @@ def catalogue() -> dict[str, bytes]:
     return cases
 
 
+def catalogue() -> dict[str, dict[str, bytes]]:
+    """Every crafted file, by class: ``{"loader": {...}, "names": {...}, ...}``.
+
+    A file of the classes ``metadata``, ``modules`` and ``values`` may be a valid
+    archive; every command must still refuse it, in one line.
+    """
+    return {"loader": loader_catalogue(), **{name: make() for name, make in CLASSES.items()}}
+
+
 _VALUES = [None, True, False, 0, -1, 1, 7, 255, 1 << 31, 1 << 63, 1 << 64, 10 ** 30, 0.5,
            float("nan"), "", "raw", "shared", "float32", "bfloat16", "object", "a/b", [], [0],
            [1 << 40], [[1]], {}, {"a": 1}]
@@ -143,9 +340,47 @@ def _value(rng: random.Random):
     return copy.deepcopy(rng.choice(_VALUES))
 
 
+_METADATA_VALUES = {
+    "model": ["os:abort", "http.server:test", f"{PLANTED_MODULE}:factory", "a" * 300],
+    "net": ["lenet300", "os:abort", "../x", ""],
+    "data": ["fashion_mnist", "mnist", "../../etc/passwd", 7],
+    "input_shape": [[28, 28, 1], [65536, 65536, 3], [2048, 2048, 16], [28, 28], [-1, 28, 1],
+                    [28, 28, 1, 1], "28x28"],
+    "num_classes": [10, 0, -5, 10 ** 9, 10.5, True],
+    "preprocess": [{"mean": [0.5], "std": [0.5], "pad_to": None},
+                   {"mean": [0.5] * 100, "std": [0.5], "pad_to": None},
+                   {"mean": [0.5], "std": [0.0], "pad_to": 32},
+                   {"mean": [0.5], "std": [0.5], "pad_to": 1 << 40}, {"mean": 1}],
+    "task": [{"name": "classification"}, {"name": "segmentation", "num_classes": 1 << 40},
+             {"name": "detection", "image_size": -1}, {"name": "exec"}, ["classification"]],
+}
+"""Hostile values of the metadata fields zylax reads."""
+
+
+def _hostile_edit(header: dict, rng: random.Random) -> None:
+    """One edit of the classes beyond the loader's catalogue: a name of many parts, bloated or
+    hostile metadata, a non-finite or overflowing constant."""
+    kind = rng.randrange(4)
+    if kind == 0 and header["leaves"]:
+        leaf = rng.choice(header["leaves"])
+        leaf["name"] = "/".join(["a"] * rng.choice([30, 63, 64, 65, 500]))
+    elif kind == 1:
+        key = rng.choice(sorted(_METADATA_VALUES))
+        header["metadata"][key] = copy.deepcopy(rng.choice(_METADATA_VALUES[key]))
+    elif kind == 2:
+        header["metadata"]["bloat"] = rng.choice([[{}] * 1000, [0.5] * 5000, "x" * 20000])
+    elif header["leaves"]:
+        leaf = rng.choice(header["leaves"])
+        leaf.update(method="constant", sections=[], bytes=[],
+                    value=rng.choice([1e308, -1e39, 0.5, 70000.0]))
+
+
 def mutate(header: dict, rng: random.Random) -> dict:
-    """A copy of ``header`` with one to three values replaced, deleted or added at random paths."""
+    """A copy of ``header`` with one to three values replaced, deleted or added at random paths,
+    and, one time in three, one edit of the newer hostile classes (``_hostile_edit``)."""
     header = json.loads(json.dumps(header))
+    if rng.random() < 1 / 3:
+        _hostile_edit(header, rng)
     for _ in range(rng.randint(1, 3)):
         node, path = header, []
         while isinstance(node, (dict, list)) and node and rng.random() < 0.8:
@@ -168,3 +403,95 @@ def mutate(header: dict, rng: random.Random) -> dict:
 def mutated_file(blob: bytes, rng: random.Random) -> bytes:
     """``blob`` with a mutated header (valid CRCs)."""
     return with_header(blob, mutate(_header(blob), rng))
+
+
+COMMANDS = {
+    "inspect": lambda path, out: ["inspect", path],
+    "evaluate": lambda path, out: ["evaluate", path],
+    "export": lambda path, out: ["export", path, "--out", out + ".tflite"],
+    "compress": lambda path, out: ["compress", "--from", path, "--out", out + ".zyl",
+                                   "--quiet"],
+}
+"""Each command's arguments for a hostile file ``path``; outputs go to ``out`` + a suffix."""
+
+
+def run_command(command: str, folder: str, timeout_s: int = 60) -> dict:
+    """Runs ``zylax COMMAND`` in this process on every catalogued file, from ``folder``.
+
+    ``folder`` is the current folder: the planted module lies there, so a command
+    that imported what a file names would import it. Returns, per file,
+    ``{"class", "code", "stderr", "seconds", "rss_mb"}``: the exit code (0 when
+    ``main`` returned), what it wrote to stderr, its time, and its peak RSS above
+    the RSS it started from (the kernel's high-water mark, reset before each
+    file through ``/proc/self/clear_refs``). The command runs once on a valid
+    file first, so compiled code and imports are not counted. A file still
+    running after ``timeout_s`` gets code ``"timeout"``; the process ends if
+    something it ran killed it.
+    """
+    import contextlib
+    import io
+    import os
+    import signal
+    import time
+
+    from zylax import cli
+
+    os.chdir(folder)
+    with open(PLANTED_MODULE + ".py", "w") as f:
+        f.write(planted_module_source())
+
+    def run(path: str) -> tuple:
+        err = io.StringIO()
+        code = 0
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                cli.main(COMMANDS[command](path, os.path.join(folder, "out")))
+            except SystemExit as exit_:
+                code = exit_.code
+        return code, err.getvalue()
+
+    def alarm(signum, frame):
+        raise TimeoutError
+
+    signal.signal(signal.SIGALRM, alarm)
+    warm = os.path.join(folder, "warm.zyl")
+    with open(warm, "wb") as f:
+        f.write(valid_file())
+    run(warm)
+    results = {}
+    for cls, files in catalogue().items():
+        for name, blob in files.items():
+            path = os.path.join(folder, "hostile.zyl")
+            with open(path, "wb") as f:
+                f.write(blob)
+            base = reset_peak_rss()
+            t0 = time.perf_counter()
+            signal.alarm(timeout_s)
+            try:
+                code, err = run(path)
+            except TimeoutError:
+                code, err = "timeout", ""
+            finally:
+                signal.alarm(0)
+            results[name] = {"class": cls, "code": code, "stderr": err,
+                             "seconds": time.perf_counter() - t0,
+                             "rss_mb": (peak_rss() - base) / 1024}
+    return results
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def reset_peak_rss() -> int:
+    """Resets this process's peak RSS (Linux ``clear_refs`` 5) to its current RSS; returns it
+    in KiB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kb("VmRSS")
+
+
+def peak_rss() -> int:
+    """This process's peak RSS since the last ``reset_peak_rss``, in KiB."""
+    return _status_kb("VmHWM")

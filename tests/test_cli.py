@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from zylax import archive, cli, data, registry, train
+from zylax import archive, cli, data, modelfile, nets, registry, train
 from zylax.transforms import tree as ztree
 
 
@@ -234,13 +234,14 @@ def test_evaluate_refuses_params_that_do_not_fit_the_model(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         cli.main(["evaluate", str(path)])
     err = capsys.readouterr().err
-    assert refused.value.code == 1 and "do not fit the model built from its metadata" in err
-    assert "ip1/kernel: file (3, 3), model (784, 300)" in err and len(err.splitlines()) == 1
+    assert refused.value.code == 1 and "the stored variables do not fit the model" in err
+    assert "ip1/kernel: file float32[3, 3], model float32[784, 300]" in err
+    assert len(err.splitlines()) == 1
 
     archive.save(path, {"ip1": {"kernel": np.zeros((3, 3), np.float32)}}, metadata=metadata)
     with pytest.raises(SystemExit):
         cli.main(["evaluate", str(path)])
-    assert "no 'preprocess' in the metadata (tasks.file_metadata records it)" in (
+    assert "records no preprocessing; save it with metadata=tasks.file_metadata" in (
         capsys.readouterr().err)
 
 
@@ -283,11 +284,47 @@ def test_compress_a_user_model_from_the_command_line(tmp_path):
     stats = {row.split()[0]: row.split()[4] for row in proc.stdout.splitlines()
              if row.strip().startswith("batch_stats/")}
     assert stats == {"batch_stats/norm/mean": "0", "batch_stats/norm/var": "0"}  # folded
-    evaluated = _run("evaluate", str(out), cwd=tmp_path)
+    # the file records its model as a hint; evaluate runs it only when the user names it
+    refused = _run("evaluate", str(out), cwd=tmp_path)
+    assert refused.returncode == 2 and "pass --model my_models:Net" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    evaluated = _run("evaluate", str(out), "--model", "my_models:Net", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {float(accuracy.rstrip('%')) / 100:.4f}" in evaluated.stdout
     _, metadata = archive.load(out)
     assert metadata["model"] == "my_models:Net"
+
+
+def test_the_python_api_takes_the_model_object_and_never_the_recorded_spec(tmp_path):
+    model = registry.get("lenet300").factory(10)
+    variables = train.init_variables(model, np.zeros((1, 28, 28, 1), np.float32), 0)
+    path = tmp_path / "mine.zyl"
+    archive.save(path, variables, metadata={
+        "model": "os:abort", "data": "fashion_mnist", "num_classes": 10,
+        "input_shape": [28, 28, 1], "preprocess": data.Preprocess().to_dict()})
+    with pytest.raises(modelfile.ModelNeededError, match="pass --model os:abort"):
+        modelfile.load_model_file(path)
+    loaded = modelfile.load_model_file(path, model=model)
+    assert loaded.model is model and loaded.task.name == "classification"
+    assert ztree.bit_identical(loaded.variables, jax.device_get(variables))
+    assert modelfile.load_model_file(path, model=lambda n: nets.LeNet300100(num_classes=n)
+                                     ).model.num_classes == 10
+    with pytest.raises(modelfile.ModelMismatchError, match="conv1/bias: file missing"):
+        modelfile.load_model_file(path, model=nets.LeNet5())
+    with pytest.raises(TypeError, match="returned a int, not a flax.linen Module"):
+        modelfile.load_model_file(path, model=lambda n: n)
+
+
+def test_save_refuses_an_empty_tree_and_evaluate_a_file_without_params(tmp_path, capsys):
+    with pytest.raises(ValueError, match="nothing to save"):
+        archive.save(tmp_path / "empty.zyl", {})
+    path = tmp_path / "stats.zyl"
+    archive.save(path, {"params": {}, "batch_stats": {"m": np.ones(2, np.float32)}},
+                 metadata={"net": "lenet300", "data": "fashion_mnist"})
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["evaluate", str(path)])
+    assert refused.value.code == 1
+    assert "holds no 'params' collection, so no model" in capsys.readouterr().err
 
 
 def test_evaluate_a_file_that_names_no_model_is_one_clean_line(tmp_path):
@@ -295,7 +332,8 @@ def test_evaluate_a_file_that_names_no_model_is_one_clean_line(tmp_path):
     archive.save(path, {"w": np.ones(3, np.float32)},
                  metadata={"data": "fashion_mnist", "preprocess": data.Preprocess().to_dict()})
     proc = _run("evaluate", str(path))
-    assert proc.returncode == 1 and "names no model" in proc.stderr
+    assert proc.returncode == 2 and "names no model" in proc.stderr
+    assert "pass --model package.module:factory" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -322,7 +360,8 @@ def test_evaluate_refuses_tampered_padding_before_allocating(tmp_path):
         "net": "lenet300", "data": "fashion_mnist", "num_classes": 10,
         "preprocess": data.Preprocess(pad_to=4096).to_dict()})
     proc = _run("evaluate", str(path))
-    assert proc.returncode == 1 and "pad_to 4096" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "pad_to: must be an integer in [28, 56], got 4096" in \
+        proc.stderr, proc.stderr
 
 
 def test_train_init_from_starts_from_the_matching_layers_of_a_file(tmp_path, capsys):
@@ -393,5 +432,28 @@ def test_a_user_model_trains_with_a_lent_recipe_and_its_file_keeps_the_padding(t
     assert metadata["preprocess"]["pad_to"] == 32
     trained = proc.stdout.split("test accuracy ")[1].split()[0]
     evaluated = _run("evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "500",
-                     cwd=tmp_path)
+                     "--model", "my_models:Net", cwd=tmp_path)
     assert evaluated.returncode == 0 and f"test accuracy {trained}" in evaluated.stdout
+
+    # the same module under another name: a one-line warning, then the model the user named
+    (tmp_path / "my_models.py").write_text(USER_MODEL + "\nRenamed = Net\n")
+    renamed = _run("evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "500",
+                   "--model", "my_models:Renamed", cwd=tmp_path)
+    assert renamed.returncode == 0 and f"test accuracy {trained}" in renamed.stdout
+    assert renamed.stderr.strip() == (
+        f"zylax evaluate: warning: {tmp_path / 'run' / 'model.zyl'} records the model "
+        "'my_models:Net'; using --model my_models:Renamed as you named it")
+
+    # compress --from needs the model named too, and then retrains the user's model
+    out = tmp_path / "compressed.zyl"
+    args = ["compress", "--from", str(tmp_path / "run" / "model.zyl"), "--prune-cycles", "1",
+            "--retrain-epochs", "0", "--finetune-epochs", "0", "--sparsity", "0.5",
+            "--bits", "5", "--max-examples", "512", "--max-test-examples", "200", "--quiet",
+            "--out", str(out)]
+    refused = _run(*args, cwd=tmp_path)
+    assert refused.returncode == 2 and "pass --model my_models:Net" in refused.stderr
+    assert not out.exists()
+    compressed = _run(*args, "--model", "my_models:Net", cwd=tmp_path)
+    assert compressed.returncode == 0, compressed.stderr
+    _, metadata = archive.load(out)
+    assert metadata["model"] == "my_models:Net"

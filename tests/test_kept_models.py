@@ -12,15 +12,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zylax import cli, nets, tasks
+from zylax import modelfile, nets, tasks
 
 MODELS = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "models"
 SCENES = 200
 
 
+def _test_scenes(f: modelfile.ModelFile):
+    return jax.tree.map(lambda a: a[:SCENES], modelfile.scoring_data(f)[1])
+
+
 def _miou(path: pathlib.Path) -> float:
-    f = cli.load_model_file(str(path))
-    images, labels = jax.tree.map(lambda a: a[:SCENES], f.test_data)
+    f = modelfile.load_model_file(path)
+    images, labels = _test_scenes(f)
     return f.task.evaluate(f.model, f.variables, images, labels,
                            preprocess=f.preprocess)["mIoU"]
 
@@ -59,9 +63,9 @@ def test_the_kept_compressed_120x120_deeplab_is_within_its_measured_loss_of_its_
 def test_the_kept_120x120_deeplab_is_the_96x96_net_rescaled():
     # deeplabv3_mobilenet_v2_120 = Rescaled(DeepLabV3Small(11), 1.25): the file's variables
     # are the plain net's, so Segmentation(scales=(1.25,)) of the plain net gives its logits
-    f = cli.load_model_file(str(MODELS / "deeplab120_ft2.zyl"))
+    f = modelfile.load_model_file(MODELS / "deeplab120_ft2.zyl")
     assert isinstance(f.model, nets.Rescaled)
-    x = f.preprocess(jnp.asarray(f.test_data[0][:16]))
+    x = f.preprocess(jnp.asarray(_test_scenes(f)[0][:16]))
     plain = nets.DeepLabV3Small(num_classes=11)
     outside = tasks.multi_scale_log_probabilities(lambda z: plain.apply(f.variables, z), x,
                                                   (1.25,))
@@ -72,8 +76,8 @@ def test_the_kept_120x120_deeplab_is_the_96x96_net_rescaled():
 def test_the_kept_4_epoch_ssdlite_detects_test_scenes():
     # RESULTS.md: AP50 0.824 on all 10,000 test scenes (trunk pretrained, 4 epochs at batch 32);
     # the 3-epoch model from scratch scored 0.703, a wrongly decoded file or net far less
-    f = cli.load_model_file(str(MODELS / "ssdlite_ct4.zyl"))
-    images, labels = jax.tree.map(lambda a: a[:SCENES], f.test_data)
+    f = modelfile.load_model_file(MODELS / "ssdlite_ct4.zyl")
+    images, labels = _test_scenes(f)
     assert f.task.name == "detection"
     scores = f.task.evaluate(f.model, f.variables, images, labels, preprocess=f.preprocess)
     assert scores["AP50"] > 0.75

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from zylax import archive, cli, codecs, compress, data, detection, metrics, registry, tasks, train
+from zylax import (archive, cli, codecs, compress, data, detection, metrics, modelfile, registry,
+                   tasks, train)
 from zylax.nets import ssdlite
 from zylax.transforms import tree as ztree
 
@@ -49,7 +50,8 @@ def test_a_compressed_segmentation_model_round_trips_and_is_scored_by_its_task(
     score = result.report["compressed_accuracy"]
     assert 0.0 < score < 1.0
 
-    cli.main(["evaluate", str(out), "--max-examples", "32"])  # the same 32 test scenes
+    cli.main(["evaluate", str(out), "--model", "my_segmenter:Segmenter", "--max-examples",
+              "32"])  # the same 32 test scenes
     assert f"test mIoU {score:.4f}" in capsys.readouterr().out
 
 
@@ -139,20 +141,22 @@ def test_a_users_segmentation_model_trains_from_the_cli_and_its_file_evaluates(
     trained = capsys.readouterr().out.split("test mIoU ")[1].split(",")[0]
     _, metadata = archive.load(str(tmp_path / "run" / "model.zyl"))
     assert metadata["num_classes"] == 11  # the background counts for segmentation
-    cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "32"])
+    user = ["--model", "my_segmenter:Segmenter"]
+    cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), *user, "--max-examples", "32"])
     assert f"test mIoU {trained}" in capsys.readouterr().out
-    cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "32",
+    cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), *user, "--max-examples", "32",
               "--scales", "1", "1.5", "--flip"])
     out = capsys.readouterr().out
     assert "(scales 1, 1.5, flipped)" in out
     # the same score as the Python API gives the decoded file with those views
-    f = cli.load_model_file(str(tmp_path / "run" / "model.zyl"))
+    f = modelfile.load_model_file(tmp_path / "run" / "model.zyl",
+                                  model=registry.import_factory("my_segmenter:Segmenter"))
     views = tasks.Segmentation(11, scales=(1, 1.5), flip=True)
-    images, labels = jax.tree.map(lambda a: a[:32], f.test_data)
+    images, labels = jax.tree.map(lambda a: a[:32], modelfile.scoring_data(f)[1])
     expected = views.evaluate(f.model, f.variables, images, labels, preprocess=f.preprocess)
     assert f"test mIoU {expected['mIoU']:.4f}" in out
     with pytest.raises(SystemExit):
-        cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), "--scales", "0"])
+        cli.main(["evaluate", str(tmp_path / "run" / "model.zyl"), *user, "--scales", "0"])
     assert "--scales: scales must be a non-empty sequence" in capsys.readouterr().err
 
 

@@ -6,7 +6,8 @@ The public modules, loaded on first use (``import zylax`` itself stays light):
   binary, pattern, Huffman coding, layer order);
 * ``zylax.straight_through``: the quantizers as ``jax.custom_vjp``;
 * ``zylax.archive``: the ``.zyl`` file (``save``, ``load``); ``zylax.codecs``: one
-  module per stored method;
+  module per stored method; ``zylax.modelfile``: a file's metadata checked and
+  the model that runs it (``load_model_file``: a file never names code to run);
 * ``zylax.train``: the jitted, sharded, checkpointed loop (``fit``, ``evaluate``);
 * ``zylax.compress``: Deep Compression of any Flax model (``run``);
 * ``zylax.tasks``: classification, detection and segmentation (loss + metric);
@@ -22,9 +23,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["archive", "codecs", "compress", "data", "detection", "export", "metrics", "nets",
-           "registry", "report", "resizing", "scenes", "straight_through", "tasks", "train",
-           "transforms"]
+__all__ = ["archive", "codecs", "compress", "data", "detection", "export", "metrics",
+           "modelfile", "nets", "registry", "report", "resizing", "scenes", "straight_through",
+           "tasks", "train", "transforms"]
 
 
 def __getattr__(name: str):

@@ -28,17 +28,28 @@ raw bytes. Same inputs, same bytes.
 Loader contract (``load``, ``read_header``):
 
 * the trailing CRC and each section's CRC are checked first;
-* the header is decompressed with a bound (``MAX_HEADER_BYTES``) and parsed
-  into a validated schema before any array is allocated: known methods,
-  float dtypes for values, non-negative integer shapes, section indices in
-  range and owned by one leaf each, unique leaf paths with no leaf/subtree
-  conflicts, bounded JSON depth and integers;
+* the header is decompressed with a bound (``MAX_HEADER_BYTES``, and at most
+  ``HEADER_MULTIPLE`` bytes per file byte), its JSON counted before it is
+  parsed (``MAX_JSON_CONTAINERS`` objects and arrays, ``MAX_JSON_VALUES``
+  values), then checked against a schema before any array is allocated:
+  at least one leaf and at most ``MAX_LEAVES``, known
+  methods, float dtypes for values, non-negative integer shapes, section
+  indices in range and owned by one leaf each, names of at most
+  ``MAX_NAME_PARTS`` parts and ``MAX_NAME_BYTES`` bytes
+  (``MAX_TOTAL_NAME_BYTES`` in all), unique leaf paths
+  with no leaf inside another (checked in one pass over the parts), bounded
+  JSON depth and integers;
 * the decoded size is computed from the header and refused above
   ``max_decoded_bytes`` (default ``min(DECODED_CAP, DECODED_MULTIPLE x file
   size)``);
 * reading a path reads a regular file of at most ``DECODED_CAP`` bytes;
+* decoded float values are finite, as ``save`` requires them to be;
 * every failure raises ``CorruptFileError`` with one line naming the section
   or leaf; a damaged file never yields parameters.
+
+The metadata is data: this module stores and returns it, and nothing here
+or anywhere in zylax imports or calls what it names (``zylax.modelfile``
+checks its known fields).
 """
 
 from __future__ import annotations
@@ -59,8 +70,22 @@ from zylax.codecs import _common
 
 MAGIC = b"ZYLAX\0"
 FORMAT_VERSION = 2
-MAX_HEADER_BYTES = 16 << 20
+MAX_HEADER_BYTES = 8 << 20
 """Largest decompressed header accepted."""
+HEADER_MULTIPLE = 64
+"""Largest decompressed header per byte of the file (files under 64 KiB: 4 MiB)."""
+MAX_JSON_CONTAINERS = 1 << 18
+"""Most JSON objects and arrays a header may hold."""
+MAX_JSON_VALUES = 1 << 20
+"""Most JSON values (counted by their separators) a header may hold."""
+MAX_LEAVES = 1 << 14
+"""Most leaves a file may hold."""
+MAX_NAME_PARTS = 64
+"""Most "/"-separated parts in a leaf name."""
+MAX_NAME_BYTES = 1024
+"""Longest leaf name, in UTF-8 bytes."""
+MAX_TOTAL_NAME_BYTES = 512 << 10
+"""Most bytes in all leaf names together."""
 DECODED_MULTIPLE = 1024
 """Default bound on decoded bytes per file byte."""
 DECODED_CAP = 8 << 30
@@ -95,11 +120,11 @@ def _flatten(tree: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _check_finite(path: str, values: np.ndarray) -> None:
-    if values.dtype.kind == "f" or values.dtype.name == "bfloat16":
-        as_float = values.astype(np.float64)
-        if not np.isfinite(as_float).all():
-            bad = as_float[~np.isfinite(as_float)].ravel()[0]
-            raise ValueError(f"{path}: holds a non-finite value ({bad}); refusing to save it")
+    """``ValueError`` naming ``path`` when a float array holds NaN or Inf."""
+    try:
+        _common.check_finite(values, path)
+    except ValueError as err:
+        raise ValueError(f"{err}; refusing to save it") from None
 
 
 def _candidates(path: str, leaf) -> dict:
@@ -177,6 +202,8 @@ def to_bytes(tree: Mapping, *, metadata: dict | None = None) -> bytes:
         for name, leaf in _flatten(subtree):
             leaves.append((str(collection), name))
             candidates.append(_candidates(f"{collection}/{name}", leaf))
+    if not leaves:
+        raise ValueError("nothing to save: the tree holds no leaf")
     files = [_assemble(leaves, plan, metadata) for plan in _plans(candidates)]
     return min(files, key=len)
 
@@ -300,12 +327,32 @@ def _depth(value, limit: int) -> int:
     return deepest
 
 
-def _parse_header(section: bytes) -> dict:
+def header_limit(file_bytes: int) -> int:
+    """The largest decompressed header a file of ``file_bytes`` bytes may have."""
+    return min(MAX_HEADER_BYTES, max(64 << 10, HEADER_MULTIPLE * file_bytes))
+
+
+def _count_json(text: bytes) -> None:
+    """Refuses a header with more JSON containers or values than the bounds, before parsing."""
+    containers = text.count(b"{") + text.count(b"[")
+    if containers > MAX_JSON_CONTAINERS:
+        raise CorruptFileError(f"header: {containers:,} JSON objects and arrays, over the "
+                               f"bound of {MAX_JSON_CONTAINERS:,}")
+    values = text.count(b",") + text.count(b":")
+    if values > MAX_JSON_VALUES:
+        raise CorruptFileError(f"header: {values:,} JSON values, over the bound of "
+                               f"{MAX_JSON_VALUES:,}")
+
+
+def _parse_header(section: bytes, file_bytes: int) -> dict:
+    limit = header_limit(file_bytes)
     inflater = zlib.decompressobj()
     try:
-        text = inflater.decompress(section, MAX_HEADER_BYTES)
+        text = inflater.decompress(section, limit)
         if inflater.unconsumed_tail or not inflater.eof:
-            raise CorruptFileError(f"header: larger than {MAX_HEADER_BYTES} bytes or truncated")
+            raise CorruptFileError(f"header: larger than {limit:,} bytes (the bound for a "
+                                   f"{file_bytes:,}-byte file) or truncated")
+        _count_json(text)
         header = json.loads(text.decode())
     except CorruptFileError:
         raise
@@ -318,6 +365,9 @@ def _parse_header(section: bytes) -> dict:
         raise CorruptFileError(f"header: nested deeper than {_MAX_JSON_DEPTH} levels")
     if not isinstance(header.get("metadata"), dict) or not isinstance(header.get("leaves"), list):
         raise CorruptFileError("header: metadata must be an object and leaves a list")
+    if len(header["leaves"]) > MAX_LEAVES:
+        raise CorruptFileError(f"header: {len(header['leaves']):,} leaves, over the bound of "
+                               f"{MAX_LEAVES:,}")
     return header
 
 
@@ -329,8 +379,13 @@ def _check_entry(i: int, entry, section_count: int, owners: dict) -> tuple[str, 
     if not isinstance(entry, dict):
         raise CorruptFileError(f"leaf {i}: entry is not an object")
     collection, name = entry.get("collection"), entry.get("name")
-    if not (isinstance(collection, str) and isinstance(name, str)) or not collection or \
-            "/" in collection or any(not part for part in name.split("/")):
+    if not (isinstance(collection, str) and isinstance(name, str)):
+        raise CorruptFileError(f"leaf {i}: collection and name must be strings")
+    if len(collection.encode()) + len(name.encode()) > MAX_NAME_BYTES or \
+            name.count("/") >= MAX_NAME_PARTS:
+        raise CorruptFileError(f"leaf {i}: name {f'{collection}/{name}'[:80]!r}... is longer "
+                               f"than {MAX_NAME_BYTES} bytes or {MAX_NAME_PARTS} parts")
+    if not collection or "/" in collection or any(not part for part in name.split("/")):
         raise CorruptFileError(f"leaf {i}: bad collection or name {collection!r}/{name!r}")
     where = f"{collection}/{name}"[:200]
     method = entry.get("method")
@@ -351,18 +406,31 @@ def _check_entry(i: int, entry, section_count: int, owners: dict) -> tuple[str, 
     return collection, name
 
 
+_LEAF = object()
+"""Marks a stored leaf in ``_check_paths``' tree of name parts."""
+
+
 def _check_paths(paths: list[tuple[str, str]]) -> None:
-    seen = set()
+    """Refuses a leaf stored twice or lying inside another, in one pass over the name parts."""
+    total = sum(len(collection) + len(name) for collection, name in paths)
+    if total > MAX_TOTAL_NAME_BYTES:
+        raise CorruptFileError(f"header: leaf names of {total:,} characters in all, over the "
+                               f"bound of {MAX_TOTAL_NAME_BYTES:,}")
+    if not paths:
+        raise CorruptFileError("header: the file holds no leaf")
+    root: dict = {}
     for collection, name in paths:
         full = f"{collection}/{name}"
-        if full in seen:
-            raise CorruptFileError(f"{full[:200]}: stored twice")
-        seen.add(full)
-    for full in seen:
-        parts = full.split("/")
-        for cut in range(2, len(parts)):
-            if "/".join(parts[:cut]) in seen:
+        node = root.setdefault(collection, {})
+        *parents, last = name.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if node is _LEAF:
                 raise CorruptFileError(f"{full[:200]}: lies inside another leaf")
+        if last in node:
+            problem = "stored twice" if node[last] is _LEAF else "holds other leaves inside it"
+            raise CorruptFileError(f"{full[:200]}: {problem}")
+        node[last] = _LEAF
 
 
 def _decoded_bytes(entry: dict) -> int:
@@ -374,7 +442,7 @@ def _decoded_bytes(entry: dict) -> int:
 def read_header_bytes(blob: bytes, *, max_decoded_bytes: int | None = None) -> tuple[dict, list]:
     """Checks every checksum and the header schema; returns ``(header, sections)``."""
     sections = _split_sections(blob)
-    header = _parse_header(sections[0])
+    header = _parse_header(sections[0], len(blob))
     owners: dict = {}
     paths = [_check_entry(i, e, len(sections), owners) for i, e in enumerate(header["leaves"])]
     _check_paths(paths)
@@ -445,6 +513,10 @@ def decode_bytes(blob: bytes, *, max_decoded_bytes: int | None = None) -> tuple[
                 raise ValueError(f"decoded shape {value.shape} differs from {entry['shape']}")
         except (ValueError, KeyError, TypeError, IndexError, OverflowError, MemoryError) as err:
             raise CorruptFileError(f"{where}: {type(err).__name__}: {str(err)[:160]}") from None
+        try:
+            _common.check_finite(value, where)
+        except ValueError as err:
+            raise CorruptFileError(f"{err}, which save refuses") from None
         flat.append((entry["collection"], entry["name"], value))
     return _nest(flat), header
 
@@ -458,10 +530,17 @@ def load(path: str | os.PathLike, *, max_decoded_bytes: int | None = None) -> tu
     ``CorruptFileError`` for anything wrong with the file (``FileNotFoundError``
     when there is none).
     """
+    variables, header = load_with_header(path, max_decoded_bytes=max_decoded_bytes)
+    return variables, header["metadata"]
+
+
+def load_with_header(path: str | os.PathLike, *, max_decoded_bytes: int | None = None
+                     ) -> tuple[dict, dict]:
+    """``load`` reading the file once for both: ``(variables, header)``, the header holding
+    the per-leaf entries (``header["leaves"]``) and the metadata (``header["metadata"]``)."""
     blob = _read(path, max_decoded_bytes)
     with _naming(path):
-        variables, header = decode_bytes(blob, max_decoded_bytes=max_decoded_bytes)
-    return variables, header["metadata"]
+        return decode_bytes(blob, max_decoded_bytes=max_decoded_bytes)
 
 
 def read_header(path: str | os.PathLike, *, max_decoded_bytes: int | None = None) -> dict:

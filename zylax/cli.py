@@ -393,10 +393,10 @@ def cmd_compress(args) -> None:
     config = compress.Config(**{**choice.compression, **overrides}, recipe=choice.recipe,
                              preprocess=preprocess, seed=args.seed)
 
-    if given:  # its test split is loaded already
+    if given:
         _check_patterns(config, given.variables["params"])
         train_data = _prefix(zdata.load(args.data, "train"), args.max_examples)
-        test_data = _prefix(given.test_data, args.max_test_examples, "--max-test-examples")
+        _, test_data = _test_split(given, args.data, args.max_test_examples)
         model, task, variables = given.model, given.task, given.variables
     else:
         train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
@@ -429,12 +429,13 @@ def cmd_compress(args) -> None:
     print("wrote " + ", ".join(written))
 
 
-def _adopt_baseline_file(args) -> ModelFile | None:
-    """``--from FILE``: the trained file's model, data and task stand for --net/--model/--data/--task.
+def _adopt_baseline_file(args):
+    """``--from FILE``: the trained file's model, data and task stand for --net/--data/--task.
 
-    Returns the loaded file, or None without ``--from``.
+    Returns the ``modelfile.ModelFile``, or None without ``--from``. A file made
+    from a user's model needs ``--model``, as evaluate and export do.
     """
-    from zylax import archive, export
+    from zylax import export
 
     path = args.baseline_file
     if path is None:
@@ -445,126 +446,85 @@ def _adopt_baseline_file(args) -> ModelFile | None:
         raise UsageError(f"--from {path} is a folder, not a .zyl file{hint}")
     if not os.path.isfile(path):
         raise UsageError(f"--from {path}: no such file")
-    given = [flag for flag, value in (("--net", args.net), ("--model", args.model),
-                                      ("--data", args.data),
+    given = [flag for flag, value in (("--net", args.net), ("--data", args.data),
                                       ("--baseline-epochs", args.baseline_epochs),
                                       ("--workdir", args.workdir)) if value is not None]
     if given:
         raise UsageError(f"--from {path} is the trained model; drop {', '.join(given)}")
-    compressed = sorted({method for method in export.stored_methods(
-        archive.read_header(path)).values() if method != "raw"})
+    loaded = _model_file(path, args.model, "compress", None)
+    compressed = sorted({method for method in export.stored_methods(loaded.header).values()
+                         if method != "raw"})
     if compressed:
         raise UsageError(f"--from {path} is already compressed ({', '.join(compressed)} "
                          "leaves); give the trained float file (zylax train's model.zyl)")
-    loaded = load_model_file(path)
     if args.task is not None and args.task != loaded.task.name:
         raise UsageError(f"--task {args.task}: {path} is a {loaded.task.name} model")
-    args.net, args.model = loaded.metadata.get("net"), loaded.metadata.get("model")
-    args.data, args.task = loaded.data, loaded.task.name
+    if loaded.metadata.data is None:
+        raise UsageError(f"--from {path} records no dataset to retrain on (metadata 'data')")
+    if args.model is None:
+        args.net = loaded.metadata.net
+    args.data, args.task = loaded.metadata.data, loaded.task.name
     return loaded
 
 
-def _file_model(path: str, metadata: dict):
-    """The model a file was made from, from its metadata (registered net or import path)."""
+def _user_factory(spec: str):
+    """The factory of ``--model package.module:factory``: imported because the user named it."""
     from zylax import registry
 
-    classes = metadata.get("num_classes", 10)
-    if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= 100000:
-        raise RuntimeError(f"{path}: bad num_classes {str(classes)[:40]!r} in the metadata")
-    if isinstance(metadata.get("net"), str):
-        if metadata["net"] not in registry.NETS:
-            raise RuntimeError(f"{path}: net {metadata['net'][:60]!r} is not registered; "
-                               f"known: {sorted(registry.NETS)}")
-        return registry.get(metadata["net"]).factory(classes)
-    if isinstance(metadata.get("model"), str):
-        return registry.import_factory(metadata["model"])(classes)
-    raise RuntimeError(f"{path}: the file names no model (metadata 'net' or 'model'); "
-                       "evaluate it from Python with archive.load and train.evaluate")
-
-
-def _check_params_fit(path: str, model, variables, sample) -> None:
-    """Refuses a file whose params do not have the shapes the model's ``init`` gives."""
-    import jax
-
-    from zylax import train
-    from zylax.transforms import tree as ztree
-
-    expected = jax.eval_shape(lambda: train.init_variables(model, sample, 0))["params"]
-    ours = {k: tuple(v.shape) for k, v in ztree.named_leaves(expected).items()}
-    theirs = {k: tuple(v.shape) for k, v in ztree.named_leaves(variables["params"]).items()}
-    if ours != theirs:
-        keys = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-        diff = ", ".join(f"{k}: file {theirs.get(k)}, model {ours.get(k)}" for k in keys[:3])
-        raise RuntimeError(f"{path}: the stored params do not fit the model built from its "
-                           f"metadata (e.g. {diff}; None: missing)")
-
-
-@dataclasses.dataclass
-class ModelFile:
-    """A ``.zyl`` file with everything needed to run it: model, task, preprocessing, test split."""
-
-    variables: dict
-    metadata: dict
-    model: object
-    task: object
-    preprocess: zdata.Preprocess
-    data: str
-    test_data: tuple
-
-
-def load_model_file(path: str, data: str | None = None, max_decoded_bytes: int | None = None
-                    ) -> ModelFile:
-    """Loads ``path`` and rebuilds its model, task and preprocessing from the metadata.
-
-    ``data`` overrides the dataset the file names. Every inconsistency
-    (unknown dataset or net, params that do not fit the model, a task that
-    cannot be scored on the data) is a one-line ``RuntimeError``.
-    """
-    from zylax import archive, tasks
-
-    variables, metadata = archive.load(path, max_decoded_bytes=max_decoded_bytes)
-    name = data or metadata.get("data")
-    if name not in zdata.DATASETS:
-        raise RuntimeError(f"{path}: dataset {str(name)[:40]!r} unknown; pass --data, one "
-                           f"of {zdata.DATASETS}")
     try:
-        preprocess = zdata.Preprocess.from_dict(metadata.get("preprocess"))
-    except (ValueError, TypeError) as err:
-        raise RuntimeError(f"{path}: {err}") from None
-    model = _file_model(path, metadata)
-    test_data = zdata.load(name, "test")
-    images = test_data[0]
-    side = max(images.shape[1:3])
-    if preprocess.pad_to is not None and preprocess.pad_to > 2 * side:
-        raise RuntimeError(f"{path}: pad_to {preprocess.pad_to} is far larger than the "
-                           f"{side}-pixel images of {name}; the metadata looks tampered with")
-    shape = metadata.get("input_shape")
-    if shape is not None and shape != list(images.shape[1:]):
-        raise RuntimeError(f"{path}: made for {str(shape)[:40]} inputs, {name} has "
-                           f"{list(images.shape[1:])}")
-    _check_params_fit(path, model, variables, preprocess(images[:1]))
+        return registry.import_factory(spec)
+    except ValueError as err:
+        raise UsageError(f"--model {spec}: {err}") from None
+
+
+def _model_file(path: str, spec: str | None, command: str, max_decoded_bytes: int | None):
+    """``path`` run by the model named with ``--model`` (``spec``), else by the registered net
+    the file records; a file made from a user's model without ``--model`` is a usage error
+    quoting its recorded spec. Nothing the file names is imported."""
+    from zylax import modelfile
+
+    factory = None if spec is None else _user_factory(spec)
     try:
-        task = tasks.from_dict(metadata.get("task"), model, images.shape[1:])
-    except (ValueError, TypeError, AttributeError) as err:
-        raise RuntimeError(f"{path}: bad task metadata: {str(err)[:120]}") from None
-    if (task.name == "classification") == (name in zdata.SCENE_DATASETS):
-        raise RuntimeError(f"{path}: a {task.name} model cannot be scored on {name}")
-    return ModelFile(variables, metadata, model, task, preprocess, name, test_data)
+        loaded = modelfile.load_model_file(path, model=factory,
+                                           max_decoded_bytes=max_decoded_bytes)
+    except modelfile.ModelNeededError as err:
+        raise UsageError(str(err)) from None
+    except TypeError as err:
+        raise UsageError(f"--model {spec}: {err}") from None
+    except modelfile.ModelMismatchError as err:
+        raise RuntimeError(str(err)) from None
+    recorded = loaded.metadata.model or loaded.metadata.net
+    if spec is not None and recorded is not None and recorded != spec:
+        print(f"zylax {command}: warning: {path} records the model {recorded!r}; using "
+              f"--model {spec} as you named it", file=sys.stderr)
+    return loaded
+
+
+def _test_split(loaded, name: str | None, max_examples: int | None):
+    """The test split the file is scored on (``modelfile.scoring_data``), cut to a prefix."""
+    from zylax import modelfile
+
+    try:
+        name, split = modelfile.scoring_data(loaded, name)
+    except modelfile.DatasetNeededError as err:
+        raise UsageError(str(err)) from None
+    except modelfile.ModelMismatchError as err:
+        raise RuntimeError(str(err)) from None
+    return name, _prefix(split, max_examples)
 
 
 def cmd_evaluate(args) -> None:
     """Test accuracy (or AP50/mAP, mIoU) of a ``.zyl`` file, from the file alone."""
     _check_file_args(args)
     _positive("--max-examples (--max-test-examples)", args.max_examples)
-    loaded = load_model_file(args.file, args.data, args.max_decoded_bytes)
+    loaded = _model_file(args.file, args.model, "evaluate", args.max_decoded_bytes)
     task = inference_views(loaded.task, args.scales, args.flip)
-    test_data = _prefix(loaded.test_data, args.max_examples)
+    name, test_data = _test_split(loaded, args.data, args.max_examples)
     metrics = task.evaluate(loaded.model, loaded.variables, *test_data,
                             preprocess=loaded.preprocess)
-    label = loaded.metadata.get("net") or loaded.metadata.get("model")
     views = "" if task is loaded.task else (
         f" (scales {', '.join(f'{s:g}' for s in task.scales)}{', flipped' if task.flip else ''})")
-    print(f"{args.file}: {label} on {loaded.data}: test {_scores(metrics, task)}{views}")
+    print(f"{args.file}: {loaded.label} on {name}: test {_scores(metrics, task)}{views}")
 
 
 def inference_views(task, scales: list[float] | None, flip: bool):
@@ -582,11 +542,15 @@ def inference_views(task, scales: list[float] | None, flip: bool):
 
 
 def cmd_inspect(args) -> None:
-    """The per-layer table of a ``.zyl`` file."""
-    from zylax import archive, report
+    """The per-layer table of a ``.zyl`` file (decoded whole: a damaged file is refused)."""
+    from zylax import archive, modelfile, report
 
     _check_file_args(args)
-    header = archive.read_header(args.file, max_decoded_bytes=args.max_decoded_bytes)
+    _, header = archive.load_with_header(args.file, max_decoded_bytes=args.max_decoded_bytes)
+    try:
+        modelfile.check_metadata(header["metadata"])
+    except archive.CorruptFileError as err:
+        raise archive.CorruptFileError(f"{args.file}: {err}") from None
     rep = report.build(header, file_bytes=os.path.getsize(args.file), accuracies={})
     print(report.format_table(rep))
 
@@ -598,28 +562,15 @@ def cmd_export(args) -> None:
     _check_file_args(args)
     _positive("--batch", args.batch, limit=1 << 16)
     _check_out_file(args.out)
-    variables, metadata = archive.load(args.file, max_decoded_bytes=args.max_decoded_bytes)
-    header = archive.read_header(args.file, max_decoded_bytes=args.max_decoded_bytes)
-    shape = metadata.get("input_shape")
-    if not (isinstance(shape, list) and len(shape) == 3 and all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 4096 for d in shape)):
-        raise RuntimeError(f"{args.file}: no usable input_shape in the metadata (got "
-                           f"{str(shape)[:40]}); compress.run and zylax train record it, or "
-                           "save with metadata={'input_shape': [H, W, C], 'preprocess': ..., "
-                           "'model': ...}")
-    try:
-        preprocess = zdata.Preprocess.from_dict(metadata.get("preprocess"))
-        sample = preprocess(np.random.default_rng(0).integers(0, 256, (1, *shape), np.uint8))
-    except (ValueError, TypeError) as err:
-        raise RuntimeError(f"{args.file}: {err}") from None
-    model = _file_model(args.file, metadata)
-    _check_params_fit(args.file, model, variables, sample)
-    result = export.export(model, variables, sample, weights=args.weights, batch=args.batch,
-                           methods=export.stored_methods(header))
+    loaded = _model_file(args.file, args.model, "export", args.max_decoded_bytes)
+    sample = loaded.preprocess(np.random.default_rng(0).integers(
+        0, 256, (1, *loaded.input_shape), np.uint8))
+    result = export.export(loaded.model, loaded.variables, sample, weights=args.weights,
+                           batch=args.batch, methods=export.stored_methods(loaded.header))
     archive.write_atomic(args.out, result.tflite)
     print(export.format_layers(result.layers))
     print(f"wrote {args.out}: {len(result.tflite):,} bytes, weights {args.weights}; input float32 "
-          f"{result.input_shape} = {preprocess}; max |LiteRT - JAX| "
+          f"{result.input_shape} = {loaded.preprocess}; max |LiteRT - JAX| "
           f"{result.max_output_diff:.2g} on a random image")
 
 
@@ -669,10 +620,15 @@ def _check_file_args(args) -> None:
     _positive("--max-decoded-bytes", args.max_decoded_bytes, limit=1 << 50)
 
 
-def _add_file(parser: argparse.ArgumentParser) -> None:
+def _add_file(parser: argparse.ArgumentParser, *, runs_model: bool = True) -> None:
     parser.add_argument("file")
     parser.add_argument("--max-decoded-bytes", type=int, default=None,
                         help="refuse files that decode to more (default: see zylax.archive)")
+    if runs_model:
+        parser.add_argument("--model", default=None, metavar="PKG.MOD:FACTORY",
+                            help="the model the file was made from (your own code: a file "
+                                 "never names code that zylax runs); needed for files made "
+                                 "from a model that is not a registered net")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -704,7 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and sharing)")
     p.add_argument("--from", dest="baseline_file", default=None, metavar="FILE",
                    help="compress this trained .zyl file (zylax train's model.zyl) instead of "
-                        "training a baseline; the model, data and task come from the file")
+                        "training a baseline; the data and task come from the file, the model "
+                        "too when it is a registered net (else name it with --model)")
     p.add_argument("--workdir", default=None, help="keeps the baseline checkpoint for reuse")
     p.add_argument("--baseline-epochs", type=int, default=None)
     p.add_argument("--prune-cycles", type=int, default=None)
@@ -744,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("inspect", help="per-layer table of a .zyl file")
-    _add_file(p)
+    _add_file(p, runs_model=False)
     p.set_defaults(func=cmd_inspect)
 
     from zylax import export
@@ -781,14 +738,16 @@ def main(argv: list[str] | None = None) -> None:
         os._exit(0)
     except UsageError as err:
         parser.exit(2, f"zylax {args.command}: error: {err}\n")
-    except (archive.CorruptFileError, zdata.DatasetNotFoundError, RuntimeError, ValueError,
-            OSError) as err:
+    except Exception as err:  # noqa: BLE001 - every failure is one line (ZYLAX_DEBUG=1: traceback)
         if os.environ.get("ZYLAX_DEBUG") == "1":
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         if isinstance(err, OSError) and err.filename and err.strerror:
             message = f"{err.filename}: {err.strerror}"
-        parser.exit(1, f"zylax {args.command}: {message}\n")
+        elif not isinstance(err, (archive.CorruptFileError, zdata.DatasetNotFoundError,
+                                  RuntimeError, ValueError, OSError)):
+            message = f"{type(err).__name__}: {message} (ZYLAX_DEBUG=1 shows the traceback)"
+        parser.exit(1, f"zylax {args.command}: {message[:1000]}\n")
 
 
 if __name__ == "__main__":

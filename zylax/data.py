@@ -49,6 +49,10 @@ NORMALIZATION = {
     "fashion_mnist_scenes": ((0.0928,), (0.2347,)),  # the 60,000 train scenes of zylax.scenes
 }
 
+IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3),
+                "fashion_mnist_scenes": (96, 96, 1)}
+"""``(H, W, C)`` of one image of each dataset."""
+
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

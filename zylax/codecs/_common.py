@@ -24,6 +24,17 @@ def float_dtype(name: str, what: str) -> np.dtype:
     return FLOAT_DTYPES[name]
 
 
+def check_finite(values: np.ndarray, what: str) -> None:
+    """``ValueError`` naming ``what`` when a float array (bfloat16 included) holds NaN or Inf."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f" and values.dtype.name != "bfloat16":
+        return
+    as_float = values.astype(np.float64)
+    if not np.isfinite(as_float).all():
+        bad = as_float[~np.isfinite(as_float)].ravel()[0]
+        raise ValueError(f"{what}: holds a non-finite value ({bad})")
+
+
 def to_bytes(values: np.ndarray, dtype: np.dtype) -> bytes:
     """``values`` cast to ``dtype``, little-endian, C order."""
     return np.ascontiguousarray(values, dtype=dtype.newbyteorder("<")).tobytes()
@@ -87,6 +98,7 @@ def scaled_signs(sections: list[bytes], shape: tuple, dtype: np.dtype, scales: i
     from zylax.transforms import packing
 
     scale = from_bytes(sections[0], dtype, scales, f"{what} scales")
+    check_finite(scale, f"{what} scales")
     n = size_of(shape)
     if len(sections[1]) != nbytes(n):
         raise ValueError(f"{what} bits: {len(sections[1])} bytes for {n} weights")

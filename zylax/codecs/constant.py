@@ -35,13 +35,22 @@ def _array(value: float, shape, dtype_name: str) -> np.ndarray:
     return np.full(tuple(shape), value, dtype)
 
 
-def encode(leaf: Constant) -> dict:
-    """One variant, no section: shape, dtype and the value in the header."""
-    value = float(leaf.value)
+def _checked_value(value, dtype_name: str) -> float:
+    """``value`` as a float; ``ValueError`` unless it is finite and exactly a ``dtype_name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"constant value {str(value)[:40]!r} is not a number")
+    value = float(value)
     if not np.isfinite(value):
         raise ValueError(f"constant value {value} is not finite")
-    if float(_array(value, (), leaf.dtype)) != value:
-        raise ValueError(f"constant value {value!r} is not exactly a {leaf.dtype}")
+    with np.errstate(over="ignore"):
+        if float(_array(value, (), dtype_name)) != value:
+            raise ValueError(f"constant value {value!r} is not exactly a {dtype_name}")
+    return value
+
+
+def encode(leaf: Constant) -> dict:
+    """One variant, no section: shape, dtype and the value in the header."""
+    value = _checked_value(leaf.value, leaf.dtype)
     return {"constant": ({"shape": [int(n) for n in leaf.shape], "dtype": leaf.dtype,
                           "value": value}, [])}
 
@@ -50,10 +59,7 @@ def decode(entry: dict, sections: list[bytes]) -> np.ndarray:
     """``np.full(shape, value, dtype)``."""
     if sections:
         raise ValueError(f"{len(sections)} sections, expected none")
-    value = entry["value"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise ValueError(f"constant value {str(value)[:40]!r} is not a finite number")
-    return _array(value, entry["shape"], entry["dtype"])
+    return _array(_checked_value(entry["value"], entry["dtype"]), entry["shape"], entry["dtype"])
 
 
 def dense(leaf: Constant) -> np.ndarray:

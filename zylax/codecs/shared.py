@@ -95,8 +95,9 @@ def decode(entry: dict, sections: list[bytes]) -> np.ndarray:
     shape, k = tuple(entry["shape"]), int(entry["k"])
     size = _common.size_of(shape)
     dtype = _common.float_dtype(entry["dtype"], "codebook")
-    codebook = np.append(_common.from_bytes(sections[0], dtype, k, "codebook"),
-                         np.zeros(1, dtype))
+    codebook = _common.from_bytes(sections[0], dtype, k, "codebook")
+    _common.check_finite(codebook, "codebook")
+    codebook = np.append(codebook, np.zeros(1, dtype))
     if entry["form"] == "dense":
         indices = huffman.decode(sections[1], size)
         if indices.size != size:

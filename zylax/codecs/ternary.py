@@ -83,6 +83,7 @@ def decode(entry: dict, sections: list[bytes]) -> np.ndarray:
     n = _common.size_of(shape)
     scales = _common.from_bytes(sections[0], _common.float_dtype(entry["dtype"], "ternary "
                                                                  "scales"), 2, "ternary scales")
+    _common.check_finite(scales, "ternary scales")
     if entry["form"] == "packed":
         if len(sections[1]) != _common.nbytes(2 * n):
             raise ValueError(f"ternary codes: {len(sections[1])} bytes for {n} weights")

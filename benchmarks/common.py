@@ -76,16 +76,18 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
         print("| " + " | ".join(row) + " |")
 
 
-def train_stepper(model, tx, batch: dict, *, variables=None, transform=None, aux=None,
+def train_stepper(model, tx, batch: dict, *, variables=None, method=None, aux=None,
                   loss=None) -> Callable[[], object]:
     """A closure running one jitted ``train.make_train_step`` step on ``batch``.
 
     The state is carried from call to call; each call returns the step's loss.
-    ``variables`` default to ``model.init``; ``loss`` to classification.
+    ``variables`` default to ``model.init``; ``loss`` to classification; with
+    ``method`` (``zylax.methods``) the params are its latent state and ``aux``
+    its constants.
     """
     mesh = train.data_mesh()
     state = train.create_state(model, tx, batch["image"][:1], variables=variables, aux=aux)
-    step = train.make_train_step(model, tx, transform, mesh, loss=loss)
+    step = train.make_train_step(model, tx, method, mesh, loss=loss)
     sharded = train.shard_batch(batch, mesh)
     holder = {"state": train.replicate(state, mesh)}
 

@@ -1,8 +1,8 @@
 """Wall time of ``zylax compress`` for LeNet-300-100, per stage, from a fresh work folder.
 
 Run: python -m benchmarks.end_to_end
-Stages: train (dense baseline), prune_retrain, quantize_finetune, encode,
-decode_evaluate. The same process also times one baseline epoch as the unit.
+Stages: train (dense baseline), then each compression stage (the time after
+it, from ``report["stage_scores"]``) and saving, reloading and scoring the file.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from benchmarks.common import print_table
 from zylax import compress, data, registry, train
 
 
-def run(net: str = "lenet300", **overrides) -> dict:
+def run(net: str = "lenet300") -> dict:
     spec = registry.get(net)
     preprocess = data.preprocessing("fashion_mnist", spec.recipe.pad_to)
-    config = compress.Config(**{**spec.compression, **overrides}, recipe=spec.recipe,
-                             preprocess=preprocess)
+    preset = compress.Preset(**next(iter(spec.compression.values())))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         train_data = data.load("fashion_mnist", "train")
@@ -27,14 +26,20 @@ def run(net: str = "lenet300", **overrides) -> dict:
         model = spec.factory(data.num_classes(train_data[1]))
         t_train = time.perf_counter()
         baseline = train.fit_recipe(model, spec.recipe, train_data, preprocess=preprocess,
-                                    seed=config.seed, progress=False)
+                                    progress=False)
         t_train = time.perf_counter() - t_train
-        result = compress.run(model, baseline.variables, train_data, test_data, config,
-                              out=f"{tmp}/model.zyl",
+        retrain = compress.Retrain(**{"batch_size": spec.recipe.batch_size, **preset.retrain})
+        result = compress.run(model, baseline.variables, train_data, test_data, preset.chain(),
+                              out=f"{tmp}/model.zyl", retrain=retrain, preprocess=preprocess,
+                              fold_batch_norm=preset.fold_batch_norm,
                               metadata={"net": net, "data": "fashion_mnist"},
                               reference=spec.reference, progress=False)
         total = time.perf_counter() - t0
-    seconds = {"train": t_train, **result.report["seconds"]}
+    rows, before = result.report["stage_scores"], 0.0
+    seconds = {"train": t_train}
+    for row in rows:
+        seconds[row["stage"]], before = row["seconds"] - before, row["seconds"]
+    seconds["save, load, evaluate"] = result.report["seconds"]["save_load_evaluate"]
     rows = [[stage, f"{s:.1f}", f"{100 * s / total:.0f}%"] for stage, s in seconds.items()]
     rows.append(["total (incl. data loading)", f"{total:.1f}", "100%"])
     print_table(f"zylax compress --net {net}: wall time per stage (s)",

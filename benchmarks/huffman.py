@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.common import measure, print_table
 from zylax import archive
-from zylax.transforms import huffman
+from zylax.coding import huffman
 
 
 def entropy_bits(symbols: np.ndarray) -> float:

@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks.common import measure_interleaved, print_table
-from zylax import data, nets, train
-from zylax.transforms import pruning, sharing
+from zylax import data, methods, nets, train
 
 
 def main() -> None:
@@ -24,17 +23,22 @@ def main() -> None:
                               preprocess=data.preprocessing("fashion_mnist")))
     model = nets.LeNet300100()
     params = train.init_variables(model, batch["image"][:1], 0)["params"]
-    masks = pruning.sparsity_masks(params, 0.9)
-    latent, aux = sharing.share(pruning.apply_masks(params, masks), 5, masks)
+    key = jax.random.key(0)
+    prune, share = methods.prune(sparsity=0.9), methods.share(bits=5)
+    state = share.init(prune.apply(prune.init(params, key)), key)
+    latent, aux = state["latent"], state["aux"]
     x, y, m = (jnp.asarray(batch[k]) for k in ("image", "label", "mask"))
 
     def loss(p):
         return train.cross_entropy(model.apply({"params": p}, x), y, m)
 
-    decode = jax.jit(lambda lat: sharing.decode(lat, aux))
-    decode_vjp = jax.jit(lambda lat, g: jax.vjp(lambda q: sharing.decode(q, aux), lat)[1](g)[0])
+    def decoded(lat):
+        return share.apply({"latent": lat, "aux": aux})
+
+    decode = jax.jit(decoded)
+    decode_vjp = jax.jit(lambda lat, g: jax.vjp(decoded, lat)[1](g)[0])
     dense_grad = jax.jit(jax.grad(loss))
-    shared_grad = jax.jit(jax.grad(lambda lat: loss(sharing.decode(lat, aux))))
+    shared_grad = jax.jit(jax.grad(lambda lat: loss(decoded(lat))))
     adam = optax.adam(1e-3)
     dense_state, latent_state = adam.init(params), adam.init(latent)
     adam_dense = jax.jit(lambda g: adam.update(g, dense_state, params)[0])

@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from benchmarks.common import measure, print_table
-from zylax.transforms import huffman, sharing
+from zylax.coding import huffman
+from zylax.transforms import sharing
 
 
 def run(sizes=(100_000, 1_000_000, 10_000_000), repeats: int = 5) -> dict:

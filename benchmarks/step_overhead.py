@@ -4,11 +4,11 @@ Run: python -m benchmarks.step_overhead [--batch 128]
 For LeNet-300-100 and MobileNet V2 (width 1.0, 32x32 input, TapConv) it times
 three jitted steps on the same batch, round-robin (``measure_interleaved``):
   plain      optax.adam on dense params;
-  prune      the ``prune`` optax wrapper around adam (masks in the optimizer
-             state) with the masked params as the model's params;
-  shared     the weight-shared model: forward ``append(codebook, 0)[indices]``
+  prune      ``methods.prune``'s transformation around adam (its kept-zero masks
+             in the optimizer state) on the pruned params;
+  shared     ``methods.share`` after pruning: forward ``append(codebook, 0)[indices]``
              (pruned positions index the zero), the centroid gradient by autodiff,
-             ``centroid_only(adam)``, all inside the ``prune`` wrapper's state.
+             its transformation of the codebooks and the float leaves.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 
 import jax
-import numpy as np
 import optax
 
 from benchmarks.common import measure_interleaved, print_table, train_stepper
-from zylax import data, nets, train
+from zylax import data, methods, nets, train
 from zylax.nets.layers import TapConv
-from zylax.transforms import pruning, sharing
 
 
 def run(batch_size: int = 128, repeats: int = 21) -> list[dict]:
@@ -34,20 +32,19 @@ def run(batch_size: int = 128, repeats: int = 21) -> list[dict]:
         batch = next(data.batches(images, labels, batch_size,
                                   preprocess=data.preprocessing("fashion_mnist", pad)))
         variables = train.init_variables(model, batch["image"][:1], 0)
-        params = variables["params"]
-        masks = pruning.sparsity_masks(params, 0.9)
-        pruned = pruning.apply_masks(params, masks)
-        latent, aux = sharing.share(pruned, 5, masks)
-        latent_masks = jax.tree.map(lambda leaf: np.ones(np.shape(leaf), bool), latent)
-        shared_tx = pruning.prune(sharing.centroid_only(optax.adam(1e-3), latent, aux),
-                                  latent_masks)
+        key = jax.random.key(0)
+        prune, share = methods.prune(sparsity=0.9), methods.share(bits=5)
+        pruned = prune.init(variables["params"], key)
+        shared = share.init(prune.apply(pruned), key)
+
+        def stepper(method, state):
+            return train_stepper(model, method.tx(optax.adam(1e-3)), batch,
+                                 variables={**variables, "params": state["latent"]},
+                                 method=method, aux=state["aux"])
         timings = measure_interleaved({
             "plain": train_stepper(model, optax.adam(1e-3), batch, variables=variables),
-            "prune": train_stepper(model, pruning.prune(optax.adam(1e-3), masks), batch,
-                                   variables={**variables, "params": pruned}),
-            "shared": train_stepper(model, shared_tx, batch,
-                                    variables={**variables, "params": latent},
-                                    transform=sharing.decode, aux=aux)}, repeats=repeats)
+            "prune": stepper(prune, pruned), "shared": stepper(share, shared)},
+            repeats=repeats)
         rows.append({"net": label, **timings})
     print_table(f"Training-step overhead (batch {batch_size}, ratio to the plain Flax step)",
                 ["net", "plain step", "prune wrapper", "ratio", "masks + codebook + wrapper",

@@ -1,7 +1,7 @@
 """``.zyl`` files on the phone runtime: LiteRT sizes, output drift and test scores.
 
 Run (files are exported and measured one after another):
-  python -m experiments.export_litert runs/main/lenet300.zyl runs/quantizers/ttq_lenet5.zyl
+  python -m experiments.export_litert runs/main/lenet300.zyl runs/methods/ttq_lenet5.zyl
   python -m experiments.export_litert FILE.zyl --weights float32 auto int8 --out runs/export_litert
 
 For each file and each ``--weights`` mode it writes ``<out>/<stem>-<mode>.tflite``
@@ -15,9 +15,8 @@ mIoU (``tasks.*.score_outputs``). The scoring run uses a batch-100 export of
 the same weights (a batch-1 graph cannot be resized: its reshapes are
 constants). Inputs are preprocessed as the file's metadata says.
 
-Files of a registered net (``zylax compress --net``) need nothing else; the
-files of ``experiments.quantizers`` (``bnn_mlp.zyl``, ``ttq_lenet5.zyl``,
-``pattern_lenet5.zyl``) get their model from their stem.
+Files of a registered net (``zylax compress --net NET [--method ...]``) need
+nothing else: the registry builds their model.
 Rows go to ``<out>/<stem>.json``.
 """
 
@@ -32,23 +31,10 @@ import os
 import jax
 import numpy as np
 
-from zylax import archive, codecs, export, modelfile, nets, registry, train
-from zylax.transforms import binary
+from zylax import archive, codecs, export, modelfile, train
 
 EVAL_BATCH = 100
 DRIFT_IMAGES = 1000
-
-
-def model_for(path: str, params: dict):
-    """The Flax model of a quantizers' file, from its stem; None for other files (their
-    registered net runs them)."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    if stem == "bnn_mlp":
-        hidden = tuple(params[k]["kernel"].shape[1] for k in sorted(params) if k.startswith("fc"))
-        return nets.MLP(hidden=hidden, activation=binary.binary_activation)
-    if stem.startswith("ttq_lenet5") or stem.startswith("pattern_lenet5"):
-        return registry.get("lenet5").factory(10)
-    return None
 
 
 def _interpreter_outputs(tflite: bytes, images: np.ndarray):
@@ -94,8 +80,7 @@ def _scored(task, batches, labels, drift_reference=None) -> tuple[dict, float]:
 
 def measure_file(path: str, modes: list[str], out: str) -> list[dict]:
     """One row per weights mode of one ``.zyl`` file (module docstring)."""
-    stored, _ = archive.load(path)
-    f = modelfile.load_model_file(path, model=model_for(path, stored["params"]))
+    f = modelfile.load_model_file(path)
     variables, model, task = f.variables, f.model, f.task
     methods = export.stored_methods(f.header)
     _, (images, labels) = modelfile.scoring_data(f, f.metadata.data or "fashion_mnist")

@@ -11,9 +11,9 @@ unshared leaves as ``--unshared-dtype``, and prints the exact bytes of the
 file ``archive`` would write, its ratio to the dense variables, and the
 task metric (accuracy, AP50, mIoU) before any retraining of the pruned model
 and of the model the file decodes to (on the first ``--max-examples`` test
-examples; the float16 cast of the unshared leaves is not applied to either;
-``--fold-batch-norm`` folds BatchNorm as ``zylax compress --fold-batch-norm``
-does). The size is what a compression run with these settings lands near;
+examples; ``--fold-batch-norm`` folds BatchNorm as ``zylax compress
+--fold-batch-norm`` does). It runs the stages of ``compress.run`` with no
+retraining epochs. The size is what a compression run with these settings lands near;
 retraining changes the Huffman-coded bytes by a few percent. The untrained score says how much
 retraining has to win back.
 """
@@ -27,21 +27,24 @@ import jax
 import numpy as np
 
 from zylax import archive, compress, modelfile
-from zylax.transforms import pruning, sharing
+from zylax.nets.layers import mode_kwargs
 
 
-def shared_file(model, variables: dict, masks, bits, unshared_dtype: str | None,
-                sample=None) -> tuple[int, dict]:
-    """Bytes of the file holding ``variables`` pruned by ``masks`` and shared at ``bits``
-    (BatchNorm folded when ``sample``, one model input, is given), and the variables
-    that file decodes to."""
-    latent, aux = sharing.share(pruning.apply_masks(variables["params"], masks), bits, masks)
-    latent = {**variables, "params": latent}
-    if sample is not None:
-        latent = compress.fold_batch_norm(model, latent, aux, sample)
-    stored = compress.storable(latent, aux, "auto", unshared_dtype)
-    return len(archive.to_bytes(stored)), {**latent,
-                                           "params": sharing.decode(latent["params"], aux)}
+def shared_file(model, variables: dict, sparsity, bits, unshared_dtype: str | None,
+                sample, fold: bool = False) -> tuple[int, dict, dict]:
+    """``(bytes, pruned variables, decoded variables)`` of the file ``compress.run`` would
+    write for ``variables`` pruned at ``sparsity`` and shared at ``bits`` (``methods.prune``
+    and ``methods.share`` settings) without retraining; ``sample`` is one model input."""
+    preset = compress.Preset(methods="deep", unshared_dtype=unshared_dtype, settings={
+        "prune": {"sparsity": sparsity, "epochs": 0}, "share": {"bits": bits, "epochs": 0}})
+    key = jax.random.key(0)
+    prune, share = preset.chain()
+    stage = compress.begin(prune, variables, key)
+    pruned = {**stage.collections, "params": stage.plan.apply(stage.state)}
+    stage = compress.follow(stage, share, key)
+    blob = archive.to_bytes(compress.storable(stage, model, sample, fold,
+                                              mode_kwargs(model, False)))
+    return len(blob), jax.device_get(pruned), archive.decode_bytes(blob)[0]
 
 
 def main() -> None:
@@ -62,7 +65,7 @@ def main() -> None:
     test = jax.tree.map(lambda a: a[:args.max_examples], modelfile.scoring_data(f)[1])
     dense = sum(np.asarray(v).nbytes for v in jax.tree.leaves(variables))
 
-    sample = f.preprocess(test[0][:1]) if args.fold_batch_norm else None
+    sample = f.preprocess(test[0][:1])
 
     def score(candidate) -> float:
         return f.task.evaluate(f.model, candidate, *test, preprocess=f.preprocess)[f.task.metric]
@@ -73,15 +76,12 @@ def main() -> None:
     print(f"| sparsity | bits | file bytes | ratio | {metric} pruned | {metric} pruned + shared |")
     print("|---|---|---|---|---|---|")
     for sparsity, bits in itertools.product(args.sparsity, args.bits):
-        masks = pruning.sparsity_masks(variables["params"], 0.0, overrides={
-            ".*depthwise/kernel": 0.0, ".*kernel": sparsity})
-        size, decoded = shared_file(f.model, variables, masks,
-                                    {".*depthwise/kernel": args.depthwise_bits, ".*": bits},
-                                    args.unshared_dtype, sample)
-        pruned = score({**variables,
-                        "params": pruning.apply_masks(variables["params"], masks)})
-        print(f"| {sparsity:.2f} | {bits} | {size:,} | {dense / size:.2f}x | {pruned:.4f} | "
-              f"{score(decoded):.4f} |", flush=True)
+        size, pruned, decoded = shared_file(
+            f.model, variables, {".*depthwise/kernel": 0.0, ".*kernel": sparsity},
+            {".*depthwise/kernel": args.depthwise_bits, ".*": bits}, args.unshared_dtype,
+            sample, args.fold_batch_norm)
+        print(f"| {sparsity:.2f} | {bits} | {size:,} | {dense / size:.2f}x | "
+              f"{score(pruned):.4f} | {score(decoded):.4f} |", flush=True)
 
 
 if __name__ == "__main__":

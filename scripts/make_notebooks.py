@@ -14,9 +14,11 @@ import sys
 import nbclient
 import nbformat
 
-INSTALL = '''import sys
+INSTALL = '''import os, sys
 if "google.colab" in sys.modules:  # Colab: install zylax first (the data comes through TFDS)
-    ZYLAX_SOURCE = "git+https://github.com/zylax/zylax"  # or the URL of your fork / checkout
+    # the repository to install: yours when you set ZYLAX_SOURCE (a variable or the environment)
+    ZYLAX_SOURCE = (globals().get("ZYLAX_SOURCE") or os.environ.get("ZYLAX_SOURCE")
+                    or "git+https://github.com/zylax/zylax")
     !pip install -q "zylax @ {ZYLAX_SOURCE}"'''
 INSTALL_LITERT = INSTALL.replace('"zylax @', '"zylax[litert] @')  # + TensorFlow and LiteRT
 
@@ -53,74 +55,96 @@ ax.set_xlabel("epoch"); ax.set_ylabel("accuracy"); ax.legend(); fig.tight_layout
 plt.show()'''),
     ],
     "01_deep_compression": [
-        ("md", "# Deep Compression, step by step (LeNet-300-100, Fashion-MNIST)\n\nTrain, prune "
-               "and retrain, share weights by k-means and fine-tune the centroids, Huffman-code "
-               "into a `.zyl` file, load it back and evaluate. Each stage takes and returns the "
-               "model's variables. `ZYLAX_SMALL=1` (CI) trains on a subset for one epoch per "
+        ("md", "# Deep Compression, stage by stage (LeNet-300-100, Fashion-MNIST)\n\nTrain, "
+               "prune and retrain in cycles, share weights by k-means and fine-tune the "
+               "centroids, Huffman-code into a `.zyl` file, load it back and evaluate: the "
+               "stages `compress.run` chains, called one by one. Each stage is a method of "
+               "`zylax.methods` (`prune`, then `share`) retrained with its own optax "
+               "transformation. `ZYLAX_SMALL=1` (CI) trains on a subset for one epoch per "
                "stage."),
         ("code", INSTALL),
-        ("code", '''import os, tempfile
+        ("code", '''import dataclasses, os, tempfile
 %matplotlib inline
-import matplotlib.pyplot as plt
+import jax
 import numpy as np
 
-from zylax import archive, codecs, compress, data, registry, report, train
-from zylax.transforms import pruning, sharing
+from zylax import archive, compress, data, registry, report, tasks, train
+from zylax.transforms import tree
 
 SMALL = os.environ.get("ZYLAX_SMALL") == "1"
-spec = registry.get("lenet300")  # factory, recipe and measured compression preset
-settings = dict(prune_cycles=1, retrain_epochs=1, finetune_epochs=1) if SMALL else {}
+spec = registry.get("lenet300")  # factory, recipe and measured compression presets
+preset = compress.Preset(**spec.compression["deep"])
+prune, share = preset.chain()  # methods.prune(sparsity=..., cycles=4), methods.share(bits=5)
+if SMALL:
+    prune = dataclasses.replace(prune, cycles=1, epochs=1)
+    share = dataclasses.replace(share, epochs=1)
 train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
 if SMALL:
     train_data = tuple(a[:6000] for a in train_data)
-config = compress.Config(**{**spec.compression, **settings}, recipe=spec.recipe,
-                         preprocess=data.preprocessing("fashion_mnist"))
+prep = data.preprocessing("fashion_mnist")
 model = spec.factory(10)
-ctx = compress.Context(model, train_data, test_data, config, progress=False)
-config'''),
+ctx = compress.Context(model, train_data, test_data, tasks.Classification(), prep,
+                       compress.Retrain(**preset.retrain), progress=False)
+prune, share'''),
         ("md", "## 1. Dense baseline"),
-        ("code", '''dense = train.fit_recipe(model, spec.recipe, train_data, preprocess=config.preprocess,
+        ("code", '''dense = train.fit_recipe(model, spec.recipe, train_data, preprocess=prep,
                          epochs=1 if SMALL else None, progress=False).variables
-print("dense accuracy", ctx.accuracy(dense))'''),
-        ("md", "## 2. Iterative pruning with retraining (masks held by the `prune` optax wrapper)"),
-        ("code", '''pruned, masks = compress.iterative_prune(ctx, dense)
-print({k: round(v, 3) for k, v in pruning.kept_fraction(masks).items() if "kernel" in k})
-print("pruned accuracy", ctx.accuracy(pruned))'''),
+dense_accuracy = ctx.task.evaluate(model, dense, *test_data, preprocess=prep)["accuracy"]
+print("dense accuracy", dense_accuracy)'''),
+        ("md", "## 2. Pruning in cycles, each retrained with the zeros kept\n\n"
+               "`prune.stages()` is one one-shot pruning per cycle, at Han's cubic fractions of "
+               "the final sparsity; the method's `tx` keeps every pruned weight exactly zero."),
+        ("code", '''key = jax.random.key(0)
+snapshots, stage = {"dense": dense["params"]}, None
+for i, cycle in enumerate(prune.stages()):
+    stage = (compress.begin(cycle, dense, key) if stage is None
+             else compress.follow(stage, cycle, key))
+    stage = compress.retrain_stage(ctx, stage, cycle, ctx.retrain.learning_rate,
+                                   f"prune {i + 1}")
+    params = stage.plan.apply(stage.state)
+    kept = {name: round(float(np.mean(np.asarray(w) != 0)), 3)
+            for name, w in tree.named_leaves(params).items() if name.endswith("kernel")}
+    print(f"cycle {i + 1}: kept {kept}, accuracy {ctx.score(stage):.4f}")
+snapshots["prune"] = params'''),
         ("md", "## 3. Weight sharing: k-means (linear init) and centroid fine-tuning"),
-        ("code", '''latent, aux = compress.share_and_finetune(ctx, pruned, masks)
-quantized = {**latent, "params": sharing.decode(latent["params"], aux)}
-print("quantized accuracy", ctx.accuracy(quantized))'''),
+        ("code", '''stage = compress.follow(stage, share, key)
+stage = compress.retrain_stage(ctx, stage, share, ctx.retrain.learning_rate * share.lr_scale,
+                               "share")
+snapshots["share"] = jax.device_get(stage.plan.apply(stage.state))
+print("shared accuracy", ctx.score(stage))'''),
         ("md", "## 4. Huffman-coded file, loaded back"),
         ("code", '''path = os.path.join(tempfile.mkdtemp(), "lenet300.zyl")
-stored = {**latent, "params": sharing.compressed(latent["params"], aux, config.index_bits)}
+stored = compress.storable(stage, model, prep(train_data[0][:1]), False, {})
 size = archive.save(path, stored, metadata={"net": "lenet300", "data": "fashion_mnist"})
-loaded, metadata = archive.load(path)
-rep = report.build(archive.read_header(path), file_bytes=size, reference=spec.reference,
-                   accuracies={"dense": ctx.accuracy(dense), "compressed": ctx.accuracy(loaded)})
+loaded, header = archive.load_with_header(path)
+accuracy = ctx.task.evaluate(model, loaded, *test_data, preprocess=prep)["accuracy"]
+rep = report.build(header, file_bytes=size, reference=spec.reference,
+                   accuracies={"dense": dense_accuracy, "compressed": accuracy})
 print(report.format_table(rep))
 print("decoded file equals the in-memory model bit for bit:",
-      compress.ztree.bit_identical(loaded, quantized))'''),
-        ("md", "## 5. Weight distribution of ip1: dense, pruned, shared (Han's Figure 4/5)"),
-        ("code", '''snapshots = {"dense": dense["params"], "pruned": pruned["params"],
-             "quantized": loaded["params"]}
-report.plot_weights(snapshots, masks, "ip1/kernel")'''),
+      tree.bit_identical(loaded["params"], snapshots["share"]))'''),
+        ("md", "## 5. Weight distribution of ip1 after each stage (Han's Figure 4/5)"),
+        ("code", '''report.plot_weights(snapshots, "ip1/kernel")'''),
     ],
     "02_binary_and_ternary": [
         ("md", "# Binary and ternary weights on Fashion-MNIST, written to files\n\nBNN (binary "
                "weights and activations), Trained Ternary Quantization and SEP-Net pattern "
-               "binarization, each a pure transform applied inside the training loss, then "
-               "stored by its codec in a `.zyl` file and evaluated from that file. "
-               "`ZYLAX_SMALL=1` (CI) trains on 6,000 images for one epoch."),
+               "binarization, each a method of `zylax.methods` with the same four functions: "
+               "`init` (the latent state), `apply` (the weights the model runs, "
+               "straight-through inside), `tx` (the optax transformation that trains the latent "
+               "state) and `store` (the codec containers a `.zyl` file holds). Each is trained, "
+               "written to a file and evaluated from that file. `ZYLAX_SMALL=1` (CI) trains on "
+               "6,000 images for one epoch."),
         ("code", INSTALL),
-        ("code", '''import functools, os, tempfile
+        ("code", '''import os, tempfile
 import jax
 %matplotlib inline
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from zylax import archive, data, nets, train
-from zylax.transforms import binary, order, pattern, ternary
+from zylax import archive, compress, data, methods, nets, train
+from zylax.transforms import binary
 
 SMALL = os.environ.get("ZYLAX_SMALL") == "1"
 EPOCHS = 1 if SMALL else 5
@@ -129,13 +153,14 @@ if SMALL:
     train_data = tuple(a[:6000] for a in train_data)
 prep = data.preprocessing("fashion_mnist")
 folder = tempfile.mkdtemp()
+key = jax.random.key(0)
 results = {}
 
 
-def from_file(model, name, variables, stored_params):
+def from_file(model, name, stored):
     """Saves, loads back, evaluates: the size and accuracy reported come from the file."""
     path = os.path.join(folder, name + ".zyl")
-    size = archive.save(path, {**variables, "params": stored_params})
+    size = archive.save(path, stored)
     loaded, _ = archive.load(path)
     accuracy = train.evaluate(model, loaded, *test_data, preprocess=prep)["accuracy"]
     dense = 4 * sum(np.size(x) for x in jax.tree.leaves(loaded))
@@ -143,34 +168,45 @@ def from_file(model, name, variables, stored_params):
     print(f"{name}: {size:,} bytes, {dense / size:.1f}x smaller than fp32, "
           f"accuracy {accuracy:.4f} measured on the file")
     return loaded'''),
-        ("md", "## BNN: binary weights (sign, clipped latent weights) and binary activations"),
+        ("md", "## BNN from scratch: binary weights (every layer, BatchNorm after each) and "
+               "binary activations\n\nThe method used directly: `init` on a fresh model, "
+               "`tx` clips the latent weights to [-1, 1] after Adam's step, and the training "
+               "loop runs `apply` inside the loss."),
         ("code", '''bnn = nets.MLP(hidden=(512, 512), activation=binary.binary_activation)
-tx = optax.chain(optax.adam(3e-3), binary.clip_latent())
-res = train.fit(bnn, tx, train_data, epochs=EPOCHS, preprocess=prep, transform=binary.binarize,
-                progress=False)
-_ = from_file(bnn, "BNN MLP", res.variables, binary.compressed(res.variables["params"]))'''),
-        ("md", "## TTQ on LeNet-5: every kernel but the first and last (in execution order)"),
+variables = train.init_variables(bnn, prep(train_data[0][:1]), 0)
+method = methods.binary(scale=None, keep_float=())  # BNN: plain +-1, no layer kept float
+state = method.init(variables["params"], key)
+result = train.fit(bnn, method.tx(optax.adam(3e-3)), train_data, epochs=EPOCHS,
+                   preprocess=prep, variables={**variables, "params": state["latent"]},
+                   method=method, aux=state["aux"], progress=False)
+state = {"latent": result.state.params, "aux": state["aux"]}
+_ = from_file(bnn, "BNN MLP", {**result.variables, "params": method.store(state)})'''),
+        ("md", "## TTQ on a trained LeNet-5: every kernel but the first and last (in execution "
+               "order)"),
         ("code", '''lenet = nets.LeNet5()
-float_res = train.fit(lenet, optax.adam(1e-3), train_data, epochs=EPOCHS, preprocess=prep,
-                      progress=False)
-skip = order.first_and_last(lenet, float_res.variables, prep(train_data[0][:1]))
-print("kept float:", skip)
-latent = ternary.init(float_res.variables["params"], skip=skip)
-ttq_res = train.fit(lenet, optax.adam(1e-3), train_data, epochs=EPOCHS, preprocess=prep,
-                    variables={"params": latent}, transform=ternary.ternarize, progress=False)
-ttq_latent = ttq_res.variables["params"]
-_ = from_file(lenet, "TTQ LeNet-5", {}, ternary.compressed(ttq_latent))
-print({k: {s: float(v) for s, v in d.items()} for k, d in ttq_latent["scales"].items()})'''),
-        ("md", "## SEP-Net pattern binarization of both 5x5 convolutions"),
-        ("code", '''alpha, patterns = pattern.binarize_patterns(float_res.variables["params"])
-pat_res = train.fit(lenet, optax.adam(1e-4), train_data, epochs=EPOCHS, preprocess=prep,
-                    variables={"params": alpha}, transform=pattern.apply, aux=patterns,
-                    progress=False)
-_ = from_file(lenet, "pattern LeNet-5", {}, pattern.compressed(pat_res.variables["params"], patterns))'''),
+dense = train.fit(lenet, optax.adam(1e-3), train_data, epochs=EPOCHS, preprocess=prep,
+                  progress=False).variables
+ttq = methods.ternary().bind(lenet, dense, prep(train_data[0][:1]))  # runs it once for the order
+print("kept float:", ttq.exclude)
+state = ttq.init(dense["params"], key)
+result = train.fit(lenet, ttq.tx(optax.adam(1e-3)), train_data, epochs=EPOCHS, preprocess=prep,
+                   variables={"params": state["latent"]}, method=ttq, aux=state["aux"],
+                   progress=False)
+ttq_state = {"latent": result.state.params, "aux": state["aux"]}
+_ = from_file(lenet, "TTQ LeNet-5", {"params": ttq.store(ttq_state)})
+print({name: {s: round(float(v), 4) for s, v in scales.items()}
+       for name, scales in ttq_state["latent"]["own"][0].items()})'''),
+        ("md", "## SEP-Net pattern binarization of both 5x5 convolutions, by the pipeline\n\n"
+               "`compress.run` does the same for any chain: here one stage, the `pattern` "
+               "method, retrained at a learning rate it chose on held-out training images."),
+        ("code", '''run = compress.run(lenet, dense, train_data, test_data, [methods.pattern(epochs=EPOCHS)],
+                   out=os.path.join(folder, "pattern.zyl"), preprocess=prep, progress=False)
+print(f"chosen learning rate {run.report['learning_rate']:g}")
+_ = from_file(lenet, "pattern LeNet-5", run.stored)'''),
         ("md", "## Latent vs ternary weights (ip1 of the TTQ LeNet-5), and the file sizes"),
-        ("code", '''quantized = ternary.ternarize(ttq_latent)
+        ("code", '''quantized = ttq.apply(ttq_state)
 fig, axes = plt.subplots(1, 3, figsize=(14, 3))
-axes[0].hist(np.asarray(ttq_latent["params"]["ip1"]["kernel"]).ravel(), 200)
+axes[0].hist(np.asarray(ttq_state["latent"]["params"]["ip1"]["kernel"]).ravel(), 200)
 axes[0].set_title("latent ip1")
 v, c = np.unique(np.asarray(quantized["ip1"]["kernel"]), return_counts=True)
 axes[1].bar(v, c, width=0.01); axes[1].set_title("ternary ip1")
@@ -238,8 +274,9 @@ print("SqueezeNet 1.1 after one short epoch:", acc)'''),
         ("md", "# Your own model: a ResNet-style Flax net, compressed three ways\n\n"
                "The model below is defined here, not in zylax: its own layer names, BatchNorm, "
                "residual blocks, no `train` argument. We train it, then compress it with the "
-               "library (pruning + weight sharing, TTQ) into `.zyl` files, reload them and "
-               "compare size and accuracy, all measured on what was decoded from the files. "
+               "library (pruning + weight sharing, pruning + TTQ, BNN) into `.zyl` files, "
+               "reload them and compare size and accuracy, all measured on what was decoded "
+               "from the files. "
                "`ZYLAX_SMALL=1` (CI) trains on 6,000 images for two epochs and tests on 2,000."),
         ("code", INSTALL),
         ("code", '''import functools, os, tempfile
@@ -250,8 +287,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from zylax import archive, compress, data, report, train
-from zylax.transforms import order, pruning, ternary
+from zylax import archive, compress, data, methods, report, train
 
 SMALL = os.environ.get("ZYLAX_SMALL") == "1"
 EPOCHS = 2 if SMALL else 8
@@ -298,38 +334,34 @@ recipe = train.Recipe(epochs=EPOCHS, batch_size=64, learning_rate=3e-3,
 dense = train.fit_recipe(model, recipe, train_data, preprocess=prep, progress=False).variables
 dense_accuracy = train.evaluate(model, dense, *test_data, preprocess=prep)["accuracy"]
 print("collections:", list(dense), " dense accuracy:", dense_accuracy)'''),
-        ("md", "## 1. Pruning + trained weight sharing + Huffman coding (Deep Compression)"),
-        ("code", '''config = compress.Config(sparsity={".*stem/kernel": 0.3, ".*logits/kernel": 0.5, ".*kernel": 0.75},
-                         prune_cycles=1 if SMALL else 3, retrain_epochs=1, retrain_lr_scale=0.2,
-                         bits=5, index_bits="auto", finetune_epochs=1, recipe=recipe,
-                         preprocess=prep)
-dc = compress.run(model, dense, train_data, test_data, config,
-                  out=os.path.join(folder, "resnet_dc.zyl"))
-print(report.format_table(dc.report))'''),
-        ("md", "## 2. Pruning + Trained Ternary Quantization (first and last layers float)"),
-        ("code", '''masks = pruning.sparsity_masks(dense["params"], 0.5)
-skip = order.first_and_last(model, dense, prep(train_data[0][:1]))
-print("kept float (execution order):", skip)
-latent = {**dense, "params": ternary.init(dense["params"], skip=skip, masks=masks)}
-ttq = functools.partial(ternary.ternarize, masks=masks)
-tuned = train.fit(model, optax.adam(1e-4), train_data, epochs=EPOCHS, preprocess=prep,
-                  variables=latent, transform=ttq, progress=False).variables
-ttq_path = os.path.join(folder, "resnet_ttq.zyl")
-ttq_bytes = archive.save(ttq_path, {**tuned, "params": ternary.compressed(tuned["params"],
-                                                                         masks=masks)})'''),
-        ("md", "## 3. Reload both files and compare"),
+        ("md", "## 1. Deep Compression, TTQ and BNN, each in one call\n\n"
+               "`compress.run` takes any chain of `zylax.methods`; its defaults (one stage a "
+               "method, one epoch each, a learning rate chosen on held-out training images) "
+               "keep the model's accuracy. TTQ and BNN keep the first and last layers float, "
+               "found in execution order."),
+        ("code", '''chains = {
+    "prune+share (Deep Compression)": [methods.prune(sparsity=0.7), methods.share(bits=5)],
+    "prune+TTQ": [methods.prune(sparsity=0.5), methods.ternary()],
+    "BNN (a scale per channel)": [methods.binary()],
+}
+runs = {name: compress.run(model, dense, train_data, test_data, chain, preprocess=prep,
+                           out=os.path.join(folder, f"resnet_{i}.zyl"), progress=False)
+        for i, (name, chain) in enumerate(chains.items())}
+print(report.format_table(runs["prune+TTQ"].report))'''),
+        ("md", "## 2. Reload the files and compare"),
         ("code", '''dense_bytes = 4 * sum(np.size(x) for x in jax.tree.leaves(dense))
 rows = {"fp32": (dense_bytes, dense_accuracy)}
-for name, path in (("prune+share+Huffman", os.path.join(folder, "resnet_dc.zyl")),
-                   ("prune+TTQ", ttq_path)):
+for i, name in enumerate(runs):
+    path = os.path.join(folder, f"resnet_{i}.zyl")
     loaded, _ = archive.load(path)  # params and batch_stats, decoded from the file
     accuracy = train.evaluate(model, loaded, *test_data, preprocess=prep)["accuracy"]
     rows[name] = (os.path.getsize(path), accuracy)
 for name, (size, accuracy) in rows.items():
-    print(f"{name:22s} {size:>9,} bytes  {dense_bytes / size:5.1f}x  accuracy {accuracy:.4f}")
-fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3))
-a.bar(list(rows), [dense_bytes / s for s, _ in rows.values()]); a.set_ylabel("x smaller")
-b.bar(list(rows), [acc for _, acc in rows.values()]); b.set_ylabel("test accuracy")
+    print(f"{name:32s} {size:>9,} bytes  {dense_bytes / size:5.1f}x  accuracy {accuracy:.4f}")
+fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3))
+labels = [name.split(" (")[0] for name in rows]
+a.bar(labels, [dense_bytes / s for s, _ in rows.values()]); a.set_ylabel("x smaller")
+b.bar(labels, [acc for _, acc in rows.values()]); b.set_ylabel("test accuracy")
 b.set_ylim(min(acc for _, acc in rows.values()) - 0.05, 1)
 fig.tight_layout()
 plt.show()'''),
@@ -374,7 +406,7 @@ for name, s, paper in (("SSDLite, 320x320, 80 classes", ssd, (4.3e6, 0.8e9)),
 trained = {}
 for name in ("ssdlite_mobilenet_v2", "deeplabv3_mobilenet_v2"):
     spec = registry.get(name)
-    model = spec.factory(10)
+    model = spec.factory(11 if spec.task == "segmentation" else 10)
     task = tasks.for_model(model, train_images.shape[1:], spec.task)
     recipe = dataclasses.replace(spec.recipe, batch_size=32, warmup_steps=20) if SMALL else \
         spec.recipe
@@ -425,7 +457,7 @@ plt.show()'''),
                "snapped to int8 per output channel, with the error reported per layer. "
                "`ZYLAX_SMALL=1` (CI) trains on 6,000 images for one epoch."),
         ("code", INSTALL_LITERT),
-        ("code", '''import gzip, os, tempfile
+        ("code", '''import dataclasses, gzip, os, tempfile
 %matplotlib inline
 import jax
 import matplotlib.pyplot as plt
@@ -433,8 +465,7 @@ import numpy as np
 import optax
 from ai_edge_litert.interpreter import Interpreter
 
-from zylax import archive, compress, data, export, registry, train
-from zylax.transforms import ternary
+from zylax import archive, compress, data, export, methods, registry, train
 
 SMALL = os.environ.get("ZYLAX_SMALL") == "1"
 train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
@@ -449,15 +480,16 @@ folder = tempfile.mkdtemp()
 files = {"Deep Compression": os.path.join(folder, "lenet300_dc.zyl"),
          "TTQ": os.path.join(folder, "lenet300_ttq.zyl")}'''),
         ("md", "## 1. Two compressed files"),
-        ("code", '''small = dict(prune_cycles=1, retrain_epochs=1, finetune_epochs=1) if SMALL else {}
-config = compress.Config(**{**spec.compression, **small}, recipe=spec.recipe, preprocess=prep)
-compress.run(model, dense, train_data, test_data, config, out=files["Deep Compression"],
+        ("code", '''preset = compress.Preset(**spec.compression["deep"])
+prune, share = preset.chain()
+if SMALL:
+    prune = dataclasses.replace(prune, cycles=1, epochs=1)
+    share = dataclasses.replace(share, epochs=1)
+compress.run(model, dense, train_data, test_data, [prune, share], out=files["Deep Compression"],
+             retrain=compress.Retrain(**preset.retrain), preprocess=prep, progress=False)
+ttq = methods.ternary(keep_float=("last",), epochs=1 if SMALL else 3)  # ip1, ip2 ternary
+compress.run(model, dense, train_data, test_data, [ttq], out=files["TTQ"], preprocess=prep,
              progress=False)
-latent = {"params": ternary.init(dense["params"], skip=["ip3/kernel"])}  # last layer float
-tuned = train.fit(model, optax.adam(1e-4), train_data, epochs=1 if SMALL else 3,
-                  preprocess=prep, variables=latent, transform=ternary.ternarize,
-                  progress=False).variables
-archive.save(files["TTQ"], {"params": ternary.compressed(tuned["params"])})
 {name: os.path.getsize(path) for name, path in files.items()}'''),
         ("md", "## 2. Export: how each kernel is stored, and how far it moved\n\n"
                "`stored_methods` tells the exporter which codec each leaf of the file used "

@@ -17,9 +17,9 @@ import zlib
 import numpy as np
 
 from zylax import archive
-from zylax.codecs.constant import Constant
-from zylax.codecs.shared import Shared
-from zylax.codecs.ternary import Ternary
+from zylax.containers import Constant
+from zylax.containers import Shared
+from zylax.containers import Ternary
 
 PLANTED_MODULE = "zylax_planted_model"
 """A module a hostile file names and an attacker plants beside it: importing it writes
@@ -156,6 +156,8 @@ def _name_cases() -> dict[str, bytes]:
         "name of 20,000 parts": _header_file([_leaf(many)]),
         "name of 65 parts": _header_file([_leaf("/".join(["a"] * 65))]),
         "name of 2,000 bytes": _header_file([_leaf("a" * 2000)]),
+        "name with terminal escapes": _header_file([_leaf("w\x1b[2K\x1b[1Gall good\x1b[8m")]),
+        "name with a lone surrogate": _header_file([_leaf("w\ud800")]),
         "3,000 leaves of 60-part names (within the bounds)": _header_file(
             [_leaf("/".join([f"p{i}", *["a"] * 59])) for i in range(3000)], padding=1 << 16),
         "6,000 leaves of 60-part names": _header_file(
@@ -211,7 +213,19 @@ def _metadata_cases() -> dict[str, bytes]:
         "dataset name with a path": {"data": "../../etc/passwd"},
         "net name of 500 characters": {"net": "n" * 500},
     }
-    return {f"metadata {name}": lenet300({**net, **change}) for name, change in cases.items()}
+    out = {f"metadata {name}": lenet300({**net, **change}) for name, change in cases.items()}
+    out["metadata padded input of 2048 x 2048"] = _header_file([_leaf("w")], {
+        **FASHION, "net": "lenet300", "input_shape": [1024, 1024, 1],
+        "preprocess": {"mean": [0.5], "std": [0.5], "pad_to": 2048}})
+    out["metadata segmentation output of 100 labels at 1024 x 1024"] = _header_file(
+        [_leaf("w")], {**FASHION, "net": "deeplabv3_mobilenet_v2", "num_classes": 100,
+                       "input_shape": [1024, 1024, 1], "task": {"name": "segmentation"}})
+    out["metadata num_classes the factory refuses"] = _header_file(
+        [_leaf("w")], {**FASHION, "net": "deeplabv3_mobilenet_v2", "num_classes": 1,
+                       "input_shape": [96, 96, 1], "task": {"name": "segmentation"}})
+    out["metadata input too small for the model"] = _header_file(
+        [_leaf("w")], {**FASHION, "net": "lenet5", "input_shape": [1, 1, 1]})
+    return out
 
 
 def _value_cases() -> dict[str, bytes]:
@@ -225,6 +239,7 @@ def _value_cases() -> dict[str, bytes]:
         "Inf in a cast leaf": _cast_inf(),
         "NaN in an unused codebook entry": _replace_section(good, first, codebook.tobytes()),
         "NaN ternary scale": _nan_ternary_scale(),
+        "Huffman table of 3 symbols for a 1-weight stream": _huffman_table_of(3),
         "constant 1e308 in float32": _header_file([_leaf("w", value=1e308, shape=[3])]),
         "constant NaN": _header_file([_leaf("w", value=float("nan"))]),
         "constant a string": _header_file([_leaf("w", value="1")]),
@@ -242,6 +257,20 @@ def _nan_ternary_scale() -> bytes:
     good = valid_file()
     (scales,) = [e["sections"][0] for e in _header(good)["leaves"] if e["method"] == "ternary"]
     return _replace_section(good, scales, np.array([np.nan, 0.4], np.float32).tobytes())
+
+
+def _huffman_table_of(symbols: int) -> bytes:
+    """A one-weight ternary leaf whose Huffman stream lists ``symbols`` symbols."""
+    from zylax.coding import huffman
+
+    codes = huffman.encode(np.arange(symbols) % 3)
+    stream = b"\x01" + codes[1:]  # claims one symbol, keeps the table of them all
+    header = {"format": archive.FORMAT_VERSION, "metadata": {}, "leaves": [
+        {"collection": "params", "name": "w", "method": "ternary", "shape": [1],
+         "dtype": "float32", "form": "huffman", "zeros": 0, "sections": [1, 2],
+         "bytes": [8, len(stream)]}]}
+    return frame([zlib.compress(json.dumps(header).encode()),
+                  np.float32([1, 1]).tobytes(), stream])
 
 
 def _cast_inf() -> bytes:
@@ -495,3 +524,29 @@ def reset_peak_rss() -> int:
 def peak_rss() -> int:
     """This process's peak RSS since the last ``reset_peak_rss``, in KiB."""
     return _status_kb("VmHWM")
+
+
+def memory_case(method: str, form: str, n: int, dtype: str = "float64") -> bytes:
+    """A one-leaf file of ``n`` values in ``method``'s ``form``, small on disk (the streams
+    of constant symbols Huffman-code to a bit each): how much decoding it takes."""
+    from zylax.coding import huffman
+
+    ones, zeros = huffman.encode(np.ones(n, np.int64)), huffman.encode(np.zeros(n, np.int64))
+    entry = {"shape": [n], "dtype": dtype}
+    if method == "raw":
+        entry.update(form="sparse", zeros=0, entries=n, index_bits=2)
+        sections = [np.ones(n, dtype).tobytes(), zeros]
+    elif method == "shared":
+        entry.update(k=1, form=form, kept=n, entries=n, index_bits=2)
+        sections = [np.ones(1, dtype).tobytes(), zeros, zeros][:3 if form == "sparse" else 2]
+    elif method == "ternary":
+        entry.update(form=form, zeros=0, entries=n, index_bits=2)
+        sections = [np.ones(2, dtype).tobytes(), ones, zeros] if form == "sparse" else \
+            [np.ones(2, dtype).tobytes(), huffman.encode(np.full(n, 2, np.int64))]
+    else:
+        entry.update(per_channel=False)
+        sections = [np.ones(1, dtype).tobytes(), b"\xff" * (-(-n // 8))]
+    entry.update(collection="params", name="w", method=method,
+                 sections=list(range(1, len(sections) + 1)), bytes=[len(x) for x in sections])
+    header = {"format": archive.FORMAT_VERSION, "metadata": {}, "leaves": [entry]}
+    return frame([zlib.compress(json.dumps(header).encode()), *sections])

@@ -5,17 +5,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zylax import archive, nets, report
-from zylax.transforms import pruning, sharing
+from zylax import archive, methods, nets, report
 from zylax.transforms import tree as ztree
+
+
+def _shared(params, sparsity, bits=None, index_bits=None):
+    """``(stored tree with Shared leaves, dense params)`` of ``params`` pruned and shared."""
+    key = jax.random.key(0)
+    prune = methods.prune(sparsity=sparsity)
+    pruned = prune.apply(prune.init(params, key))
+    share = methods.share(bits=bits, index_bits=index_bits)
+    state = share.init(pruned, key)
+    return share.store(state), jax.device_get(share.apply(state))
 
 
 def _shared_model(model, shape, sparsity=0.8, bits=None, seed=0, index_bits=None):
     """The stored tree (``Shared`` leaves) of a pruned, shared model, and its dense params."""
     params = model.init(jax.random.key(seed), jnp.zeros(shape))["params"]
-    masks = pruning.sparsity_masks(params, sparsity)
-    latent, aux = sharing.share(pruning.apply_masks(params, masks), bits, masks)
-    return sharing.compressed(latent, aux, index_bits), jax.device_get(sharing.decode(latent, aux))
+    return _shared(params, sparsity, bits, index_bits)
 
 
 @pytest.mark.parametrize("model,shape", [(nets.LeNet300100(), (1, 28, 28, 1)),
@@ -35,12 +42,11 @@ def test_round_trip_is_bit_exact(tmp_path, model, shape):
 
 def test_unpruned_layer_uses_dense_indices(tmp_path):
     params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (64, 64))}}
-    latent, aux = sharing.share(params, 3)
-    archive.save(tmp_path / "d.zyl", sharing.compressed(latent, aux))
+    stored, dense = _shared(params, 0.0, bits=3)
+    archive.save(tmp_path / "d.zyl", stored)
     loaded, _ = archive.load(tmp_path / "d.zyl")
     assert archive.read_header(tmp_path / "d.zyl")["leaves"][0]["form"] == "dense"
-    np.testing.assert_array_equal(loaded["params"]["fc"]["kernel"],
-                                  sharing.decode(latent, aux)["fc"]["kernel"])
+    np.testing.assert_array_equal(loaded["params"]["fc"]["kernel"], dense["fc"]["kernel"])
 
 
 def test_same_inputs_same_bytes(tmp_path):
@@ -69,10 +75,9 @@ def small_file(tmp_path_factory):
     params = {"c": {"kernel": jax.random.normal(jax.random.key(1), (3, 3, 2, 4)),
                     "bias": jnp.arange(4.0)},
               "d": {"kernel": jax.random.normal(jax.random.key(2), (24, 10))}}
-    masks = pruning.sparsity_masks(params, 0.6)
-    latent, aux = sharing.share(pruning.apply_masks(params, masks), 2, masks)
+    stored, _ = _shared(params, 0.6, bits=2, index_bits=None)
     path = tmp_path_factory.mktemp("small") / "s.zyl"
-    archive.save(path, sharing.compressed(latent, aux))
+    archive.save(path, stored)
     return path.read_bytes()
 
 
@@ -144,14 +149,13 @@ def _pattern_model(seed=0):
 
 
 def test_pattern_and_batch_stats_round_trip(tmp_path):
-    from zylax.transforms import pattern
-
     params, stats = _pattern_model()
-    latent, patterns = pattern.binarize_patterns(params)
-    stored = {"params": pattern.compressed(latent, patterns), "batch_stats": stats}
+    method = methods.pattern()
+    state = method.init(params, jax.random.key(0))
+    stored = {"params": method.store(state), "batch_stats": stats}
     size = archive.save(tmp_path / "p.zyl", stored)
     variables, _ = archive.load(tmp_path / "p.zyl")
-    expected = {"params": pattern.apply(latent, patterns), "batch_stats": stats}
+    expected = {"params": method.apply(state), "batch_stats": stats}
     assert ztree.bit_identical(variables, jax.device_get(expected))
     header = archive.read_header(tmp_path / "p.zyl")
     entries = {(e["collection"], e["name"]): e for e in header["leaves"]}
@@ -171,7 +175,7 @@ def test_pattern_and_batch_stats_round_trip(tmp_path):
 
 
 def test_pattern_scale_shape_is_checked(tmp_path):
-    from zylax.codecs.pattern import Pattern
+    from zylax.containers import Pattern
 
     with pytest.raises(ValueError, match="params/conv/kernel: pattern scale shape"):
         archive.save(tmp_path / "bad.zyl",
@@ -214,6 +218,10 @@ def decode(entry, sections):
     return np.frombuffer(sections[0], "<f2").astype(np.float16).reshape(entry["shape"])
 def dense(leaf):
     return np.asarray(leaf.values, np.float16)
+def working_bytes(entry):
+    return 0
+LITERT_STORAGE = "float32"
+LITERT_EXACT = False
 def report_row(entry):
     n = int(np.prod(entry["shape"]))
     return {"weights": n, "dense_bytes": 2 * n, "kept": n, "weight_bits": 16, "index_bits": 0,

@@ -44,7 +44,7 @@ def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, caps
               "--retrain-epochs", "0", "--finetune-epochs", "0", "--max-examples", "1024",
               "--max-test-examples", "500", "--quiet", "--out", str(tmp_path / "small.zyl")])
     out = capsys.readouterr().out
-    assert f"dense_accuracy: {100 * float(trained):.2f}%" in out
+    assert f"dense accuracy: {100 * float(trained):.2f}%" in out
     _, metadata = archive.load(str(tmp_path / "small.zyl"))
     assert metadata["net"] == "lenet300" and metadata["data"] == "fashion_mnist"
 
@@ -60,7 +60,7 @@ def test_train_and_compress_print_a_line_per_epoch_unless_quiet(tmp_path, capsys
     cli.main(["compress", "--from", str(tmp_path / "model.zyl"), "--prune-cycles", "1",
               "--retrain-epochs", "1", "--finetune-epochs", "0", "--max-examples", "1024",
               "--max-test-examples", "200", "--out", str(tmp_path / "small.zyl")])
-    assert "prune 1/1 epoch 1: train loss" in capsys.readouterr().out
+    assert "prune epoch 1: train loss" in capsys.readouterr().out
     cli.main(["train", "--net", "lenet300", "--epochs", "3", "--max-examples", "1024",
               "--max-test-examples", "200", "--out", str(tmp_path), "--quiet"])
     assert " epoch " not in capsys.readouterr().out
@@ -133,7 +133,7 @@ def test_bad_arguments_fail_fast_with_one_line(tmp_path, args, message):
     (["train", "--net", "lenet5", "--task", "detection", "--data", "fashion_mnist_scenes"],
      "a detection model needs an anchors(image_size) method"),
     (["compress", "--net", "lenet300", "--bits", "4", ".*nosuch/kernel=3", "--max-examples",
-      "1024", "--workdir", "{tmp}/w"], "bits patterns ['.*nosuch/kernel'] match no selected leaf"),
+      "1024", "--workdir", "{tmp}/w"], "share: bits patterns ['.*nosuch/kernel'] match none of its leaves"),
     (["compress", "--gradual-epochs", "-1"], "--gradual-epochs must be >= 0"),
     (["compress", "--gradual-epochs", "2", "--prune-cycles", "2"],
      "--gradual-epochs replaces the prune/retrain cycles; drop --prune-cycles"),
@@ -175,7 +175,7 @@ def test_compress_a_batchnorm_net_then_evaluate_its_file(tmp_path, capsys):
               "--batch-size", "256", "--out", str(out), "--report", str(rep),
               "--workdir", str(tmp_path / "w"), "--quiet"])
     printed = capsys.readouterr().out
-    assert "P+Q+H" in printed and "compressed_accuracy" in printed
+    assert "P+Q+H" in printed and "compressed (the file) accuracy" in printed
     report = json.loads(rep.read_text())
     for key in ("dense_bytes", "file_bytes", "ratio", "dense_accuracy", "compressed_accuracy",
                 "layers"):
@@ -274,7 +274,7 @@ def test_compress_a_user_model_from_the_command_line(tmp_path):
                 "--out", str(out), "--workdir", str(tmp_path / "w"), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     accuracy = next(line for line in proc.stdout.splitlines()
-                    if line.startswith("compressed_accuracy")).split()[-1]
+                    if line.startswith("compressed (the file) accuracy")).split()[-1]
     rows = {row.split()[0]: row.split() for row in proc.stdout.splitlines() if "/kernel" in row}
     assert {row[1] for row in rows.values()} == {"shared"}
     kept = {name: float(row[3]) for name, row in rows.items()}
@@ -457,3 +457,48 @@ def test_a_user_model_trains_with_a_lent_recipe_and_its_file_keeps_the_padding(t
     assert compressed.returncode == 0, compressed.stderr
     _, metadata = archive.load(out)
     assert metadata["model"] == "my_models:Net"
+
+
+def test_argument_errors_are_one_line_too():
+    for args in (["inspect"], ["export", "x.zyl", "--out", "y", "--weights", "int3"],
+                 ["compress", "--nope"]):
+        proc = _run(*args)
+        assert proc.returncode == 2, args
+        assert len(proc.stderr.strip().splitlines()) == 1 and "--help" in proc.stderr, args
+
+
+def test_an_output_that_is_a_fifo_or_empty_is_refused_before_any_work(tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe")
+    for out in (str(tmp_path / "pipe"), "", str(tmp_path / "sub") + "/"):
+        with pytest.raises(SystemExit) as refused:
+            cli.main(["export", "no_such.zyl", "--out", out])
+        assert refused.value.code == 2
+        assert "--out" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="is not a regular file; refusing to replace it"):
+        archive.write_atomic(tmp_path / "pipe", b"x")
+    assert not (tmp_path / "pipe").is_file()
+
+
+def test_a_dataset_a_file_names_is_never_downloaded(tmp_path):
+    model = registry.get("lenet5").factory(10)
+    variables = train.init_variables(model, np.zeros((1, 32, 32, 3), np.float32), 0)
+    path = tmp_path / "cifar.zyl"
+    archive.save(path, variables, metadata={
+        "net": "lenet5", "data": "cifar10", "num_classes": 10, "input_shape": [32, 32, 3],
+        "preprocess": data.Preprocess().to_dict()})
+    proc = _run("evaluate", str(path), env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "'cifar10' is not on this machine" in proc.stderr
+    assert not (tmp_path / "tfds").exists() or not any((tmp_path / "tfds").rglob("*.tfrecord*"))
+
+
+def test_a_diverging_run_stops_at_the_epoch_with_one_line(tmp_path, fmnist_train):
+    import optax
+
+    model = registry.get("lenet300").factory(10)
+    images, labels = fmnist_train[0][:512], fmnist_train[1][:512]
+    huge = jax.tree.map(lambda w: np.full(np.shape(w), 3e38, np.float32),
+                        train.init_variables(model, np.zeros((1, 28, 28, 1), np.float32), 0))
+    with pytest.raises(FloatingPointError, match="training diverged: the mean loss of epoch 1"):
+        train.fit(model, optax.adam(1e-3), (images, labels), epochs=3, variables=huge,
+                  progress=False)

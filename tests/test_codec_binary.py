@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from codec_checks import float_dtypes, refuses_damaged_sections, round_trip, shapes
 from zylax import archive
-from zylax.codecs.binary import Binary
+from zylax.containers import Binary
 
 
 @settings(max_examples=30, deadline=None)

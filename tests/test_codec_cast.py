@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from codec_checks import finite, refuses_damaged_sections, round_trip, shapes
 from zylax import archive
-from zylax.codecs.cast import Cast, narrow_floats
-from zylax.codecs.shared import Shared
+from zylax.codecs.cast import narrow_floats
+from zylax.containers import Cast, Shared
 
 
 @settings(max_examples=30, deadline=None)

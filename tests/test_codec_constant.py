@@ -6,8 +6,7 @@ from hypothesis import strategies as st
 
 from zylax import archive
 from zylax.codecs import constant
-from zylax.codecs.cast import Cast
-from zylax.codecs.constant import Constant
+from zylax.containers import Cast, Constant
 
 
 @settings(max_examples=30, deadline=None)

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codec_checks import finite, float_dtypes, refuses_damaged_sections, round_trip
-from zylax.codecs.pattern import Pattern
+from zylax.containers import Pattern
 
 
 def _leaf(seed, shape, dtype):

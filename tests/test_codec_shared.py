@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from codec_checks import finite, float_dtypes, refuses_damaged_sections, round_trip, shapes
 from zylax import archive
-from zylax.codecs.shared import Shared
+from zylax.containers import Shared
 
 
 def _leaf(seed, shape, dtype, bits, pruned, index_bits=None):

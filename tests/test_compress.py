@@ -1,4 +1,4 @@
-"""Deep Compression of a model zylax did not define, through the public API."""
+"""The one pipeline (``compress.run``) on a model zylax did not define, through the public API."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from zylax import archive, codecs, compress, data, train
+from zylax import archive, codecs, compress, data, methods, tasks, train
 from zylax.transforms import tree as ztree
 
 
@@ -32,17 +32,18 @@ def trained(fmnist_train):
     return model, result.variables, (images, labels), prep
 
 
+FAST = compress.Retrain(learning_rate=1e-3)
+
+
 def test_a_user_model_goes_through_run_and_the_file_is_bit_identical(trained, fmnist_test,
                                                                      tmp_path):
     model, variables, train_data, prep = trained
     test_data = tuple(a[:2000] for a in fmnist_test)
-    config = compress.Config(sparsity={".*kernel": 0.6}, prune_cycles=1, retrain_epochs=1,
-                             finetune_epochs=1, bits=4, index_bits="auto", preprocess=prep)
     rows = []
-    result = compress.run(model, variables, train_data, test_data, config,
-                          out=str(tmp_path / "user.zyl"), on_epoch=rows.append)
-    assert [(r["stage"], r["epoch"]) for r in rows] == [("prune 1/1", 1),
-                                                        ("fine-tune centroids", 1)]
+    chain = [methods.prune(sparsity=0.6), methods.share(bits=4)]
+    result = compress.run(model, variables, train_data, test_data, chain, retrain=FAST,
+                          out=str(tmp_path / "user.zyl"), preprocess=prep, on_epoch=rows.append)
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("prune", 1), ("share", 1)]
     assert all(np.isfinite(r["train_loss"]) for r in rows)
     loaded, metadata = archive.load(tmp_path / "user.zyl")
     assert ztree.bit_identical(loaded, result.variables)
@@ -51,6 +52,8 @@ def test_a_user_model_goes_through_run_and_the_file_is_bit_identical(trained, fm
     rep = result.report
     assert rep["file_bytes"] == (tmp_path / "user.zyl").stat().st_size
     assert rep["decoded_exactly"] is True and rep["ratio"] > 4
+    assert [r["stage"] for r in rep["stage_scores"]] == ["prune", "share"]
+    assert rep["methods"] == ["prune", "share"] and rep["learning_rate"] == 1e-3
     from_file = train.evaluate(model, loaded, *test_data, preprocess=prep)["accuracy"]
     assert from_file == rep["compressed_accuracy"] > 0.5
     assert data.Preprocess.from_dict(metadata["preprocess"]) == prep
@@ -60,44 +63,55 @@ def test_a_user_model_goes_through_run_and_the_file_is_bit_identical(trained, fm
                               variables["batch_stats"]["norm"]["mean"])  # retrained statistics
 
 
-def test_config_refuses_what_would_silently_do_nothing(trained):
+def test_settings_that_would_silently_do_nothing_are_refused(trained):
     _, variables, _, _ = trained
-    with pytest.raises(ValueError, match="sparsity must be a dict"):
-        compress.Config(sparsity=0.5)
-    with pytest.raises(ValueError, match="prune_cycles must be an integer >= 1"):
-        compress.Config(prune_cycles=0)
-    with pytest.raises(ValueError, match="unshared_dtype must be None, 'float16' or 'bfloat16', "
-                                         "got 'int8'"):
-        compress.Config(unshared_dtype="int8")
-    with pytest.raises(ValueError, match=r"sparsity patterns \['kernel'\] match no selected leaf"):
-        compress.Config(sparsity={"kernel": 0.5}).check_against(variables["params"])
+    with pytest.raises(ValueError, match=r"sparsity must lie in \[0, 1\)"):
+        methods.prune(sparsity=1.5)
+    with pytest.raises(ValueError, match="cycles must be an integer >= 1"):
+        methods.prune(cycles=0)
+    with pytest.raises(ValueError, match="dtype and fallback must be one of"):
+        methods.cast(dtype="int8")
+    with pytest.raises(ValueError, match=r"sparsity patterns \['kernel'\] match none"):
+        methods.prune(sparsity={"kernel": 0.5}).check(variables["params"])
+    with pytest.raises(ValueError, match=r"bits patterns \['.\*nosuch/kernel'\] match none"):
+        methods.share(bits={".*nosuch/kernel": 3, ".*": 4}).check(variables["params"])
+    methods.share(bits={".*mm_out/kernel": 3, ".*": 4}).check(variables["params"])
+    with pytest.raises(ValueError, match=r"bits for 'share' must be an integer in 1..16"):
+        methods.share(bits={".*head": 40})
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        methods.build("prune+nope")
 
 
-def test_zero_retraining_epochs_prune_without_retraining(trained, fmnist_test, tmp_path):
+def test_zero_epochs_compress_without_retraining(trained, fmnist_test, tmp_path):
     model, variables, train_data, prep = trained
-    config = compress.Config(sparsity={".*kernel": 0.5}, prune_cycles=1, retrain_epochs=0,
-                             finetune_epochs=0, bits=4, preprocess=prep)
+    chain = [methods.prune(sparsity=0.5, epochs=0), methods.share(bits=4, epochs=0)]
     result = compress.run(model, variables, train_data, tuple(a[:500] for a in fmnist_test),
-                          config, out=str(tmp_path / "r0.zyl"))
+                          chain, retrain=FAST, out=str(tmp_path / "r0.zyl"), preprocess=prep)
     assert result.report["decoded_exactly"] is True
 
 
-def test_unshared_dtype_stores_batchnorm_and_biases_at_two_bytes(trained, fmnist_test, tmp_path):
+def _methods_of(path) -> dict:
+    return {f"{e['collection']}/{e['name']}": e["method"] for e in
+            archive.read_header(path)["leaves"]}
+
+
+def test_cast_stores_what_sharing_leaves_float_at_two_bytes(trained, fmnist_test, tmp_path):
     model, variables, train_data, prep = trained
     test_data = tuple(a[:500] for a in fmnist_test)
     results = {}
     for dtype in (None, "float16"):
-        config = compress.Config(sparsity={".*kernel": 0.5}, prune_cycles=1, retrain_epochs=0,
-                                 finetune_epochs=0, bits=4, preprocess=prep,
-                                 unshared_dtype=dtype)
-        results[dtype] = compress.run(model, variables, train_data, test_data, config,
+        share = methods.share(bits=4, epochs=0)
+        chain = [methods.prune(sparsity=0.5, epochs=0),
+                 share if dtype is None else methods.combine(
+                     share, methods.cast(dtype=dtype, epochs=0))]
+        results[dtype] = compress.run(model, variables, train_data, test_data, chain,
+                                      retrain=FAST, preprocess=prep,
                                       out=str(tmp_path / f"{dtype}.zyl"))
     raw, half = results[None], results["float16"]
-    header = archive.read_header(tmp_path / "float16.zyl")
-    methods = {f"{e['collection']}/{e['name']}": e["method"] for e in header["leaves"]}
-    assert methods["batch_stats/norm/var"] == methods["params/norm/scale"] == "cast"
-    assert methods["params/mm_out/bias"] == "cast"
-    assert methods["params/aa_middle/kernel"] == "shared"
+    stored = _methods_of(tmp_path / "float16.zyl")
+    assert stored["batch_stats/norm/var"] == stored["params/norm/scale"] == "cast"
+    assert stored["params/mm_out/bias"] == "cast"
+    assert stored["params/aa_middle/kernel"] == "shared"
     unshared = sum(np.size(v) for path, v in ztree.named_leaves(half.variables).items()
                    if "kernel" not in path)
     saved = raw.report["file_bytes"] - half.report["file_bytes"]
@@ -110,29 +124,43 @@ def test_unshared_dtype_stores_batchnorm_and_biases_at_two_bytes(trained, fmnist
     assert abs(half.report["compressed_accuracy"] - raw.report["compressed_accuracy"]) <= 0.01
 
 
-def test_a_value_float16_cannot_hold_is_refused_before_any_retraining(trained, fmnist_test,
-                                                                      tmp_path):
+def test_a_value_float16_cannot_hold_goes_to_bfloat16_or_is_refused_before_retraining(
+        trained, fmnist_test, tmp_path):
     model, variables, train_data, prep = trained
     stats = variables["batch_stats"]["norm"]
     var = np.array(stats["var"])
     var[0] = 1e6
     huge = {**variables, "batch_stats": {"norm": {**stats, "var": var}}}
-    config = compress.Config(unshared_dtype="float16", preprocess=prep)
+    test_data = tuple(a[:200] for a in fmnist_test)
+    chain = [methods.combine(methods.prune(sparsity=0.5, epochs=0),
+                             methods.cast(dtype="float16", epochs=0))]
+    compress.run(model, huge, train_data, test_data, chain, retrain=FAST, preprocess=prep,
+                 out=str(tmp_path / "fallback.zyl"))
+    header = archive.read_header(tmp_path / "fallback.zyl")
+    var_entry = next(e for e in header["leaves"] if e["name"] == "norm/var")
+    assert var_entry["stored"] == "bfloat16"
+    strict = [methods.combine(methods.prune(sparsity=0.5),
+                              methods.cast(dtype="float16", fallback=None))]
     with pytest.raises(ValueError, match=r"batch_stats/norm/var: value 1000000\.0 overflows"):
-        compress.run(model, huge, train_data, fmnist_test, config, out=str(tmp_path / "x.zyl"))
+        compress.run(model, huge, train_data, test_data, strict, retrain=FAST, preprocess=prep,
+                     out=str(tmp_path / "x.zyl"))
     assert not (tmp_path / "x.zyl").exists()
 
 
 def test_gradual_pruning_reaches_its_sparsity_on_a_short_run(trained, fmnist_test):
     model, variables, train_data, prep = trained  # 2,048 images: 16 steps an epoch
-    config = compress.Config(sparsity={".*kernel": 0.6}, gradual_epochs=1, preprocess=prep)
-    ctx = compress.Context(model, train_data, fmnist_test, config, progress=False)
-    assert ctx.steps(1) == 16 and compress.gradual_update_every(16) == 1
-    pruned, masks = compress.gradual_prune(ctx, variables)
+    from zylax.methods.pruning import gradual_update_every
+
+    assert gradual_update_every(16) == 1
+    ctx = compress.Context(model, train_data, fmnist_test, tasks.Classification(), prep, FAST,
+                           progress=False)
+    method = methods.prune(sparsity=0.6, schedule="cubic")
+    stage = compress.begin(method, variables, jax.random.key(0))
+    stage = compress.retrain_stage(ctx, stage, method, 1e-3, "gradual")
+    params = stage.plan.apply(stage.state)
     for layer in ("zz_entry", "aa_middle", "mm_out"):
-        mask = np.asarray(masks[layer]["kernel"])
-        assert abs(mask.mean() - 0.4) < 0.01, (layer, mask.mean())
-        assert np.all(np.asarray(pruned["params"][layer]["kernel"])[~mask] == 0)
+        kernel = np.asarray(params[layer]["kernel"])
+        assert abs(np.mean(kernel != 0) - 0.4) < 0.01, (layer, np.mean(kernel != 0))
 
 
 def test_fold_batch_norm_stores_the_statistics_as_constants(trained, fmnist_test, tmp_path):
@@ -140,15 +168,15 @@ def test_fold_batch_norm_stores_the_statistics_as_constants(trained, fmnist_test
     test_data = tuple(a[:500] for a in fmnist_test)
     results = {}
     for fold in (False, True):
-        config = compress.Config(sparsity={".*kernel": 0.5}, prune_cycles=1, retrain_epochs=0,
-                                 finetune_epochs=0, bits=4, preprocess=prep,
-                                 unshared_dtype="float16", fold_batch_norm=fold)
-        results[fold] = compress.run(model, variables, train_data, test_data, config,
+        chain = [methods.prune(sparsity=0.5, epochs=0),
+                 methods.combine(methods.share(bits=4, epochs=0),
+                                 methods.cast(dtype="float16", epochs=0))]
+        results[fold] = compress.run(model, variables, train_data, test_data, chain,
+                                     retrain=FAST, preprocess=prep, fold_batch_norm=fold,
                                      out=str(tmp_path / f"{fold}.zyl"))
-    header = archive.read_header(tmp_path / "True.zyl")
-    methods = {f"{e['collection']}/{e['name']}": e["method"] for e in header["leaves"]}
-    assert methods["batch_stats/norm/mean"] == methods["batch_stats/norm/var"] == "constant"
-    assert methods["params/norm/scale"] == "cast"
+    stored = _methods_of(tmp_path / "True.zyl")
+    assert stored["batch_stats/norm/mean"] == stored["batch_stats/norm/var"] == "constant"
+    assert stored["params/norm/scale"] == "cast"
     folded, plain = results[True], results[False]
     assert folded.report["file_bytes"] < plain.report["file_bytes"]
     np.testing.assert_array_equal(folded.variables["batch_stats"]["norm"]["mean"], np.zeros(8))
@@ -159,13 +187,27 @@ def test_fold_batch_norm_stores_the_statistics_as_constants(trained, fmnist_test
     assert abs(folded.report["compressed_accuracy"] - plain.report["compressed_accuracy"]) <= 0.01
 
 
-def test_config_names_bad_bits_and_patterns_that_match_nothing(trained):
-    _, variables, _, _ = trained
-    with pytest.raises(ValueError, match=r"bits for '\.\*head' must be an integer in \[1, 16\], "
-                                         "got 40"):
-        compress.Config(bits={".*head": 40})
-    with pytest.raises(ValueError, match=r"bad leaf-path regex '\(\['"):
-        compress.Config(sparsity={"([": 0.5})
-    with pytest.raises(ValueError, match=r"bits patterns \['.\*nosuch/kernel'\] match no"):
-        compress.Config(bits={".*nosuch/kernel": 3, ".*": 4}).check_against(variables["params"])
-    compress.Config(bits={".*mm_out/kernel": 3, ".*": 4}).check_against(variables["params"])
+def test_the_learning_rate_is_chosen_on_held_out_training_data_and_recorded(
+        trained, fmnist_test, tmp_path, monkeypatch):
+    model, variables, train_data, prep = trained
+    held, scored = [], []
+    loss, score = compress.Context.loss, compress.Context.score
+
+    def spy_loss(self, stage, data):
+        held.append(len(data[0]))
+        return loss(self, stage, data)
+
+    def spy_score(self, stage, data=None):
+        scored.append(len((data or self.test_data)[0]))
+        return score(self, stage, data)
+    monkeypatch.setattr(compress.Context, "loss", spy_loss)
+    monkeypatch.setattr(compress.Context, "score", spy_score)
+    result = compress.run(model, variables, train_data, tuple(a[:300] for a in fmnist_test),
+                          [methods.prune(sparsity=0.5)], preprocess=prep,
+                          out=str(tmp_path / "auto.zyl"))
+    rep = result.report
+    sweep = {float(k): v for k, v in rep["learning_rate_sweep"].items()}
+    assert sorted(sweep) == sorted(compress.LEARNING_RATES)
+    assert rep["learning_rate"] == min(sweep, key=lambda r: (sweep[r], r))
+    held_out = max(1, min(2000, int(2048 * compress.HELD_OUT)))
+    assert held == [held_out] * 4 and scored == [300]  # the test data only for the report

@@ -10,11 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zylax import archive, cli, codecs, export
-from zylax.codecs.binary import Binary
-from zylax.codecs.pattern import Pattern
-from zylax.codecs.shared import Shared
-from zylax.codecs.ternary import Ternary
+from zylax import archive, cli, codecs, export, nets
+from zylax.containers import Binary, Pattern, Shared, Ternary
 from zylax.nets import TapConv
 
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="needs zylax[litert]")
@@ -368,3 +365,18 @@ def test_nan_weights_and_missing_batch_stats_are_one_line_errors():
                                 "kernel": np.full_like(poisoned["params"][name]["kernel"], np.nan)}
     with pytest.raises(ValueError, match=f"{name}/kernel: .* NaN/Inf"):
         export.to_tflite(model, poisoned, x)
+
+
+def test_a_kernel_float16_cannot_hold_is_refused_in_one_line(tmp_path, capsys):
+    params = nets.LeNet300100().init(jax.random.key(0), np.zeros((1, 28, 28, 1)))["params"]
+    params["ip2"] = {**params["ip2"], "kernel": np.full((300, 100), 1e6, np.float32)}
+    path = tmp_path / "big.zyl"
+    archive.save(path, {"params": params}, metadata={
+        "net": "lenet300", "num_classes": 10, "input_shape": [28, 28, 1],
+        "preprocess": {"mean": [0.286], "std": [0.353], "pad_to": None}})
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["export", str(path), "--out", str(tmp_path / "m.tflite"), "--weights",
+                  "float16"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 1 and len(err.strip().splitlines()) == 1
+    assert "ip2/kernel: a kernel value (1e+06) overflows float16" in err

@@ -77,11 +77,43 @@ def test_every_crafted_file_is_refused_or_read_in_bounded_memory():
     assert result["rss_increase_kb"] < RSS_BOUND_MB * 1024, result["rss_increase_kb"]
 
 
-def test_reading_a_device_or_a_folder_is_refused(tmp_path):
+def test_reading_a_device_a_fifo_or_a_folder_is_refused_without_waiting(tmp_path):
     with pytest.raises(archive.CorruptFileError, match="not a regular file"):
         archive.load("/dev/zero")
     with pytest.raises(archive.CorruptFileError, match="not a regular file"):
         archive.read_header(tmp_path)
+    os.mkfifo(tmp_path / "fifo.zyl")  # opening it would wait for a writer forever
+    os.symlink(tmp_path / "fifo.zyl", tmp_path / "link.zyl")
+    for path in ("fifo.zyl", "link.zyl"):
+        with pytest.raises(archive.CorruptFileError, match="a device, FIFO or socket"):
+            archive.load(tmp_path / path)
+
+
+MEMORY_RUN = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import hostile_files
+from zylax import archive
+blob = hostile_files.memory_case(sys.argv[2], sys.argv[3], 1 << 21)
+header, _ = archive.read_header_bytes(blob, max_decoded_bytes=1 << 40)
+declared = archive.decoding_bytes(header["leaves"])
+before = hostile_files.reset_peak_rss()
+archive.decode_bytes(blob, max_decoded_bytes=1 << 40)
+print(json.dumps((hostile_files.peak_rss() - before) * 1024 / declared))
+"""
+
+
+@pytest.mark.parametrize("method,form", [("raw", "sparse"), ("shared", "sparse"),
+                                         ("shared", "dense"), ("ternary", "sparse"),
+                                         ("ternary", "huffman"), ("binary", "packed")])
+def test_the_decoding_bound_covers_the_peak_memory_of_every_form(method, form):
+    """``archive.decoding_bytes`` is what ``max_decoded_bytes`` bounds: the decoded arrays
+    and the largest working set, an upper bound of the peak the decoder reaches (measured
+    in a fresh process, whose freed memory cannot hide a peak)."""
+    proc = subprocess.run([sys.executable, "-c", MEMORY_RUN, os.path.dirname(__file__), method,
+                           form], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 0.2 < json.loads(proc.stdout.splitlines()[-1]) <= 1.0
 
 
 def test_the_decoded_size_limit_is_a_keyword(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from zylax.transforms import huffman, sparse
+from zylax.coding import huffman, sparse
 
 
 def reference_huffman_bits(symbols) -> int:

@@ -8,6 +8,8 @@ import sys
 import pytest
 
 import zylax
+import zylax.codecs
+import zylax.coding
 import zylax.transforms
 
 
@@ -24,8 +26,11 @@ def test_top_level_modules_resolve_lazily_and_import_zylax_stays_light():
 
 @pytest.mark.parametrize("module", [*zylax.__all__,
                                     *(f"transforms.{m}" for m in zylax.transforms.__all__),
-                                    "codecs.raw", "codecs.shared", "codecs.pattern",
-                                    "codecs.ternary", "codecs.binary"])
+                                    *(f"codecs.{m}" for m in zylax.codecs.CODECS),
+                                    *(f"coding.{m}" for m in zylax.coding.__all__),
+                                    "methods.base", "methods.pruning", "methods.sharing",
+                                    "methods.ttq", "methods.bnn", "methods.patterns",
+                                    "methods.casting"])
 def test_every_public_function_and_class_has_a_docstring(module):
     mod = importlib.import_module(f"zylax.{module}")
     assert mod.__doc__, module
@@ -47,7 +52,9 @@ def test_one_registry_resolves_every_named_net_and_its_preset_fits_it():
         size = 96 if spec.task != "classification" else spec.recipe.pad_to or 28
         params = jax.eval_shape(lambda m=model, s=size: m.init(
             jax.random.key(0), jnp.zeros((1, s, s, 1))))["params"]
-        compress.Config(**spec.compression).check_against(params)
+        for preset in spec.compression.values():
+            for method in compress.Preset(**preset).chain():
+                method.check(params)
     with pytest.raises(ValueError, match="unknown net 'vgg'"):
         registry.get("vgg")
     registry.register("my_lenet", lambda n: zylax.nets.LeNet5(num_classes=n),

@@ -16,8 +16,12 @@ def test_the_readme_snippet_runs(tmp_path, monkeypatch, capsys):
     (tmp_path / "snippet.py").write_text(_snippet())
     runpy.run_path(str(tmp_path / "snippet.py"), run_name="__main__")
     out = capsys.readouterr().out
-    ratio = float(re.search(r"([\d.]+)x smaller", out).group(1))
-    accuracy = float(re.search(r"-> ([\d.]+) \(measured on the file\)", out).group(1))
-    assert ratio > 8 and accuracy > 0.7, out
-    assert (tmp_path / "mynet.zyl").exists() and (tmp_path / "mynet_ttq.zyl").exists()
-    assert "TTQ file:" in out
+    rows = {name: (float(ratio), float(dense), float(compressed)) for name, ratio, dense, compressed
+            in re.findall(r"(\w+): ([\d.]+)x smaller, accuracy ([\d.]+) -> ([\d.]+)", out)}
+    assert set(rows) == {"deep", "ttq", "bnn"}, out
+    for name in ("deep", "ttq"):  # the defaults keep the user's accuracy
+        ratio, dense, compressed = rows[name]
+        assert dense > 0.75 and compressed >= dense - 0.02, (name, rows[name])
+    assert rows["deep"][0] > 15 and rows["ttq"][0] > 8 and rows["bnn"][0] > 8, rows
+    assert all((tmp_path / f"mynet_{name}.zyl").exists() for name in rows)
+    assert "'accuracy': 0." in out  # the TTQ file, reloaded with the user's model

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 from experiments import settings_sweep
-from zylax import archive, compress
-from zylax.transforms import pruning, sharing
 from zylax.transforms import tree as ztree
 
 
@@ -34,31 +32,23 @@ def user_model(fmnist_test):
     return model, {**variables, **state}, images
 
 
-def _masks(params, sparsity):
-    return pruning.sparsity_masks(params, 0.0, overrides={".*kernel": sparsity})
-
-
-def test_the_decoded_variables_are_what_the_predicted_file_decodes_to(user_model):
-    model, variables, _ = user_model
-    masks = _masks(variables["params"], 0.6)
-    size, decoded = settings_sweep.shared_file(model, variables, masks, 4, None)
-
-    latent, aux = sharing.share(pruning.apply_masks(variables["params"], masks), 4, masks)
-    blob = archive.to_bytes(compress.storable({**variables, "params": latent}, aux, "auto"))
-    from_file, _ = archive.decode_bytes(blob)
-    assert size == len(blob)
-    assert ztree.bit_identical(from_file, decoded)
+def test_the_sizes_are_of_the_file_and_the_decoded_model_is_pruned_and_shared(user_model):
+    model, variables, images = user_model
+    size, pruned, decoded = settings_sweep.shared_file(model, variables, 0.6, 4, None,
+                                                       images[:1])
     kernel = np.asarray(decoded["params"]["aa_middle"]["kernel"])
-    pruned = ~np.asarray(masks["aa_middle"]["kernel"], bool)
-    assert pruned.mean() > 0.59 and not kernel[pruned].any()
+    zeros = np.asarray(pruned["params"]["aa_middle"]["kernel"]) == 0
+    assert zeros.mean() > 0.59 and not kernel[zeros].any()
     assert len(np.unique(kernel)) <= 2 ** 4 + 1  # 16 shared values and the pruned zero
+    assert not ztree.bit_identical(decoded["params"], pruned["params"])
+    assert size > 0 and ztree.bit_identical(decoded["batch_stats"], pruned["batch_stats"])
 
 
 def test_fewer_bits_and_more_pruning_give_a_smaller_file(user_model):
-    model, variables, _ = user_model
+    model, variables, images = user_model
     dense = sum(np.asarray(v).nbytes for v in jax.tree.leaves(variables))
-    sizes = {(s, b): settings_sweep.shared_file(model, variables,
-                                                _masks(variables["params"], s), b, "float16")[0]
+    sizes = {(s, b): settings_sweep.shared_file(model, variables, s, b, "float16",
+                                                images[:1])[0]
              for s, b in ((0.5, 5), (0.75, 5), (0.5, 3))}
     assert sizes[0.75, 5] < sizes[0.5, 5] and sizes[0.5, 3] < sizes[0.5, 5]
     assert max(sizes.values()) < dense / 4
@@ -66,9 +56,9 @@ def test_fewer_bits_and_more_pruning_give_a_smaller_file(user_model):
 
 def test_folding_batch_norm_keeps_the_decoded_models_outputs(user_model):
     model, variables, images = user_model
-    masks = _masks(variables["params"], 0.5)
-    _, unfolded = settings_sweep.shared_file(model, variables, masks, 5, None)
-    _, folded = settings_sweep.shared_file(model, variables, masks, 5, None, images[:1])
+    _, _, unfolded = settings_sweep.shared_file(model, variables, 0.5, 5, None, images[:1])
+    _, _, folded = settings_sweep.shared_file(model, variables, 0.5, 5, None, images[:1],
+                                              fold=True)
     assert not ztree.bit_identical(folded["batch_stats"], unfolded["batch_stats"])
     np.testing.assert_allclose(model.apply(folded, images), model.apply(unfolded, images),
                                rtol=1e-3, atol=1e-3)

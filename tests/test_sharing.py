@@ -3,7 +3,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from zylax import methods
 from zylax.transforms import pruning, sharing
+
+KEY = jax.random.key(0)
+
+
+def _shared(params, bits=None, **settings):
+    """``(method, state)`` of ``methods.share`` on ``params`` (zeros: pruned weights)."""
+    method = methods.share(bits=bits, **settings)
+    return method, method.init(params, KEY)
+
+
+def _pruned(w, mask):
+    return jnp.where(mask, w, 0)
 
 
 def test_linear_init_spans_min_to_max_of_kept_weights():
@@ -47,9 +60,10 @@ def test_pruned_zeros_are_never_clustered():
     result = sharing.kmeans(w, 2, mask=mask)
     assert float(result.codebook.min()) >= 1.0  # no centroid dragged to 0 by the zeros
     assert np.all(np.asarray(result.indices)[:900] == 4)  # k = 2**2: the pruned marker
-    latent, aux = sharing.share({"l": {"kernel": w}}, 2, {"l": {"kernel": mask}})
-    decoded = sharing.decode(latent, aux)["l"]["kernel"]
+    method, state = _shared({"l": {"kernel": _pruned(w, mask)}}, 2)
+    decoded = method.apply(state)["l"]["kernel"]
     assert np.all(np.asarray(decoded)[:900] == 0.0)
+    assert float(jnp.min(state["latent"]["params"]["l"]["kernel"])) >= 1.0
 
 
 def test_kmeans_and_share_agree_on_pruned_weights():
@@ -61,28 +75,26 @@ def test_kmeans_and_share_agree_on_pruned_weights():
     pruned = ~np.asarray(mask)
     assert pruned.sum() > 0 and np.all(indices[pruned] == k)
     assert np.all(indices[~pruned] < k)
-    latent, aux = sharing.share({"l": {"kernel": w}}, bits, {"l": {"kernel": mask}})
-    np.testing.assert_array_equal(aux["l/kernel"]["indices"], indices)
-    np.testing.assert_array_equal(latent["l"]["kernel"], result.codebook)
-    # decode of kmeans' own (codebook, indices): exact zeros where pruned
-    decoded = np.asarray(sharing.decode({"l": {"kernel": result.codebook}},
-                                        {"l/kernel": {"indices": result.indices}})["l"]["kernel"])
+    method, state = _shared({"l": {"kernel": _pruned(w, mask)}}, bits)
+    np.testing.assert_array_equal(state["aux"][0]["l/kernel"]["indices"], indices)
+    np.testing.assert_array_equal(state["latent"]["params"]["l"]["kernel"], result.codebook)
+    decoded = np.asarray(method.apply(state)["l"]["kernel"])  # exact zeros where pruned
     assert np.all(decoded[pruned] == 0.0) and not np.any(np.signbit(decoded[pruned]))
     np.testing.assert_array_equal(decoded[~pruned], np.asarray(result.codebook)[indices[~pruned]])
 
 
 def test_bfloat16_params_give_bfloat16_codebooks_and_decode():
     w = jax.random.normal(jax.random.key(6), (32, 16)).astype(jnp.bfloat16)
-    params = {"l": {"kernel": w, "bias": jnp.ones(16, jnp.bfloat16)}}
-    masks = {"l": {"kernel": jnp.abs(w) > 0.5, "bias": jnp.ones(16, bool)}}
+    mask = jnp.abs(w) > 0.5
+    params = {"l": {"kernel": _pruned(w, mask), "bias": jnp.ones(16, jnp.bfloat16)}}
     assert sharing.kmeans(w, 3).codebook.dtype == jnp.bfloat16
-    latent, aux = sharing.share(params, 3, masks)
+    method, state = _shared(params, 3)
+    latent = state["latent"]["params"]
     assert latent["l"]["kernel"].dtype == jnp.bfloat16 and latent["l"]["kernel"].shape == (8,)
-    decoded = sharing.decode(latent, aux)
+    decoded = method.apply(state)
     assert decoded["l"]["kernel"].dtype == jnp.bfloat16 and decoded["l"]["kernel"].shape == w.shape
     assert decoded["l"]["bias"].dtype == jnp.bfloat16
-    assert np.all(np.asarray(decoded["l"]["kernel"], np.float32)[~np.asarray(masks["l"]["kernel"])]
-                  == 0)
+    assert np.all(np.asarray(decoded["l"]["kernel"], np.float32)[~np.asarray(mask)] == 0)
 
 
 def test_deterministic_for_a_seed():
@@ -97,14 +109,18 @@ def test_codebook_gradient_is_segment_sum_of_weight_gradients():
     w = jax.random.normal(key1, (30, 20))
     mask = jnp.abs(w) > 0.3
     target = jax.random.normal(key2, (30, 20))
-    latent, aux = sharing.share({"l": {"kernel": w}}, 4, {"l": {"kernel": mask}})
+    method, state = _shared({"l": {"kernel": _pruned(w, mask)}}, 4)
 
     def loss(params):
         return jnp.sum(jnp.sin(params["l"]["kernel"]) * target)
 
-    codebook_grad = jax.grad(lambda lat: loss(sharing.decode(lat, aux)))(latent)["l"]["kernel"]
-    weight_grad = jax.grad(loss)(sharing.decode(latent, aux))["l"]["kernel"]
-    indices = aux["l/kernel"]["indices"].astype(jnp.int32)
+    def decode(latent):
+        return method.apply({"latent": latent, "aux": state["aux"]})
+
+    codebook_grad = jax.grad(lambda lat: loss(decode(lat)))(state["latent"])["params"]["l"][
+        "kernel"]
+    weight_grad = jax.grad(loss)(decode(state["latent"]))["l"]["kernel"]
+    indices = state["aux"][0]["l/kernel"]["indices"].astype(jnp.int32)
     np.testing.assert_array_equal(indices == 16, ~mask)  # pruned weights point past the codebook
     expected = jax.ops.segment_sum(jnp.where(mask, weight_grad, 0).ravel(),
                                    jnp.where(mask, indices, 0).ravel(), num_segments=16)
@@ -114,39 +130,45 @@ def test_codebook_gradient_is_segment_sum_of_weight_gradients():
 def test_default_bits_follow_han():
     params = {"conv": {"kernel": jnp.ones((3, 3, 2, 4)) * jnp.arange(4.0)},
               "fc": {"kernel": jnp.arange(64.0).reshape(8, 8), "bias": jnp.ones(8)}}
-    latent, aux = sharing.share(params)
+    _, state = _shared(params)
+    latent = state["latent"]["params"]
     assert latent["conv"]["kernel"].shape == (256,) and latent["fc"]["kernel"].shape == (32,)
-    assert latent["fc"]["bias"].shape == (8,) and "fc/bias" not in aux
-    latent, _ = sharing.share(params, {"fc/.*": 3})
+    assert latent["fc"]["bias"].shape == (8,) and "fc/bias" not in state["aux"][0]
+    _, state = _shared(params, {"fc/.*": 3})
+    latent = state["latent"]["params"]
     assert latent["fc"]["kernel"].shape == (8,) and latent["conv"]["kernel"].shape == (256,)
 
 
 @pytest.mark.parametrize("bits", [0, 17, 2.5, -1])
 def test_bad_bits_name_the_leaf(bits):
     params = {"fc": {"kernel": jnp.ones((4, 4))}}
-    with pytest.raises(ValueError, match="bits for 'fc/kernel' must be an integer in 1..16"):
-        sharing.share(params, bits)
+    with pytest.raises(ValueError, match="bits for '.*' must be an integer in 1..16"):
+        _shared(params, {".*": bits} if bits != 0 else bits)
 
 
 def test_nan_weights_are_rejected():
     params = {"fc": {"kernel": jnp.array([1.0, jnp.nan])}}
     with pytest.raises(ValueError, match="'fc/kernel' holds a non-finite value"):
-        sharing.share(params, 2)
+        _shared(params, 2)
 
 
-def test_centroid_only_freezes_everything_else():
+def test_the_codebooks_train_and_the_pruned_float_leaves_keep_their_zeros():
     import optax
-    params = {"fc": {"kernel": jnp.arange(16.0).reshape(4, 4), "bias": jnp.ones(4)}}
-    latent, aux = sharing.share(params, 2)
-    tx = sharing.centroid_only(optax.sgd(1.0), latent, aux)
+    params = {"fc": {"kernel": jnp.arange(16.0).reshape(4, 4), "bias": jnp.ones(4)},
+              "out": {"kernel": jnp.array([[0.0, 1.0], [2.0, 0.0]])}}
+    method, state = _shared(params, 2, include=".*fc/kernel")
+    tx = method.tx(optax.sgd(0.5))
+    latent = state["latent"]
     grads = jax.tree.map(jnp.ones_like, latent)
     updates, _ = tx.update(grads, tx.init(latent), latent)
-    assert np.all(np.asarray(updates["fc"]["bias"]) == 0)
-    assert np.all(np.asarray(updates["fc"]["kernel"]) == -1)
+    assert np.all(np.asarray(updates["params"]["fc"]["kernel"]) == -0.5)  # the codebook
+    assert np.all(np.asarray(updates["params"]["fc"]["bias"]) == -0.5)  # float: trained
+    after = np.asarray(latent["params"]["out"]["kernel"] + updates["params"]["out"]["kernel"])
+    np.testing.assert_array_equal(after, [[0.0, 0.5], [1.5, 0.0]])  # zeros kept, others move
 
 
 def test_a_layer_pruned_whole_is_refused_not_given_a_nan_codebook():
     params = {"a": {"kernel": jnp.arange(1.0, 5.0)}, "b": {"kernel": jnp.arange(10.0, 50.0, 10)}}
     masks = pruning.global_sparsity_masks(params, 0.5, allow_empty=True)
     with pytest.raises(ValueError, match="share: 'a/kernel' has no kept weight"):
-        sharing.share(params, 2, masks)
+        _shared(pruning.apply_masks(params, masks), 2)

@@ -9,12 +9,12 @@ import numpy as np
 import optax
 import pytest
 
-from zylax import (archive, cli, codecs, compress, data, detection, metrics, modelfile, registry,
-                   tasks, train)
+from zylax import (archive, cli, codecs, compress, data, detection, methods, metrics, modelfile,
+                   registry, tasks, train)
 from zylax.nets import ssdlite
 from zylax.transforms import tree as ztree
 
-SETTINGS = dict(prune_cycles=1, retrain_epochs=1, finetune_epochs=1, sparsity={".*": 0.6})
+CHAIN = [methods.prune(sparsity=0.6), methods.share(bits=4)]
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,10 @@ def test_a_compressed_segmentation_model_round_trips_and_is_scored_by_its_task(
     assert task.metric == "mIoU"
     preprocess = data.preprocessing("fashion_mnist_scenes")
     variables = train.init_variables(model, preprocess(train_images[:1]), 0)
-    config = compress.Config(**SETTINGS, bits=4, recipe=train.Recipe(epochs=1, batch_size=32),
-                             preprocess=preprocess)
     out = tmp_path / "segmenter.zyl"
-    result = compress.run(model, variables, (train_images, train_targets), test_data, config,
-                          out=str(out), task=task, progress=False,
+    result = compress.run(model, variables, (train_images, train_targets), test_data, CHAIN,
+                          out=str(out), task=task, progress=False, preprocess=preprocess,
+                          retrain=compress.Retrain(learning_rate=1e-3, batch_size=32),
                           metadata={"model": "my_segmenter:Segmenter",
                                     "data": "fashion_mnist_scenes"})
     loaded, metadata = archive.load(str(out))

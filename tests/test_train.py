@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import chex
 import flax.linen as nn
@@ -25,39 +26,52 @@ def test_one_epoch_lenet300_on_real_data(fmnist_train, fmnist_test):
     assert int(result.state.step) == 60000 // 128
 
 
-def test_transform_hook_receives_and_returns_params(fmnist_train):
-    seen = []
+class _HalveIp3:
+    """A minimal method-like object: ``apply`` halves ip3's weights, ``penalty`` adds a term."""
 
-    def halve_ip3(params):
-        seen.append(jax.tree.structure(params))
-        return {**params, "ip3": jax.tree.map(lambda v: v * 0.5, params["ip3"])}
+    def __init__(self, penalty: float = 0.0):
+        self.seen, self.weight = [], penalty
 
+    def apply(self, state, rng=None):
+        params = state["latent"]
+        self.seen.append(jax.tree.structure(params))
+        scale = state["aux"]["scale"]
+        return {**params, "ip3": jax.tree.map(lambda v: v * scale, params["ip3"])}
+
+    def penalty(self, state):
+        return self.weight * jnp.sum(state["latent"]["ip3"]["kernel"])
+
+
+def test_a_method_sits_inside_the_differentiated_function(fmnist_train):
+    method = _HalveIp3()
     model = nets.LeNet300100()
     images, labels = fmnist_train[0][:256], fmnist_train[1][:256]
     result = train.fit(model, optax.sgd(0.1), (images, labels), preprocess=FMNIST,
-                       epochs=1, transform=halve_ip3, progress=False)
+                       epochs=1, method=method, aux={"scale": jnp.float32(0.5)}, progress=False)
     init = train.init_variables(model, FMNIST(images[:1]), 0)["params"]
-    assert seen and seen[0] == jax.tree.structure(init)
-    # The hook sits inside the differentiated function: ip3's gradient is halved,
-    # so its bias moves by half of what the plain model's would.
+    assert method.seen and method.seen[0] == jax.tree.structure(init)
+    # ip3's gradient is halved, so its bias moves by half of what the plain model's would.
     plain = train.fit(model, optax.sgd(0.1), (images, labels), preprocess=FMNIST,
                       epochs=1, progress=False)
-    moved_hook = result.state.params["ip3"]["bias"] - init["ip3"]["bias"]
+    moved_method = result.state.params["ip3"]["bias"] - init["ip3"]["bias"]
     moved_plain = plain.state.params["ip3"]["bias"] - init["ip3"]["bias"]
-    assert float(jnp.abs(moved_hook).sum()) > 0
-    assert not np.allclose(moved_hook, moved_plain)
+    assert float(jnp.abs(moved_method).sum()) > 0
+    assert not np.allclose(moved_method, moved_plain)
 
 
-def test_transform_with_aux_reads_constants(fmnist_train):
+def test_the_aux_constants_and_the_penalty_reach_the_loss(fmnist_train):
     model = nets.LeNet300100()
     images, labels = fmnist_train[0][:256], fmnist_train[1][:256]
-    aux = {"scale": jnp.float32(0.0)}
     result = train.fit(model, optax.sgd(0.1), (images, labels), preprocess=FMNIST, epochs=1,
-                       transform=lambda p, a: jax.tree.map(lambda v: v * a["scale"], p),
-                       aux=aux, progress=False)
-    # Zeroed weights give zero gradients for every kernel: nothing moves.
+                       method=_HalveIp3(), aux={"scale": jnp.float32(0.0)}, progress=False)
+    # ip3 zeroed: its kernel gets no gradient and does not move
     init = train.init_variables(model, FMNIST(images[:1]), 0)["params"]
-    chex.assert_trees_all_equal(result.state.params["ip1"]["kernel"], init["ip1"]["kernel"])
+    chex.assert_trees_all_equal(result.state.params["ip3"]["kernel"], init["ip3"]["kernel"])
+    penalised = train.fit(model, optax.sgd(0.1), (images, labels), preprocess=FMNIST, epochs=1,
+                          method=_HalveIp3(penalty=1e3), aux={"scale": jnp.float32(0.0)},
+                          progress=False)
+    moved = init["ip3"]["kernel"] - penalised.state.params["ip3"]["kernel"]
+    np.testing.assert_allclose(moved, 0.1 * 1e3 * (256 // 128), rtol=1e-4)  # lr x weight x steps
 
 
 def test_killed_run_resumes_bit_identically(fmnist_train, tmp_path):
@@ -336,3 +350,68 @@ def test_the_scene_trunk_classifier_starts_every_trunk_layer_of_deeplab():
     assert {name.split("/")[1] for name in copied} == trunk
     assert sum(n.startswith("params/") for n in copied) == sum(
         1 for layer in trunk for _ in jax.tree.leaves(fresh["params"][layer]))
+
+
+def _layers(x, training: bool):
+    x = nn.Conv(4, (3, 3), name="conv")(x)
+    x = nn.BatchNorm(use_running_average=not training, name="bn")(x)
+    x = nn.Dropout(0.5, deterministic=not training)(x)
+    return nn.Dense(10, name="head")(x.reshape((x.shape[0], -1)))
+
+
+class _Training(nn.Module):
+    @nn.compact
+    def __call__(self, x, training: bool = False):
+        return _layers(x, training)
+
+
+class _IsTraining(nn.Module):
+    @nn.compact
+    def __call__(self, x, is_training: bool = False):
+        return _layers(x, is_training)
+
+
+class _Deterministic(nn.Module):
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        return _layers(x, not deterministic)
+
+
+class _Mode(nn.Module):
+    """A flag no rule knows: the user names it."""
+
+    @nn.compact
+    def __call__(self, x, mode: bool = False):
+        return _layers(x, mode)
+
+
+@pytest.mark.parametrize("model,kwargs", [(_Training(), {"training": True}),
+                                          (_IsTraining(), {"is_training": True}),
+                                          (_Deterministic(), {"deterministic": False})])
+def test_the_training_flag_is_found_by_its_name(model, kwargs, fmnist_train):
+    assert train.mode_kwargs(model, True) == kwargs
+    images, labels = fmnist_train[0][:256], fmnist_train[1][:256]
+    variables = train.init_variables(model, FMNIST(images[:1]), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: training reaches BatchNorm and Dropout
+        result = train.fit(model, optax.adam(1e-3), (images, labels), preprocess=FMNIST,
+                           epochs=1, progress=False)
+    assert not np.array_equal(result.variables["batch_stats"]["bn"]["mean"],
+                              variables["batch_stats"]["bn"]["mean"])
+
+
+def test_an_unrecognised_flag_warns_once_in_one_line_or_is_named(fmnist_train):
+    images, labels = fmnist_train[0][:256], fmnist_train[1][:256]
+    with pytest.warns(UserWarning, match=r"training leaves bn, Dropout_0 in inference mode.*"
+                                         r"train_flag=") as caught:
+        train.fit(_Mode(), optax.adam(1e-3), (images, labels), preprocess=FMNIST, epochs=1,
+                  progress=False)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert train.mode_kwargs(_Mode(), True, "mode") == {"mode": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        named = train.fit(_Mode(), optax.adam(1e-3), (images, labels), preprocess=FMNIST,
+                          epochs=1, progress=False, train_flag="mode")
+    assert float(np.abs(named.variables["batch_stats"]["bn"]["mean"]).sum()) > 0
+    with pytest.raises(ValueError, match="has no argument 'phase'"):
+        train.mode_kwargs(_Mode(), True, "phase")

@@ -2,14 +2,19 @@
 
 The public modules, loaded on first use (``import zylax`` itself stays light):
 
-* ``zylax.transforms``: pure functions over params (pruning, sharing, ternary,
-  binary, pattern, Huffman coding, layer order);
+* ``zylax.methods``: every compression method behind one interface
+  (``Method``: init, apply, tx, store): ``prune``, ``share``, ``ternary``,
+  ``binary``, ``pattern``, ``cast``, and ``combine``;
+* ``zylax.transforms``: the mathematics they use (pruning masks, k-means, TTQ,
+  BNN, patterns), layer order, BatchNorm folding;
 * ``zylax.straight_through``: the quantizers as ``jax.custom_vjp``;
 * ``zylax.archive``: the ``.zyl`` file (``save``, ``load``); ``zylax.codecs``: one
-  module per stored method; ``zylax.modelfile``: a file's metadata checked and
+  module per stored method; ``zylax.containers``: the compressed forms of a leaf;
+  ``zylax.coding``: Huffman coding, sparse positions, bit packing; ``zylax.modelfile``: a file's metadata checked and
   the model that runs it (``load_model_file``: a file never names code to run);
 * ``zylax.train``: the jitted, sharded, checkpointed loop (``fit``, ``evaluate``);
-* ``zylax.compress``: Deep Compression of any Flax model (``run``);
+* ``zylax.compress``: one pipeline for any chain of methods on any Flax model
+  (``run``);
 * ``zylax.tasks``: classification, detection and segmentation (loss + metric);
   ``zylax.detection``: SSD anchors, box coding, matching, loss and NMS;
   ``zylax.metrics``: COCO mAP (pycocotools) and mIoU;
@@ -23,9 +28,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["archive", "codecs", "compress", "data", "detection", "export", "metrics",
-           "modelfile", "nets", "registry", "report", "resizing", "scenes", "straight_through",
-           "tasks", "train", "transforms"]
+__all__ = ["archive", "codecs", "coding", "compress", "containers", "data", "detection",
+           "export", "methods", "metrics", "modelfile", "nets", "registry", "report", "resizing",
+           "scenes", "straight_through", "tasks", "train", "transforms"]
 
 
 def __getattr__(name: str):

@@ -34,13 +34,14 @@ Loader contract (``load``, ``read_header``):
   values), then checked against a schema before any array is allocated:
   at least one leaf and at most ``MAX_LEAVES``, known
   methods, float dtypes for values, non-negative integer shapes, section
-  indices in range and owned by one leaf each, names of at most
+  indices in range and owned by one leaf each, printable names of at most
   ``MAX_NAME_PARTS`` parts and ``MAX_NAME_BYTES`` bytes
   (``MAX_TOTAL_NAME_BYTES`` in all), unique leaf paths
   with no leaf inside another (checked in one pass over the parts), bounded
   JSON depth and integers;
-* the decoded size is computed from the header and refused above
-  ``max_decoded_bytes`` (default ``min(DECODED_CAP, DECODED_MULTIPLE x file
+* the memory decoding takes is computed from the header (``decoding_bytes``:
+  the decoded arrays and the largest decoder working set) and refused above
+  ``max_decoded_bytes`` (default ``min(DECODED_CAP, max(DECODED_FLOOR, DECODED_MULTIPLE x file
   size)``);
 * reading a path reads a regular file of at most ``DECODED_CAP`` bytes;
 * decoded float values are finite, as ``save`` requires them to be;
@@ -88,6 +89,8 @@ MAX_TOTAL_NAME_BYTES = 512 << 10
 """Most bytes in all leaf names together."""
 DECODED_MULTIPLE = 1024
 """Default bound on decoded bytes per file byte."""
+DECODED_FLOOR = 64 << 20
+"""Decoded bytes every file may declare, however small (a tiny, very sparse layer)."""
 DECODED_CAP = 8 << 30
 """Default absolute bound on the decoded bytes of one file (raise with ``max_decoded_bytes``)."""
 _MAX_JSON_DEPTH = 64
@@ -136,8 +139,8 @@ def _candidates(path: str, leaf) -> dict:
         variants = {key: (codec.METHOD, fields, sections)
                     for key, (fields, sections) in codec.encode(leaf).items()}
         if codec.METHOD != "raw":
-            (fields, sections), = codecs.by_method("raw").encode(values).values()
-            variants["raw"] = ("raw", fields, sections)
+            variants.update({key: ("raw", fields, sections) for key, (fields, sections)
+                             in codecs.by_method("raw").encode(values).items()})
     except ValueError as err:
         if str(err).startswith(path):
             raise
@@ -263,8 +266,12 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     (``.zylax-<pid>-*.tmp`` whose process is gone) are removed by the next
     write to the folder. The temp file is created as ``open`` would create it
     (mode 0666, less the umask, applied by the kernel), not with ``mkstemp``'s
-    owner-only 0600.
+    owner-only 0600. An existing ``path`` that is not a regular file (a device,
+    a FIFO) is refused, never replaced.
     """
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError(f"{os.fspath(path)} exists and is not a regular file; refusing to "
+                         "replace it")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     _remove_stale_temps(folder)
@@ -381,6 +388,9 @@ def _check_entry(i: int, entry, section_count: int, owners: dict) -> tuple[str, 
     collection, name = entry.get("collection"), entry.get("name")
     if not (isinstance(collection, str) and isinstance(name, str)):
         raise CorruptFileError(f"leaf {i}: collection and name must be strings")
+    if not (collection + name).isprintable():  # no terminal escapes, no lone surrogates
+        raise CorruptFileError(f"leaf {i}: name {f'{collection}/{name}'[:80]!r} holds "
+                               "characters that are not printable")
     if len(collection.encode()) + len(name.encode()) > MAX_NAME_BYTES or \
             name.count("/") >= MAX_NAME_PARTS:
         raise CorruptFileError(f"leaf {i}: name {f'{collection}/{name}'[:80]!r}... is longer "
@@ -433,10 +443,17 @@ def _check_paths(paths: list[tuple[str, str]]) -> None:
         node[last] = _LEAF
 
 
-def _decoded_bytes(entry: dict) -> int:
+def decoding_bytes(leaves: list[dict]) -> int:
+    """The peak bytes decoding ``leaves`` takes: every decoded array, and the largest
+    working set one leaf's decoder needs on top of it (each codec's ``working_bytes``,
+    an upper bound measured per form: int64 indices, gaps and positions)."""
     table = {**_common.FLOAT_DTYPES, **_common.INT_DTYPES}
-    itemsize = table[entry["dtype"]].itemsize if entry["dtype"] in table else 8
-    return _common.size_of(entry["shape"]) * max(itemsize, 8)  # decoders work in int64
+    outputs, working = 0, 0
+    for entry in leaves:
+        itemsize = table[entry["dtype"]].itemsize if entry["dtype"] in table else 8
+        outputs += _common.size_of(entry["shape"]) * itemsize
+        working = max(working, codecs.by_method(entry["method"]).working_bytes(entry))
+    return outputs + working
 
 
 def read_header_bytes(blob: bytes, *, max_decoded_bytes: int | None = None) -> tuple[dict, list]:
@@ -454,7 +471,7 @@ def read_header_bytes(blob: bytes, *, max_decoded_bytes: int | None = None) -> t
                                    f"{entry['method']} fields ({type(err).__name__}: "
                                    f"{str(err)[:80]})") from None
     limit = decoded_limit(len(blob), max_decoded_bytes)
-    total = sum(_decoded_bytes(e) for e in header["leaves"])
+    total = decoding_bytes(header["leaves"])
     if total > limit:
         raise CorruptFileError(f"header: declares {total:,} decoded bytes, over the limit of "
                                f"{limit:,} (raise it with max_decoded_bytes=, or "
@@ -466,23 +483,29 @@ def decoded_limit(file_bytes: int, max_decoded_bytes: int | None = None) -> int:
     """The decoded-size bound for a file: ``max_decoded_bytes``, else the default formula."""
     if max_decoded_bytes is not None:
         return int(max_decoded_bytes)
-    return min(DECODED_CAP, DECODED_MULTIPLE * file_bytes)
+    return min(DECODED_CAP, max(DECODED_FLOOR, DECODED_MULTIPLE * file_bytes))
 
 
 def _read(path: str | os.PathLike, max_decoded_bytes: int | None) -> bytes:
-    """The bytes of a regular file no larger than the decoded-size cap."""
+    """The bytes of a regular file no larger than the decoded-size cap.
+
+    The path is checked before it is opened (opening a FIFO would wait for a
+    writer), and opened without blocking in case it changed in between.
+    """
     limit = decoded_limit(DECODED_CAP, max_decoded_bytes)
-    if os.path.isdir(path):
-        raise CorruptFileError(f"{path} is not a regular file (a directory)")
-    with open(path, "rb") as f:
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        kind = "a directory" if os.path.isdir(path) else "a device, FIFO or socket"
+        raise CorruptFileError(f"{path} is not a regular file ({kind})")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise CorruptFileError(f"{path} is not a regular file")
         if info.st_size > limit:
             raise CorruptFileError(f"{path}: {info.st_size:,} bytes, over the limit of {limit:,}")
-        blob = f.read(limit + 1)
-    if len(blob) > limit:
-        raise CorruptFileError(f"{path}: grew past the limit of {limit:,} bytes while read")
+        blob = f.read(info.st_size + 1)  # a buffer the file's size, not the cap's
+    if len(blob) > info.st_size:
+        raise CorruptFileError(f"{path}: grew while it was read")
     return blob
 
 
@@ -517,6 +540,8 @@ def decode_bytes(blob: bytes, *, max_decoded_bytes: int | None = None) -> tuple[
             _common.check_finite(value, where)
         except ValueError as err:
             raise CorruptFileError(f"{err}, which save refuses") from None
+        except MemoryError:
+            raise CorruptFileError(f"{where}: out of memory checking its values") from None
         flat.append((entry["collection"], entry["name"], value))
     return _nest(flat), header
 

@@ -25,6 +25,13 @@ class UsageError(Exception):
     """A bad command-line argument (exit code 2)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """``argparse`` whose errors are one line on stderr, as every other failure is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive(name: str, value, *, zero_ok: bool = False, limit: int = 1 << 31) -> None:
     if value is not None and not ((0 if zero_ok else 1) <= value <= limit):
         raise UsageError(f"{name} must be {'>= 0' if zero_ok else '>= 1'} and <= {limit}, "
@@ -32,9 +39,13 @@ def _positive(name: str, value, *, zero_ok: bool = False, limit: int = 1 << 31) 
 
 
 def _check_out_file(path: str, flag: str = "--out") -> None:
-    """The output path must be a writable file location: tried with a temp file."""
-    if os.path.isdir(path):
-        raise UsageError(f"{flag} {path} is a directory; give a file path")
+    """The output path must be a writable file location: tried with a temp file; an
+    existing path must be a regular file (never a device, FIFO or folder)."""
+    if not path or path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise UsageError(f"{flag} {path!r} is a directory or empty; give a file path")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UsageError(f"{flag} {path} exists and is not a regular file (a device, FIFO or "
+                         "socket); give a file path")
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -250,26 +261,27 @@ def cmd_train(args) -> None:
     choice = _check_common(args)
     _positive("--epochs", args.epochs)
     _positive("--max-steps", args.max_steps)
+    _check_learning_rate(args.learning_rate)
     if args.learning_rate is not None:
-        if not 0 < args.learning_rate <= 10:  # NaN fails too
-            raise UsageError(f"--learning-rate must be > 0 and <= 10, got {args.learning_rate}")
         choice.recipe = dataclasses.replace(choice.recipe, learning_rate=args.learning_rate)
     if os.path.isfile(args.out):
         raise UsageError(f"--out {args.out} is a file; give a folder")
     epochs = args.epochs or choice.recipe.epochs
+    checkpoint_dir = os.path.join(os.path.abspath(args.out), "checkpoints")
+    resumed = train.latest_checkpoint_step(checkpoint_dir)
+    donor = None
+    if args.init_from is not None and resumed is None:
+        donor, _ = archive.load(args.init_from)  # a bad file fails before the data loads
     train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
     _check_pad_to(choice.recipe, args, train_data[0])
     preprocess = zdata.preprocessing(args.data, choice.recipe.pad_to)
     print(f"recipe{f' of {args.recipe}' if args.recipe else ''}: "
           f"{dataclasses.replace(choice.recipe, epochs=epochs)}")
-    checkpoint_dir = os.path.join(os.path.abspath(args.out), "checkpoints")
-    resumed = train.latest_checkpoint_step(checkpoint_dir)
     if resumed is not None:
         print(f"resuming from step {resumed} of the checkpoint in {checkpoint_dir} (another "
               "--out starts afresh)")
     before = None
-    if args.init_from is not None and resumed is None:
-        donor, _ = archive.load(args.init_from)
+    if donor is not None:
         before = lambda model, sample: _warm_start(model, sample, donor, args)
     elif args.init_from is not None:
         print(f"--init-from {args.init_from} is not used: the run resumes its checkpoint")
@@ -286,16 +298,14 @@ def cmd_train(args) -> None:
           "take it)")
 
 
-_COMPRESS_OVERRIDES = ("prune_cycles", "retrain_epochs", "gradual_epochs", "finetune_epochs",
-                       "index_bits", "unshared_dtype")
-
-
-def _check_patterns(config, params) -> None:
-    """``--sparsity``/``--bits`` patterns that match no layer: a usage error, before training."""
-    try:
-        config.check_against(params)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+def _check_chain(chain, params) -> None:
+    """Settings that fit no layer (a ``--sparsity``/``--bits`` regex matching none): a usage
+    error, before training."""
+    for method in chain:
+        try:
+            method.check(params)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
 
 
 def _per_layer(flag: str, entries: list[str] | None, convert, check) -> tuple | None:
@@ -345,9 +355,71 @@ def _with_layers(flag: str, given: tuple, preset, catch_all: str):
     return {**patterns, **{k: v for k, v in rest.items() if k not in patterns}}
 
 
+_NOT_PRUNING = ("share", "ternary", "binary", "pattern", "cast")
+
+
+def _compress_preset(args, choice):
+    """The ``compress.Preset`` to run: the net's preset for ``--method`` (or its first one),
+    else the method's defaults, with every flag given applied."""
+    from zylax import compress, methods
+
+    presets = choice.compression
+    spec = args.method or next(iter(presets), "deep")
+    try:
+        names = methods.chain_names(spec)
+    except ValueError as err:
+        raise UsageError(f"--method {spec}: {err}") from None
+    preset = compress.Preset(**presets[spec]) if spec in presets else compress.Preset(
+        methods=spec)
+    settings = {name: dict(preset.settings.get(name, {})) for name in names}
+    prune, share = settings.get("prune"), settings.get("share")
+    flags = {"--sparsity": prune, "--prune-cycles": prune, "--retrain-epochs": prune,
+             "--gradual-epochs": prune, "--bits": share, "--index-bits": share}
+    for flag, target in flags.items():
+        if getattr(args, flag[2:].replace("-", "_")) is not None and target is None:
+            raise UsageError(f"{flag} sets pruning or sharing, which --method {spec} does not run")
+    if prune is not None:
+        if args.sparsity is not None:
+            value = _with_layers("--sparsity", args.sparsity, prune.get("sparsity", 0.5),
+                                 ".*kernel")
+            prune["sparsity"] = value if isinstance(value, dict) else value
+        for flag, key in (("prune_cycles", "cycles"), ("retrain_epochs", "epochs")):
+            if getattr(args, flag) is not None:
+                prune[key] = getattr(args, flag)
+        if args.gradual_epochs:
+            prune.update(schedule="cubic", cycles=1, epochs=args.gradual_epochs)
+    if share is not None:
+        if args.bits is not None:
+            share["bits"] = _with_layers("--bits", args.bits, share.get("bits"), ".*")
+        if args.index_bits is not None:
+            share["index_bits"] = args.index_bits
+    for name in names:
+        if name in _NOT_PRUNING and args.finetune_epochs is not None:
+            settings[name]["epochs"] = args.finetune_epochs
+        if name in ("ternary", "binary") and args.keep_float is not None:
+            settings[name]["keep_float"] = tuple(k for k in args.keep_float if k != "none")
+    if args.threshold is not None and "ternary" in settings:
+        settings["ternary"]["t"] = args.threshold
+    if "binary" in settings:
+        if args.binary_scale is not None:
+            settings["binary"]["scale"] = None if args.binary_scale == "none" else "channel"
+        if args.stochastic:
+            settings["binary"]["stochastic"] = True
+    retrain = {**preset.retrain, **({"learning_rate": args.learning_rate}
+                                    if args.learning_rate is not None else {})}
+    fold = preset.fold_batch_norm if args.fold_batch_norm is None else args.fold_batch_norm
+    unshared = preset.unshared_dtype if args.unshared_dtype is None else (
+        None if args.unshared_dtype == "raw" else args.unshared_dtype)
+    try:
+        return compress.Preset(methods=spec, settings=settings, retrain=retrain,
+                               fold_batch_norm=fold, unshared_dtype=unshared)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"--method {spec}: {err}") from None
+
+
 def cmd_compress(args) -> None:
-    """Trains (or reloads, or takes ``--from``) the baseline, runs Deep Compression, prints
-    the Han-style table."""
+    """Trains (or reloads, or takes ``--from``) the baseline, compresses it with ``--method``
+    (Deep Compression by default), writes and re-scores the file, prints the Han-style table."""
     from zylax import compress, report, train
 
     _positive("--baseline-epochs", args.baseline_epochs)
@@ -360,10 +432,13 @@ def cmd_compress(args) -> None:
                 raise UsageError(f"--gradual-epochs replaces the prune/retrain cycles; drop "
                                  f"--{flag.replace('_', '-')}")
     _positive("--finetune-epochs", args.finetune_epochs, zero_ok=True)
-    bits = _per_layer("--bits", args.bits, int,
-                      lambda b: None if 1 <= b <= 16 else "bits must lie in [1, 16]")
-    sparsity = _per_layer("--sparsity", args.sparsity, float,
-                          lambda s: None if 0 <= s < 1 else "sparsity must lie in [0, 1)")
+    _check_learning_rate(args.learning_rate)
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UsageError(f"--threshold must lie in (0, 1), got {args.threshold}")
+    args.bits = _per_layer("--bits", args.bits, int,
+                           lambda b: None if 1 <= b <= 16 else "bits must lie in [1, 16]")
+    args.sparsity = _per_layer("--sparsity", args.sparsity, float,
+                               lambda s: None if 0 <= s < 1 else "sparsity must lie in [0, 1)")
     if args.index_bits is not None and args.index_bits != "auto":
         try:
             args.index_bits = int(args.index_bits)
@@ -376,27 +451,24 @@ def cmd_compress(args) -> None:
         _check_out_file(args.report, "--report")
     given = _adopt_baseline_file(args)
     choice = _check_common(args)
+    preset = _compress_preset(args, choice)
+    try:
+        chain = preset.chain()
+        retrain = compress.Retrain(**{"batch_size": choice.recipe.batch_size,
+                                      "label_smoothing": choice.recipe.label_smoothing,
+                                      "augment": choice.recipe.augment,
+                                      "train_flag": args.train_flag, **preset.retrain})
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"--method {preset.methods}: {err}") from None
     epochs = args.baseline_epochs or choice.recipe.epochs
-    overrides = {k: getattr(args, k) for k in _COMPRESS_OVERRIDES if getattr(args, k) is not None}
-    if sparsity is not None:
-        value = _with_layers("--sparsity", sparsity, choice.compression.get(
-            "sparsity", compress.Config().sparsity), ".*kernel")
-        overrides["sparsity"] = value if isinstance(value, dict) else {".*kernel": value}
-    if bits is not None:
-        overrides["bits"] = _with_layers("--bits", bits, choice.compression.get("bits"), ".*")
-    if args.unshared_dtype == "raw":
-        overrides["unshared_dtype"] = None
-    if args.fold_batch_norm is not None:
-        overrides["fold_batch_norm"] = args.fold_batch_norm
     preprocess = (given.preprocess if given else
                   zdata.preprocessing(args.data, choice.recipe.pad_to))
-    config = compress.Config(**{**choice.compression, **overrides}, recipe=choice.recipe,
-                             preprocess=preprocess, seed=args.seed)
 
     if given:
-        _check_patterns(config, given.variables["params"])
-        train_data = _prefix(zdata.load(args.data, "train"), args.max_examples)
-        _, test_data = _test_split(given, args.data, args.max_test_examples)
+        _check_chain(chain, given.variables["params"])
+        train_data = _prefix(zdata.load(args.data, "train", download=False),
+                             args.max_examples)  # named by the file: never downloaded
+        _, test_data = _test_split(given, None, args.max_test_examples)
         model, task, variables = given.model, given.task, given.variables
     else:
         train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
@@ -407,26 +479,42 @@ def cmd_compress(args) -> None:
             workdir, f"baseline-{baseline_key(choice, args, epochs)}"))
         model, task, baseline = _baseline(choice, args, train_data, preprocess, epochs,
                                           checkpoint_dir, before=lambda model, sample: (
-                                              _check_patterns(config, train.init_variables(
-                                                  model, sample, 0)["params"])))
+                                              _check_chain(chain, train.init_variables(
+                                                  model, sample, 0, args.train_flag)["params"])))
         variables = baseline.variables
-    result = compress.run(model, variables, train_data, test_data, config, out=args.out,
+    result = compress.run(model, variables, train_data, test_data, chain, out=args.out,
+                          retrain=retrain, preprocess=preprocess, task=task,
+                          fold_batch_norm=preset.fold_batch_norm,
                           metadata={**choice.metadata, "data": args.data},
-                          reference=choice.reference, progress=False if args.quiet else None,
-                          task=task, on_epoch=epoch_logger(args.quiet))
+                          reference=choice.reference, seed=args.seed,
+                          progress=False if args.quiet else None,
+                          on_epoch=epoch_logger(args.quiet))
     rep = result.report
     print(report.format_table(rep))
     written = [args.out]
     if args.report:
         written += report.write(rep, args.report)
         stem = os.path.splitext(args.report)[0]
-        largest = max((r for r in rep["layers"] if r["method"] != "raw"),
+        params = _leaf_names(result.snapshots["dense"])
+        largest = max((r for r in rep["layers"] if r["name"] in params),
                       key=lambda r: r["weights"])["name"]
-        for fig, path in ((report.plot_weights(result.snapshots, result.masks, largest),
-                           f"{stem}_weights.png"), (report.plot_kept(rep), f"{stem}_kept.png")):
+        figures = [(report.plot_weights(result.snapshots, largest), f"{stem}_weights.png"),
+                   (report.plot_kept(rep), f"{stem}_kept.png")]
+        for fig, path in figures:
             fig.savefig(path, dpi=100)
             written.append(path)
     print("wrote " + ", ".join(written))
+
+
+def _leaf_names(tree) -> set[str]:
+    from zylax.transforms import tree as ztree
+
+    return set(ztree.named_leaves(tree))
+
+
+def _check_learning_rate(value) -> None:
+    if value is not None and not 0 < value <= 10:  # NaN fails too
+        raise UsageError(f"--learning-rate must be > 0 and <= 10, got {value}")
 
 
 def _adopt_baseline_file(args):
@@ -555,16 +643,23 @@ def cmd_inspect(args) -> None:
     print(report.format_table(rep))
 
 
+_MAX_EXPORT_INPUT = 1 << 24
+"""Most input values (batch x one example) an exported model takes."""
+
+
 def cmd_export(args) -> None:
     """Writes a LiteRT ``.tflite`` file of a ``.zyl`` file; prints how each kernel is stored."""
     from zylax import archive, export
 
     _check_file_args(args)
-    _positive("--batch", args.batch, limit=1 << 16)
+    _positive("--batch", args.batch, limit=4096)
     _check_out_file(args.out)
     loaded = _model_file(args.file, args.model, "export", args.max_decoded_bytes)
     sample = loaded.preprocess(np.random.default_rng(0).integers(
         0, 256, (1, *loaded.input_shape), np.uint8))
+    if args.batch * sample.size > _MAX_EXPORT_INPUT:
+        raise UsageError(f"--batch {args.batch} of {list(sample.shape[1:])} inputs is more than "
+                         f"{_MAX_EXPORT_INPUT:,} input values; lower --batch")
     result = export.export(loaded.model, loaded.variables, sample, weights=args.weights,
                            batch=args.batch, methods=export.stored_methods(loaded.header))
     archive.write_atomic(args.out, result.tflite)
@@ -633,7 +728,7 @@ def _add_file(parser: argparse.ArgumentParser, *, runs_model: bool = True) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``zylax`` command."""
-    parser = argparse.ArgumentParser(prog="zylax", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="zylax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a baseline net")
@@ -651,40 +746,65 @@ def build_parser() -> argparse.ArgumentParser:
     _add_augment(p, "the training data")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("compress", help="Deep Compression: prune, share, Huffman-code, verify")
+    p = sub.add_parser("compress", help="compress a trained model (Deep Compression, TTQ, BNN, "
+                                        "SEP-Net patterns, or a chain) into a verified file")
     _add_common(p)
+    p.add_argument("--method", default=None, metavar="SPEC",
+                   help="the chain of methods: deep (prune+share, the default), ttq, bnn, "
+                        "pattern, any method (prune, share, ternary, binary, pattern, cast) or "
+                        "a chain of them joined by + (retrained stage after stage: prune+ttq) "
+                        "or & (one stage, disjoint layers: pattern&share); a net's preset for "
+                        "that chain applies when it has one")
     p.add_argument("--out", default="model.zyl",
                    help="compressed model file (default: model.zyl; its folder is created)")
     p.add_argument("--report", default=None, help="report JSON (Markdown and PNGs beside it)")
-    _add_augment(p, "the training data (the baseline's, and the retraining's after pruning "
-                    "and sharing)")
+    _add_augment(p, "the training data (the baseline's, and every stage's retraining)")
     p.add_argument("--from", dest="baseline_file", default=None, metavar="FILE",
                    help="compress this trained .zyl file (zylax train's model.zyl) instead of "
                         "training a baseline; the data and task come from the file, the model "
                         "too when it is a registered net (else name it with --model)")
     p.add_argument("--workdir", default=None, help="keeps the baseline checkpoint for reuse")
     p.add_argument("--baseline-epochs", type=int, default=None)
-    p.add_argument("--prune-cycles", type=int, default=None)
-    p.add_argument("--retrain-epochs", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None, metavar="LR",
+                   help="retraining peak rate (Adam, cosine over each stage; default: the "
+                        "net's preset, else chosen by a short sweep on held-out training data)")
+    p.add_argument("--train-flag", default=None, metavar="NAME",
+                   help="your model's training argument when it is not train, training or "
+                        "deterministic (prefix ! when it is True in inference)")
+    p.add_argument("--prune-cycles", type=int, default=None, help="prune: Han's prune/retrain "
+                   "cycles")
+    p.add_argument("--retrain-epochs", type=int, default=None,
+                   help="prune: epochs of retraining per cycle")
     p.add_argument("--gradual-epochs", type=int, default=None,
                    help="prune gradually in one run of this many epochs (Zhu & Gupta) instead "
                         "of --prune-cycles x --retrain-epochs; 0 keeps the cycles")
-    p.add_argument("--finetune-epochs", type=int, default=None)
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="epochs of retraining of every stage but pruning (share, ternary, "
+                        "binary, pattern)")
     p.add_argument("--sparsity", nargs="+", default=None, metavar="S|REGEX=S",
-                   help="final sparsity of every kernel, and/or of the kernels whose whole "
-                        "leaf path matches REGEX (first match wins), e.g. --sparsity 0.5 "
+                   help="prune: final sparsity of every kernel, and/or of the kernels whose "
+                        "whole leaf path matches REGEX (first match wins), e.g. --sparsity 0.5 "
                         "'.*depthwise/kernel=0'; patterns alone go before the net's preset "
-                        "(default: the preset; for --model, 0.75)")
+                        "(default: the preset, else 0.5)")
     p.add_argument("--bits", nargs="+", default=None, metavar="B|REGEX=B",
-                   help="weight bits of every layer, and/or of the layers matching REGEX, "
-                        "e.g. --bits 3 '.*depthwise/kernel=5' (default: the net's preset; "
-                        "patterns alone need a preset, so with --model give a bare number too)")
+                   help="share: weight bits of every layer, and/or of the layers matching "
+                        "REGEX, e.g. --bits 3 '.*depthwise/kernel=5' (default: the net's "
+                        "preset, else Han's 8 conv / 5 dense)")
     p.add_argument("--index-bits", default=None,
-                   help="gap bits for every layer, or 'auto' (the smallest file)")
+                   help="share: gap bits for every layer, or 'auto' (the smallest file, default)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="ternary: TTQ's threshold factor t (default 0.05)")
+    p.add_argument("--binary-scale", default=None, choices=("channel", "none"),
+                   help="binary: a learned scale per output channel (default) or plain +-1")
+    p.add_argument("--stochastic", action="store_true",
+                   help="binary: stochastic signs while training (BNN eq. 2)")
+    p.add_argument("--keep-float", nargs="+", default=None, choices=("first", "last", "none"),
+                   help="ternary, binary: the layers (in execution order) left float "
+                        "(default: first last)")
     p.add_argument("--unshared-dtype", default=None, choices=("raw", "float16", "bfloat16"),
-                   help="how to store what is not shared (BatchNorm vectors and statistics, "
-                        "biases): as they are, or at 2 bytes a value (default: the net's "
-                        "preset, raw for most nets)")
+                   help="how to store what the methods leave float (biases, BatchNorm vectors "
+                        "and statistics, float layers): as they are, or at 2 bytes a value "
+                        "(default: the net's preset, raw for most nets)")
     p.add_argument("--fold-batch-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="fold BatchNorm statistics into scale and bias before storing (half "
                         "the BatchNorm bytes; the file is then for inference only; default: "
@@ -709,8 +829,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_file(p)
     p.add_argument("--out", required=True, help="the .tflite file to write")
     p.add_argument("--weights", default="auto", choices=export.WEIGHTS,
-                   help="how kernels are stored (default auto: exact for binary, pattern, "
-                        "ternary and raw; int8 for shared)")
+                   help="how kernels are stored (default auto: as each codec declares: exact "
+                        "2-bit for binary, pattern and ternary, int8 for shared, float32 for "
+                        "raw)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the model input")
     p.set_defaults(func=cmd_export)
     return parser

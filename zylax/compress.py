@@ -1,290 +1,280 @@
-"""The Deep Compression recipe end to end (Han et al. 2015, Figure 1), on any Flax model.
+"""One pipeline for every chain of methods, on any Flax model: retrain each stage, write the
+file, score what was read back.
 
-    trained variables -> iterative prune / retrain -> k-means sharing + centroid
-    fine-tuning -> Huffman-coded file -> load the file back and evaluate it
+    trained variables -> stage 1 (init, retrain with its tx) -> stage 2 -> ...
+    -> store (codec containers) -> .zyl file -> load it back -> evaluate
 
-Every stage takes and returns the model's full variables
-(``{"params": ..., "batch_stats": ..., ...}``): BatchNorm statistics are
-retrained with the weights and written to the file. ``run`` chains the
-stages; notebooks can call them one by one through a ``Context``.
+``run(model, variables, train_data, test_data, methods=[...], out=...)`` takes
+any chain of ``zylax.methods`` (Deep Compression is ``[prune(...),
+share(...)]``, pruned TTQ ``[prune(...), ternary()]``, ...). Each stage
+starts from what the stages before it left: its method takes its leaves,
+the quantized leaves of earlier stages keep their form (and go on training),
+every other leaf trains as float with its pruned zeros kept. Every stage
+takes and returns the model's full variables: BatchNorm statistics are
+retrained with the weights and written to the file.
+
+Retraining (``Retrain``) uses Adam with cosine decay over each stage, at the
+user's learning rate or, by default, at one chosen by a short measured sweep
+on a held-out slice of the training data (``choose_learning_rate``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+import math
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zylax import archive, codecs, train
+from zylax import archive, codecs, methods, report, tasks, train
 from zylax import data as zdata
-from zylax.codecs import cast, constant
-from zylax.transforms import batchnorm, pruning, sharing
+from zylax.codecs import constant
+from zylax.methods import Combined, Method, combine
+from zylax.nets.layers import mode_kwargs
+from zylax.transforms import batchnorm
 from zylax.transforms import tree as ztree
+
+LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
+"""The candidates of ``choose_learning_rate``."""
+SWEEP_STEPS = 100
+"""Steps each candidate learning rate trains for in ``choose_learning_rate``."""
+HELD_OUT = 0.1
+"""The fraction of the training data ``choose_learning_rate`` scores on (at most 2,000)."""
+FALLBACK_LEARNING_RATE = 1e-3
+"""The rate ``choose_learning_rate`` returns when the data is too small for a sweep."""
+
+
+def default_methods() -> list[Method]:
+    """Deep Compression with settings that keep a model's accuracy: half of every kernel
+    pruned in one cycle, 5-bit shared weights, one epoch of retraining each (RESULTS.md,
+    "Defaults on a user's model": 60% lost 2.1 points where 50% lost 0.3)."""
+    return [methods.prune(sparsity=0.5), methods.share(bits=5)]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Config:
-    """Settings of one compression run (defaults in the spirit of Han et al.).
+class Preset:
+    """A compression recipe as data (what ``zylax.registry`` keeps per net).
 
     Attributes:
-      sparsity: final sparsity per layer, ``{regex: s}`` (first match wins;
-        every pattern must match a selected leaf), reached over
-        ``prune_cycles`` prune/retrain cycles on a cubic schedule. Default:
-        75% of every kernel.
-      include: which leaves are pruned and shared (a regex matched against the
-        "/"-joined params path, or a ``(name, leaf) -> bool`` predicate;
-        default: kernels).
-      retrain_epochs: epochs of retraining after each pruning cycle (Adam),
-        at ``retrain_lr`` or, when that is None, ``retrain_lr_scale`` times
-        ``recipe.learning_rate`` (Han: 1/10).
-      retrain_l2: L2 penalty added to the retraining gradient (Han's retraining
-        keeps the baseline's L2 regularisation).
-      gradual_epochs: if > 0, prune gradually instead (Zhu & Gupta): one run of
-        this many epochs in which the ``prune`` wrapper raises the sparsity on
-        the cubic schedule over the first 3/4 of the steps (masks every 50
-        steps, ``gradual_update_every``), then trains the last 1/4 with the
-        final masks. ``prune_cycles`` and ``retrain_epochs`` are then unused.
-      bits: weight bits, int or ``{regex: bits}``; None gives Han's defaults
-        (conv 8, dense 5).
-      index_bits: gap bits, int, ``{regex: bits}``, ``"auto"`` (smallest
-        file) or None (8 conv / 5 dense).
-      finetune_epochs, finetune_lr: centroid fine-tuning (Adam).
-      unshared_dtype: None stores the leaves sharing leaves alone (BatchNorm
-        scales, biases, running statistics; any bias) raw; "float16" or
-        "bfloat16" stores them at 2 bytes a value (``codecs.cast``), decoded
-        to their own dtype. In a MobileNet they are half of a raw-BN file.
-        ``run`` checks the trained variables fit before it starts.
-      fold_batch_norm: fold every BatchNorm's moving statistics into its scale
-        and bias before storing (``transforms.batchnorm.fold``): two vectors a
-        layer instead of four, the other two stored as one value each. The
-        file is then for inference (the folded statistics are not the
-        trained ones); its score is measured on it like any other.
-      recipe: batch size, base learning rate, label smoothing and augmentation
-        of the retraining (``train.Recipe``; its ``epochs`` is not used here:
-        ``retrain_epochs``, ``gradual_epochs`` and ``finetune_epochs`` count them).
-      preprocess: images -> model input, the one the model was trained with
-        (``data.Preprocess``; default ``x / 255``). Stored in the file.
-      seed: data order and k-means seed.
+      methods: a chain spec of ``methods.build`` (``"deep"``, ``"prune+ttq"``,
+        ``"pattern&share"``).
+      settings: ``{method name: {setting: value}}`` for the chain's methods.
+      retrain: ``Retrain`` fields.
+      fold_batch_norm: ``run``'s.
+      unshared_dtype: ``"float16"``/``"bfloat16"``: the last stage is combined
+        with a ``cast`` of every leaf it leaves float, retrained as long (None:
+        stored as they are).
     """
 
-    sparsity: Mapping[str, float] = dataclasses.field(
-        default_factory=lambda: {".*kernel": 0.75})
-    include: Any = ztree.KERNELS
-    prune_cycles: int = 3
-    gradual_epochs: int = 0
-    retrain_epochs: int = 3
-    retrain_lr_scale: float = 0.1
-    retrain_lr: float | None = None
-    retrain_l2: float = 0.0
-    bits: Any = None
-    index_bits: Any = None
-    finetune_epochs: int = 2
-    finetune_lr: float = 1e-4
-    unshared_dtype: str | None = None
+    methods: str = "deep"
+    settings: Mapping[str, Mapping] = dataclasses.field(default_factory=dict)
+    retrain: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     fold_batch_norm: bool = False
-    recipe: train.Recipe = train.Recipe(epochs=10)
-    preprocess: zdata.Preprocess = zdata.Preprocess()
-    seed: int = 0
+    unshared_dtype: str | None = None
+
+    def chain(self) -> list:
+        """The methods, in order (a ``cast`` combined into the last when ``unshared_dtype``)."""
+        chain = methods.build(self.methods, self.settings)
+        if self.unshared_dtype is not None:
+            last = chain[-1].members[-1] if isinstance(chain[-1], Combined) else chain[-1]
+            chain[-1] = combine(chain[-1], methods.cast(dtype=self.unshared_dtype,
+                                                        epochs=last.epochs))
+        return chain
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Retrain:
+    """How every stage retrains.
+
+    Attributes:
+      learning_rate: Adam's peak rate (cosine decay over each stage, times the
+        method's ``lr_scale``); None chooses it by ``choose_learning_rate``.
+      batch_size: examples per step.
+      weight_decay: an L2 term added to the gradients (Han's retraining keeps
+        the baseline's L2).
+      label_smoothing: of classification targets.
+      augment: flips and shifts (scenes: mirrored with boxes and masks).
+      train_flag: the model's training-mode argument when it is not ``train``,
+        ``training`` or ``deterministic`` (``nets.layers.mode_kwargs``).
+    """
+
+    learning_rate: float | None = None
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    augment: bool = False
+    train_flag: str | None = None
 
     def __post_init__(self):
-        if not isinstance(self.sparsity, Mapping) or not all(
-                isinstance(k, str) and 0 <= v < 1 for k, v in self.sparsity.items()):
-            raise ValueError("sparsity must be a dict {leaf-path regex: sparsity in [0, 1)}, "
-                             f"got {self.sparsity!r}")
-        bits = self.bits if isinstance(self.bits, Mapping) else {".*": self.bits}
-        for pattern, value in bits.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or not 1 <= value <= 16):
-                raise ValueError(f"bits for {pattern!r} must be an integer in [1, 16], got "
-                                 f"{value!r}")
-        for pattern in [*self.sparsity, *(self.bits if isinstance(self.bits, Mapping) else ())]:
-            try:
-                re.compile(pattern)
-            except re.error as err:
-                raise ValueError(f"bad leaf-path regex {pattern!r}: {err}") from None
-        for name in ("prune_cycles", "retrain_epochs", "finetune_epochs", "gradual_epochs",
-                     "seed"):
-            value = getattr(self, name)
-            low = 1 if name == "prune_cycles" else 0
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.unshared_dtype not in (None, "float16", "bfloat16"):
-            raise ValueError("unshared_dtype must be None, 'float16' or 'bfloat16', got "
-                             f"{self.unshared_dtype!r}")
-        for name in ("retrain_lr_scale", "finetune_lr", "retrain_l2"):
+        if self.learning_rate is not None and not 0 < self.learning_rate <= 10:
+            raise ValueError(f"learning_rate must be in (0, 10], got {self.learning_rate!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or \
+                self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        for name in ("weight_decay", "label_smoothing"):
             if not 0 <= getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
 
-    def check_against(self, params) -> None:
-        """Raises when a ``sparsity`` or ``bits`` pattern matches none of the leaves
-        ``include`` selects."""
-        names = ztree.selected_names(params, self.include)
-        bits = self.bits if isinstance(self.bits, Mapping) else {}
-        for what, patterns in (("sparsity", self.sparsity), ("bits", bits)):
-            unused = [p for p in patterns if not any(re.fullmatch(p, n) for n in names)]
-            if unused:
-                raise ValueError(f"{what} patterns {unused} match no selected leaf (patterns "
-                                 f"are matched whole against {names[:6]}"
-                                 f"{' ...' if len(names) > 6 else ''})")
+    def optimizer(self, learning_rate: float, steps: int) -> optax.GradientTransformation:
+        """Adam with cosine decay over ``steps``, plus the L2 term."""
+        adam = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1)))
+        return optax.chain(optax.add_decayed_weights(self.weight_decay), adam) \
+            if self.weight_decay else adam
+
+
+@dataclasses.dataclass
+class Stage:
+    """A method being retrained: the combined methods so far and their state."""
+
+    plan: Combined
+    state: dict
+    collections: dict
 
 
 @dataclasses.dataclass
 class Context:
-    """What every stage needs: model, data, config, task and how to report progress.
-
-    ``task`` (a ``zylax.tasks`` object) defaults to ``Classification`` with the
-    recipe's label smoothing; ``on_epoch`` gets each retraining epoch's row,
-    with ``"stage"`` set to the stage's name.
-    """
+    """What every stage needs: model, data, task, preprocessing and retraining settings."""
 
     model: Any
     train_data: tuple
     test_data: tuple
-    config: Config
+    task: Any
+    preprocess: zdata.Preprocess
+    retrain: Retrain
+    seed: int = 0
     progress: bool | None = None
-    task: Any = None
     on_epoch: Callable[[dict], None] | None = None
 
-    def __post_init__(self):
-        if self.task is None:
-            from zylax import tasks
-
-            self.task = tasks.Classification(self.config.recipe.label_smoothing)
-
-    def steps(self, epochs: int) -> int:
+    def steps(self, epochs: int, examples: int | None = None) -> int:
         """Optimizer steps in ``epochs`` epochs of the training data."""
-        return epochs * zdata.num_batches(self.train_data[0].shape[0],
-                                          self.config.recipe.batch_size, "drop")
+        n = self.train_data[0].shape[0] if examples is None else examples
+        return epochs * zdata.num_batches(n, self.retrain.batch_size, "drop")
 
-    def fit(self, tx, epochs: int, desc: str, variables, **kwargs) -> train.FitResult:
-        """``train.fit`` with this context's model, data, recipe and preprocessing."""
+    def fit(self, stage: Stage, tx, epochs: int, desc: str, data=None, **kwargs):
+        """``train.fit`` of the stage's latent params with ``tx``."""
         on_epoch = None if self.on_epoch is None else (
             lambda row: self.on_epoch({"stage": desc, **row}))
-        return train.fit(self.model, tx, self.train_data, epochs=epochs, variables=variables,
-                         preprocess=self.config.preprocess, seed=self.config.seed,
-                         progress=self.progress, desc=desc, **self.config.recipe.fit_kwargs(),
-                         loss=self.task.loss(), on_epoch=on_epoch, **kwargs)
+        r = self.retrain
+        return train.fit(self.model, tx, data or self.train_data, epochs=epochs,
+                         variables={**stage.collections, "params": stage.state["latent"]},
+                         method=stage.plan, aux=stage.state["aux"], preprocess=self.preprocess,
+                         seed=self.seed, progress=self.progress, desc=desc,
+                         batch_size=r.batch_size, label_smoothing=r.label_smoothing,
+                         augment=r.augment, loss=self.task.loss(), on_epoch=on_epoch,
+                         train_flag=r.train_flag, **kwargs)
 
-    def accuracy(self, variables, **kwargs) -> float:
-        """The task's metric (test accuracy, AP50, mIoU) of ``variables``."""
-        return self.task.evaluate(self.model, variables, *self.test_data,
-                                  preprocess=self.config.preprocess, **kwargs)[self.task.metric]
+    def loss(self, stage: Stage, data) -> float:
+        """The task's mean loss of the stage's model on ``data`` ``(images, labels)``, in
+        inference mode."""
+        loss_of = self.task.loss()
+        flag = self.retrain.train_flag
 
+        @jax.jit
+        def batch_loss(latent, collections, aux, batch):
+            params = stage.plan.apply({"latent": latent, "aux": aux})
+            outputs, _ = train.forward(self.model, params, collections, batch["image"],
+                                       train=False, train_flag=flag)
+            value, _ = loss_of(outputs, batch["label"], batch["mask"])
+            return value * jnp.sum(batch["mask"]), jnp.sum(batch["mask"])
 
-def retrain_optimizer(cfg: Config, lr: float, steps: int) -> optax.GradientTransformation:
-    """Adam with cosine decay over ``steps``, plus ``cfg.retrain_l2`` weight penalty."""
-    adam = optax.adam(optax.cosine_decay_schedule(lr, steps))
-    return optax.chain(optax.add_decayed_weights(cfg.retrain_l2), adam) if cfg.retrain_l2 else adam
+        total, count = 0.0, 0.0
+        for batch in zdata.batches(*data, 250, preprocess=self.preprocess, shuffle=False,
+                                   remainder="pad"):
+            value, n = batch_loss(stage.state["latent"], stage.collections, stage.state["aux"],
+                                  batch)
+            total, count = total + float(value), count + float(n)
+        return total / max(count, 1.0)
 
-
-def _retrain_lr(cfg: Config) -> float:
-    return cfg.retrain_lr if cfg.retrain_lr is not None else \
-        cfg.recipe.learning_rate * cfg.retrain_lr_scale
-
-
-def _with_params(variables, params) -> dict:
-    return {**variables, "params": params}
-
-
-def iterative_prune(ctx: Context, variables):
-    """Han's prune -> retrain cycles; surviving weights keep their values.
-
-    Cycle ``c`` of ``C`` prunes each layer to ``s * (1 - (1 - c/C)^3)`` of its
-    final sparsity ``s`` (never un-pruning), then retrains with the masks fixed
-    by the ``prune`` optax wrapper at a lower learning rate.
-    Returns ``(variables, masks)``; masks are shaped like ``variables["params"]``.
-    """
-    cfg = ctx.config
-    masks = None
-    lr = _retrain_lr(cfg)
-    for cycle in range(1, cfg.prune_cycles + 1):
-        fraction = 1.0 - (1.0 - cycle / cfg.prune_cycles) ** 3
-        scaled = {pattern: s * fraction for pattern, s in cfg.sparsity.items()}
-        new = pruning.sparsity_masks(variables["params"], 0.0, include=cfg.include,
-                                     overrides=scaled)
-        masks = new if masks is None else jax.tree.map(np.logical_and, masks, new)
-        variables = _with_params(variables, pruning.apply_masks(variables["params"], masks))
-        if cfg.retrain_epochs:
-            tx = pruning.prune(retrain_optimizer(cfg, lr, ctx.steps(cfg.retrain_epochs)), masks)
-            variables = ctx.fit(tx, cfg.retrain_epochs, f"prune {cycle}/{cfg.prune_cycles}",
-                                variables).variables
-    return jax.device_get(variables), jax.device_get(masks)
+    def score(self, stage: Stage, data=None) -> float:
+        """The task's metric (accuracy, AP50, mIoU) of the stage's model on the test data."""
+        images, labels = data or self.test_data
+        return self.task.evaluate(self.model, {**stage.collections,
+                                               "params": stage.state["latent"]},
+                                  images, labels, preprocess=self.preprocess,
+                                  method=stage.plan, aux=stage.state["aux"])[self.task.metric]
 
 
-def gradual_update_every(steps: int) -> int:
-    """Steps between mask updates of gradual pruning: 50, or ``steps // 20`` on short runs.
-
-    At most a twentieth of the run, so masks are recomputed after the
-    schedule reaches its final sparsity at 3/4 of the ``steps``.
-    """
-    return max(1, min(50, steps // 20))
+def begin(method: Method | Combined, variables: dict, key) -> Stage:
+    """The first stage: ``method`` initialised on the trained variables."""
+    params, collections = train.split_variables(variables)
+    plan = combine(method)
+    return Stage(plan, plan.init(params, key), dict(collections))
 
 
-def gradual_prune(ctx: Context, variables):
-    """Zhu & Gupta gradual pruning in one run with the ``prune`` wrapper. Returns ``(variables, masks)``."""
-    cfg = ctx.config
-    steps = ctx.steps(cfg.gradual_epochs)
-    if steps < 2:
-        raise ValueError(f"gradual pruning needs at least 2 steps, {cfg.gradual_epochs} "
-                         f"epoch(s) of this data make {steps}")
-    lr = _retrain_lr(cfg)
-    schedule = lambda count: pruning.cubic_progress(count, end_step=int(0.75 * steps))  # noqa: E731
-    tx = pruning.prune(retrain_optimizer(cfg, lr, steps), sparsity=0.0, include=cfg.include,
-                       overrides=cfg.sparsity, schedule=schedule,
-                       update_every=gradual_update_every(steps))
-    result = ctx.fit(tx, cfg.gradual_epochs, "gradual pruning", variables)
-    masks = jax.device_get(pruning.prune_state_masks(result.state.opt_state))
+def follow(previous: Stage, method: Method | Combined, key) -> Stage:
+    """The stage after ``previous``: the quantized leaves of its methods keep their form and
+    state (methods that ``carry``), ``method`` takes its leaves among the rest, every other
+    leaf is float with the values ``previous`` gives it (pruned zeros included)."""
+    dense = previous.plan.apply(previous.state)
+    carried = [i for i, m in enumerate(previous.plan.members) if m.carries]
+    owns = previous.state["latent"]["own"]
+    taken = frozenset(n for i in carried for n in owns[i])
+    new = combine(method)
+    state = new.init(dense, key, taken=taken)
+    old = ztree.named_leaves(previous.state["latent"]["params"])
+    tree = ztree.map_named(lambda n, leaf: old[n] if n in taken else leaf,
+                           state["latent"]["params"])
+    plan = Combined(tuple(previous.plan.members[i] for i in carried) + new.members)
+    state = {"latent": {"params": tree,
+                        "own": tuple(owns[i] for i in carried) + state["latent"]["own"]},
+             "aux": tuple(previous.state["aux"][i] for i in carried) + state["aux"]}
+    return Stage(plan, state, previous.collections)
+
+
+def retrain_stage(ctx: Context, stage: Stage, method: Method | Combined, learning_rate: float,
+                  desc: str) -> Stage:
+    """``stage`` retrained for ``method``'s epochs at ``learning_rate`` times its scale."""
+    members = method.members if isinstance(method, Combined) else (method,)
+    epochs, scale = max(m.epochs for m in members), members[0].lr_scale
+    if not epochs:
+        return stage
+    steps = ctx.steps(epochs)
+    tx = stage.plan.tx(ctx.retrain.optimizer(learning_rate * scale, steps), steps)
+    result = ctx.fit(stage, tx, epochs, desc)
     variables = result.variables
-    return _with_params(variables, jax.device_get(pruning.apply_masks(variables["params"], masks))
-                        ), masks
+    params, collections = train.split_variables(variables)
+    return Stage(stage.plan, {"latent": params, "aux": stage.state["aux"]}, dict(collections))
 
 
-def share_and_finetune(ctx: Context, variables, masks):
-    """k-means sharing per layer, then centroid-only fine-tuning.
+def choose_learning_rate(ctx: Context, stage: Stage, method: Method | Combined,
+                         candidates: Sequence[float] = LEARNING_RATES,
+                         steps: int = SWEEP_STEPS) -> tuple[float, dict]:
+    """The retraining rate with the lowest held-out loss after ``steps`` steps of ``stage``.
 
-    Returns ``(latent_variables, aux)``: the params of ``latent_variables``
-    hold a codebook per shared leaf (``sharing.share``); the other
-    collections are the ones fine-tuning left (BatchNorm statistics follow
-    the shared weights).
+    Each candidate retrains the first stage for ``steps`` steps (at most one
+    epoch) on the training data less a held-out slice (``HELD_OUT``, at most
+    2,000 examples, never the test data), and is scored there by the task's
+    loss in inference mode. The loss, not the metric: the baseline was trained
+    on that slice too, and a rate that barely moves the pruned model keeps its
+    accuracy there while it recovers less on new data (measured in RESULTS.md,
+    "Retraining learning rate"); the loss tracks the recovery. Returns
+    ``(rate, {rate: held-out loss})``; ties go to the lower rate.
     """
-    cfg = ctx.config
-    latent, aux = sharing.share(variables["params"], cfg.bits, masks, include=cfg.include,
-                                seed=cfg.seed)
-    latent_variables = _with_params(variables, latent)
-    if cfg.finetune_epochs:
-        tx = sharing.centroid_only(optax.adam(cfg.finetune_lr), latent, aux)
-        latent_variables = ctx.fit(tx, cfg.finetune_epochs, "fine-tune centroids",
-                                   latent_variables, transform=sharing.decode, aux=aux).variables
-    return jax.device_get(latent_variables), jax.device_get(aux)
-
-
-def fold_batch_norm(model, latent_variables, aux, sample) -> dict:
-    """``latent_variables`` (``share_and_finetune``'s) with every BatchNorm folded
-    (``transforms.batchnorm.fold``); the layers and their epsilons are found by
-    running the decoded model in inference mode on ``sample`` (one preprocessed
-    example), whatever its ``train`` argument."""
-    decoded = _with_params(latent_variables, sharing.decode(latent_variables["params"], aux))
-    layers = batchnorm.batch_norm_layers(model, decoded, sample,
-                                         **train.mode_kwargs(model, False))
-    return batchnorm.fold(latent_variables, layers)
-
-
-def storable(latent_variables, aux, index_bits=None, unshared_dtype: str | None = None) -> dict:
-    """The variables as ``archive.save`` stores them: shared leaves as codec containers.
-
-    ``latent_variables`` and ``aux`` come from ``share_and_finetune`` (or
-    ``sharing.share``); ``index_bits`` and ``unshared_dtype`` are ``Config``'s.
-    Float arrays whose elements are all equal (a folded BatchNorm's statistics)
-    are stored as one value (``codecs.constant``).
-    """
-    stored = constant.uniform_floats(_with_params(
-        latent_variables, sharing.compressed(latent_variables["params"], aux, index_bits)))
-    return cast.narrow_floats(stored, unshared_dtype) if unshared_dtype else stored
+    images, labels = ctx.train_data
+    n = images.shape[0]
+    held = max(1, min(2000, int(n * HELD_OUT)))
+    if n - held < ctx.retrain.batch_size:
+        return FALLBACK_LEARNING_RATE, {}
+    fitted = (images[:n - held], zdata.take(labels, np.arange(n - held)))
+    held_out = (images[n - held:], zdata.take(labels, np.arange(n - held, n)))
+    per_epoch = zdata.num_batches(n - held, ctx.retrain.batch_size, "drop")
+    steps = min(steps, per_epoch)
+    scores = {}
+    quiet = dataclasses.replace(ctx, on_epoch=None, progress=False)
+    for rate in candidates:
+        tx = stage.plan.tx(ctx.retrain.optimizer(rate, steps), steps)
+        result = quiet.fit(stage, tx, 1, f"learning rate {rate:g}", data=fitted, max_steps=steps)
+        params, collections = train.split_variables(result.variables)
+        tried = Stage(stage.plan, {"latent": params, "aux": stage.state["aux"]},
+                      dict(collections))
+        loss = quiet.loss(tried, held_out)
+        scores[rate] = loss if math.isfinite(loss) else math.inf
+    best = min(candidates, key=lambda rate: (scores[rate], rate))
+    return best, scores
 
 
 @dataclasses.dataclass
@@ -294,96 +284,126 @@ class Result:
     Attributes:
       variables: the model's variables decoded from the written file.
       report: the dict written as the JSON report (``zylax.report.build``):
-        dense_bytes, file_bytes, ratio, dense/pruned/compressed_accuracy, layers, ...
+        dense_bytes, file_bytes, ratio, dense/compressed_accuracy, stages,
+        layers, learning_rate, ...
       stored: the compressed tree that was saved (codec containers).
-      snapshots: params after each stage ("dense", "pruned", "quantized"), for plots.
-      masks: the pruning masks.
+      snapshots: params after each stage (``"dense"``, then each stage's name),
+        for plots.
     """
 
     variables: dict
     report: dict
     stored: dict
     snapshots: dict
-    masks: Any
 
 
-def run(model, variables, train_data, test_data, config: Config = Config(), *, out: str,
-        metadata: Mapping | None = None, reference: Mapping | None = None,
-        progress: bool | None = None, task=None,
+def run(model, variables, train_data, test_data, methods: Sequence | None = None, *,
+        out: str, retrain: Retrain = Retrain(), preprocess: zdata.Preprocess | None = None,
+        task=None, fold_batch_norm: bool = False, metadata: Mapping | None = None,
+        reference: Mapping | None = None, seed: int = 0, progress: bool | None = None,
         on_epoch: Callable[[dict], None] | None = None) -> Result:
-    """Deep-compresses a trained model and writes it to ``out`` (a ``.zyl`` file).
+    """Compresses a trained model with a chain of methods and writes it to ``out``.
 
     Args:
-      model: any ``flax.linen`` module (``train`` argument optional).
+      model: any ``flax.linen`` module (its training flag detected, or named
+        with ``retrain.train_flag``).
       variables: its trained variables (``{"params": ..., "batch_stats": ...}``).
       train_data, test_data: ``(images (N, H, W, C), labels)``: labels ``(N,)``
         for classification, the dict of arrays of ``task`` for detection and
-        segmentation (``data.load("fashion_mnist_scenes", split)``'s targets).
-      config: the recipe (``Config``).
-      out: path of the file to write.
-      metadata: extra JSON-serialisable entries for the file; the
-        preprocessing, class count and input shape are always recorded. For
-        ``zylax evaluate FILE`` to rebuild the model, give
-        ``{"model": "package.module:factory", "data": "fashion_mnist"}`` (or
-        ``"net"``, a registered name).
-      reference: published figures per stage for the report.
-      task: a ``zylax.tasks`` object (default ``Classification()``): its loss
-        retrains, its metric (accuracy, AP50, mIoU) is the "accuracy" of
-        every stage in the report (``report["metric"]`` names it).
-      on_epoch: called with each retraining epoch's history row (``train.fit``),
-        with ``"stage"`` naming the stage (e.g. ``"prune 1/3"``).
+        segmentation.
+      methods: the chain (``zylax.methods``; a ``combine`` is one stage);
+        default ``default_methods()``.
+      out: the ``.zyl`` file to write.
+      retrain: how each stage retrains (``Retrain``).
+      preprocess: images -> model input, as the model was trained (default
+        ``x / 255``); stored in the file.
+      task: a ``zylax.tasks`` object (default classification with the
+        retraining's label smoothing); its metric is every stage's score.
+      fold_batch_norm: fold every BatchNorm's statistics into its scale and
+        bias before storing (an inference-only file, ``transforms.batchnorm``).
+      metadata: extra JSON entries for the file (``{"data": "fashion_mnist"}``
+        lets ``zylax evaluate`` find the test split); the preprocessing, task,
+        class count and input shape are always recorded.
+      reference: published figures per size stage for the report.
+      seed: data order, k-means and the learning-rate sweep.
+      on_epoch: called with each retraining epoch's history row, ``"stage"``
+        naming the stage (e.g. ``"prune 1/3"``).
 
     Returns:
       ``Result``; ``result.variables`` and ``report["compressed_accuracy"]``
       come from the file read back.
     """
-    train.split_variables(variables)
+    params, collections = train.split_variables(variables)
     variables = jax.device_get(dict(variables))
-    config.check_against(variables["params"])
-    if config.unshared_dtype:  # a value float16 cannot hold fails now, not after retraining
-        cast.narrow_floats(variables, config.unshared_dtype)
-    from zylax import tasks
-
-    ctx = Context(model, train_data, test_data, config, progress, task, on_epoch)
-    task = ctx.task
-    times, snapshots = {}, {"dense": variables["params"]}
-    dense_accuracy = ctx.accuracy(variables)
-
-    t0 = time.perf_counter()
-    prune_stage = gradual_prune if config.gradual_epochs else iterative_prune
-    pruned, masks = prune_stage(ctx, variables)
-    times["prune_retrain"] = time.perf_counter() - t0
-    pruned_accuracy = ctx.accuracy(pruned)
-    snapshots["pruned"] = pruned["params"]
+    preprocess = zdata.Preprocess() if preprocess is None else preprocess
+    task = tasks.Classification(retrain.label_smoothing) if task is None else task
+    ctx = Context(model, train_data, test_data, task, preprocess, retrain, seed, progress,
+                  on_epoch)
+    sample = preprocess(train_data[0][:1])
+    inference = mode_kwargs(model, False, retrain.train_flag)
+    chain = list(default_methods() if methods is None else methods)
+    if not chain:
+        raise ValueError("methods is empty; give at least one method")
+    stages = [s.bind(model, variables, sample, **inference) for m in chain for s in m.stages()]
+    names = _stage_names(stages)
+    combine(*stages).store_collections(dict(collections))  # a value no type holds fails now
 
     t0 = time.perf_counter()
-    latent, aux = share_and_finetune(ctx, pruned, masks)
-    if config.fold_batch_norm:
-        latent = fold_batch_norm(model, latent, aux, config.preprocess(train_data[0][:1]))
-    times["quantize_finetune"] = time.perf_counter() - t0
-    stored = storable(latent, aux, config.index_bits, config.unshared_dtype)
-    snapshots["quantized"] = jax.tree.map(codecs.dense, stored["params"])
-
-    t0 = time.perf_counter()
-    info = tasks.file_metadata(task, config.preprocess, *train_data, metadata)
+    dense_accuracy = ctx.task.evaluate(model, variables, *test_data,
+                                       preprocess=preprocess)[task.metric]
+    key = jax.random.key(seed)
+    stage = begin(stages[0], variables, jax.random.fold_in(key, 0))
+    learning_rate, sweep = retrain.learning_rate, {}
+    if learning_rate is None:
+        learning_rate, sweep = choose_learning_rate(ctx, stage, stages[0])
+    rows, snapshots = [], {"dense": variables["params"]}
+    for i, (method, name) in enumerate(zip(stages, names)):
+        if i:
+            stage = follow(stage, method, jax.random.fold_in(key, i))
+        stage = retrain_stage(ctx, stage, method, learning_rate, name)
+        rows.append({"stage": name, "accuracy": ctx.score(stage),
+                     "seconds": time.perf_counter() - t0})
+        snapshots[name] = jax.device_get(stage.plan.apply(stage.state))
+    stored = storable(stage, model, sample, fold_batch_norm, inference)
+    info = tasks.file_metadata(task, preprocess, *train_data, metadata)
+    t1 = time.perf_counter()
     file_bytes = archive.save(out, stored, metadata=info)
-    times["encode"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    loaded, _ = archive.load(out)
-    compressed_accuracy = ctx.accuracy(loaded)
-    times["decode_evaluate"] = time.perf_counter() - t0
-    report = _report(out, file_bytes, stored, loaded, reference, times,
-                     {"dense": dense_accuracy, "pruned": pruned_accuracy,
-                      "compressed": compressed_accuracy})
-    report["metric"] = task.metric
-    return Result(variables=loaded, report=report, stored=stored, snapshots=snapshots,
-                  masks=masks)
-
-
-def _report(out, file_bytes, stored, loaded, reference, times, accuracies) -> dict:
-    from zylax import report as zreport
-
+    loaded, header = archive.load_with_header(out)
+    compressed_accuracy = task.evaluate(model, loaded, *test_data,
+                                        preprocess=preprocess)[task.metric]
     exact = ztree.bit_identical(loaded, jax.tree.map(codecs.dense, stored))
-    return zreport.build(archive.read_header(out), file_bytes=file_bytes, accuracies=accuracies,
-                         seconds=times, decoded_exactly=exact, reference=reference)
+    rep = report.build(header, file_bytes=file_bytes,
+                       accuracies={"dense": dense_accuracy, "compressed": compressed_accuracy},
+                       seconds={"stages": t1 - t0, "save_load_evaluate": time.perf_counter() - t1},
+                       decoded_exactly=exact, reference=reference)
+    rep.update(metric=task.metric, stage_scores=rows, learning_rate=learning_rate,
+               learning_rate_sweep={f"{k:g}": v for k, v in sweep.items()},
+               methods=[m.name for m in stages])
+    return Result(variables=loaded, report=rep, stored=stored, snapshots=snapshots)
+
+
+def storable(stage: Stage, model, sample, fold: bool, inference: Mapping) -> dict:
+    """The variables as ``archive.save`` stores them: each method's leaves as its codec
+    containers, the other collections through the methods' ``store_collections``, every
+    all-equal float array as one value (``codecs.constant``); BatchNorm folded first when
+    ``fold``."""
+    stored = {**stage.plan.store_collections(jax.device_get(stage.collections)),
+              "params": stage.plan.store(stage.state)}
+    if fold:
+        dense = {**jax.device_get(stage.collections),
+                 "params": jax.device_get(stage.plan.apply(stage.state))}
+        layers = batchnorm.batch_norm_layers(model, dense, sample, **inference)
+        stored = batchnorm.fold(stored, layers)
+    return constant.uniform_floats(stored)
+
+
+def _stage_names(stages: Sequence) -> list[str]:
+    """``["prune 1/3", "prune 2/3", "prune 3/3", "share"]``: cycles numbered."""
+    names = [m.name for m in stages]
+    counts = {n: names.count(n) for n in names}
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if counts[n] == 1 else f"{n} {seen[n]}/{counts[n]}")
+    return out

@@ -136,10 +136,19 @@ def load_idx_split(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, n
     return images, labels
 
 
-def load_tfds_split(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Loads a split through ``tfds.data_source`` (downloads when online)."""
+def load_tfds_split(name: str, split: str, download: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Loads a split through ``tfds.data_source``: from this machine, or downloaded when
+    ``download`` (and online). Quiet: TFDS's log lines and progress bars are off."""
+    import absl.logging
     import tensorflow_datasets as tfds
 
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tfds.disable_progress_bar()
+    if not download and not tfds.builder(name).is_prepared():
+        raise DatasetNotFoundError(
+            f"'{name}' is not on this machine, and zylax downloads a dataset only when you "
+            f"name it (zylax train/evaluate --data {name}, or data.load({name!r}, split))")
     try:
         source = tfds.data_source(name, split=split)
     except Exception as err:  # TFDS raises many kinds: network, missing builder, ...
@@ -155,8 +164,12 @@ def load_tfds_split(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load(name: str, split: str):
+def load(name: str, split: str, download: bool = True):
     """Loads ``split`` ('train' or 'test') of dataset ``name``.
+
+    ``download=False`` never goes to the network: a dataset that is not on
+    this machine raises ``DatasetNotFoundError`` (what a dataset named by a
+    file's metadata gets: a file never makes zylax download).
 
     Returns:
       images: uint8 ``(N, H, W, C)``; labels: int32 ``(N,)`` in ``[0, num_classes)``,
@@ -174,7 +187,7 @@ def load(name: str, split: str):
         folder = fashion_mnist_dir()
         if folder.is_dir() or FASHION_MNIST_DIR_ENV in os.environ:
             return load_idx_split(folder, split)
-    return load_tfds_split(name, split)
+    return load_tfds_split(name, split, download)
 
 
 def num_classes(labels) -> int:

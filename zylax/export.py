@@ -85,12 +85,13 @@ from typing import Mapping
 
 import numpy as np
 
+from zylax import codecs
+
 WEIGHTS = ("auto", "float32", "float16", "int8", "int4")
 """The ``weights`` settings of ``export``."""
 
 _KERNEL_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
 """Ops whose input 1 is a kernel, with the kernel's output-channel axis."""
-_SIGN_METHODS = ("binary", "pattern", "ternary")
 _BITS = {"int8": 8, "int4": 4, "int2": 2}
 _DEQUANTIZE_VERSION = {"float16": 3, "int8": 5, "int4": 6, "int2": 6}
 """DEQUANTIZE op versions (TFLite's op_version.cc; INT2 has none of its own yet)."""
@@ -192,8 +193,6 @@ def stored_methods(header: Mapping) -> dict[str, str]:
 
 def _checked_methods(methods: Mapping[str, str] | None, leaves: dict[str, str]) -> dict:
     """``methods`` restricted to plain-array leaves; ValueError for an unknown path or method."""
-    from zylax import codecs
-
     for path, method in (methods or {}).items():
         if path not in leaves:
             raise ValueError(f"methods names {path!r}, which is not a params leaf")
@@ -260,8 +259,6 @@ def _decoded(variables) -> tuple[dict, dict[str, str]]:
 
 def _dense_tree(tree: Mapping, methods: dict[str, str], prefix: str) -> dict:
     """``tree`` with every leaf decoded; records each leaf's method under its path."""
-    from zylax import codecs
-
     out = {}
     for key, value in tree.items():
         if isinstance(value, Mapping):
@@ -512,27 +509,25 @@ def _merged(method: str, rows: list[Layer], leaf: np.ndarray) -> Layer:
                  sum(r.bytes for r in rows), tuple(op for r in rows for op in r.ops))
 
 
-def _storage(method: str, weights: str) -> str:
-    """The type a kernel of ``method`` is stored in under ``weights`` (module docstring)."""
-    if weights != "auto":
-        return weights
-    return {"binary": "int2", "pattern": "int2", "ternary": "int2", "shared": "int8"}.get(
-        method, "float32")
-
-
 def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str) -> Layer:
-    """Rewrites one kernel tensor to its storage; the report row."""
-    storage, values = _storage(method, weights), kernel.values
+    """Rewrites one kernel tensor to its storage (``weights``, or with ``"auto"`` the one its
+    codec declares, ``LITERT_STORAGE``); the report row."""
+    codec = codecs.by_method(method)
+    storage, values = codec.LITERT_STORAGE if weights == "auto" else weights, kernel.values
     ops = tuple(kernel.ops)
     if storage == "float32":
         return Layer(method, storage, 0.0, values.size * 4, ops)
     if storage == "float16":
-        half = values.astype(np.float16)
+        with np.errstate(over="ignore"):
+            half = values.astype(np.float16)
+        if not np.isfinite(half).all():
+            raise RuntimeError(f"{path}: a kernel value ({float(np.abs(values).max()):.3g}) "
+                               "overflows float16; export it with --weights float32 or int8")
         _replace(lib, graph, kernel, [(f"zylax/{path}/float16", half, None)], "float16")
         error = float(np.max(np.abs(half.astype(np.float32) - values), initial=0.0))
         return Layer(method, storage, error, half.nbytes, ops)
     bits = _BITS[storage]
-    parts = _exact_parts(path, method, values, kernel.axis) if method in _SIGN_METHODS else \
+    parts = _exact_parts(path, method, values, kernel.axis) if codec.LITERT_EXACT else \
         [("", *_snapped(values, kernel.axis, bits))]
     tensors = [(f"zylax/{path}/{storage}{suffix}", q, scale) for suffix, q, scale in parts]
     _replace(lib, graph, kernel, tensors, storage)
@@ -543,15 +538,16 @@ def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str) ->
 
 
 def _exact_parts(path: str, method: str, values: np.ndarray, axis: int) -> list:
-    """``[(suffix, q, scale)]`` whose dequantized sum equals ``values`` exactly."""
+    """``[(suffix, q, scale)]`` whose dequantized sum equals ``values`` exactly: one sign grid
+    (q in {-1, 0, 1}, one scale per channel), or two when the positive and negative
+    magnitudes differ (TTQ's ``w_pos != w_neg``)."""
     whole = _sign_grid(values, axis)
     if whole is not None:
         return [("", *whole)]
-    if method == "ternary":
-        pos = _sign_grid(np.where(values > 0, values, 0).astype(np.float32), axis)
-        neg = _sign_grid(np.where(values < 0, values, 0).astype(np.float32), axis)
-        if pos is not None and neg is not None:
-            return [("/pos", *pos), ("/neg", *neg)]
+    pos = _sign_grid(np.where(values > 0, values, 0).astype(np.float32), axis)
+    neg = _sign_grid(np.where(values < 0, values, 0).astype(np.float32), axis)
+    if pos is not None and neg is not None:
+        return [("/pos", *pos), ("/neg", *neg)]
     raise RuntimeError(f"{path}: a {method} kernel whose values (after BatchNorm folding) are "
                        "not one magnitude per output channel and sign; cannot store it exactly")
 

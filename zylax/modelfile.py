@@ -15,9 +15,11 @@ in one place, before any model is built or any array allocated:
   ``MAX_CHANNELS``, at most ``MAX_INPUT_ELEMENTS`` values in all (a file that
   records none gets its dataset's image shape, when it names a known one);
 * ``preprocess``: ``mean`` and ``std`` of one value or one per channel
-  (finite, std > 0), ``pad_to`` at least the image side and at most twice it;
+  (finite, std > 0), ``pad_to`` at least the image side and at most twice it,
+  the padded input at most ``MAX_INPUT_ELEMENTS`` values;
 * ``num_classes``: an integer in ``[1, MAX_CLASSES]``;
-* ``task``: a registered task name and that task's own fields;
+* ``task``: a registered task name and that task's own fields; a
+  segmentation output of at most ``MAX_OUTPUT_ELEMENTS`` values;
 * ``net``, ``model``, ``data``: short strings (``MAX_TEXT`` characters).
 
 A file that breaks the schema is refused with ``archive.CorruptFileError``;
@@ -52,7 +54,9 @@ MAX_SIDE = 2048
 MAX_CHANNELS = 64
 """Largest channel count of ``input_shape``."""
 MAX_INPUT_ELEMENTS = 1 << 20
-"""Most values in one input example (``H * W * C``)."""
+"""Most values in one model input example (``H * W * C``, padded to ``pad_to``)."""
+MAX_OUTPUT_ELEMENTS = 1 << 24
+"""Most values in one segmentation output (``H * W * num_classes``)."""
 DEFAULT_CLASSES = 10
 """The class count of a file that records none."""
 
@@ -155,6 +159,10 @@ def _preprocess(value, shape: tuple[int, int, int] | None) -> Preprocess | None:
         side = None if shape is None else max(shape[:2])
         low, high = (1, MAX_SIDE) if side is None else (side, min(2 * side, MAX_SIDE))
         pad_to = _integer(pad_to, "'preprocess' pad_to", low, high)
+        if shape is not None and pad_to * pad_to * shape[2] > MAX_INPUT_ELEMENTS:
+            raise archive.CorruptFileError(f"metadata 'preprocess' pad_to: {pad_to}x{pad_to}x"
+                                           f"{shape[2]} inputs hold more than "
+                                           f"{MAX_INPUT_ELEMENTS:,} values")
     try:
         return Preprocess(tuple(mean), tuple(std), pad_to)
     except ValueError as err:
@@ -192,10 +200,16 @@ def check_metadata(raw: Mapping) -> Metadata:
     shape = recorded or zdata.IMAGE_SHAPES.get(data)  # a named dataset's images otherwise
     classes = raw.get("num_classes")
     classes = None if classes is None else _integer(classes, "'num_classes'", 1, MAX_CLASSES)
+    task = _task(raw.get("task"))
+    if task is not None and task["name"] == "segmentation" and shape is not None:
+        labels = task.get("num_classes", classes or DEFAULT_CLASSES)
+        if shape[0] * shape[1] * labels > MAX_OUTPUT_ELEMENTS:
+            raise archive.CorruptFileError(f"metadata 'task': {labels} labels over "
+                                           f"{shape[0]}x{shape[1]} pixels are more than "
+                                           f"{MAX_OUTPUT_ELEMENTS:,} output values")
     return Metadata(net=_text(raw, "net"), model=_text(raw, "model"), data=data,
-                    preprocess=_preprocess(raw.get("preprocess"), shape),
-                    task=_task(raw.get("task")), num_classes=classes,
-                    input_shape=shape)
+                    preprocess=_preprocess(raw.get("preprocess"), shape), task=task,
+                    num_classes=classes, input_shape=shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,22 +331,36 @@ def load_model_file(path: str | os.PathLike, *, model=None,
     if shape is None:
         raise archive.CorruptFileError(f"{path}: records no input_shape; pass input_shape=(H, "
                                        "W, C)")
-    built = _build(path, metadata, model)
-    sample = metadata.preprocess(np.zeros((1, *shape), np.uint8))
-    check_fit(path, built, variables, sample)
     try:
+        built = _build(path, metadata, model)
+    except (ModelNeededError, TypeError):
+        raise
+    except Exception as err:  # noqa: BLE001 - a factory's error, for settings a file chose
+        raise ModelMismatchError(f"{path}: the model cannot be built for its recorded "
+                                 f"settings: {_one_line(err)}") from None
+    sample = metadata.preprocess(np.zeros((1, *shape), np.uint8))
+    try:
+        check_fit(path, built, variables, sample)
         task = tasks.from_dict(metadata.task, built, shape)
-    except (ValueError, TypeError, AttributeError) as err:
-        raise ModelMismatchError(f"{path}: the model does not fit the recorded task: "
-                                 f"{str(err).splitlines()[0][:160]}") from None
+    except ModelMismatchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the model's error on the recorded shapes
+        raise ModelMismatchError(f"{path}: the model does not run on the recorded input "
+                                 f"{list(shape)} and task: {_one_line(err)}") from None
     return ModelFile(path, variables, header, metadata, built, metadata.preprocess, shape, task)
 
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text[:160]}"
 
 
 def scoring_data(loaded: ModelFile, data: str | None = None) -> tuple[str, tuple]:
     """``(name, (images, labels))``: the test split ``loaded`` is scored on.
 
-    ``data`` (a dataset name) overrides the one the file records. Raises
+    ``data`` (a dataset name) overrides the one the file records; a dataset the
+    file names is read from this machine only (never downloaded). Raises
     ``DatasetNeededError`` when there is none or it is unknown, and
     ``ModelMismatchError`` when its images are not the file's input shape or
     its labels not the file's task.
@@ -344,7 +372,7 @@ def scoring_data(loaded: ModelFile, data: str | None = None) -> tuple[str, tuple
     if name not in zdata.DATASETS:
         raise DatasetNeededError(f"{loaded.path}: dataset {name!r} is unknown; pass --data "
                                  f"(data=), one of {zdata.DATASETS}")
-    images, labels = zdata.load(name, "test")
+    images, labels = zdata.load(name, "test", download=data is not None)
     if tuple(images.shape[1:]) != loaded.input_shape:
         raise ModelMismatchError(f"{loaded.path}: made for {list(loaded.input_shape)} inputs, "
                                  f"{name} has {list(images.shape[1:])}")

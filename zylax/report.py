@@ -53,8 +53,9 @@ def build(header: dict, *, file_bytes: int, accuracies: dict, seconds: dict | No
           decoded_exactly: bool | None = None, reference: dict | None = None) -> dict:
     """The report dict: sizes, accuracies, per-layer rows and stage totals.
 
-    ``accuracies`` maps "dense", "pruned" and "compressed" to test accuracies
-    (any may be missing); ``reference`` maps stage names to published figures
+    ``accuracies`` maps "dense" and "compressed" (the file read back) to the
+    task's metric (either may be missing; ``compress.run`` adds the scores
+    after each stage as ``stage_scores``); ``reference`` maps stage names to published figures
     (e.g. Han's "P+Q+H") shown beside ours.
     """
     rows = layer_rows(header)
@@ -64,7 +65,6 @@ def build(header: dict, *, file_bytes: int, accuracies: dict, seconds: dict | No
             "dense_bytes": stages["dense"]["bytes"], "file_bytes": file_bytes,
             "ratio": stages["dense"]["bytes"] / max(file_bytes, 1),
             "dense_accuracy": accuracies.get("dense"),
-            "pruned_accuracy": accuracies.get("pruned"),
             "compressed_accuracy": accuracies.get("compressed"),
             "decoded_exactly": decoded_exactly, "seconds": seconds or {},
             "stages": stages, "reference": dict(reference or {}), "layers": rows}
@@ -102,15 +102,17 @@ def format_table(report: dict) -> str:
 
 
 def _scores(report: dict) -> list[tuple[str, float]]:
-    """``(label, value)`` of each stage's score; labelled by ``report["metric"]`` when it is
-    not accuracy (e.g. "dense AP50")."""
+    """``(label, value)`` of the dense model, each retrained stage and the file read back,
+    labelled with ``report["metric"]`` ("dense accuracy", "after prune 1/3 accuracy",
+    "compressed (the file) mIoU")."""
     metric = report.get("metric", "accuracy")
     rows = []
-    for stage in ("dense", "pruned", "compressed"):
-        value = report.get(f"{stage}_accuracy")
-        if value is not None:
-            rows.append((f"{stage}_accuracy" if metric == "accuracy" else f"{stage} {metric}",
-                         value))
+    if report.get("dense_accuracy") is not None:
+        rows.append((f"dense {metric}", report["dense_accuracy"]))
+    rows += [(f"after {row['stage']} {metric}", row["accuracy"])
+             for row in report.get("stage_scores", [])]
+    if report.get("compressed_accuracy") is not None:
+        rows.append((f"compressed (the file) {metric}", report["compressed_accuracy"]))
     return rows
 
 
@@ -140,30 +142,33 @@ def write(report: dict, json_path: str) -> list[str]:
     return [json_path, md_path]
 
 
-def plot_weights(snapshots: dict, masks, layer: str):
-    """Han's Figure 4/5 style: one layer's weights dense, after pruning, after quantization.
+def plot_weights(snapshots: dict, layer: str):
+    """Han's Figure 4/5 style: one layer's weights after each stage; returns the figure.
 
-    ``snapshots`` maps "dense", "pruned", "quantized" to params trees; returns
-    the figure (shown inline by Jupyter; ``fig.savefig(path)`` writes it).
+    ``snapshots`` maps stage names (``"dense"``, then each stage of
+    ``compress.run``: ``"prune"``, ``"share"``, ...) to params trees. Each
+    panel shows the layer's non-zero weights: a histogram, or one bar per
+    value when the stage left at most 256 of them (shared, ternary, binary).
+    Jupyter shows the figure inline; ``fig.savefig(path)`` writes it.
     """
     from matplotlib.figure import Figure
 
     from zylax.transforms import tree as ztree
 
-    mask = np.asarray(ztree.named_leaves(masks)[layer], bool)
-    fig = Figure(figsize=(12, 3), layout="tight")
-    axes = fig.subplots(1, 3)
-    dense = np.asarray(ztree.named_leaves(snapshots["dense"])[layer], np.float32).ravel()
-    axes[0].hist(dense, bins=200, color="gray")
-    axes[0].set_title(f"{layer}: dense")
-    pruned = np.asarray(ztree.named_leaves(snapshots["pruned"])[layer], np.float32)[mask]
-    axes[1].hist(pruned, bins=200, color="tab:blue")
-    axes[1].set_title(f"after pruning ({100 * mask.mean():.1f}% kept)")
-    quantized = np.asarray(ztree.named_leaves(snapshots["quantized"])[layer], np.float32)[mask]
-    values, counts = np.unique(quantized, return_counts=True)
-    axes[2].bar(values, counts, width=(np.ptp(values) or 1) / 200, color="tab:red")
-    axes[2].set_title(f"after sharing ({values.size} values)")
-    for ax in axes:
+    fig = Figure(figsize=(4 * len(snapshots), 3), layout="tight")
+    axes = np.atleast_1d(fig.subplots(1, len(snapshots)))
+    for ax, (stage, params) in zip(axes, snapshots.items()):
+        weights = np.asarray(ztree.named_leaves(params)[layer], np.float32).ravel()
+        kept = weights[weights != 0]
+        values, counts = np.unique(kept, return_counts=True)
+        if values.size <= 256:
+            ax.bar(values, counts, width=(np.ptp(values) or 1) / 200, color="tab:red")
+            shown = f"{values.size} values"
+        else:
+            ax.hist(kept, bins=200, color="gray" if stage == "dense" else "tab:blue")
+            shown = f"{100 * kept.size / max(weights.size, 1):.1f}% non-zero"
+        ax.set_title(f"{layer}: {stage} ({shown})" if stage == "dense" else
+                     f"after {stage} ({shown})")
         ax.set_xlabel("weight")
     axes[0].set_ylabel("count")
     return fig

@@ -46,10 +46,10 @@ class Classification:
         return train.classification_loss(self.label_smoothing)
 
     def evaluate(self, model, variables, images, labels, *, preprocess=None,
-                 batch_size: int = 1000, transform=None, aux=None) -> dict[str, float]:
+                 batch_size: int = 1000, method=None, aux=None) -> dict[str, float]:
         """``{"accuracy", "loss"}`` over every example (``train.evaluate``)."""
         return train.evaluate(model, variables, images, labels, preprocess=preprocess,
-                              batch_size=batch_size, transform=transform, aux=aux)
+                              batch_size=batch_size, method=method, aux=aux)
 
     def score_outputs(self, outputs, labels) -> dict[str, float]:
         """``{"accuracy"}`` of logits computed elsewhere (e.g. by LiteRT).
@@ -82,18 +82,18 @@ def _check_detection_outputs(outputs, num_anchors: int) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _inference_step(model, transform, head, scales=(1.0,), flip=False):
+def _inference_step(model, method, head, scales=(1.0,), flip=False):
     """The jitted ``(params, collections, aux, x) -> head(outputs)`` in inference mode.
 
     Per-pixel outputs (rank 4) are resized to the input size first. With
     other ``scales`` than ``(1.0,)`` or ``flip``, the outputs are
     ``multi_scale_log_probabilities`` of per-pixel logits. Cached per
-    (model, transform, head, scales, flip), so scoring the same model again
+    (model, method, head, scales, flip), so scoring the same model again
     (as ``compress.run`` does for each stage) reuses its compiled program.
     """
     @jax.jit
     def step(params, collections, aux, x):
-        params = train.apply_transform(transform, params, aux)
+        params = train.model_params(method, params, aux)
 
         def apply(inputs):
             return train.forward(model, params, collections, inputs, train=False)[0]
@@ -126,7 +126,7 @@ def multi_scale_log_probabilities(apply, images, scales, flip: bool = False):
     return jnp.log(total / len(views))
 
 
-def _predictions(model, variables, images, labels, head, *, preprocess, batch_size, transform,
+def _predictions(model, variables, images, labels, head, *, preprocess, batch_size, method,
                  aux, scales=(1.0,), flip=False):
     """Runs ``head(outputs)`` (jitted, inference mode) over every example; yields (batch, result).
 
@@ -136,9 +136,9 @@ def _predictions(model, variables, images, labels, head, *, preprocess, batch_si
     """
     params, collections = train.split_variables(variables)
     try:
-        step = _inference_step(model, transform, head, tuple(scales), flip)
-    except TypeError:  # an unhashable model or transform: compile for this call only
-        step = _inference_step.__wrapped__(model, transform, head, tuple(scales), flip)
+        step = _inference_step(model, method, head, tuple(scales), flip)
+    except TypeError:  # an unhashable model or method: compile for this call only
+        step = _inference_step.__wrapped__(model, method, head, tuple(scales), flip)
     for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess, shuffle=False,
                                remainder="pad"):
         yield batch, jax.device_get(step(params, collections, aux, batch["image"]))
@@ -172,7 +172,7 @@ class Detection:
         return loss
 
     def predict(self, model, variables, images, labels=None, *, preprocess=None,
-                batch_size: int = 250, transform=None, aux=None) -> dict[str, np.ndarray]:
+                batch_size: int = 250, method=None, aux=None) -> dict[str, np.ndarray]:
         """Decoded, class-wise NMS-filtered detections of every image.
 
         Returns ``{"boxes" (N, D, 4) xyxy pixels, "scores" (N, D), "classes" (N, D),
@@ -182,7 +182,7 @@ class Detection:
         parts = []
         for batch, found in _predictions(model, variables, images, labels, self.postprocess,
                                          preprocess=preprocess, batch_size=batch_size,
-                                         transform=transform, aux=aux):
+                                         method=method, aux=aux):
             real = batch["mask"] > 0
             parts.append({k: np.asarray(v)[real] for k, v in found.items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -201,12 +201,12 @@ class Detection:
                                      max_detections=self.max_detections)
 
     def evaluate(self, model, variables, images, labels, *, preprocess=None,
-                 batch_size: int = 250, transform=None, aux=None) -> dict[str, float]:
+                 batch_size: int = 250, method=None, aux=None) -> dict[str, float]:
         """COCO ``{"mAP", "AP50", ...}`` of the model's detections (pycocotools)."""
         from zylax import metrics
 
         found = self.predict(model, variables, images, labels, preprocess=preprocess,
-                             batch_size=batch_size, transform=transform, aux=aux)
+                             batch_size=batch_size, method=method, aux=aux)
         return metrics.coco_detection_metrics(labels, found)
 
     def score_outputs(self, outputs, labels) -> dict[str, float]:
@@ -289,14 +289,14 @@ class Segmentation:
         return jnp.argmax(logits, -1)
 
     def evaluate(self, model, variables, images, labels, *, preprocess=None,
-                 batch_size: int = 250, transform=None, aux=None) -> dict[str, float]:
+                 batch_size: int = 250, method=None, aux=None) -> dict[str, float]:
         """``{"mIoU", "pixel_accuracy"}`` over every pixel of every image."""
         return _segmentation_scores(self.confusion(
             model, variables, images, labels, preprocess=preprocess, batch_size=batch_size,
-            transform=transform, aux=aux))
+            method=method, aux=aux))
 
     def confusion(self, model, variables, images, labels, *, preprocess=None,
-                  batch_size: int = 250, transform=None, aux=None) -> np.ndarray:
+                  batch_size: int = 250, method=None, aux=None) -> np.ndarray:
         """Pixel confusion matrix ``(K, K)`` (rows: true label, columns: predicted) of the
         model's argmax over every pixel of every image; ``metrics.class_iou`` of it gives
         the per-class IoU."""
@@ -304,7 +304,7 @@ class Segmentation:
         for batch, predicted in _predictions(model, variables, images, labels,
                                              self._predicted_labels,
                                              preprocess=preprocess, batch_size=batch_size,
-                                             transform=transform, aux=aux,
+                                             method=method, aux=aux,
                                              scales=self.scales, flip=self.flip):
             confusion += self._confusion(predicted, batch["label"]["segmentation"],
                                          batch["mask"] > 0)

@@ -7,20 +7,24 @@ and a ``data.Preprocess``. No dataset or net names.
 The state is a plain pytree (``TrainState``) holding everything a run needs to
 continue bit-identically: parameters, optimizer state (which is where pruning
 masks live), the model's other collections (BatchNorm statistics, ...), the
-step, the base PRNG key and ``aux``, constant arrays a compression transform
+step, the base PRNG key and ``aux``, constant arrays a compression method
 reads (weight-sharing indices, ...).
 
-Models: ``__call__(x, train=...)`` gets ``train`` when it declares it; a
-model without it is called with ``x`` alone. In training the collections in
-``MUTABLE`` (BatchNorm's ``batch_stats``) are mutable, so a model may also
-pick its mode with ``self.is_mutable_collection("batch_stats")``. Other
+Models: the training flag of ``__call__`` is found by name (``train``,
+``training``, ``deterministic``, ...; ``nets.layers.mode_kwargs``) or named
+with ``train_flag``; a model without one is called with ``x`` alone. In
+training the collections in ``MUTABLE`` (BatchNorm's ``batch_stats``) are
+mutable, so a model may also pick its mode with
+``self.is_mutable_collection("batch_stats")``. ``fit`` warns in one line when
+a BatchNorm or Dropout layer stays in inference mode while training. Other
 collections pass through unchanged.
 
-Compression composes with training through ``transform``: the loss evaluates
-``model.apply({"params": transform(params), ...}, x)`` (or
-``transform(params, aux)`` when ``aux`` is given), inside the differentiated
-function, so gradients flow through the transform (and its straight-through
-estimators) to the latent parameters that the optimizer updates.
+Compression composes with training through ``method`` (a ``zylax.methods``
+method): the trained params are its latent state, and the loss evaluates
+``model.apply({"params": method.apply({"latent": params, "aux": aux}, rng),
+...}, x)`` plus ``method.penalty`` inside the differentiated function, so
+gradients flow through the method (and its straight-through estimators) to
+the latent parameters that the optimizer updates.
 
 Data parallelism: every batch is split over a one-axis ``Mesh`` of all devices
 (``NamedSharding(mesh, P("data"))``); the state is replicated. The same code
@@ -35,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from typing import Any, Callable, Mapping
 
 import flax
@@ -47,10 +52,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from zylax import data as zdata
-from zylax.nets.layers import mode_kwargs
+from zylax.nets.layers import mode_kwargs, training_mode_issues
 
 Params = Any
-Transform = Callable[..., Params]
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
 """``loss(outputs, targets, mask) -> (mean loss, {name: sum over the batch})``.
 
@@ -80,7 +84,7 @@ class Recipe:
     ``data.Preprocess``).
     """
 
-    epochs: int
+    epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
@@ -124,7 +128,7 @@ class TrainState:
 
     @property
     def variables(self) -> dict:
-        """``{"params": params, **collections}`` (params latent when a transform was trained)."""
+        """``{"params": params, **collections}`` (params latent when a method was trained)."""
         return {"params": self.params, **self.collections}
 
 
@@ -145,20 +149,22 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def apply_transform(transform: Transform | None, params: Params, aux: Any) -> Params:
-    """``transform(params)``, or ``transform(params, aux)`` when aux is not None."""
-    if transform is None:
+def model_params(method, params: Params, aux: Any, rng=None) -> Params:
+    """The params the model runs: ``params`` itself, or ``method.apply`` of the latent
+    state ``{"latent": params, "aux": aux}`` (``rng`` for methods that sample)."""
+    if method is None:
         return params
-    return transform(params) if aux is None else transform(params, aux)
+    return method.apply({"latent": params, "aux": aux}, rng)
 
 
-def init_variables(model, sample: np.ndarray, seed: int) -> dict[str, Any]:
+def init_variables(model, sample: np.ndarray, seed: int, train_flag: str | None = None
+                   ) -> dict[str, Any]:
     """``model.init`` on one sample batch (inference mode); returns every collection.
 
     Jitted: one compiled program initialises a deep net 1.8-2.3x faster than
     running its ops one by one, with the same values (``benchmarks/init_time.py``).
     """
-    kwargs = mode_kwargs(model, False)
+    kwargs = mode_kwargs(model, False, train_flag)
     init = jax.jit(lambda key, x: model.init(key, x, **kwargs))
     variables = init(jax.random.key(seed), jnp.asarray(sample))
     return dict(flax.core.unfreeze(variables))
@@ -229,13 +235,15 @@ def split_variables(variables) -> tuple[Params, dict]:
 
 
 def create_state(model, tx: optax.GradientTransformation, sample: np.ndarray, *,
-                 seed: int = 0, variables=None, aux: Any = None) -> TrainState:
+                 seed: int = 0, variables=None, aux: Any = None,
+                 train_flag: str | None = None) -> TrainState:
     """A fresh ``TrainState``: step 0, new optimizer state.
 
     ``variables`` default to ``model.init`` with ``seed``; pass them to
     continue from an earlier stage (e.g. retraining after pruning).
     """
-    variables = init_variables(model, sample, seed) if variables is None else variables
+    variables = init_variables(model, sample, seed, train_flag) if variables is None \
+        else variables
     params, collections = split_variables(variables)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       collections=dict(collections),
@@ -265,38 +273,45 @@ def classification_loss(label_smoothing: float = 0.0) -> LossFn:
     return loss
 
 
-def forward(model, params, collections, x, *, train: bool, rng=None):
+def forward(model, params, collections, x, *, train: bool, rng=None,
+            train_flag: str | None = None):
     """Applies the model; returns ``(logits, collections)`` (updated in training)."""
     variables = {"params": params, **collections}
     rngs = {"dropout": rng} if rng is not None else {}
     mutable = [c for c in MUTABLE if c in collections] if train else []
     if mutable:
         logits, updates = model.apply(variables, x, mutable=mutable, rngs=rngs,
-                                      **mode_kwargs(model, True))
+                                      **mode_kwargs(model, True, train_flag))
         return logits, {**collections, **updates}
-    return model.apply(variables, x, rngs=rngs, **mode_kwargs(model, train)), collections
+    return model.apply(variables, x, rngs=rngs, **mode_kwargs(model, train, train_flag)), \
+        collections
 
 
-def make_train_step(model, tx: optax.GradientTransformation, transform: Transform | None = None,
+def make_train_step(model, tx: optax.GradientTransformation, method=None,
                     mesh: Mesh | None = None, label_smoothing: float = 0.0,
-                    loss: LossFn | None = None):
+                    loss: LossFn | None = None, train_flag: str | None = None):
     """Builds the jitted step ``(state, batch) -> (state, metrics)``.
 
     ``batch`` is ``{"image": (B, H, W, C), "label": targets, "mask": (B,)}``;
     metrics are the batch's mean loss and the loss's stats (by default,
     ``classification_loss(label_smoothing)``: the number of correct predictions).
+    With ``method``, the state's params are its latent params and its
+    ``penalty`` is added to the loss.
     """
     mesh = data_mesh() if mesh is None else mesh
     loss_of = classification_loss(label_smoothing) if loss is None else loss
 
     def step(state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        dropout_rng, method_rng = jax.random.split(rng)
 
         def loss_fn(params):
-            model_params = apply_transform(transform, params, state.aux)
-            outputs, collections = forward(model, model_params, state.collections,
-                                           batch["image"], train=True, rng=rng)
+            outputs, collections = forward(
+                model, model_params(method, params, state.aux, method_rng), state.collections,
+                batch["image"], train=True, rng=dropout_rng, train_flag=train_flag)
             value, stats = loss_of(outputs, batch["label"], batch["mask"])
+            if method is not None:
+                value = value + method.penalty({"latent": params, "aux": state.aux})
             return value, (stats, collections)
 
         (value, (stats, collections)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -312,7 +327,7 @@ def make_train_step(model, tx: optax.GradientTransformation, transform: Transfor
                    out_shardings=(replicated, replicated))
 
 
-def make_eval_step(model, transform: Transform | None = None, mesh: Mesh | None = None):
+def make_eval_step(model, method=None, mesh: Mesh | None = None, train_flag: str | None = None):
     """Builds the jitted ``(params, collections, aux, batch) -> (loss_sum, correct, count)``.
 
     All three are sums over the global batch's real (mask 1) examples.
@@ -320,8 +335,8 @@ def make_eval_step(model, transform: Transform | None = None, mesh: Mesh | None 
     mesh = data_mesh() if mesh is None else mesh
 
     def step(params, collections, aux, batch):
-        logits, _ = forward(model, apply_transform(transform, params, aux), collections,
-                            batch["image"], train=False)
+        logits, _ = forward(model, model_params(method, params, aux), collections,
+                            batch["image"], train=False, train_flag=train_flag)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
         return jnp.sum(losses * batch["mask"]), jnp.sum(correct), jnp.sum(batch["mask"])
@@ -332,19 +347,20 @@ def make_eval_step(model, transform: Transform | None = None, mesh: Mesh | None 
                    out_shardings=replicated)
 
 
-def evaluate(model, variables, images, labels, *, preprocess=None, aux=None,
-             transform: Transform | None = None, batch_size: int = 1000,
-             mesh: Mesh | None = None, eval_step=None) -> dict[str, float]:
+def evaluate(model, variables, images, labels, *, preprocess=None, aux=None, method=None,
+             batch_size: int = 1000, mesh: Mesh | None = None, eval_step=None,
+             train_flag: str | None = None) -> dict[str, float]:
     """Accuracy and mean loss over every example of ``(images, labels)``.
 
-    ``variables``: ``{"params": ..., "batch_stats": ...}`` (params latent when
-    ``transform`` is given); ``preprocess``: images -> model input
+    ``variables``: ``{"params": ..., "batch_stats": ...}`` (params latent, with
+    ``aux``, when ``method`` is given); ``preprocess``: images -> model input
     (default ``data.Preprocess()``). On several hosts each passes its own
     examples and the result covers all of them.
     """
     params, collections = split_variables(variables)
     mesh = data_mesh() if mesh is None else mesh
-    eval_step = make_eval_step(model, transform, mesh) if eval_step is None else eval_step
+    eval_step = make_eval_step(model, method, mesh, train_flag) if eval_step is None \
+        else eval_step
     loss_sum, correct, count = 0.0, 0.0, 0.0
     for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess,
                                shuffle=False, remainder="pad"):
@@ -365,7 +381,7 @@ class FitResult:
 
     @property
     def variables(self) -> dict:
-        """The trained variables on the host (params latent when a transform was trained)."""
+        """The trained variables on the host (params latent when a method was trained)."""
         return jax.device_get(self.state.variables)
 
 
@@ -397,18 +413,21 @@ def _restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainS
 
 def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
         variables=None, preprocess=None, batch_size: int = 128, seed: int = 0,
-        transform: Transform | None = None, aux: Any = None, eval_data=None, checkpoint_dir=None,
+        method=None, aux: Any = None, eval_data=None, checkpoint_dir=None,
         checkpoint_every: int | None = None, max_steps: int | None = None,
         progress: bool | None = None, mesh: Mesh | None = None,
         desc: str = "train", on_epoch: Callable[[dict], None] | None = None,
         label_smoothing: float = 0.0, augment: bool = False,
-        loss: LossFn | None = None) -> FitResult:
+        loss: LossFn | None = None, train_flag: str | None = None) -> FitResult:
     """Trains ``model`` for ``epochs`` epochs of ``train_data = (images, labels)``.
 
     ``variables`` (default: ``model.init`` with ``seed``) is the full
-    variables dict to start from; with ``transform``, its params are the
-    transform's latent params. ``preprocess`` maps images to model input
-    (default ``data.Preprocess()``, i.e. x / 255).
+    variables dict to start from; with ``method`` (``zylax.methods``), its
+    params are the method's latent state and ``aux`` its constants
+    (``method.init``'s ``"latent"["params"]`` ... see ``zylax.compress``).
+    ``preprocess`` maps images to model input (default ``data.Preprocess()``,
+    i.e. x / 255). ``train_flag`` names the model's training argument when it
+    is not found by name (``nets.layers.mode_kwargs``).
 
     ``loss`` (a ``LossFn``) is what is minimised; the default is softmax
     cross-entropy on integer labels with ``label_smoothing``. Detection and
@@ -424,7 +443,8 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
     a terminal. ``on_epoch`` is called with each epoch's history row (e.g. to
     log it) as soon as the epoch ends. ``augment`` flips and shifts the
     training images (``data.augment``), or mirrors scenes with their boxes
-    and masks (``data.flip_scenes``); evaluation never augments.
+    and masks (``data.flip_scenes``); evaluation never augments. An epoch whose
+    mean loss is not finite stops the run with ``FloatingPointError``.
     """
     mesh = data_mesh() if mesh is None else mesh
     images, labels = train_data
@@ -434,16 +454,19 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
     if batch_size % mesh.size:
         raise ValueError(f"batch_size={batch_size} is not divisible by {mesh.size} devices")
     preprocess = zdata.Preprocess() if preprocess is None else preprocess
-    state = create_state(model, tx, preprocess(images[:1]), seed=seed, variables=variables,
-                         aux=aux)
+    sample = preprocess(images[:1])
+    state = create_state(model, tx, sample, seed=seed, variables=variables, aux=aux,
+                         train_flag=train_flag)
+    _warn_about_training_mode(model, state, method, sample, train_flag)
     manager = None  # made at the first save, so a run that fails before it leaves no folder
     if checkpoint_dir is not None and os.path.isdir(checkpoint_dir):
         manager = _checkpoint_manager(checkpoint_dir)
         state = _restore_latest(manager, state)
     checkpoint_every = checkpoint_every or steps_per_epoch
     state = replicate(state, mesh)
-    train_step = make_train_step(model, tx, transform, mesh, label_smoothing, loss)
-    eval_step = make_eval_step(model, transform, mesh) if eval_data is not None else None
+    train_step = make_train_step(model, tx, method, mesh, label_smoothing, loss, train_flag)
+    eval_step = make_eval_step(model, method, mesh, train_flag) if eval_data is not None \
+        else None
 
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps,
                                                                    epochs * steps_per_epoch)
@@ -474,9 +497,13 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
         if step % steps_per_epoch == 0:
             row = {"epoch": epoch + 1, **_epoch_stats(sums, seen, batch_size),
                    "examples_per_s": seen / (time.perf_counter() - t0)}
+            if not np.isfinite(row["train_loss"]):
+                raise FloatingPointError(f"training diverged: the mean loss of epoch "
+                                         f"{epoch + 1} is {row['train_loss']} (a lower learning "
+                                         "rate, or finite starting weights?)")
             if eval_data is not None:
                 metrics = evaluate(model, state.variables, *eval_data, preprocess=preprocess,
-                                   aux=state.aux, transform=transform, mesh=mesh,
+                                   aux=state.aux, method=method, mesh=mesh,
                                    eval_step=eval_step)
                 row.update(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"])
             history.append(row)
@@ -487,6 +514,26 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
         manager.wait_until_finished()
         manager.close()
     return FitResult(state=state, history=history)
+
+
+_WARNED: set = set()
+
+
+def _warn_about_training_mode(model, state: TrainState, method, sample, train_flag) -> None:
+    """One warning per model class when training leaves BatchNorm or Dropout layers in
+    inference mode (``nets.layers.training_mode_issues``)."""
+    key = (type(model).__name__, train_flag)
+    if key in _WARNED:
+        return
+    variables = {"params": model_params(method, state.params, state.aux), **state.collections}
+    issues = training_mode_issues(model, variables, jnp.asarray(sample), train_flag)
+    if issues:
+        _WARNED.add(key)
+        warnings.warn(f"{type(model).__name__}: training leaves {', '.join(issues[:3])}"
+                      f"{' ...' if len(issues) > 3 else ''} in inference mode (no train, "
+                      f"training or deterministic argument reaches them, nor "
+                      f"is_mutable_collection('batch_stats')); name the model's flag with "
+                      f"train_flag=", stacklevel=3)
 
 
 def _epoch_stats(sums: dict, seen: int, batch_size: int) -> dict[str, float]:

@@ -13,10 +13,18 @@ A codec is a module in this package with:
 * ``decode(entry, sections) -> np.ndarray``: the array from the header entry
   and the codec's own sections (raises ``ValueError`` when they disagree);
 * ``dense(leaf) -> np.ndarray``: the values the leaf stands for, in memory;
-* ``report_row(entry) -> dict``: the Han-style size columns of one leaf.
+* ``report_row(entry) -> dict``: the Han-style size columns of one leaf;
+* ``working_bytes(entry) -> int``: the memory ``decode`` needs beyond the
+  array it returns (an upper bound; the archive bounds their sum before it
+  decodes);
+* ``LITERT_STORAGE`` and ``LITERT_EXACT``: how ``zylax.export`` stores such a
+  kernel in a ``.tflite`` file with ``weights="auto"`` (``"int2"``, ``"int8"``,
+  ``"float32"``) and whether its values are a sign grid stored exactly.
 
 Modules are found by name when this package is imported, so a new method is
-one new module here (and its test); nothing else is edited.
+one new module here (and its test); nothing else is edited. The containers
+they encode live in ``zylax.containers``; the entropy coding in
+``zylax.coding``.
 """
 
 from __future__ import annotations

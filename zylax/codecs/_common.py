@@ -8,6 +8,8 @@ from collections.abc import Mapping
 import ml_dtypes
 import numpy as np
 
+from zylax.coding import packing
+
 FLOAT_DTYPES = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
                 "float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 """Value dtypes a file may hold for weights, codebooks and scales."""
@@ -29,9 +31,9 @@ def check_finite(values: np.ndarray, what: str) -> None:
     values = np.asarray(values)
     if values.dtype.kind != "f" and values.dtype.name != "bfloat16":
         return
-    as_float = values.astype(np.float64)
-    if not np.isfinite(as_float).all():
-        bad = as_float[~np.isfinite(as_float)].ravel()[0]
+    finite = np.isfinite(values)  # a bool a value: no wider copy
+    if not finite.all():
+        bad = float(values[~finite].ravel()[0])
         raise ValueError(f"{what}: holds a non-finite value ({bad})")
 
 
@@ -68,6 +70,19 @@ def row(n: int, itemsize: int, **sizes) -> dict:
     return base
 
 
+HAN_INDEX_BITS = {"conv": 8, "dense": 5}
+"""Deep Compression's relative-index widths (section 2): 8 bits for conv layers, 5 for fc."""
+
+
+def pruned_bytes(entry: dict, kept: int, itemsize: int) -> int:
+    """The P-stage bytes of a leaf stored dense: its ``kept`` values at ``itemsize`` bytes
+    plus a relative index each at Han's width (8 bits conv, 5 fc), when that is smaller
+    than the dense bytes (as Han counts a pruned layer); the dense bytes otherwise."""
+    n = size_of(entry["shape"])
+    bits = HAN_INDEX_BITS["conv" if len(entry["shape"]) == 4 else "dense"]
+    return min(n * itemsize, nbytes(kept * (8 * itemsize + bits)))
+
+
 def count_field(entry: dict, key: str, low: int = 0, high: int = 1 << 48) -> int:
     """``entry[key]`` as an int in ``[low, high]``; ``ValueError`` naming the field otherwise."""
     value = entry.get(key)
@@ -87,16 +102,12 @@ def choice_field(entry: dict, key: str, choices: tuple) -> object:
 
 def signs_sections(scale: np.ndarray, signs: np.ndarray) -> list[bytes]:
     """A sign codec's sections: the scale(s) in their dtype, then the signs packed 8 a byte."""
-    from zylax.transforms import packing
-
     return [to_bytes(scale, scale.dtype), packing.pack_binary(signs).tobytes()]
 
 
 def scaled_signs(sections: list[bytes], shape: tuple, dtype: np.dtype, scales: int,
                  what: str) -> np.ndarray:
     """``scale * sign`` from ``signs_sections``; ``scales`` is 1 (a scalar) or ``shape[-1]``."""
-    from zylax.transforms import packing
-
     scale = from_bytes(sections[0], dtype, scales, f"{what} scales")
     check_finite(scale, f"{what} scales")
     n = size_of(shape)

@@ -7,24 +7,16 @@ one value per output channel (last axis, XNOR-Net style); it decodes to
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import numpy as np
 
 from zylax.codecs import _common
+from zylax.containers import Binary
 
 METHOD = "binary"
-
-
-@dataclasses.dataclass(frozen=True)
-class Binary:
-    """``signs`` +1/-1 of the layer's shape and ``scale``: a scalar or ``(out,)``."""
-
-    signs: Any
-    scale: Any
-
-
+LITERT_STORAGE = "int2"
+"""How ``zylax.export`` stores such a kernel with ``weights="auto"``: 2-bit integers."""
+LITERT_EXACT = True
+"""Its values are a sign grid (q in {-1, 0, 1} times a scale per channel): stored exactly."""
 Leaf = Binary
 
 
@@ -67,3 +59,11 @@ def report_row(entry: dict) -> dict:
     """1 bit per weight plus the scale(s); no pruning, no entropy coding."""
     _common.choice_field(entry, "per_channel", (True, False))
     return _common.signs_row(entry, "binary")
+
+
+def working_bytes(entry: dict) -> int:
+    """Bytes decoding takes beyond the array: the unpacked bits, their float32 signs and
+    one more array of values."""
+    n = _common.size_of(entry["shape"])
+    itemsize = _common.float_dtype(entry["dtype"], "binary").itemsize
+    return n * (itemsize + 12)

@@ -11,28 +11,18 @@ loss, and an evaluation of the decoded file measures it.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from zylax.codecs import _common
+from zylax.containers import Cast
 
 METHOD = "cast"
-
-
-@dataclasses.dataclass(frozen=True)
-class Cast:
-    """``values`` (any float array; its dtype is the decoded one) kept as ``stored``.
-
-    ``stored`` names a float dtype of ``_common.FLOAT_DTYPES`` ("float16",
-    "bfloat16", ...).
-    """
-
-    values: Any
-    stored: str
-
-
+LITERT_STORAGE = "float32"
+"""How ``zylax.export`` stores such a kernel with ``weights="auto"``: float32 (the narrow values widened)."""
+LITERT_EXACT = False
+"""Float values are kept as they are, not snapped to a grid."""
 Leaf = Cast
 
 
@@ -82,15 +72,22 @@ def report_row(entry: dict) -> dict:
                        weights_raw_bytes=n * stored, weights_huffman_bytes=n * stored)
 
 
-def narrow_floats(tree: Mapping, stored) -> dict:
+def working_bytes(entry: dict) -> int:
+    """Bytes decoding takes beyond the array: the narrow values, twice."""
+    n = _common.size_of(entry["shape"])
+    return n * (2 * _common.float_dtype(entry["stored"], "cast storage").itemsize + 1)
+
+
+def narrow_floats(tree: Mapping, stored, fallback: str | None = None) -> dict:
     """Every plain float array of ``tree`` wrapped as ``Cast(array, stored)``.
 
     ``stored``: "float16" or "bfloat16" (or the dtype). Codec containers
     (``Shared``, ``Binary``, ...) and integer arrays stay as they are, as
     does a float array already no wider than ``stored``. Use on the
-    variables about to be saved, e.g. ``{"params": ..., "batch_stats": ...}``
-    after ``sharing.compressed``. A value ``stored`` cannot hold (1e5 in
-    float16) raises ``ValueError`` naming its path.
+    variables about to be saved, e.g. ``{"params": ..., "batch_stats": ...}``.
+    An array holding a value ``stored`` cannot hold (1e5 in float16) is
+    stored as ``fallback`` (e.g. "bfloat16", float32's range) or, without
+    one, raises ``ValueError`` naming its path.
     """
     name = stored if isinstance(stored, str) else np.dtype(stored).name
     width = _common.float_dtype(name, "cast storage").itemsize
@@ -98,11 +95,23 @@ def narrow_floats(tree: Mapping, stored) -> dict:
     def wrap(path, array, value):
         if array.dtype.itemsize <= width:
             return value
-        leaf = Cast(array, name)
         try:
-            _checked(leaf)
+            return narrow(array, name, fallback)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
-        return leaf
 
     return _common.map_plain_floats(tree, wrap, "narrow_floats")
+
+
+def narrow(array: np.ndarray, stored: str, fallback: str | None = None) -> Cast:
+    """``Cast(array, stored)``, or ``Cast(array, fallback)`` when ``stored`` cannot hold a
+    value of ``array``; ``ValueError`` when neither can."""
+    leaf = Cast(array, stored)
+    try:
+        _checked(leaf)
+    except ValueError:
+        if fallback is None:
+            raise
+        leaf = Cast(array, fallback)
+        _checked(leaf)
+    return leaf

@@ -8,25 +8,18 @@ file stores); the leaf has no section.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
 
 from zylax.codecs import _common
+from zylax.containers import Constant
 
 METHOD = "constant"
-
-
-@dataclasses.dataclass(frozen=True)
-class Constant:
-    """``shape`` elements of dtype ``dtype`` (a float dtype name), all equal to ``value``."""
-
-    value: float
-    shape: tuple
-    dtype: str
-
-
+LITERT_STORAGE = "float32"
+"""How ``zylax.export`` stores such a kernel with ``weights="auto"``: float32."""
+LITERT_EXACT = False
+"""Float values are kept as they are, not snapped to a grid."""
 Leaf = Constant
 
 
@@ -73,6 +66,11 @@ def report_row(entry: dict) -> dict:
     itemsize = _common.float_dtype(entry["dtype"], "constant").itemsize
     return _common.row(n, itemsize, weight_bits=0, quantized_bytes=0, weights_raw_bytes=0,
                        weights_huffman_bytes=0)
+
+
+def working_bytes(entry: dict) -> int:
+    """Bytes decoding takes beyond the array: a bool a value (finite check)."""
+    return _common.size_of(entry["shape"])
 
 
 def uniform_floats(tree: Mapping) -> dict:

@@ -7,24 +7,16 @@ decodes to ``scale * sign``.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import numpy as np
 
 from zylax.codecs import _common
+from zylax.containers import Pattern
 
 METHOD = "pattern"
-
-
-@dataclasses.dataclass(frozen=True)
-class Pattern:
-    """``scale (out,)`` float and ``signs`` +1/-1 shaped like the kernel (last axis ``out``)."""
-
-    scale: Any
-    signs: Any
-
-
+LITERT_STORAGE = "int2"
+"""How ``zylax.export`` stores such a kernel with ``weights="auto"``: 2-bit integers."""
+LITERT_EXACT = True
+"""Its values are a sign grid (q in {-1, 0, 1} times a scale per channel): stored exactly."""
 Leaf = Pattern
 
 
@@ -62,3 +54,11 @@ def dense(leaf: Pattern) -> np.ndarray:
 def report_row(entry: dict) -> dict:
     """Unpruned, 1 bit per weight plus the per-filter scales; no entropy coding."""
     return _common.signs_row(entry, "pattern")
+
+
+def working_bytes(entry: dict) -> int:
+    """Bytes decoding takes beyond the array: the unpacked bits, their float32 signs and
+    one more array of values."""
+    n = _common.size_of(entry["shape"])
+    itemsize = _common.float_dtype(entry["dtype"], "pattern").itemsize
+    return n * (itemsize + 12)

@@ -6,7 +6,7 @@ the leaf's dtype) plus Huffman-coded indices, in one of two forms:
 
 * ``dense``: every index, Huffman-coded (alphabet ``k + 1``);
 * ``sparse``: the kept positions as ``index_bits``-bit gaps with filler
-  entries (``zylax.transforms.sparse``), gaps and weight indices each
+  entries (``zylax.coding.sparse``), gaps and weight indices each
   Huffman-coded.
 
 ``index_bits`` on the leaf fixes the gap width (None: Han's 8 for conv
@@ -16,31 +16,19 @@ and the archive keeps the smallest file.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import numpy as np
 
+from zylax.coding import huffman, sparse
 from zylax.codecs import _common
-from zylax.transforms import huffman, sparse
+from zylax.containers import Shared
 
 METHOD = "shared"
-DEFAULT_INDEX_BITS = {"conv": 8, "dense": 5}
+LITERT_STORAGE = "int8"
+"""How ``zylax.export`` stores such a kernel with ``weights="auto"``: 8-bit integers per output channel (a codebook is no uniform grid)."""
+LITERT_EXACT = False
+"""Not exact: the largest change is reported per layer."""
 AUTO_INDEX_BITS = range(2, 13)
 """Gap widths offered by ``index_bits="auto"``."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Shared:
-    """``codebook (k,)`` float, ``indices`` int in ``[0, k]`` shaped like the weights.
-
-    Decodes to ``append(codebook, 0)[indices]``; ``index_bits`` is the gap
-    width of the sparse form (int, ``"auto"`` or None for Han's defaults).
-    """
-
-    codebook: Any
-    indices: Any
-    index_bits: int | str | None = None
 
 
 Leaf = Shared
@@ -50,7 +38,7 @@ def _gap_widths(leaf: Shared, ndim: int) -> list[int]:
     if leaf.index_bits == "auto":
         return list(AUTO_INDEX_BITS)
     if leaf.index_bits is None:
-        return [DEFAULT_INDEX_BITS["conv" if ndim == 4 else "dense"]]
+        return [_common.HAN_INDEX_BITS["conv" if ndim == 4 else "dense"]]
     return [sparse.check_index_bits("shared leaf", leaf.index_bits)]
 
 
@@ -115,6 +103,13 @@ def decode(entry: dict, sections: list[bytes]) -> np.ndarray:
     return codebook[indices].reshape(shape)
 
 
+def working_bytes(entry: dict) -> int:
+    """Bytes decoding takes beyond the array: int64 indices; the sparse form's int64 gaps,
+    symbols and positions besides (measured peak 41 bytes a weight)."""
+    n = _common.size_of(entry["shape"])
+    return n * (41 if entry.get("form") == "sparse" else 17)
+
+
 def dense(leaf: Shared) -> np.ndarray:
     """``append(codebook, 0)[indices]``."""
     codebook, indices = _checked(leaf)
@@ -134,9 +129,11 @@ def report_row(entry: dict) -> dict:
     if len(sizes) != (3 if sparse_form else 2):
         raise ValueError(f"{len(sizes)} sections for the {entry['form']} form")
     bits = max(1, int(np.ceil(np.log2(k))))  # the codebook's bits (the pruned marker aside)
+    pruned = (_common.nbytes(entries * (8 * itemsize + index_bits)) if sparse_form
+              else _common.pruned_bytes(entry, kept, itemsize))
     return _common.row(
         n, itemsize, kept=kept, weight_bits=bits, index_bits=index_bits,
-        entries=entries, pruned_bytes=_common.nbytes(entries * (8 * itemsize + index_bits)),
+        entries=entries, pruned_bytes=pruned,
         quantized_bytes=_common.nbytes(entries * (bits + index_bits)) + sizes[0],
         weights_raw_bytes=_common.nbytes(entries * bits), weights_huffman_bytes=sizes[1],
         index_raw_bytes=_common.nbytes(entries * index_bits),

@@ -1,7 +1,8 @@
 """``ternary``: Trained Ternary Quantization (Zhu et al. 2017): two scales and a code per weight.
 
 A ``Ternary`` leaf holds codes in {-1, 0, +1} and the layer's learned scales
-``w_pos``, ``w_neg`` (positive); it decodes to ``w_pos`` where the code is
+``w_pos``, ``w_neg`` (positive; scalars, or one per output channel: a pruned
+binary layer with channel scales); it decodes to ``w_pos`` where the code is
 +1, ``-w_neg`` where it is -1 and 0 elsewhere (eq. 6). Three forms, the
 smallest is kept:
 
@@ -9,43 +10,38 @@ smallest is kept:
 * ``huffman``: the codes Huffman-coded: about 1 bit a zero, the least a
   Huffman code spends on a symbol;
 * ``sparse``: only the nonzero codes, as Huffman-coded signs and the
-  Huffman-coded gaps between them (``zylax.transforms.sparse``, filler
+  Huffman-coded gaps between them (``zylax.coding.sparse``, filler
   entries for long runs, gap width ``gaps:<b>`` for b in ``GAP_BITS``):
   in a pruned layer a zero then costs well under a bit.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import numpy as np
 
+from zylax.coding import huffman, packing, sparse
 from zylax.codecs import _common
-from zylax.transforms import huffman, packing, sparse
+from zylax.containers import Ternary
 
 METHOD = "ternary"
+LITERT_STORAGE = "int2"
+"""How ``zylax.export`` stores such a kernel with ``weights="auto"``: 2-bit integers."""
+LITERT_EXACT = True
+"""Its values are a sign grid (q in {-1, 0, 1} times a scale per channel): stored exactly."""
 GAP_BITS = range(2, 13)
 """Gap widths offered for the sparse form; the archive keeps the smallest file."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Ternary:
-    """``codes`` in {-1, 0, +1} shaped like the layer; scalar ``w_pos``, ``w_neg`` > 0."""
-
-    codes: Any
-    w_pos: Any
-    w_neg: Any
 
 
 Leaf = Ternary
 
 
 def _checked(leaf: Ternary) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, scales (2,) or (2, out))``."""
     codes = np.asarray(leaf.codes)
     scales = np.stack([np.asarray(leaf.w_pos), np.asarray(leaf.w_neg)])
-    if scales.shape != (2,):
-        raise ValueError(f"w_pos and w_neg must be scalars, got shape {scales.shape[1:]}")
+    if scales.shape not in ((2,), (2, *codes.shape[-1:])):
+        raise ValueError(f"w_pos and w_neg must be scalars or one per output channel "
+                         f"{codes.shape[-1:]}, got shape {scales.shape[1:]}")
     _common.float_dtype(scales.dtype.name, "ternary scales")
     if not np.all(np.isin(codes, (-1, 0, 1))):
         raise ValueError("ternary codes must lie in {-1, 0, +1}")
@@ -57,11 +53,22 @@ def _values(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.where(codes > 0, scales[0], np.where(codes < 0, -scales[1], zero))
 
 
+def _scale_count(entry: dict) -> int:
+    """How many values each of ``w_pos``, ``w_neg`` holds: 1, or the output channels."""
+    per_channel = _common.choice_field({"per_channel": entry.get("per_channel", False)},
+                                       "per_channel", (True, False))
+    if per_channel and not entry["shape"]:
+        raise ValueError("a per-channel scale needs at least one axis")
+    return int(entry["shape"][-1]) if per_channel else 1
+
+
 def encode(leaf: Ternary) -> dict:
     """Candidates ``packed`` (2 bits a weight) and ``huffman`` (codes + 1 as symbols)."""
     codes, scales = _checked(leaf)
     common = {"shape": list(codes.shape), "dtype": scales.dtype.name,
               "zeros": int(np.sum(codes == 0))}
+    if scales.ndim == 2:
+        common["per_channel"] = True
     scale_bytes = _common.to_bytes(scales, scales.dtype)
     flat = codes.ravel().astype(np.int64)
     out = {"packed": ({**common, "form": "packed"}, [scale_bytes, packing.pack_ternary(codes)
@@ -81,8 +88,10 @@ def decode(entry: dict, sections: list[bytes]) -> np.ndarray:
     """``w_pos`` / 0 / ``-w_neg`` per code."""
     shape = tuple(entry["shape"])
     n = _common.size_of(shape)
+    count = _scale_count(entry)
     scales = _common.from_bytes(sections[0], _common.float_dtype(entry["dtype"], "ternary "
-                                                                 "scales"), 2, "ternary scales")
+                                                                 "scales"), 2 * count,
+                                "ternary scales").reshape((2,) if count == 1 else (2, count))
     _common.check_finite(scales, "ternary scales")
     if entry["form"] == "packed":
         if len(sections[1]) != _common.nbytes(2 * n):
@@ -104,6 +113,14 @@ def decode(entry: dict, sections: list[bytes]) -> np.ndarray:
     return _values(codes, scales)
 
 
+def working_bytes(entry: dict) -> int:
+    """Bytes decoding takes beyond the array: int64 codes, streams and positions, and one
+    more array of values (measured peak 40 bytes a weight besides the output)."""
+    n = _common.size_of(entry["shape"])
+    itemsize = _common.float_dtype(entry["dtype"], "ternary scales").itemsize
+    return n * (itemsize + 40)
+
+
 def dense(leaf: Ternary) -> np.ndarray:
     """``w_pos`` / 0 / ``-w_neg`` per code."""
     codes, scales = _checked(leaf)
@@ -114,11 +131,13 @@ def report_row(entry: dict) -> dict:
     """Nonzero codes count as kept; 2 bits per weight before entropy coding."""
     n = _common.size_of(entry["shape"])
     itemsize = _common.float_dtype(entry["dtype"], "ternary scales").itemsize
+    _scale_count(entry)
     form = _common.choice_field(entry, "form", ("packed", "huffman", "sparse"))
     zeros = _common.count_field(entry, "zeros", 0, n)
     if form != "sparse":
         scales, codes = entry["bytes"]
         return _common.row(n, itemsize, kept=n - zeros, weight_bits=2,
+                           pruned_bytes=_common.pruned_bytes(entry, n - zeros, itemsize),
                            quantized_bytes=_common.nbytes(2 * n) + scales,
                            weights_raw_bytes=_common.nbytes(2 * n), weights_huffman_bytes=codes,
                            codebook_bytes=scales)

@@ -15,7 +15,9 @@ subclass of ``nn.Conv`` with the same fields and the same parameters
 checkpoints, transforms and ``summary`` are unchanged; ungrouped convolutions
 fall through to ``nn.Conv``. Inject it with ``conv=TapConv``.
 
-``mode_kwargs`` tells whether a model takes a ``train`` argument.
+``mode_kwargs`` finds a model's training flag (``train``, ``training``,
+``deterministic``, ...); ``training_mode_issues`` names the BatchNorm and
+Dropout layers a training-mode call does not reach.
 """
 
 from __future__ import annotations
@@ -27,9 +29,61 @@ import jax
 import jax.numpy as jnp
 
 
-def mode_kwargs(model, train: bool) -> dict:
-    """``{"train": train}`` when ``model.__call__`` declares ``train``, else ``{}``."""
-    return {"train": train} if "train" in inspect.signature(model.__call__).parameters else {}
+TRAINING_FLAGS = ("train", "training", "is_training")
+"""Call arguments that are True in training mode, recognised by ``mode_kwargs``."""
+INFERENCE_FLAGS = ("deterministic", "eval", "inference", "use_running_average")
+"""Call arguments that are True in inference mode, recognised by ``mode_kwargs``."""
+
+
+def mode_kwargs(model, train: bool, flag: str | None = None) -> dict:
+    """The keyword that puts ``model`` in training (``train=True``) or inference mode.
+
+    ``flag`` names the argument (a leading ``!`` means it is True in
+    inference, as ``deterministic`` is); by default the first argument of
+    ``model.__call__`` named in ``TRAINING_FLAGS`` or ``INFERENCE_FLAGS`` is
+    used. A model with none gets ``{}``: it is trained with its
+    ``batch_stats`` mutable, which ``self.is_mutable_collection("batch_stats")``
+    reads (``training_mode_issues`` tells when that does not reach a layer).
+    """
+    parameters = inspect.signature(model.__call__).parameters
+    if flag is not None:
+        name, inverted = flag.lstrip("!"), flag.startswith("!") or flag in INFERENCE_FLAGS
+        if name not in parameters:
+            raise ValueError(f"{type(model).__name__}.__call__ has no argument {name!r} "
+                             f"(train_flag); it takes {list(parameters)}")
+        return {name: (not train) if inverted else train}
+    for name in parameters:
+        if name in TRAINING_FLAGS:
+            return {name: train}
+        if name in INFERENCE_FLAGS:
+            return {name: not train}
+    return {}
+
+
+def training_mode_issues(model, variables, x, flag: str | None = None,
+                         mutable=("batch_stats",)) -> list[str]:
+    """The BatchNorm and Dropout layers that a training-mode call of ``model`` leaves in
+    inference mode (``use_running_average`` or ``deterministic`` still True).
+
+    Runs ``model.apply(variables, x, **mode_kwargs(model, True, flag))`` once,
+    with ``mutable`` collections and a dropout key, and names each such layer
+    by its module path. An empty list means training reaches every one of them.
+    """
+    found: list[str] = []
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name == "__call__" and isinstance(module, (nn.BatchNorm, nn.Dropout)):
+            field = "use_running_average" if isinstance(module, nn.BatchNorm) else "deterministic"
+            given = kwargs.get(field, args[1] if len(args) > 1 else None)
+            if getattr(module, field) if given is None else given:
+                found.append("/".join(module.path) or type(module).__name__)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        model.apply(variables, x, mutable=[c for c in mutable if c in variables],
+                    rngs={"dropout": jax.random.key(0)}, **mode_kwargs(model, True, flag))
+    return found
 
 
 def _padding_pairs(padding, sizes, kernel, strides):

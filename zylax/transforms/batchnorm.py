@@ -19,6 +19,9 @@ from collections.abc import Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from zylax.containers import Cast
 
 
 def batch_norm_layers(model: nn.Module, variables, *args, **kwargs) -> dict[tuple, float]:
@@ -70,10 +73,12 @@ def fold(variables, layers: Mapping[tuple, float]) -> dict:
 
     Replaces ``params/<layer>/{scale, bias}`` and ``batch_stats/<layer>/{mean,
     var}`` by ``fold_layer``'s; the model computes the same function (to float
-    rounding) in inference mode. Layers built with ``use_scale=False`` or
+    rounding) in inference mode. A leaf stored narrow (``containers.Cast``) is
+    folded from its values and stays narrow; the folded statistics are plain
+    arrays (one value each). Layers built with ``use_scale=False`` or
     ``use_bias=False`` have nowhere to put ``a`` or ``b`` and stay as they
-    are, as does every other leaf (shared kernels included). Returns plain
-    dicts of NumPy arrays.
+    are, as does every other leaf (quantized kernels included). Returns
+    plain dicts.
     """
     params, stats = dict(variables["params"]), dict(variables.get("batch_stats", {}))
     for path, epsilon in sorted(layers.items()):
@@ -81,7 +86,20 @@ def fold(variables, layers: Mapping[tuple, float]) -> dict:
         if not (isinstance(p, Mapping) and isinstance(s, Mapping) and
                 {"scale", "bias"} <= p.keys() and {"mean", "var"} <= s.keys()):
             continue
-        new = fold_layer(p["scale"], p["bias"], s["mean"], s["var"], epsilon)
-        params = _replace(params, path, {"scale": new["scale"], "bias": new["bias"]})
+        new = fold_layer(*(_values(x) for x in (p["scale"], p["bias"], s["mean"], s["var"])),
+                         epsilon)
+        params = _replace(params, path, {"scale": _like(p["scale"], new["scale"]),
+                                         "bias": _like(p["bias"], new["bias"])})
         stats = _replace(stats, path, {"mean": new["mean"], "var": new["var"]})
     return jax.device_get({**variables, "params": params, "batch_stats": stats})
+
+
+def _values(leaf):
+    """The float array a leaf holds (a ``Cast`` container's values)."""
+    return jnp.asarray(leaf.values if isinstance(leaf, Cast) else leaf)
+
+
+def _like(leaf, value):
+    """``value`` stored as ``leaf`` is: narrow again when ``leaf`` is a ``Cast``."""
+    value = np.asarray(value)
+    return Cast(value, leaf.stored) if isinstance(leaf, Cast) else value

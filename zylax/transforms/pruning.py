@@ -11,6 +11,8 @@ weight. Unselected leaves (biases, BatchNorm) get an all-``True`` mask.
 * ``prune(inner)``: an optax wrapper that keeps pruned weights exactly zero
   with any inner optimizer; the masks live in its state, so orbax checkpoints
   carry them, and a schedule recomputes them under ``lax.cond`` (no retrace).
+  ``keep_zeros(inner)`` reads its masks from the zeros of the params it starts
+  from (weights pruned earlier).
 """
 
 from __future__ import annotations
@@ -206,8 +208,7 @@ def prune(inner: optax.GradientTransformation, masks=None, *,
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("prune needs params in update(); call tx.update(g, s, params)")
-        grads = jax.tree.map(lambda g, m: jnp.where(m, g, jnp.zeros_like(g)), updates, state.masks)
-        updates, inner_state = inner.update(grads, state.inner_state, params)
+        updates, inner_state = _masked_inner_update(inner, updates, state, params)
         current = state.masks
         if sparsity is not None:
             candidate = apply_masks(optax.apply_updates(params, updates), state.masks)
@@ -215,10 +216,47 @@ def prune(inner: optax.GradientTransformation, masks=None, *,
                                    lambda: jax.tree.map(jnp.logical_and, state.masks,
                                                         scheduled_masks(candidate, state.count)),
                                    lambda: state.masks)
-        updates = jax.tree.map(lambda u, p, m: jnp.where(m, u, -p), updates, params, current)
-        return updates, PruneState(masks=current, inner_state=inner_state, count=state.count + 1)
+        return _landing_on_zero(updates, params, current), PruneState(
+            masks=current, inner_state=inner_state, count=state.count + 1)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def keep_zeros(inner: optax.GradientTransformation, min_ndim: int = 0
+               ) -> optax.GradientTransformation:
+    """``inner`` with the exact zeros of the params it starts from kept exactly zero.
+
+    The masks are read at ``init``: every zero of a leaf with at least
+    ``min_ndim`` axes (``min_ndim=2``: matrices and kernels, not biases) is a
+    pruned weight. As in ``prune``, pruned weights get no gradient and an
+    update of ``-w``, so ``optax.apply_updates`` lands on 0 whatever ``inner``
+    proposes.
+    """
+    def init_fn(params):
+        masks = jax.tree.map(lambda w: w != 0 if jnp.ndim(w) >= min_ndim
+                             else jnp.ones(jnp.shape(w), bool), params)
+        return PruneState(masks=masks, inner_state=inner.init(params),
+                          count=jnp.zeros((), jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("keep_zeros needs params in update(); call tx.update(g, s, params)")
+        updates, inner_state = _masked_inner_update(inner, updates, state, params)
+        return _landing_on_zero(updates, params, state.masks), state._replace(
+            inner_state=inner_state, count=state.count + 1)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _masked_inner_update(inner, updates, state: PruneState, params):
+    """``inner``'s update of the gradients with the pruned ones zeroed."""
+    grads = jax.tree.map(lambda g, m: jnp.where(m, g, jnp.zeros_like(g)), updates, state.masks)
+    return inner.update(grads, state.inner_state, params)
+
+
+def _landing_on_zero(updates, params, masks):
+    """``updates`` where kept, ``-params`` where pruned: the step lands pruned weights on 0."""
+    return jax.tree.map(lambda u, p, m: jnp.where(m, u, -p), updates, params, masks)
 
 
 def prune_state_masks(opt_state):

@@ -11,10 +11,9 @@ gradient that reaches centroid ``c_k`` is, by autodiff,
 
 so fine-tuning the codebooks with any optax optimizer is Han's centroid update.
 
-Layout used by the training loop (``fit(..., transform=decode, aux=aux)``):
-  * ``latent``: the params tree with each shared leaf replaced by its codebook;
-  * ``aux``: ``{leaf name: {"indices": uint8/uint16/int32}}`` for shared leaves, the
-    smallest unsigned type holding ``k`` (the pruned marker).
+``zylax.methods.share`` trains the codebooks of a model's layers with this:
+the codebook is the latent leaf, the indices (the smallest unsigned type
+holding ``k``, the pruned marker: ``index_dtype``) are constants.
 """
 
 from __future__ import annotations
@@ -25,10 +24,8 @@ from typing import Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from zylax.transforms import tree as ztree
-from zylax.transforms.tree import KERNELS, Selector
 
 INITS = ("linear", "density", "random")
 DEFAULT_BITS = {"conv": 8, "dense": 5}
@@ -178,7 +175,8 @@ def _lloyd(sorted_values, count, codebook, max_iters: int, tol: float):
 
 
 def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None = None, *,
-           seed: int = 0, max_iters: int = 1000, tol: float = 0.0) -> KMeansResult:
+           seed: int = 0, key: jax.Array | None = None, max_iters: int = 1000,
+           tol: float = 0.0) -> KMeansResult:
     """1-D k-means weight sharing of one layer (Deep Compression eq. 1).
 
     Args:
@@ -189,6 +187,7 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
         positions get index ``k``, the pruned marker that ``decode`` and the
         ``shared`` codec turn into an exact zero.
       seed: PRNG seed for ``init="random"``; results are deterministic.
+      key: a PRNG key instead of ``seed`` (traced under ``jit``).
       max_iters, tol: stop after ``max_iters`` or when no centroid moves more than ``tol``
         (an iteration costs O(k log n), so many iterations are cheap).
 
@@ -203,7 +202,8 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
         raise ValueError("kmeans: weights hold NaN or Inf")
     mask = jnp.ones(jnp.shape(w), bool) if mask is None else jnp.asarray(mask, bool)
     w = jnp.asarray(w)
-    result = _kmeans(w, mask, jax.random.key(seed), k=2 ** int(bits), init=init,
+    key = jax.random.key(seed) if key is None else key
+    result = _kmeans(w, mask, key, k=2 ** int(bits), init=init,
                      max_iters=max_iters, tol=tol)
     dtype = w.dtype if jnp.issubdtype(w.dtype, jnp.floating) else jnp.float32
     return result._replace(codebook=result.codebook.astype(dtype))
@@ -233,79 +233,6 @@ def layer_bits(name: str, w, bits: int | Mapping[str, int] | None) -> int:
     return check_bits(name, bits)
 
 
-def share(params, bits: int | Mapping[str, int] | None = None, masks=None, *,
-          include: Selector = KERNELS, init: str = "linear", seed: int = 0,
-          max_iters: int = 1000):
-    """Clusters every selected layer; returns ``(latent, aux)``.
-
-    Args:
-      params: parameter pytree (pruned weights already zero).
-      bits: int for every layer, ``{regex: bits}`` per layer, or None for
-        Han's defaults (conv 8, dense 5).
-      masks: boolean tree from pruning; None keeps every weight.
-      include: which leaves to share (default: kernels).
-
-    Returns:
-      ``latent``: params with each shared leaf replaced by its codebook ``(k,)``
-        in the leaf's dtype (bf16 in, bf16 codebook out).
-      ``aux``: ``{name: {"indices"}}`` for the shared leaves (``k`` where pruned).
-    """
-    names = ztree.selected_names(params, include)
-    ztree.check_finite(params, names)
-    if masks is not None:
-        ztree.check_same_structure(params, masks, "mask")
-    mask_of = ztree.named_leaves(masks) if masks is not None else {}
-    aux = {}
-
-    def make(name, w):
-        if name not in names:
-            return w
-        mask = mask_of.get(name, jnp.ones(jnp.shape(w), bool))
-        if ztree.is_concrete(mask) and np.size(w) and not np.any(np.asarray(mask)):
-            raise ValueError(f"share: {name!r} has no kept weight (pruned whole); leave it out "
-                             "of `include`")
-        k_bits = layer_bits(name, w, bits)
-        result = kmeans(w, k_bits, init, mask, seed=seed, max_iters=max_iters)
-        aux[name] = {"indices": result.indices.astype(index_dtype(2 ** k_bits))}
-        return result.codebook
-    latent = ztree.map_named(make, params)
-    return latent, aux
-
-
 def index_dtype(k: int) -> np.dtype:
     """The smallest integer type holding the indices 0..k (k marks pruned weights)."""
     return np.dtype(np.uint8 if k < 256 else np.uint16 if k < 65536 else np.int32)
-
-
-def decode(latent, aux):
-    """The dense params of a shared model: ``append(codebook, 0)[indices]`` per shared leaf."""
-    def make(name, leaf):
-        if name not in aux:
-            return leaf
-        return jnp.append(leaf, jnp.zeros(1, leaf.dtype))[aux[name]["indices"]]
-    return ztree.map_named(make, latent)
-
-
-def compressed(latent, aux, index_bits: int | str | Mapping[str, int] | None = None):
-    """The params tree to store: each shared leaf as a ``codecs.shared.Shared`` container.
-
-    ``index_bits`` is the gap width of the sparse form: an int, ``{regex: bits}``,
-    ``"auto"`` (the smallest file over the widths tried) or None (Han: 8 for
-    conv kernels, 5 otherwise). ``archive.save`` writes the result.
-    """
-    from zylax.codecs.shared import Shared
-
-    def make(name, leaf):
-        if name not in aux:
-            return leaf
-        indices = aux[name]["indices"]
-        bits = (ztree.per_leaf_value(name, None, index_bits) if isinstance(index_bits, Mapping)
-                else index_bits)
-        return Shared(np.asarray(leaf), np.asarray(indices), bits)
-    return ztree.map_named(make, latent)
-
-
-def centroid_only(tx: optax.GradientTransformation, latent, aux) -> optax.GradientTransformation:
-    """``tx`` on the codebooks, frozen (zero updates) elsewhere: Han's fine-tuning."""
-    labels = ztree.map_named(lambda name, _: "codebook" if name in aux else "frozen", latent)
-    return optax.multi_transform({"codebook": tx, "frozen": optax.set_to_zero()}, labels)

@@ -1,4 +1,4 @@
-"""Bit-packed storage of binary (1 bit) and ternary (2 bits) weights, and a size report.
+"""Bit-packed storage of binary (1 bit) and ternary (2 bits) weights.
 
 * ``pack_binary(signs)``: +1 -> bit 1, -1 -> bit 0, 8 weights per byte.
 * ``pack_ternary(values)``: {-1, 0, +1} -> 2-bit codes {2, 0, 1}, 4 weights per byte.
@@ -8,8 +8,6 @@ Unpacking needs the shape and is exact.
 from __future__ import annotations
 
 import numpy as np
-
-from zylax.transforms import tree as ztree
 
 
 def pack_binary(signs) -> np.ndarray:
@@ -47,25 +45,3 @@ def unpack_ternary(packed, shape) -> np.ndarray:
     codes = codes[:n]
     return np.where(codes == 1, 1.0, np.where(codes == 2, -1.0, 0.0)).astype(np.float32
                                                                             ).reshape(shape)
-
-
-def storage_report(params, bits_per_leaf: dict[str, int], scale_bytes: dict[str, int] | None = None
-                   ) -> list[dict]:
-    """Bytes per leaf, fp32 vs packed.
-
-    Args:
-      params: the model's params (shapes are read from them).
-      bits_per_leaf: ``{name: 1 or 2}`` for quantized leaves; others stay 32-bit.
-      scale_bytes: float bytes stored beside a quantized leaf (alpha, w_pos/w_neg).
-
-    Returns:
-      rows ``{"name", "weights", "bits", "fp32_bytes", "packed_bytes", "ratio"}``.
-    """
-    rows = []
-    for name, leaf in ztree.named_leaves(params).items():
-        n = int(np.size(leaf))
-        bits = bits_per_leaf.get(name, 32)
-        packed = -(-n * bits // 8) + (scale_bytes or {}).get(name, 0)
-        rows.append({"name": name, "weights": n, "bits": bits, "fp32_bytes": 4 * n,
-                     "packed_bytes": packed, "ratio": 4 * n / packed})
-    return rows

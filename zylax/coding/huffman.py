@@ -96,6 +96,27 @@ def _get_varint(blob: bytes, pos: int) -> tuple[int, int]:
 
 
 @numba.njit(cache=True)
+def _read_varints(buffer, pos, count):  # pragma: no cover - compiled
+    """``count`` varints from ``buffer[pos:]``: ``(values int64, position after)``; position
+    -1 when the buffer ends inside them or a varint runs past 63 bits (the values must
+    then fit int64 once summed: each is below 2**48, the alphabet's bound, or refused)."""
+    values = np.zeros(count, np.int64)
+    for i in range(count):
+        value, shift = 0, 0
+        while True:
+            if pos >= buffer.size or shift > 42:
+                return values, -1
+            byte = buffer[pos]
+            pos += 1
+            value |= np.int64(byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        values[i] = value
+    return values, pos
+
+
+@numba.njit(cache=True)
 def _histogram(symbols, limit):  # pragma: no cover - compiled
     """Counts of each symbol; returns (counts, bad) where bad is the first value outside [0, limit)."""
     top = 0
@@ -294,22 +315,23 @@ def decode(blob: bytes, max_symbols: int | None = None) -> np.ndarray:
     for length in range(1, max_len + 1):
         count[length], pos = _get_varint(blob, pos)
     used = int(count.sum())
-    if not 0 < used <= alphabet:
-        raise ValueError(f"Huffman blob lists {used} symbols for an alphabet of {alphabet}")
-    order = np.zeros(used, np.int64)
+    if not 0 < used <= min(alphabet, n):  # each listed symbol occurs in the stream
+        raise ValueError(f"Huffman blob lists {used} symbols for an alphabet of {alphabet} "
+                         f"and a stream of {n}")
+    deltas, pos = _read_varints(np.frombuffer(blob, np.uint8), pos, used)
+    if pos < 0:
+        raise ValueError("Huffman blob truncated or malformed inside its symbol table")
     first_code = np.zeros(max_len + 2, np.int64)
     first_index = np.zeros(max_len + 2, np.int64)
+    order = np.zeros(used, np.int64)
     index, code = 0, 0
-    for length in range(1, max_len + 1):
+    for length in range(1, max_len + 1):  # symbols ascend within a length: deltas + 1, summed
         first_code[length], first_index[length] = code, index
-        previous = -1
-        for _ in range(count[length]):
-            delta, pos = _get_varint(blob, pos)
-            previous += delta + 1
-            if previous >= alphabet:
-                raise ValueError("Huffman blob lists a symbol outside its alphabet")
-            order[index] = previous
-            index += 1
+        within = deltas[index:index + int(count[length])] + 1
+        order[index:index + within.size] = np.cumsum(within) - 1
+        if within.size and order[index + within.size - 1] >= alphabet:
+            raise ValueError("Huffman blob lists a symbol outside its alphabet")
+        index += within.size
         code = (code + int(count[length])) << 1
     if code > (1 << (max_len + 1)) or (used > 1 and code != (1 << (max_len + 1))):
         raise ValueError("Huffman blob has an invalid code-length table")

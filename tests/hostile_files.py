@@ -205,6 +205,11 @@ def _metadata_cases() -> dict[str, bytes]:
         "preprocess mean per channel, wrong count": {"preprocess": {
             **FASHION["preprocess"], "mean": [0.1, 0.2, 0.3]}},
         "preprocess a string": {"preprocess": "x / 255"},
+        "preprocess mean 10**400": {"preprocess": {**FASHION["preprocess"], "mean": [10 ** 400]}},
+        "preprocess std 0 in float32": {"preprocess": {**FASHION["preprocess"], "std": [5e-324]}},
+        "preprocess mean inf in float32": {"preprocess": {**FASHION["preprocess"],
+                                                          "mean": [1.7e308]}},
+        "task segmentation on a classifier": {"task": {"name": "segmentation"}},
         "num_classes 10**9": {"num_classes": 10 ** 9},
         "num_classes a float": {"num_classes": 10.0},
         "task unknown": {"task": {"name": "regression"}},
@@ -214,6 +219,9 @@ def _metadata_cases() -> dict[str, bytes]:
         "net name of 500 characters": {"net": "n" * 500},
     }
     out = {f"metadata {name}": lenet300({**net, **change}) for name, change in cases.items()}
+    out["metadata input of 200 x 200 on a dense first layer"] = lenet300(
+        {**net, "input_shape": [200, 200, 1]},
+        **{"ip1/kernel": Constant(0.0, (200 * 200, LENET300_SHAPES["ip1"][1]), "float32")})
     out["metadata padded input of 2048 x 2048"] = _header_file([_leaf("w")], {
         **FASHION, "net": "lenet300", "input_shape": [1024, 1024, 1],
         "preprocess": {"mean": [0.5], "std": [0.5], "pad_to": 2048}})

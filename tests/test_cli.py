@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -206,6 +207,10 @@ def test_the_baseline_cache_is_keyed_by_every_setting():
     assert cli.baseline_key(choice, Args, 19) != key
     Args.max_examples = 3000
     assert cli.baseline_key(choice, Args, 20) != key
+    narrow = {"params": {"dense": {"kernel": jax.ShapeDtypeStruct((784, 300), jnp.float32)}}}
+    wide = {"params": {"dense": {"kernel": jax.ShapeDtypeStruct((784, 400), jnp.float32)}}}
+    assert cli.baseline_key(choice, Args, 20, narrow) != cli.baseline_key(choice, Args, 20, wide)
+    assert cli.baseline_key(choice, Args, 20, narrow) == cli.baseline_key(choice, Args, 20, narrow)
 
 
 def test_evaluate_uses_the_batch_stats_in_the_file(tmp_path, capsys, fmnist_train, fmnist_test):

@@ -57,6 +57,7 @@ def test_a_user_model_goes_through_run_and_the_file_is_bit_identical(trained, fm
     from_file = train.evaluate(model, loaded, *test_data, preprocess=prep)["accuracy"]
     assert from_file == rep["compressed_accuracy"] > 0.5
     assert data.Preprocess.from_dict(metadata["preprocess"]) == prep
+    assert metadata["model"] == "test_compress:UserNet"  # a hint for --model, never imported
     kept = {r["name"]: r["kept_percent"] for r in rep["layers"]}
     assert 35 < kept["aa_middle/kernel"] < 45  # 60% pruned, stored shared
     assert not np.array_equal(loaded["batch_stats"]["norm"]["mean"],
@@ -207,7 +208,21 @@ def test_the_learning_rate_is_chosen_on_held_out_training_data_and_recorded(
                           out=str(tmp_path / "auto.zyl"))
     rep = result.report
     sweep = {float(k): v for k, v in rep["learning_rate_sweep"].items()}
-    assert sorted(sweep) == sorted(compress.LEARNING_RATES)
+    assert set(compress.LEARNING_RATES) <= set(sweep)
     assert rep["learning_rate"] == min(sweep, key=lambda r: (sweep[r], r))
+    assert compress.next_learning_rate(sweep, compress.LEARNING_RATES) is None  # swept enough
     held_out = max(1, min(2000, int(2048 * compress.HELD_OUT)))
-    assert held == [held_out] * 4 and scored == [300]  # the test data only for the report
+    assert held == [held_out] * len(sweep) and scored == [300]  # the test data for the report
+
+
+@pytest.mark.parametrize("losses, expected", [
+    ({1e-4: 4.0, 3e-4: 3.0, 1e-3: 2.0, 3e-3: 1.0}, 1e-2),  # best at the top: one decade up
+    ({1e-4: 4.0, 3e-4: 3.0, 1e-3: 2.0, 3e-3: 1.0, 1e-2: 0.5}, 3e-2),
+    ({1e-4: 4.0, 3e-4: 3.0, 1e-3: 2.0, 3e-3: 1.0, 1e-2: 0.5, 3e-2: 0.4}, None),  # two beyond
+    ({1e-4: 4.0, 3e-4: 3.0, 1e-3: 2.0, 3e-3: 1.0, 1e-2: 1.5}, None),  # 3e-3 now inside
+    ({1e-4: 1.0, 3e-4: 2.0, 1e-3: 3.0, 3e-3: 4.0}, 3e-5),  # best at the bottom: one down
+    ({1e-4: 2.0, 3e-4: 1.0, 1e-3: 1.0, 3e-3: 4.0}, None),  # a tie goes to the lower, inside
+])
+def test_the_rate_sweep_goes_on_past_an_edge_that_wins(losses, expected):
+    found = compress.next_learning_rate(losses, compress.LEARNING_RATES)
+    assert found == pytest.approx(expected) if expected else found is None

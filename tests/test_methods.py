@@ -147,6 +147,19 @@ def test_pattern_on_kxk_with_share_on_the_rest_and_binary_with_first_and_last_fl
     assert isinstance(stored["zz_first"]["kernel"], np.ndarray)
 
 
+def test_keep_float_that_leaves_nothing_selected_says_so():
+    class TwoDense(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3, name="out")(nn.relu(nn.Dense(4, name="hidden")(x)))
+    x = jnp.ones((1, 5))
+    variables = TwoDense().init(KEY, x)
+    with pytest.raises(ValueError, match=r"keep_float .* keep_float=\(\)"):
+        methods.ternary().bind(TwoDense(), variables, x)
+    bound = methods.ternary(keep_float=("first",)).bind(TwoDense(), variables, x)
+    assert bound.selected(variables["params"]) == ["out/kernel"]
+
+
 def test_a_later_stage_keeps_an_earlier_quantizer_and_trains_it_on():
     from zylax import compress
 

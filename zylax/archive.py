@@ -479,11 +479,13 @@ def read_header_bytes(blob: bytes, *, max_decoded_bytes: int | None = None) -> t
     return header, sections
 
 
-def decoded_limit(file_bytes: int, max_decoded_bytes: int | None = None) -> int:
-    """The decoded-size bound for a file: ``max_decoded_bytes``, else the default formula."""
+def decoded_limit(file_bytes: int, max_decoded_bytes: int | None = None, *,
+                  floor: int = DECODED_FLOOR, multiple: int = DECODED_MULTIPLE) -> int:
+    """The decoded-size bound for a file: ``max_decoded_bytes``, else
+    ``min(DECODED_CAP, max(floor, multiple x file_bytes))``."""
     if max_decoded_bytes is not None:
         return int(max_decoded_bytes)
-    return min(DECODED_CAP, max(DECODED_FLOOR, DECODED_MULTIPLE * file_bytes))
+    return min(DECODED_CAP, max(floor, multiple * file_bytes))
 
 
 def _read(path: str | os.PathLike, max_decoded_bytes: int | None) -> bytes:

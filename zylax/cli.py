@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 
 from zylax import data as zdata
+from zylax.nets import layers
 
 
 class UsageError(Exception):
@@ -173,10 +174,17 @@ def _scores(metrics: dict, task) -> str:
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in names)
 
 
-def baseline_key(choice: ModelChoice, args, epochs: int) -> str:
-    """A hash of every setting that changes the baseline (model, data, seed, epochs, recipe, ...)."""
+def baseline_key(choice: ModelChoice, args, epochs: int, variables=None) -> str:
+    """A hash of every setting that changes the baseline (model, data, seed, epochs, recipe, ...)
+    and of the shapes and dtypes of ``variables`` (the model's, as ``init`` makes them), so that
+    a change to the model's code that changes a shape trains a new baseline."""
+    from zylax.transforms.tree import named_leaves
+
+    shapes = {name: [list(np.shape(leaf)), str(np.dtype(leaf.dtype))]
+              for name, leaf in named_leaves(variables or {}).items()}
     settings = {"model": choice.metadata, "data": args.data, "seed": args.seed, "epochs": epochs,
-                "max_examples": args.max_examples, "recipe": dataclasses.asdict(choice.recipe)}
+                "max_examples": args.max_examples, "recipe": dataclasses.asdict(choice.recipe),
+                "shapes": shapes}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -211,14 +219,18 @@ def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, ch
     """Trains (or resumes) the baseline.
 
     ``before(model, sample)`` runs first; a dict it returns adds to ``fit``'s
-    keyword arguments (e.g. ``variables`` to start from).
+    keyword arguments (e.g. ``variables`` to start from). ``checkpoint_dir``
+    is a folder, or ``(model, sample) -> folder``.
     """
     from zylax import train
 
     # segmentation models output every label, the background included
     model = choice.factory(zdata.num_classes(train_data[1]) + (choice.task == "segmentation"))
+    sample = preprocess(train_data[0][:1])
     if before is not None:
-        kwargs.update(before(model, preprocess(train_data[0][:1])) or {})
+        kwargs.update(before(model, sample) or {})
+    if callable(checkpoint_dir):
+        checkpoint_dir = checkpoint_dir(model, sample)
     task = _task(choice, model, train_data)
     result = train.fit_recipe(model, choice.recipe, train_data, preprocess=preprocess,
                               epochs=epochs, seed=args.seed, checkpoint_dir=checkpoint_dir,
@@ -420,6 +432,8 @@ def _compress_preset(args, choice):
 def cmd_compress(args) -> None:
     """Trains (or reloads, or takes ``--from``) the baseline, compresses it with ``--method``
     (Deep Compression by default), writes and re-scores the file, prints the Han-style table."""
+    import jax
+
     from zylax import compress, report, train
 
     _positive("--baseline-epochs", args.baseline_epochs)
@@ -475,8 +489,16 @@ def cmd_compress(args) -> None:
         _check_pad_to(choice.recipe, args, train_data[0])
         name = args.net or args.model.replace(":", ".")
         workdir = args.workdir or os.path.join("runs", f"{name}-{args.data}-seed{args.seed}")
-        checkpoint_dir = os.path.abspath(os.path.join(
-            workdir, f"baseline-{baseline_key(choice, args, epochs)}"))
+
+        def checkpoint_dir(model, sample) -> str:
+            shapes = jax.eval_shape(lambda: train.init_variables(model, sample, 0,
+                                                                 args.train_flag))
+            folder = os.path.abspath(os.path.join(
+                workdir, f"baseline-{baseline_key(choice, args, epochs, shapes)}"))
+            state = "resuming" if os.path.isdir(folder) else "training"
+            print(f"baseline: {state} in {folder} (a run with the same settings and model "
+                  "shapes reuses it; --workdir puts it elsewhere)")
+            return folder
         model, task, baseline = _baseline(choice, args, train_data, preprocess, epochs,
                                           checkpoint_dir, before=lambda model, sample: (
                                               _check_chain(chain, train.init_variables(
@@ -654,7 +676,10 @@ def cmd_export(args) -> None:
     _check_file_args(args)
     _positive("--batch", args.batch, limit=4096)
     _check_out_file(args.out)
-    loaded = _model_file(args.file, args.model, "export", args.max_decoded_bytes)
+    limit = (args.max_decoded_bytes if args.max_decoded_bytes is not None
+             else export.decoded_limit(os.path.getsize(args.file) if os.path.isfile(args.file)
+                                       else 0))
+    loaded = _model_file(args.file, args.model, "export", limit)
     sample = loaded.preprocess(np.random.default_rng(0).integers(
         0, 256, (1, *loaded.input_shape), np.uint8))
     if args.batch * sample.size > _MAX_EXPORT_INPUT:
@@ -694,9 +719,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", default=None, metavar="NET",
                         help="train with this registered net's recipe (optimizer, schedule, "
                              "epochs, batch size, padding, augmentation; RESULTS.md's measured "
-                             "ones) instead of the net's own; --epochs, --batch-size and "
-                             "--augment still override it; for --model the default is AdamW "
-                             "1e-3 for 10 epochs")
+                             "ones) instead of the net's own; the epochs, --batch-size and "
+                             "--augment flags still override it; for --model the default is "
+                             "AdamW 1e-3 for 10 epochs")
     parser.add_argument("--data", default=None,
                         help=f"one of {zdata.DATASETS} (default {zdata.DATASETS[0]})")
     parser.add_argument("--seed", type=int, default=0)
@@ -763,14 +788,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compress this trained .zyl file (zylax train's model.zyl) instead of "
                         "training a baseline; the data and task come from the file, the model "
                         "too when it is a registered net (else name it with --model)")
-    p.add_argument("--workdir", default=None, help="keeps the baseline checkpoint for reuse")
+    p.add_argument("--workdir", default=None, help="where the baseline checkpoint is kept for "
+                   "reuse (default runs/NAME-DATA-seedSEED)")
     p.add_argument("--baseline-epochs", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                    help="retraining peak rate (Adam, cosine over each stage; default: the "
                         "net's preset, else chosen by a short sweep on held-out training data)")
     p.add_argument("--train-flag", default=None, metavar="NAME",
-                   help="your model's training argument when it is not train, training or "
-                        "deterministic (prefix ! when it is True in inference)")
+                   help="your model's training argument when it is none of "
+                        f"{layers.KNOWN_FLAGS} (prefix ! when it is True in inference)")
     p.add_argument("--prune-cycles", type=int, default=None, help="prune: Han's prune/retrain "
                    "cycles")
     p.add_argument("--retrain-epochs", type=int, default=None,

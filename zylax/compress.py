@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -40,6 +41,8 @@ from zylax.transforms import tree as ztree
 
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
 """The candidates of ``choose_learning_rate``."""
+SWEEP_EXTENSIONS = 2
+"""Most rates ``choose_learning_rate`` tries beyond ``LEARNING_RATES`` (``next_learning_rate``)."""
 SWEEP_STEPS = 100
 """Steps each candidate learning rate trains for in ``choose_learning_rate``."""
 HELD_OUT = 0.1
@@ -98,8 +101,8 @@ class Retrain:
         the baseline's L2).
       label_smoothing: of classification targets.
       augment: flips and shifts (scenes: mirrored with boxes and masks).
-      train_flag: the model's training-mode argument when it is not ``train``,
-        ``training`` or ``deterministic`` (``nets.layers.mode_kwargs``).
+      train_flag: the model's training-mode argument when it is none of
+        ``nets.layers.KNOWN_FLAGS`` (``nets.layers.mode_kwargs``).
     """
 
     learning_rate: float | None = None
@@ -240,6 +243,34 @@ def retrain_stage(ctx: Context, stage: Stage, method: Method | Combined, learnin
     return Stage(stage.plan, {"latent": params, "aux": stage.state["aux"]}, dict(collections))
 
 
+def next_learning_rate(scores: Mapping[float, float], candidates: Sequence[float],
+                       extensions: int = SWEEP_EXTENSIONS) -> float | None:
+    """The rate to try after ``candidates`` when the best of ``scores`` ({rate: held-out
+    loss}, ties to the lower rate) is the highest or lowest rate tried: a decade beyond the
+    edge's neighbour (best 3e-3 of 1e-4..3e-3: 1e-2, then 3e-2). None when the best is
+    inside, or ``extensions`` rates beyond ``candidates`` were tried already."""
+    tried = sorted(scores)
+    if len(tried) < 2 or len(tried) - len(set(candidates)) >= extensions:
+        return None
+    best = min(tried, key=lambda rate: (scores[rate], rate))
+    if best == tried[-1]:
+        return tried[-2] * 10
+    if best == tried[0]:
+        return tried[1] / 10
+    return None
+
+
+def model_hint(model) -> dict:
+    """``{"model": "package.module:Class"}`` of ``model``'s class, the spec that ``--model``
+    takes, recorded so that a file tells its user which model it needs (never imported);
+    ``{}`` for a class defined in ``__main__`` or inside a function."""
+    cls = type(model)
+    spec = f"{cls.__module__}:{cls.__qualname__}"
+    if cls.__module__ == "__main__" or not re.fullmatch(r"[\w.]+:[\w.]+", spec):
+        return {}
+    return {"model": spec}
+
+
 def choose_learning_rate(ctx: Context, stage: Stage, method: Method | Combined,
                          candidates: Sequence[float] = LEARNING_RATES,
                          steps: int = SWEEP_STEPS) -> tuple[float, dict]:
@@ -251,8 +282,10 @@ def choose_learning_rate(ctx: Context, stage: Stage, method: Method | Combined,
     loss in inference mode. The loss, not the metric: the baseline was trained
     on that slice too, and a rate that barely moves the pruned model keeps its
     accuracy there while it recovers less on new data (measured in RESULTS.md,
-    "Retraining learning rate"); the loss tracks the recovery. Returns
-    ``(rate, {rate: held-out loss})``; ties go to the lower rate.
+    "Retraining learning rate"); the loss tracks the recovery. While the best
+    rate is the highest or lowest tried, the sweep goes on beyond it
+    (``next_learning_rate``). Returns ``(rate, {rate: held-out loss})``; ties
+    go to the lower rate.
     """
     images, labels = ctx.train_data
     n = images.shape[0]
@@ -263,17 +296,23 @@ def choose_learning_rate(ctx: Context, stage: Stage, method: Method | Combined,
     held_out = (images[n - held:], zdata.take(labels, np.arange(n - held, n)))
     per_epoch = zdata.num_batches(n - held, ctx.retrain.batch_size, "drop")
     steps = min(steps, per_epoch)
-    scores = {}
     quiet = dataclasses.replace(ctx, on_epoch=None, progress=False)
-    for rate in candidates:
+
+    def held_out_loss(rate: float) -> float:
         tx = stage.plan.tx(ctx.retrain.optimizer(rate, steps), steps)
         result = quiet.fit(stage, tx, 1, f"learning rate {rate:g}", data=fitted, max_steps=steps)
         params, collections = train.split_variables(result.variables)
         tried = Stage(stage.plan, {"latent": params, "aux": stage.state["aux"]},
                       dict(collections))
         loss = quiet.loss(tried, held_out)
-        scores[rate] = loss if math.isfinite(loss) else math.inf
-    best = min(candidates, key=lambda rate: (scores[rate], rate))
+        return loss if math.isfinite(loss) else math.inf
+
+    scores = {rate: held_out_loss(rate) for rate in candidates}
+    rate = next_learning_rate(scores, candidates)
+    while rate is not None:
+        scores[rate] = held_out_loss(rate)
+        rate = next_learning_rate(scores, candidates)
+    best = min(scores, key=lambda rate: (scores[rate], rate))
     return best, scores
 
 
@@ -323,7 +362,8 @@ def run(model, variables, train_data, test_data, methods: Sequence | None = None
         bias before storing (an inference-only file, ``transforms.batchnorm``).
       metadata: extra JSON entries for the file (``{"data": "fashion_mnist"}``
         lets ``zylax evaluate`` find the test split); the preprocessing, task,
-        class count and input shape are always recorded.
+        class count and input shape are always recorded, and the model's class
+        as a hint (``model_hint``) unless ``metadata`` names a ``net`` or ``model``.
       reference: published figures per size stage for the report.
       seed: data order, k-means and the learning-rate sweep.
       on_epoch: called with each retraining epoch's history row, ``"stage"``
@@ -365,7 +405,10 @@ def run(model, variables, train_data, test_data, methods: Sequence | None = None
                      "seconds": time.perf_counter() - t0})
         snapshots[name] = jax.device_get(stage.plan.apply(stage.state))
     stored = storable(stage, model, sample, fold_batch_norm, inference)
-    info = tasks.file_metadata(task, preprocess, *train_data, metadata)
+    extra = dict(metadata or {})
+    if "net" not in extra and "model" not in extra:
+        extra.update(model_hint(model))
+    info = tasks.file_metadata(task, preprocess, *train_data, extra)
     t1 = time.perf_counter()
     file_bytes = archive.save(out, stored, metadata=info)
     loaded, header = archive.load_with_header(out)

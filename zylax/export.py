@@ -85,7 +85,21 @@ from typing import Mapping
 
 import numpy as np
 
-from zylax import codecs
+from zylax import archive, codecs
+
+DECODED_FLOOR = 16 << 20
+"""Decoded bytes any ``.zyl`` file may declare for export, however small the file."""
+DECODED_MULTIPLE = 64
+"""Decoded bytes per file byte a ``.zyl`` file may declare for export. Conversion holds
+about 25 copies of the weights at its peak, on top of TensorFlow's own ~1 GB."""
+
+
+def decoded_limit(file_bytes: int) -> int:
+    """The decoded-size bound (``archive.load``'s ``max_decoded_bytes``) for exporting a file
+    of ``file_bytes``: ``max(DECODED_FLOOR, DECODED_MULTIPLE x file_bytes)``, capped as
+    ``archive`` caps every file."""
+    return archive.decoded_limit(file_bytes, floor=DECODED_FLOOR, multiple=DECODED_MULTIPLE)
+
 
 WEIGHTS = ("auto", "float32", "float16", "int8", "int4")
 """The ``weights`` settings of ``export``."""

@@ -15,7 +15,8 @@ in one place, before any model is built or any array allocated:
   ``MAX_CHANNELS``, at most ``MAX_INPUT_ELEMENTS`` values in all (a file that
   records none gets its dataset's image shape, when it names a known one);
 * ``preprocess``: ``mean`` and ``std`` of one value or one per channel
-  (finite, std > 0), ``pad_to`` at least the image side and at most twice it,
+  (finite in float32, magnitude at most ``MAX_PREPROCESS_VALUE``, std at
+  least ``MIN_STD``), ``pad_to`` at least the image side and at most twice it,
   the padded input at most ``MAX_INPUT_ELEMENTS`` values;
 * ``num_classes``: an integer in ``[1, MAX_CLASSES]``;
 * ``task``: a registered task name and that task's own fields; a
@@ -31,7 +32,6 @@ the file and the field or leaf in one line.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from typing import Any, Mapping
@@ -57,6 +57,10 @@ MAX_INPUT_ELEMENTS = 1 << 20
 """Most values in one model input example (``H * W * C``, padded to ``pad_to``)."""
 MAX_OUTPUT_ELEMENTS = 1 << 24
 """Most values in one segmentation output (``H * W * num_classes``)."""
+MAX_PREPROCESS_VALUE = 1e4
+"""Largest magnitude of a ``preprocess`` mean or std (images are bytes, 0..255)."""
+MIN_STD = 1e-6
+"""Smallest ``preprocess`` std, in the float32 the inputs are computed in."""
 DEFAULT_CLASSES = 10
 """The class count of a file that records none."""
 
@@ -139,10 +143,20 @@ def _vector(value, what: str, channels: int | None) -> list[float]:
             f"metadata 'preprocess' {what}: must hold one value"
             f"{'' if channels is None else f' or one per channel ({channels})'}, got "
             f"{str(value)[:40]}")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-               for v in value):
-        raise archive.CorruptFileError(f"metadata 'preprocess' {what}: must be finite numbers")
-    return [float(v) for v in value]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise archive.CorruptFileError(f"metadata 'preprocess' {what}: must be numbers")
+    with np.errstate(over="ignore"):
+        try:
+            applied = np.asarray([float(v) for v in value], np.float64).astype(np.float32)
+        except OverflowError:
+            applied = np.asarray([np.inf], np.float32)
+    if not np.all(np.isfinite(applied)) or np.any(np.abs(applied) > MAX_PREPROCESS_VALUE):
+        raise archive.CorruptFileError(f"metadata 'preprocess' {what}: must be finite numbers "
+                                       f"of magnitude at most {MAX_PREPROCESS_VALUE:g}")
+    if what == "std" and np.any(applied < MIN_STD):
+        raise archive.CorruptFileError(f"metadata 'preprocess' std: must be at least "
+                                       f"{MIN_STD:g} (the inputs are divided by it)")
+    return [float(v) for v in applied]
 
 
 def _preprocess(value, shape: tuple[int, int, int] | None) -> Preprocess | None:
@@ -295,6 +309,13 @@ def check_fit(path: str, model, variables: Mapping, sample: np.ndarray) -> None:
     raise ModelMismatchError(f"{path}: the stored variables do not fit the model ({diff}{more})")
 
 
+def _output_shapes(model, variables: Mapping, sample: np.ndarray):
+    """The shapes of ``model``'s inference outputs on ``sample`` (traced, nothing computed)."""
+    collections = {k: v for k, v in variables.items() if k != "params"}
+    return jax.eval_shape(lambda p: train.forward(model, p, collections, sample,
+                                                  train=False)[0], variables["params"])
+
+
 def load_model_file(path: str | os.PathLike, *, model=None,
                     input_shape: tuple[int, int, int] | None = None,
                     max_decoded_bytes: int | None = None) -> ModelFile:
@@ -342,6 +363,7 @@ def load_model_file(path: str | os.PathLike, *, model=None,
     try:
         check_fit(path, built, variables, sample)
         task = tasks.from_dict(metadata.task, built, shape)
+        task.check_outputs(_output_shapes(built, variables, sample))
     except ModelMismatchError:
         raise
     except Exception as err:  # noqa: BLE001 - the model's error on the recorded shapes
@@ -353,7 +375,7 @@ def load_model_file(path: str | os.PathLike, *, model=None,
 
 def _one_line(err: BaseException) -> str:
     text = str(err).splitlines()[0] if str(err) else ""
-    return f"{type(err).__name__}: {text[:160]}"
+    return f"{type(err).__name__}: {text[:240]}"
 
 
 def scoring_data(loaded: ModelFile, data: str | None = None) -> tuple[str, tuple]:

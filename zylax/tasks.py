@@ -51,6 +51,13 @@ class Classification:
         return train.evaluate(model, variables, images, labels, preprocess=preprocess,
                               batch_size=batch_size, method=method, aux=aux)
 
+    def check_outputs(self, outputs) -> None:
+        """Refuses outputs that are not logits ``(B, K)`` (one-line ``ValueError``)."""
+        shape = getattr(outputs, "shape", None)
+        if shape is None or len(shape) != 2:
+            got = tuple(shape) if shape is not None else type(outputs).__name__
+            raise ValueError(f"a classification model must return logits (B, K); got {got}")
+
     def score_outputs(self, outputs, labels) -> dict[str, float]:
         """``{"accuracy"}`` of logits computed elsewhere (e.g. by LiteRT).
 
@@ -171,6 +178,11 @@ class Detection:
                                            image_size=self.image_size)
         return loss
 
+    def check_outputs(self, outputs) -> None:
+        """Refuses outputs that are not ``(class_logits (B, A, C + 1), box_deltas (B, A, 4))``
+        over this task's A anchors (one-line ``ValueError``)."""
+        _check_detection_outputs(outputs, np.shape(self.anchors)[0])
+
     def predict(self, model, variables, images, labels=None, *, preprocess=None,
                 batch_size: int = 250, method=None, aux=None) -> dict[str, np.ndarray]:
         """Decoded, class-wise NMS-filtered detections of every image.
@@ -273,6 +285,11 @@ class Segmentation:
             self._check_logits(logits)
             return detection.pixel_cross_entropy(logits, targets, mask)
         return loss
+
+    def check_outputs(self, outputs) -> None:
+        """Refuses outputs that are not logits ``(B, h, w, num_classes)`` (one-line
+        ``ValueError``)."""
+        self._check_logits(outputs)
 
     def _check_logits(self, logits) -> None:
         """Refuses outputs that are not logits ``(B, h, w, num_classes)`` (one-line ValueError)."""

@@ -52,7 +52,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from zylax import data as zdata
-from zylax.nets.layers import mode_kwargs, training_mode_issues
+from zylax.nets.layers import KNOWN_FLAGS, mode_kwargs, training_mode_issues
 
 Params = Any
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
@@ -530,10 +530,9 @@ def _warn_about_training_mode(model, state: TrainState, method, sample, train_fl
     if issues:
         _WARNED.add(key)
         warnings.warn(f"{type(model).__name__}: training leaves {', '.join(issues[:3])}"
-                      f"{' ...' if len(issues) > 3 else ''} in inference mode (no train, "
-                      f"training or deterministic argument reaches them, nor "
-                      f"is_mutable_collection('batch_stats')); name the model's flag with "
-                      f"train_flag=", stacklevel=3)
+                      f"{' ...' if len(issues) > 3 else ''} in inference mode (no argument "
+                      f"among {KNOWN_FLAGS} reaches them, nor is_mutable_collection("
+                      f"'batch_stats')); name the model's flag with train_flag=", stacklevel=3)
 
 
 def _epoch_stats(sums: dict, seen: int, batch_size: int) -> dict[str, float]:

@@ -139,7 +139,13 @@ class Method:
         ends = order.first_and_last(model, variables, *args, include=self.include, **kwargs)
         picked = {"first": ends[0], "last": ends[-1]}
         names = tuple(dict.fromkeys([*self.exclude, *(picked[k] for k in self.keep_float)]))
-        return dataclasses.replace(self, exclude=names, keep_float=())
+        bound = dataclasses.replace(self, exclude=names, keep_float=())
+        if "params" in variables and not bound.selected(variables["params"]):
+            kept = sorted({picked[k] for k in self.keep_float})
+            raise ValueError(f"{self.name}: keep_float {self.keep_float} keeps {kept} float, "
+                             f"which are all the leaves it selects; pass keep_float=() (CLI: "
+                             f"--keep-float none) to compress them")
+        return bound
 
     def init(self, params, key: jax.Array) -> State:
         """The state of ``params`` (module docstring)."""
@@ -222,8 +228,9 @@ class Combined:
         for i, member in enumerate(self.members):
             names = member.selected(params, taken | frozenset(latent))
             if not names:
-                raise ValueError(f"{member.name}: selects no leaf (include {member.include!r}; "
-                                 f"leaves {list(leaves)[:6]})")
+                raise ValueError(f"{member.name}: selects no leaf (include {member.include!r}, "
+                                 f"exclude {list(member.exclude)[:4]}, earlier methods took "
+                                 f"{len(latent) + len(taken)}; leaves {list(leaves)[:6]})")
             chosen = {n: leaves[n] for n in names}
             ztree.check_finite(chosen)
             own_latent, own, aux = member.init_leaves(chosen, jax.random.fold_in(key, i))

@@ -35,6 +35,11 @@ INFERENCE_FLAGS = ("deterministic", "eval", "inference", "use_running_average")
 """Call arguments that are True in inference mode, recognised by ``mode_kwargs``."""
 
 
+KNOWN_FLAGS = (f"{', '.join(TRAINING_FLAGS)} (True in training) or "
+               f"{', '.join(INFERENCE_FLAGS)} (True in inference)")
+"""The flag names ``mode_kwargs`` recognises, as messages and help texts list them."""
+
+
 def mode_kwargs(model, train: bool, flag: str | None = None) -> dict:
     """The keyword that puts ``model`` in training (``train=True``) or inference mode.
 

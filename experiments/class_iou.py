@@ -19,7 +19,7 @@ import argparse
 import jax
 import numpy as np
 
-from zylax import cli, data, metrics, modelfile, scenes
+from zylax import data, metrics, modelfile, scenes, tasks
 
 
 def label_names(num_classes: int) -> list[str]:
@@ -49,7 +49,9 @@ def main() -> None:
     parser.add_argument("--max-examples", type=int, default=2000)
     parser.add_argument("--split", choices=("test", "train"), default="test",
                         help="score the file's test scenes (default) or its train scenes")
-    cli.add_inference_views(parser)
+    parser.add_argument("--scales", type=float, nargs="+", default=None, metavar="S",
+                        help="average the class probabilities of the inputs resized by each S")
+    parser.add_argument("--flip", action="store_true", help="also the mirrored inputs")
     args = parser.parse_args()
 
     f = modelfile.load_model_file(args.file)
@@ -59,8 +61,8 @@ def main() -> None:
     scored = test_data if args.split == "test" else data.load(name, "train")
     images, labels = jax.tree.map(lambda a: a[:args.max_examples], scored)
     try:
-        task = cli.inference_views(f.task, args.scales, args.flip)
-    except cli.UsageError as err:
+        task = tasks.with_views(f.task, args.scales, args.flip)
+    except ValueError as err:
         raise SystemExit(str(err)) from None
     confusion = task.confusion(f.model, f.variables, images, labels, preprocess=f.preprocess)
     print(f"{args.file}, first {len(images):,} {args.split} scenes:\n")

@@ -19,7 +19,7 @@ import argparse
 import json
 import time
 
-from zylax import archive, cli, data, registry, tasks, train
+from zylax import archive, data, registry, tasks, train
 
 WARMUP_STEPS = 300
 
@@ -63,8 +63,8 @@ def main() -> None:
     for setting in args.settings:
         recipe(setting, args.epochs)  # a bad setting fails before any training
     donor, _ = archive.load(args.init_from)
-    train_data, test_data = cli.load_data("fashion_mnist_scenes", args.train_examples,
-                                          args.test_examples)
+    train_data = data.prefix(data.load("fashion_mnist_scenes", "train"), args.train_examples)
+    test_data = data.prefix(data.load("fashion_mnist_scenes", "test"), args.test_examples)
     for setting in args.settings:
         print(json.dumps(score(donor, setting, train_data, test_data, args.epochs)), flush=True)
 

@@ -5,8 +5,8 @@ evaluates at 8. The later bottlenecks are dilated instead of strided, so the
 kernels are the same and only the grid of the head changes. At 96x96 the 6x6
 grid of OS 16 costs a third of the 12x12 grid's MACs (14.6M against 44.1M)
 and trains at 2x the scenes per second (``python -m benchmarks.scene_steps``).
-So most epochs can run there and the last ones at OS 8 (RESULTS.md, "SSDLite
-to its target in 42 minutes")::
+So most epochs can run there and the last ones at OS 8 (RESULTS.md, "DeepLabV3
+at a higher learning rate")::
 
     zylax train --model experiments.deeplab_os16:segmenter --recipe deeplabv3_mobilenet_v2 \\
         --task segmentation --data fashion_mnist_scenes --epochs 3 --batch-size 32 --augment \\

@@ -113,6 +113,21 @@ def lenet300(metadata: dict, extra: dict | None = None, **leaves) -> bytes:
     return archive.to_bytes({"params": params, **(extra or {})}, metadata=metadata)
 
 
+def registered_net(net: str, num_classes: int, input_shape: tuple, metadata: dict) -> bytes:
+    """A file of the registered ``net``'s every variable, each a zero-byte constant (its
+    shapes from ``jax.eval_shape`` of ``init``: nothing computed), with ``metadata``."""
+    import jax
+
+    from zylax import registry, train
+
+    model = registry.get(net).factory(num_classes)
+    shapes = jax.eval_shape(lambda: train.init_variables(
+        model, np.zeros((1, *input_shape), np.float32), 0))
+    variables = jax.tree.map(lambda leaf: Constant(0.0, tuple(leaf.shape), str(leaf.dtype)),
+                             shapes)
+    return archive.to_bytes(variables, metadata=metadata)
+
+
 def _leaf(name: str, method: str = "constant", **fields) -> dict:
     return {"collection": "params", "name": name, "method": method, "shape": [],
             "dtype": "float32", "value": 0.0, "sections": [], "bytes": [], **fields}
@@ -231,6 +246,17 @@ def _metadata_cases() -> dict[str, bytes]:
     out["metadata num_classes the factory refuses"] = _header_file(
         [_leaf("w")], {**FASHION, "net": "deeplabv3_mobilenet_v2", "num_classes": 1,
                        "input_shape": [96, 96, 1], "task": {"name": "segmentation"}})
+    scenes = {**FASHION, "data": "fashion_mnist_scenes", "input_shape": [96, 96, 1]}
+    out["metadata segmentation labels other than the model's"] = registered_net(
+        "deeplabv3_mobilenet_v2", 1000, (256, 256, 1), {
+            **scenes, "net": "deeplabv3_mobilenet_v2", "num_classes": 1000,
+            "input_shape": [256, 256, 1], "task": {"name": "segmentation", "num_classes": 2}})
+    out["metadata detection of 1800 classes (a huge NMS)"] = registered_net(
+        "ssdlite_mobilenet_v2", 1800, (96, 96, 1), {
+            **scenes, "net": "ssdlite_mobilenet_v2", "num_classes": 1800,
+            "task": {"name": "detection"}})
+    out["metadata terminal escapes in a refused value"] = lenet300(
+        {**net, "num_classes": "\x1b]0;owned\x07\x1b[2J"})
     out["metadata input too small for the model"] = _header_file(
         [_leaf("w")], {**FASHION, "net": "lenet5", "input_shape": [1, 1, 1]})
     return out

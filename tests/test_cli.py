@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zylax import archive, cli, data, modelfile, nets, registry, train
+from zylax import archive, baseline, cli, data, modelfile, nets, registry, train
 from zylax.transforms import tree as ztree
 
 
@@ -79,11 +79,11 @@ def test_the_epoch_line_is_flushed_at_once_and_dropped_without_stdout(monkeypatc
 
     monkeypatch.setattr(sys, "stdout", Log())
     row = {"epoch": 1, "train_loss": 0.25, "examples_per_s": 63.0}
-    cli.epoch_logger(quiet=False)(row)
+    train.epoch_logger(quiet=False)(row)
     assert written[0][0] == "write" and written[0][1].startswith("train epoch 1: train loss 0.2500")
     assert written[-1][0] == "flush"
     monkeypatch.setattr(sys, "stdout", None)  # started with stdout closed
-    cli.epoch_logger(quiet=False)({**row, "stage": "prune 1/3"})
+    train.epoch_logger(quiet=False)({**row, "stage": "prune 1/3"})
 
 
 @pytest.mark.parametrize("args,message", [
@@ -199,18 +199,21 @@ def test_compress_a_batchnorm_net_then_evaluate_its_file(tmp_path, capsys):
 
 
 def test_the_baseline_cache_is_keyed_by_every_setting():
-    class Args:
-        data, seed, max_examples = "fashion_mnist", 0, None
-
-    choice = cli.ModelChoice(None, registry.get("lenet300").recipe, {}, {}, {"net": "lenet300"})
-    key = cli.baseline_key(choice, Args, 20)
-    assert cli.baseline_key(choice, Args, 19) != key
-    Args.max_examples = 3000
-    assert cli.baseline_key(choice, Args, 20) != key
+    choice = baseline.choose_model("lenet300")
+    settings = dict(data="fashion_mnist", seed=0, max_examples=None)
+    key = baseline.baseline_key(choice, epochs=20, **settings)
+    assert baseline.baseline_key(choice, epochs=19, **settings) != key
+    assert baseline.baseline_key(choice, epochs=20, **{**settings, "max_examples": 3000}) != key
+    assert baseline.baseline_key(choice, epochs=20, **{**settings, "seed": 1}) != key
     narrow = {"params": {"dense": {"kernel": jax.ShapeDtypeStruct((784, 300), jnp.float32)}}}
     wide = {"params": {"dense": {"kernel": jax.ShapeDtypeStruct((784, 400), jnp.float32)}}}
-    assert cli.baseline_key(choice, Args, 20, narrow) != cli.baseline_key(choice, Args, 20, wide)
-    assert cli.baseline_key(choice, Args, 20, narrow) == cli.baseline_key(choice, Args, 20, narrow)
+    keyed = [baseline.baseline_key(choice, epochs=20, variables=v, **settings)
+             for v in (narrow, wide, narrow)]
+    assert keyed[0] != keyed[1] and keyed[0] == keyed[2]  # a shape change trains a new one
+    code = [baseline.baseline_key(choice, epochs=20, code=c, **settings) for c in ("a", "b")]
+    assert code[0] != code[1]  # so does an edit of the model's module
+    assert baseline.model_code_digest(nets.LeNet5()) != baseline.model_code_digest(
+        nets.MobileNetV2()) != ""  # modules of their own
 
 
 def test_evaluate_uses_the_batch_stats_in_the_file(tmp_path, capsys, fmnist_train, fmnist_test):

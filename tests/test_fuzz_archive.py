@@ -174,4 +174,5 @@ def test_no_hostile_file_makes_a_command_import_hang_bloat_or_print_a_traceback(
             assert result["code"] in (1, 2), (name, result)
         if result["code"] != 0:
             assert len(lines) == 1 and lines[0].startswith(f"zylax {command}"), (name, result)
+            assert "\x1b" not in result["stderr"] and "\x07" not in result["stderr"], name
         assert result["rss_mb"] < RSS_BOUND_MB, (name, result)

@@ -14,12 +14,16 @@ The public modules, loaded on first use (``import zylax`` itself stays light):
   the model that runs it (``load_model_file``: a file never names code to run);
 * ``zylax.train``: the jitted, sharded, checkpointed loop (``fit``, ``evaluate``);
 * ``zylax.compress``: one pipeline for any chain of methods on any Flax model
-  (``run``);
-* ``zylax.tasks``: classification, detection and segmentation (loss + metric);
+  (``run``); ``zylax.presets``: a named preset with the user's settings;
+  ``zylax.baseline``: a model named or imported, its baseline trained and cached;
+  ``zylax.sensitivity``: per-layer pruning and sharing curves (Han's Figure 6);
+* ``zylax.tasks``: the task registry: classification, detection and segmentation
+  (loss, inference, metric, metadata);
   ``zylax.detection``: SSD anchors, box coding, matching, loss and NMS;
   ``zylax.metrics``: COCO mAP (pycocotools) and mIoU;
 * ``zylax.export``: the model as a LiteRT ``.tflite`` file (extra ``zylax[litert]``);
-* ``zylax.data``, ``zylax.scenes`` (Fashion-MNIST detection/segmentation scenes),
+* ``zylax.data``: the dataset registry, preprocessing and batches; ``zylax.scenes``
+  (Fashion-MNIST detection/segmentation scenes, a registered dataset),
   ``zylax.nets``, ``zylax.report``, ``zylax.registry`` (named nets);
   ``zylax.resizing``: inputs resized by a factor, per-pixel outputs back.
 """
@@ -28,9 +32,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["archive", "codecs", "coding", "compress", "containers", "data", "detection",
-           "export", "methods", "metrics", "modelfile", "nets", "registry", "report", "resizing",
-           "scenes", "straight_through", "tasks", "train", "transforms"]
+__all__ = ["archive", "baseline", "codecs", "coding", "compress", "containers", "data",
+           "detection", "export", "methods", "metrics", "modelfile", "nets", "presets",
+           "registry", "report", "resizing", "scenes", "sensitivity", "straight_through", "tasks",
+           "train", "transforms"]
 
 
 def __getattr__(name: str):

@@ -1,5 +1,8 @@
-"""The ``zylax`` command line: ``train``, ``compress``, ``evaluate``, ``inspect``, ``export``.
+"""The ``zylax`` command: train, compress, sensitivity, evaluate, inspect, export.
 
+Argument parsing, validation and printing over the library: ``zylax.baseline``
+(the model named, its cached baseline), ``zylax.presets`` (a preset with the
+flags applied), ``zylax.compress``, ``zylax.modelfile`` and ``zylax.export``.
 Every argument is checked before any data is loaded or any training runs.
 Errors are one line on stderr: exit code 2 for a bad argument, 1 for a
 failure at run time (``ZYLAX_DEBUG=1`` shows the traceback instead).
@@ -8,16 +11,17 @@ failure at run time (``ZYLAX_DEBUG=1`` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
-import hashlib
-import json
 import os
 import sys
 import tempfile
 
 import numpy as np
 
+from zylax import (archive, baseline, compress, export, hugepages, modelfile, presets, registry,
+                   report, tasks, train)
 from zylax import data as zdata
 from zylax.nets import layers
 
@@ -31,6 +35,15 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@contextlib.contextmanager
+def _usage(prefix: str = "", kind: type[Exception] = ValueError):
+    """A library error of ``kind`` raised inside becomes a ``UsageError`` (``prefix`` first)."""
+    try:
+        yield
+    except kind as err:
+        raise UsageError(f"{prefix}{err}") from None
 
 
 def _positive(name: str, value, *, zero_ok: bool = False, limit: int = 1 << 31) -> None:
@@ -56,45 +69,29 @@ def _check_out_file(path: str, flag: str = "--out") -> None:
         raise UsageError(f"{flag} {path}: cannot write there ({err.strerror})") from None
 
 
-@dataclasses.dataclass
-class ModelChoice:
-    """A named net or an imported factory, with its recipe, preset and file metadata."""
-
-    factory: object
-    recipe: object
-    compression: dict
-    reference: dict
-    metadata: dict
-    task: str | None = None
+def _check_not_input(out: str, source: str | None, flag: str = "--out") -> None:
+    """An output path that is the input file would replace it: a usage error."""
+    if source is not None and os.path.exists(out) and os.path.exists(source) and \
+            os.path.samefile(out, source):
+        raise UsageError(f"{flag} {out} is the input file; give another path")
 
 
-def _model_choice(args) -> ModelChoice:
-    from zylax import registry, train
-
-    borrowed = registry.get(args.recipe).recipe if args.recipe else None
-    if args.model:
-        factory = registry.import_factory(args.model)
-        return ModelChoice(factory, borrowed or train.Recipe(epochs=10), {}, {},
-                           {"model": args.model}, args.task)
-    spec = registry.get(args.net)
-    return ModelChoice(spec.factory, borrowed or spec.recipe, dict(spec.compression),
-                       dict(spec.reference), {"net": args.net}, args.task or spec.task)
+def _check_learning_rate(value) -> None:
+    if value is not None and not 0 < value <= 10:  # NaN fails too
+        raise UsageError(f"--learning-rate must be > 0 and <= 10, got {value}")
 
 
 def _did_you_mean(name: str) -> str:
     """``" (did you mean 'x'?)"`` for the registered net closest to ``name``, else ``""``."""
-    from zylax import registry
-
     close = difflib.get_close_matches(name.lower(), sorted(registry.NETS), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _check_common(args) -> ModelChoice:
-    from zylax import registry, tasks
-
-    args.data = args.data or zdata.DATASETS[0]
-    if args.data not in zdata.DATASETS:
-        raise UsageError(f"unknown dataset {args.data!r}; choose one of {zdata.DATASETS}")
+def _check_common(args):
+    """The model, data and settings shared by train and compress: a ``baseline.ModelChoice``."""
+    args.data = args.data or zdata.names()[0]
+    if args.data not in zdata.names():
+        raise UsageError(f"unknown dataset {args.data!r}; choose one of {zdata.names()}")
     if args.model and args.net:
         raise UsageError("give --net or --model, not both")
     if not args.model:
@@ -110,7 +107,7 @@ def _check_common(args) -> ModelChoice:
     _positive("--max-examples", args.max_examples)
     _positive("--max-test-examples", args.max_test_examples)
     try:
-        choice = _model_choice(args)
+        choice = baseline.choose_model(args.net, args.model, args.recipe, args.task)
         built = choice.factory(10)  # a factory that cannot build a model fails here, not later
     except Exception as err:  # noqa: BLE001 - any error of the user's factory is a usage error
         raise UsageError(f"--model {args.model or args.net}: "
@@ -122,140 +119,34 @@ def _check_common(args) -> ModelChoice:
     if args.max_examples is not None and args.max_examples < choice.recipe.batch_size:
         raise UsageError(f"--max-examples {args.max_examples} is smaller than one batch "
                          f"({choice.recipe.batch_size}); lower --batch-size")
-    scenes = args.data in zdata.SCENE_DATASETS
-    if choice.task in ("detection", "segmentation") and not scenes:
-        raise UsageError(f"{choice.task} needs boxes and masks: train on --data "
-                         f"{zdata.SCENE_DATASETS[0]}, not {args.data}")
-    if scenes and choice.task in (None, "classification") and args.net:
+    labels = zdata.get(args.data).labels
+    needed = None if choice.task is None else tasks.get(choice.task).labels
+    if needed is not None and needed != labels:
+        wanted = [n for n in zdata.names() if zdata.get(n).labels == needed]
+        raise UsageError(f"{choice.task} needs {zdata.LABEL_KINDS[needed]}: train on --data "
+                         f"{wanted[0] if wanted else '(none registered)'}, not {args.data}")
+    if labels == "scenes" and choice.task is None and args.net:
         raise UsageError(f"--data {args.data} has boxes and masks, not class labels; use a "
                          "detection or segmentation net")
-    try:
+    with _usage():
         tasks.check_model(built, choice.task)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
     return choice
 
 
-def _prefix(split, count: int | None, flag: str = "--max-examples"):
-    """The first ``count`` examples of ``(images, labels)`` (all when count is None).
-
-    A ``count`` above the split's size is a ``UsageError`` naming ``flag``.
-    """
-    if not count:
-        return split
-    if count > split[0].shape[0]:
-        raise UsageError(f"{flag} {count} exceeds the {split[0].shape[0]:,} examples there are")
-    keep = np.arange(count)
-    return split[0][keep], zdata.take(split[1], keep)
-
-
-def load_data(name: str, max_examples: int | None = None, max_test_examples: int | None = None):
-    """Train and test splits, each optionally cut to a prefix."""
-    return (_prefix(zdata.load(name, "train"), max_examples),
-            _prefix(zdata.load(name, "test"), max_test_examples, "--max-test-examples"))
-
-
-def _task(choice: ModelChoice, model, train_data):
-    """The task object of ``model`` on this data (``zylax.tasks.for_model``)."""
-    from zylax import tasks
-
-    task = tasks.for_model(model, train_data[0].shape[1:], choice.task)
-    if task.name == "classification" and isinstance(train_data[1], dict):
-        raise UsageError("the data has boxes and masks, not class labels; pass --task "
-                         "detection or segmentation")
-    if task.name == "classification" and choice.recipe.label_smoothing:
-        task = tasks.Classification(choice.recipe.label_smoothing)
-    return task
+def _load_data(args):
+    """Train and test splits of ``--data``, cut to ``--max-examples``/``--max-test-examples``."""
+    train_data, test_data = zdata.load(args.data, "train"), zdata.load(args.data, "test")
+    with _usage("--max-examples "):
+        train_data = zdata.prefix(train_data, args.max_examples)
+    with _usage("--max-test-examples "):
+        test_data = zdata.prefix(test_data, args.max_test_examples)
+    return train_data, test_data
 
 
 def _scores(metrics: dict, task) -> str:
     """``accuracy 0.9012`` or ``AP50 0.8123, mAP 0.5432`` (the task's metric first)."""
     names = [task.metric] + [k for k in metrics if k != task.metric and k != "loss"]
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in names)
-
-
-def baseline_key(choice: ModelChoice, args, epochs: int, variables=None) -> str:
-    """A hash of every setting that changes the baseline (model, data, seed, epochs, recipe, ...)
-    and of the shapes and dtypes of ``variables`` (the model's, as ``init`` makes them), so that
-    a change to the model's code that changes a shape trains a new baseline."""
-    from zylax.transforms.tree import named_leaves
-
-    shapes = {name: [list(np.shape(leaf)), str(np.dtype(leaf.dtype))]
-              for name, leaf in named_leaves(variables or {}).items()}
-    settings = {"model": choice.metadata, "data": args.data, "seed": args.seed, "epochs": epochs,
-                "max_examples": args.max_examples, "recipe": dataclasses.asdict(choice.recipe),
-                "shapes": shapes}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def epoch_logger(quiet: bool):
-    """An ``on_epoch`` callback printing one line per finished epoch, or None when quiet.
-
-    The line (stage, epoch, mean training loss, examples/s, minutes since the
-    logger was made, i.e. since training began) goes to stdout, flushed, so a
-    log file or a notebook shows progress where the progress bar (a
-    terminal's only) does not.
-    """
-    if quiet:
-        return None
-    import time
-
-    from tqdm import tqdm
-
-    start = time.perf_counter()
-
-    def log(row: dict) -> None:
-        if sys.stdout is None:  # started with stdout closed: print would drop it too
-            return
-        tqdm.write(f"{row.get('stage', 'train')} epoch {row['epoch']}: train loss "
-                   f"{row['train_loss']:.4f}, {row['examples_per_s']:.0f} examples/s, "
-                   f"{(time.perf_counter() - start) / 60:.1f} min")
-        sys.stdout.flush()  # a log file sees the line now, not at exit
-    return log
-
-
-def _baseline(choice: ModelChoice, args, train_data, preprocess, epochs: int, checkpoint_dir,
-              before=None, **kwargs):
-    """Trains (or resumes) the baseline.
-
-    ``before(model, sample)`` runs first; a dict it returns adds to ``fit``'s
-    keyword arguments (e.g. ``variables`` to start from). ``checkpoint_dir``
-    is a folder, or ``(model, sample) -> folder``.
-    """
-    from zylax import train
-
-    # segmentation models output every label, the background included
-    model = choice.factory(zdata.num_classes(train_data[1]) + (choice.task == "segmentation"))
-    sample = preprocess(train_data[0][:1])
-    if before is not None:
-        kwargs.update(before(model, sample) or {})
-    if callable(checkpoint_dir):
-        checkpoint_dir = checkpoint_dir(model, sample)
-    task = _task(choice, model, train_data)
-    result = train.fit_recipe(model, choice.recipe, train_data, preprocess=preprocess,
-                              epochs=epochs, seed=args.seed, checkpoint_dir=checkpoint_dir,
-                              progress=False if args.quiet else None, loss=task.loss(),
-                              on_epoch=epoch_logger(args.quiet), **kwargs)
-    return model, task, result
-
-
-def _warm_start(model, sample, donor: dict, args) -> dict:
-    """Fit keyword arguments that start ``model`` from the matching layers of ``donor``."""
-    from zylax import train
-    from zylax.transforms.tree import named_leaves
-
-    fresh = train.init_variables(model, sample, args.seed)
-    variables, copied = train.warm_start(fresh, donor)
-    copied = set(copied)
-    params = named_leaves(fresh["params"])
-    kept = {name.split("/")[0] for name in params if f"params/{name}" not in copied}
-    size = sum(np.size(leaf) for leaf in params.values())
-    moved = sum(np.size(leaf) for name, leaf in params.items() if f"params/{name}" in copied)
-    fresh_layers = (f"{len(kept)} layers start fresh ({', '.join(sorted(kept)[:8])}"
-                    f"{', ...' if len(kept) > 8 else ''})" if kept else "no layer starts fresh")
-    print(f"warm start from {args.init_from}: {len(copied)} leaves, {moved:,} of {size:,} "
-          f"parameters; {fresh_layers}")
-    return {"variables": variables}
 
 
 def _check_pad_to(recipe, args, images: np.ndarray) -> None:
@@ -268,8 +159,6 @@ def _check_pad_to(recipe, args, images: np.ndarray) -> None:
 
 def cmd_train(args) -> None:
     """Trains a baseline; prints its test scores, checkpoint folder and ``model.zyl`` file."""
-    from zylax import archive, tasks, train
-
     choice = _check_common(args)
     _positive("--epochs", args.epochs)
     _positive("--max-steps", args.max_steps)
@@ -284,9 +173,10 @@ def cmd_train(args) -> None:
     donor = None
     if args.init_from is not None and resumed is None:
         donor, _ = archive.load(args.init_from)  # a bad file fails before the data loads
-    train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
+    train_data, test_data = _load_data(args)
     _check_pad_to(choice.recipe, args, train_data[0])
-    preprocess = zdata.preprocessing(args.data, choice.recipe.pad_to)
+    dataset = zdata.get(args.data)
+    preprocess = dataset.preprocessing(choice.recipe.pad_to)
     print(f"recipe{f' of {args.recipe}' if args.recipe else ''}: "
           f"{dataclasses.replace(choice.recipe, epochs=epochs)}")
     if resumed is not None:
@@ -294,11 +184,17 @@ def cmd_train(args) -> None:
               "--out starts afresh)")
     before = None
     if donor is not None:
-        before = lambda model, sample: _warm_start(model, sample, donor, args)
+        def before(model, sample):
+            variables, summary = baseline.warm_start(model, sample, donor, args.seed)
+            print(f"warm start from {args.init_from}: {summary}")
+            return {"variables": variables}
     elif args.init_from is not None:
         print(f"--init-from {args.init_from} is not used: the run resumes its checkpoint")
-    model, task, result = _baseline(choice, args, train_data, preprocess, epochs,
-                                    checkpoint_dir, before=before, max_steps=args.max_steps)
+    with _usage(kind=baseline.LabelKindError):
+        model, task, result = baseline.train_baseline(
+            choice, train_data, preprocess, epochs=epochs, seed=args.seed,
+            checkpoint_dir=checkpoint_dir, dataset=dataset, before=before, quiet=args.quiet,
+            max_steps=args.max_steps)
     metrics = task.evaluate(model, result.variables, *test_data, preprocess=preprocess)
     print(f"{args.net or args.model} on {args.data}: test {_scores(metrics, task)} "
           f"after {int(result.state.step)} steps")
@@ -313,129 +209,13 @@ def cmd_train(args) -> None:
 def _check_chain(chain, params) -> None:
     """Settings that fit no layer (a ``--sparsity``/``--bits`` regex matching none): a usage
     error, before training."""
-    for method in chain:
-        try:
+    with _usage():
+        for method in chain:
             method.check(params)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
 
 
-def _per_layer(flag: str, entries: list[str] | None, convert, check) -> tuple | None:
-    """``--sparsity``/``--bits`` entries: ``(bare value or None, {regex: value})``.
-
-    A bare number applies to every layer; ``REGEX=VALUE`` entries (a leaf-path
-    regex, e.g. ``'.*depthwise/kernel=0'``) come first, in the order given.
-    ``check(value)`` returns an error message or None. None without entries.
-    """
-    import re
-
-    if entries is None:
-        return None
-    bare, patterns = [], {}
-    for entry in entries:
-        pattern, sep, text = entry.rpartition("=")
-        try:
-            value = convert(text)
-        except ValueError:
-            raise UsageError(f"{flag}: {entry!r} is neither a number nor REGEX=NUMBER") from None
-        problem = check(value)
-        if problem:
-            raise UsageError(f"{flag} {entry!r}: {problem}")
-        if not sep:
-            bare.append(value)
-            continue
-        try:
-            re.compile(pattern)
-        except re.error as err:
-            raise UsageError(f"{flag}: bad regex {pattern!r} ({err})") from None
-        patterns[pattern] = value
-    if len(bare) > 1:
-        raise UsageError(f"{flag}: one value for every layer at most, got {bare}")
-    return (bare[0] if bare else None), patterns
-
-
-def _with_layers(flag: str, given: tuple, preset, catch_all: str):
-    """The preset with ``_per_layer``'s result applied: patterns first, then the bare
-    value for every other layer, or else the preset's own entries."""
-    bare, patterns = given
-    if bare is not None:
-        return {**patterns, catch_all: bare} if patterns else bare
-    if preset is None:
-        raise UsageError(f"{flag}: give a value for every other layer too (a bare number); "
-                         "this model has no preset to keep")
-    rest = preset if isinstance(preset, dict) else {catch_all: preset}
-    return {**patterns, **{k: v for k, v in rest.items() if k not in patterns}}
-
-
-_NOT_PRUNING = ("share", "ternary", "binary", "pattern", "cast")
-
-
-def _compress_preset(args, choice):
-    """The ``compress.Preset`` to run: the net's preset for ``--method`` (or its first one),
-    else the method's defaults, with every flag given applied."""
-    from zylax import compress, methods
-
-    presets = choice.compression
-    spec = args.method or next(iter(presets), "deep")
-    try:
-        names = methods.chain_names(spec)
-    except ValueError as err:
-        raise UsageError(f"--method {spec}: {err}") from None
-    preset = compress.Preset(**presets[spec]) if spec in presets else compress.Preset(
-        methods=spec)
-    settings = {name: dict(preset.settings.get(name, {})) for name in names}
-    prune, share = settings.get("prune"), settings.get("share")
-    flags = {"--sparsity": prune, "--prune-cycles": prune, "--retrain-epochs": prune,
-             "--gradual-epochs": prune, "--bits": share, "--index-bits": share}
-    for flag, target in flags.items():
-        if getattr(args, flag[2:].replace("-", "_")) is not None and target is None:
-            raise UsageError(f"{flag} sets pruning or sharing, which --method {spec} does not run")
-    if prune is not None:
-        if args.sparsity is not None:
-            value = _with_layers("--sparsity", args.sparsity, prune.get("sparsity", 0.5),
-                                 ".*kernel")
-            prune["sparsity"] = value if isinstance(value, dict) else value
-        for flag, key in (("prune_cycles", "cycles"), ("retrain_epochs", "epochs")):
-            if getattr(args, flag) is not None:
-                prune[key] = getattr(args, flag)
-        if args.gradual_epochs:
-            prune.update(schedule="cubic", cycles=1, epochs=args.gradual_epochs)
-    if share is not None:
-        if args.bits is not None:
-            share["bits"] = _with_layers("--bits", args.bits, share.get("bits"), ".*")
-        if args.index_bits is not None:
-            share["index_bits"] = args.index_bits
-    for name in names:
-        if name in _NOT_PRUNING and args.finetune_epochs is not None:
-            settings[name]["epochs"] = args.finetune_epochs
-        if name in ("ternary", "binary") and args.keep_float is not None:
-            settings[name]["keep_float"] = tuple(k for k in args.keep_float if k != "none")
-    if args.threshold is not None and "ternary" in settings:
-        settings["ternary"]["t"] = args.threshold
-    if "binary" in settings:
-        if args.binary_scale is not None:
-            settings["binary"]["scale"] = None if args.binary_scale == "none" else "channel"
-        if args.stochastic:
-            settings["binary"]["stochastic"] = True
-    retrain = {**preset.retrain, **({"learning_rate": args.learning_rate}
-                                    if args.learning_rate is not None else {})}
-    fold = preset.fold_batch_norm if args.fold_batch_norm is None else args.fold_batch_norm
-    unshared = preset.unshared_dtype if args.unshared_dtype is None else (
-        None if args.unshared_dtype == "raw" else args.unshared_dtype)
-    try:
-        return compress.Preset(methods=spec, settings=settings, retrain=retrain,
-                               fold_batch_norm=fold, unshared_dtype=unshared)
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"--method {spec}: {err}") from None
-
-
-def cmd_compress(args) -> None:
-    """Trains (or reloads, or takes ``--from``) the baseline, compresses it with ``--method``
-    (Deep Compression by default), writes and re-scores the file, prints the Han-style table."""
-    import jax
-
-    from zylax import compress, report, train
-
+def _compress_settings(args) -> None:
+    """Checks compress's own numbers; parses ``--bits``/``--sparsity`` and ``--index-bits``."""
     _positive("--baseline-epochs", args.baseline_epochs)
     _positive("--prune-cycles", args.prune_cycles)
     _positive("--retrain-epochs", args.retrain_epochs, zero_ok=True)
@@ -449,10 +229,11 @@ def cmd_compress(args) -> None:
     _check_learning_rate(args.learning_rate)
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must lie in (0, 1), got {args.threshold}")
-    args.bits = _per_layer("--bits", args.bits, int,
-                           lambda b: None if 1 <= b <= 16 else "bits must lie in [1, 16]")
-    args.sparsity = _per_layer("--sparsity", args.sparsity, float,
-                               lambda s: None if 0 <= s < 1 else "sparsity must lie in [0, 1)")
+    with _usage():
+        args.bits = presets.per_layer(args.bits, int, lambda b: None if 1 <= b <= 16
+                                      else "bits must lie in [1, 16]", "--bits")
+        args.sparsity = presets.per_layer(args.sparsity, float, lambda s: None if 0 <= s < 1
+                                          else "sparsity must lie in [0, 1)", "--sparsity")
     if args.index_bits is not None and args.index_bits != "auto":
         try:
             args.index_bits = int(args.index_bits)
@@ -461,82 +242,109 @@ def cmd_compress(args) -> None:
                              f"{args.index_bits!r}") from None
         _positive("--index-bits", args.index_bits, limit=16)
     _check_out_file(args.out)
+    _check_not_input(args.out, args.baseline_file)
     if args.report:
         _check_out_file(args.report, "--report")
+        _check_not_input(args.report, args.baseline_file, "--report")
+
+
+def _compress_preset(args, choice):
+    """The net's preset for ``--method`` with every flag applied (``presets.override``)."""
+    with _usage(f"--method {args.method or 'deep'}: "):
+        return presets.override(
+            choice.compression, args.method, sparsity=args.sparsity, cycles=args.prune_cycles,
+            retrain_epochs=args.retrain_epochs, gradual_epochs=args.gradual_epochs,
+            bits=args.bits, index_bits=args.index_bits, finetune_epochs=args.finetune_epochs,
+            keep_float=args.keep_float, threshold=args.threshold,
+            binary_scale=args.binary_scale, stochastic=args.stochastic,
+            learning_rate=args.learning_rate, fold_batch_norm=args.fold_batch_norm,
+            unshared_dtype=args.unshared_dtype)
+
+
+def cmd_compress(args) -> None:
+    """Trains (or reloads, or takes ``--from``) the baseline, compresses it with ``--method``
+    (Deep Compression by default), writes and re-scores the file, prints the Han-style table."""
+    _compress_settings(args)
     given = _adopt_baseline_file(args)
     choice = _check_common(args)
     preset = _compress_preset(args, choice)
-    try:
+    with _usage(f"--method {preset.methods}: "):
         chain = preset.chain()
         retrain = compress.Retrain(**{"batch_size": choice.recipe.batch_size,
                                       "label_smoothing": choice.recipe.label_smoothing,
                                       "augment": choice.recipe.augment,
                                       "train_flag": args.train_flag, **preset.retrain})
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"--method {preset.methods}: {err}") from None
-    epochs = args.baseline_epochs or choice.recipe.epochs
-    preprocess = (given.preprocess if given else
-                  zdata.preprocessing(args.data, choice.recipe.pad_to))
-
-    if given:
-        _check_chain(chain, given.variables["params"])
-        train_data = _prefix(zdata.load(args.data, "train", download=False),
-                             args.max_examples)  # named by the file: never downloaded
-        _, test_data = _test_split(given, None, args.max_test_examples)
-        model, task, variables = given.model, given.task, given.variables
-    else:
-        train_data, test_data = load_data(args.data, args.max_examples, args.max_test_examples)
-        _check_pad_to(choice.recipe, args, train_data[0])
-        name = args.net or args.model.replace(":", ".")
-        workdir = args.workdir or os.path.join("runs", f"{name}-{args.data}-seed{args.seed}")
-
-        def checkpoint_dir(model, sample) -> str:
-            shapes = jax.eval_shape(lambda: train.init_variables(model, sample, 0,
-                                                                 args.train_flag))
-            folder = os.path.abspath(os.path.join(
-                workdir, f"baseline-{baseline_key(choice, args, epochs, shapes)}"))
-            state = "resuming" if os.path.isdir(folder) else "training"
-            print(f"baseline: {state} in {folder} (a run with the same settings and model "
-                  "shapes reuses it; --workdir puts it elsewhere)")
-            return folder
-        model, task, baseline = _baseline(choice, args, train_data, preprocess, epochs,
-                                          checkpoint_dir, before=lambda model, sample: (
-                                              _check_chain(chain, train.init_variables(
-                                                  model, sample, 0, args.train_flag)["params"])))
-        variables = baseline.variables
+    model, task, variables, train_data, test_data, preprocess = _trained(
+        args, given, choice, lambda params: _check_chain(chain, params))
     result = compress.run(model, variables, train_data, test_data, chain, out=args.out,
                           retrain=retrain, preprocess=preprocess, task=task,
                           fold_batch_norm=preset.fold_batch_norm,
                           metadata={**choice.metadata, "data": args.data},
                           reference=choice.reference, seed=args.seed,
                           progress=False if args.quiet else None,
-                          on_epoch=epoch_logger(args.quiet))
-    rep = result.report
-    print(report.format_table(rep))
+                          on_epoch=train.epoch_logger(args.quiet))
+    print(report.format_table(result.report))
     written = [args.out]
     if args.report:
-        written += report.write(rep, args.report)
-        stem = os.path.splitext(args.report)[0]
-        params = _leaf_names(result.snapshots["dense"])
-        largest = max((r for r in rep["layers"] if r["name"] in params),
-                      key=lambda r: r["weights"])["name"]
-        figures = [(report.plot_weights(result.snapshots, largest), f"{stem}_weights.png"),
-                   (report.plot_kept(rep), f"{stem}_kept.png")]
-        for fig, path in figures:
-            fig.savefig(path, dpi=100)
-            written.append(path)
+        written += report.write_with_figures(result, args.report)
     print("wrote " + ", ".join(written))
 
 
-def _leaf_names(tree) -> set[str]:
-    from zylax.transforms import tree as ztree
+def _trained(args, given, choice, check=None):
+    """``(model, task, variables, train_data, test_data, preprocess)`` of the ``--from`` file
+    (``given``), else of the baseline trained (or reused) for ``choice``; ``check(params)``
+    runs on the model's params before any training."""
+    dataset = zdata.get(args.data)
+    if given:
+        if check is not None:
+            check(given.variables["params"])
+        train_data = dataset.load("train", download=False)  # named by the file: no download
+        with _usage("--max-examples "):
+            train_data = zdata.prefix(train_data, args.max_examples)
+        _, test_data = _test_split(given, None, args.max_test_examples)
+        return (given.model, given.task, given.variables, train_data, test_data,
+                given.preprocess)
+    epochs = args.baseline_epochs or choice.recipe.epochs
+    preprocess = dataset.preprocessing(choice.recipe.pad_to)
+    train_data, test_data = _load_data(args)
+    _check_pad_to(choice.recipe, args, train_data[0])
+    name = args.net or args.model.replace(":", ".")
+    workdir = args.workdir or os.path.join("runs", f"{name}-{args.data}-seed{args.seed}")
+    folder = baseline.baseline_dir(workdir, choice, data=args.data, seed=args.seed,
+                                   epochs=epochs, max_examples=args.max_examples,
+                                   train_flag=args.train_flag)
 
-    return set(ztree.named_leaves(tree))
+    def before(model, sample):
+        if check is not None:
+            check(train.init_variables(model, sample, 0, args.train_flag)["params"])
+    with _usage(kind=baseline.LabelKindError):
+        model, task, trained = baseline.train_baseline(
+            choice, train_data, preprocess, epochs=epochs, seed=args.seed,
+            checkpoint_dir=folder, dataset=dataset, quiet=args.quiet, before=before)
+    return model, task, trained.variables, train_data, test_data, preprocess
 
 
-def _check_learning_rate(value) -> None:
-    if value is not None and not 0 < value <= 10:  # NaN fails too
-        raise UsageError(f"--learning-rate must be > 0 and <= 10, got {value}")
+def cmd_sensitivity(args) -> None:
+    """Per-layer pruning and sharing curves of a trained model (Han's Figure 6), scored on
+    held-out training data; prints the table, writes JSON, Markdown and the plot."""
+    from zylax import sensitivity
+
+    _positive("--baseline-epochs", args.baseline_epochs)
+    _check_out_file(args.out)
+    given = _adopt_baseline_file(args)
+    choice = _check_common(args)
+    model, task, variables, train_data, _, preprocess = _trained(args, given, choice)
+    with _usage("--include: "):
+        found = sensitivity.sensitivity(model, variables, train_data, preprocess=preprocess,
+                                        task=task, include=args.include,
+                                        train_flag=args.train_flag)
+    table = found.format_table()
+    print(table)
+    stem = os.path.splitext(args.out)[0]
+    found.write(args.out)
+    archive.write_atomic(stem + ".md", table.encode())
+    found.plot().savefig(stem + ".png", dpi=100)
+    print(f"wrote {args.out}, {stem}.md, {stem}.png")
 
 
 def _adopt_baseline_file(args):
@@ -545,8 +353,6 @@ def _adopt_baseline_file(args):
     Returns the ``modelfile.ModelFile``, or None without ``--from``. A file made
     from a user's model needs ``--model``, as evaluate and export do.
     """
-    from zylax import export
-
     path = args.baseline_file
     if path is None:
         return None
@@ -554,8 +360,10 @@ def _adopt_baseline_file(args):
         inside = os.path.join(path, "model.zyl")
         hint = f"; did you mean {inside}?" if os.path.isfile(inside) else ""
         raise UsageError(f"--from {path} is a folder, not a .zyl file{hint}")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise UsageError(f"--from {path}: no such file")
+    if not os.path.isfile(path):
+        raise UsageError(f"--from {path} is not a regular file (a device, FIFO or socket)")
     given = [flag for flag, value in (("--net", args.net), ("--data", args.data),
                                       ("--baseline-epochs", args.baseline_epochs),
                                       ("--workdir", args.workdir)) if value is not None]
@@ -577,23 +385,14 @@ def _adopt_baseline_file(args):
     return loaded
 
 
-def _user_factory(spec: str):
-    """The factory of ``--model package.module:factory``: imported because the user named it."""
-    from zylax import registry
-
-    try:
-        return registry.import_factory(spec)
-    except ValueError as err:
-        raise UsageError(f"--model {spec}: {err}") from None
-
-
 def _model_file(path: str, spec: str | None, command: str, max_decoded_bytes: int | None):
     """``path`` run by the model named with ``--model`` (``spec``), else by the registered net
     the file records; a file made from a user's model without ``--model`` is a usage error
     quoting its recorded spec. Nothing the file names is imported."""
-    from zylax import modelfile
-
-    factory = None if spec is None else _user_factory(spec)
+    factory = None
+    if spec is not None:
+        with _usage(f"--model {spec}: "):
+            factory = registry.import_factory(spec)  # imported because the user named it
     try:
         loaded = modelfile.load_model_file(path, model=factory,
                                            max_decoded_bytes=max_decoded_bytes)
@@ -612,15 +411,14 @@ def _model_file(path: str, spec: str | None, command: str, max_decoded_bytes: in
 
 def _test_split(loaded, name: str | None, max_examples: int | None):
     """The test split the file is scored on (``modelfile.scoring_data``), cut to a prefix."""
-    from zylax import modelfile
-
     try:
         name, split = modelfile.scoring_data(loaded, name)
     except modelfile.DatasetNeededError as err:
         raise UsageError(str(err)) from None
     except modelfile.ModelMismatchError as err:
         raise RuntimeError(str(err)) from None
-    return name, _prefix(split, max_examples)
+    with _usage("--max-examples "):
+        return name, zdata.prefix(split, max_examples)
 
 
 def cmd_evaluate(args) -> None:
@@ -628,33 +426,19 @@ def cmd_evaluate(args) -> None:
     _check_file_args(args)
     _positive("--max-examples (--max-test-examples)", args.max_examples)
     loaded = _model_file(args.file, args.model, "evaluate", args.max_decoded_bytes)
-    task = inference_views(loaded.task, args.scales, args.flip)
+    with _usage("--scales: "):
+        task = tasks.with_views(loaded.task, args.scales, args.flip)
     name, test_data = _test_split(loaded, args.data, args.max_examples)
     metrics = task.evaluate(loaded.model, loaded.variables, *test_data,
                             preprocess=loaded.preprocess)
     views = "" if task is loaded.task else (
         f" (scales {', '.join(f'{s:g}' for s in task.scales)}{', flipped' if task.flip else ''})")
-    print(f"{args.file}: {loaded.label} on {name}: test {_scores(metrics, task)}{views}")
-
-
-def inference_views(task, scales: list[float] | None, flip: bool):
-    """A segmentation task that predicts from ``scales`` (and mirrored) inputs; ``task``
-    itself without ``--scales``/``--flip``. Other tasks refuse them."""
-    if scales is None and not flip:
-        return task
-    if task.name != "segmentation":
-        raise UsageError(f"--scales and --flip are for segmentation models; this one is "
-                         f"{task.name}")
-    try:
-        return dataclasses.replace(task, scales=tuple(scales or (1.0,)), flip=flip)
-    except ValueError as err:
-        raise UsageError(f"--scales: {err}") from None
+    print(f"{args.file}: {args.model or loaded.label} on {name}: test "
+          f"{_scores(metrics, task)}{views}")
 
 
 def cmd_inspect(args) -> None:
     """The per-layer table of a ``.zyl`` file (decoded whole: a damaged file is refused)."""
-    from zylax import archive, modelfile, report
-
     _check_file_args(args)
     _, header = archive.load_with_header(args.file, max_decoded_bytes=args.max_decoded_bytes)
     try:
@@ -671,11 +455,10 @@ _MAX_EXPORT_INPUT = 1 << 24
 
 def cmd_export(args) -> None:
     """Writes a LiteRT ``.tflite`` file of a ``.zyl`` file; prints how each kernel is stored."""
-    from zylax import archive, export
-
     _check_file_args(args)
     _positive("--batch", args.batch, limit=4096)
     _check_out_file(args.out)
+    _check_not_input(args.out, args.file)
     limit = (args.max_decoded_bytes if args.max_decoded_bytes is not None
              else export.decoded_limit(os.path.getsize(args.file) if os.path.isfile(args.file)
                                        else 0))
@@ -701,8 +484,8 @@ def _add_augment(parser: argparse.ArgumentParser, what: str) -> None:
                              "mirrored with their boxes and masks (default: the net's recipe)")
 
 
-def add_inference_views(parser: argparse.ArgumentParser) -> None:
-    """``--scales S ...`` and ``--flip``, read by ``inference_views``."""
+def _add_inference_views(parser: argparse.ArgumentParser) -> None:
+    """``--scales S ...`` and ``--flip`` (``tasks.with_views``)."""
     parser.add_argument("--scales", type=float, nargs="+", default=None, metavar="S",
                         help="segmentation: average the class probabilities of the inputs "
                              "resized by each S in [0.1, 8] (DeepLabV3's multi-scale "
@@ -719,11 +502,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", default=None, metavar="NET",
                         help="train with this registered net's recipe (optimizer, schedule, "
                              "epochs, batch size, padding, augmentation; RESULTS.md's measured "
-                             "ones) instead of the net's own; the epochs, --batch-size and "
-                             "--augment flags still override it; for --model the default is "
-                             "AdamW 1e-3 for 10 epochs")
+                             "ones) instead of the net's own; --epochs (train), "
+                             "--baseline-epochs (compress), --batch-size and --augment still "
+                             "override it; for --model the default is AdamW 1e-3 for 10 "
+                             "epochs")
     parser.add_argument("--data", default=None,
-                        help=f"one of {zdata.DATASETS} (default {zdata.DATASETS[0]})")
+                        help=f"one of {zdata.names()} (default {zdata.names()[0]})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-examples", type=int, default=None, help="train on a prefix")
@@ -731,7 +515,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="score on a prefix of the test split")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     parser.add_argument("--task", default=None,
-                        choices=("classification", "detection", "segmentation"),
+                        choices=tuple(tasks.TASKS),
                         help="what the model does (default: the net's; for --model, detection "
                              "when it has anchors(), else classification)")
 
@@ -790,7 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "too when it is a registered net (else name it with --model)")
     p.add_argument("--workdir", default=None, help="where the baseline checkpoint is kept for "
                    "reuse (default runs/NAME-DATA-seedSEED)")
-    p.add_argument("--baseline-epochs", type=int, default=None)
+    p.add_argument("--baseline-epochs", type=int, default=None,
+                   help="epochs of the baseline trained before compressing (default: the "
+                        "recipe's)")
     p.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                    help="retraining peak rate (Adam, cosine over each stage; default: the "
                         "net's preset, else chosen by a short sweep on held-out training data)")
@@ -837,20 +623,37 @@ def build_parser() -> argparse.ArgumentParser:
                         "the net's preset, off for most nets)")
     p.set_defaults(func=cmd_compress)
 
+    p = sub.add_parser("sensitivity", help="per-layer accuracy against pruning and against "
+                                           "shared-weight bits (Han's Figure 6)")
+    _add_common(p)
+    p.add_argument("--from", dest="baseline_file", default=None, metavar="FILE",
+                   help="the trained .zyl file to analyse (else the baseline of --net/--model "
+                        "is trained, or reused from --workdir)")
+    p.add_argument("--workdir", default=None, help="where the baseline checkpoint is kept")
+    p.add_argument("--baseline-epochs", type=int, default=None,
+                   help="epochs of the baseline (default: the recipe's)")
+    p.add_argument("--train-flag", default=None, metavar="NAME",
+                   help="your model's training argument when it is none of "
+                        f"{layers.KNOWN_FLAGS}")
+    p.add_argument("--include", default=".*kernel", metavar="REGEX",
+                   help="the leaves analysed (a regex on the leaf path; default every kernel)")
+    p.add_argument("--out", default="sensitivity.json",
+                   help="the JSON written (Markdown and PNG beside it)")
+    p.set_defaults(func=cmd_sensitivity)
+
     p = sub.add_parser("evaluate", help="test accuracy (AP50/mAP, mIoU) of a .zyl file")
     _add_file(p)
     p.add_argument("--data", default=None, help="dataset (default: the one in the file)")
     p.add_argument("--max-examples", "--max-test-examples", dest="max_examples", type=int,
                    default=None, help="score the first N test examples only (the second "
                    "spelling is train's and compress's)")
-    add_inference_views(p)
+    _add_inference_views(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("inspect", help="per-layer table of a .zyl file")
     _add_file(p, runs_model=False)
     p.set_defaults(func=cmd_inspect)
 
-    from zylax import export
     p = sub.add_parser("export", help="a LiteRT .tflite file of a .zyl file (needs zylax[litert])")
     _add_file(p)
     p.add_argument("--out", required=True, help="the .tflite file to write")
@@ -860,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "raw)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the model input")
     p.set_defaults(func=cmd_export)
+    parser.commands = sub.choices
     return parser
 
 
@@ -867,17 +671,15 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``zylax`` console script; exits 2 on usage errors, 1 on failures.
 
     Run as the ``zylax`` console script (no ``argv``), it first restarts itself
-    with glibc's huge-page malloc (``zylax.hugepages``: 1.2x faster CPU
-    training steps here; ``ZYLAX_HUGEPAGES=0`` turns it off).
+    with glibc's huge-page malloc (``zylax.hugepages``; BENCHMARKS.md, section
+    10; ``ZYLAX_HUGEPAGES=0`` turns it off).
     """
     if argv is None and os.path.basename(sys.argv[0]) == "zylax":
-        from zylax import hugepages
-
         hugepages.restart_tuned()
-    from zylax import archive
-
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the command's own help lists what it takes
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.func(args)
     except BrokenPipeError:  # `zylax inspect FILE | head`

@@ -53,8 +53,8 @@ FALLBACK_LEARNING_RATE = 1e-3
 
 def default_methods() -> list[Method]:
     """Deep Compression with settings that keep a model's accuracy: half of every kernel
-    pruned in one cycle, 5-bit shared weights, one epoch of retraining each (RESULTS.md,
-    "Defaults on a user's model": 60% lost 2.1 points where 50% lost 0.3)."""
+    pruned in one cycle, 5-bit shared weights, one epoch of retraining each (measured in
+    RESULTS.md, "Defaults on a user's model")."""
     return [methods.prune(sparsity=0.5), methods.share(bits=5)]
 
 
@@ -279,12 +279,11 @@ def choose_learning_rate(ctx: Context, stage: Stage, method: Method | Combined,
     Each candidate retrains the first stage for ``steps`` steps (at most one
     epoch) on the training data less a held-out slice (``HELD_OUT``, at most
     2,000 examples, never the test data), and is scored there by the task's
-    loss in inference mode. The loss, not the metric: the baseline was trained
-    on that slice too, and a rate that barely moves the pruned model keeps its
-    accuracy there while it recovers less on new data (measured in RESULTS.md,
-    "Retraining learning rate"); the loss tracks the recovery. While the best
+    loss in inference mode: the loss, not the metric, because the baseline was
+    trained on that slice too and its accuracy there saturates. While the best
     rate is the highest or lowest tried, the sweep goes on beyond it
-    (``next_learning_rate``). Returns ``(rate, {rate: held-out loss})``; ties
+    (``next_learning_rate``; sweeps measured in RESULTS.md, "Retraining
+    learning rate"). Returns ``(rate, {rate: held-out loss})``; ties
     go to the lower rate.
     """
     images, labels = ctx.train_data

@@ -1,7 +1,10 @@
-"""Image classification data: real files first, TFDS second, and a batch iterator.
+"""Image data: registered datasets (real files first, TFDS second), and a batch iterator.
 
 ``load(name, split)`` returns ``(images, labels)`` as ``uint8 (N, H, W, C)`` and
-``int32 (N,)`` NumPy arrays.
+``int32 (N,)`` NumPy arrays (scene datasets: a dict of targets). Every name is
+a ``Dataset`` in one registry (``register``, ``get``, ``names``): its loader,
+its published normalisation, its image shape and the kind of its labels. A
+new dataset is one module that calls ``register`` (and its test).
 
 * ``fashion_mnist`` is read from the IDX files of Debian's package
   ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/``; override the
@@ -17,16 +20,17 @@
 an object, not a dataset-name lookup, so any data works. ``batches`` yields
 dicts ``{"image": float32 (B, H, W, C), "label": int32 (B,),
 "mask": float32 (B,)}``; ``"label"`` has the structure of the labels given
-(an array, or a dict of arrays with a leading example axis). The last partial batch is either dropped
-(``remainder="drop"``, for training: every step sees a full batch) or padded
-with zero images whose ``mask`` is 0 (``remainder="pad"``, for evaluation: every
-example is counted exactly once).
+(an array, or a dict of arrays with a leading example axis). The last
+partial batch is either dropped (``remainder="drop"``, for training: every
+step sees a full batch) or padded with zero images whose ``mask`` is 0
+(``remainder="pad"``, for evaluation: every example is counted exactly once).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import importlib
 import os
 import zlib
 from pathlib import Path
@@ -37,21 +41,78 @@ import numpy as np
 FASHION_MNIST_DIR_ENV = "ZYLAX_FASHION_MNIST_DIR"
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "fashion_mnist_scenes")
-SCENE_DATASETS = ("fashion_mnist_scenes",)
 SPLITS = ("train", "test")
+LABEL_KINDS = {"classes": "class labels", "scenes": "boxes and masks"}
+"""What a dataset's labels are: integer classes ``(N,)``, or scene targets (a dict of
+arrays with boxes, classes and masks, ``zylax.scenes``); each with its description."""
 
-# Per-channel mean and std of the training split, pixel values in [0, 1].
-NORMALIZATION = {
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "fashion_mnist_scenes": ((0.0928,), (0.2347,)),  # the 60,000 train scenes of zylax.scenes
-}
 
-IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3),
-                "fashion_mnist_scenes": (96, 96, 1)}
-"""``(H, W, C)`` of one image of each dataset."""
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A named dataset: how to read a split, and what its images and labels are.
+
+    Attributes:
+      name: the registry key (``--data``).
+      loader: ``(split, download) -> (images uint8 (N, H, W, C), labels)``;
+        ``download=False`` must never go to the network.
+      mean, std: the published per-channel normalisation of the training
+        split, pixel values in [0, 1] (``preprocessing``).
+      image_shape: ``(H, W, C)`` of one image.
+      labels: one of ``LABEL_KINDS``; the tasks that can train on it read it
+        (``zylax.tasks``).
+    """
+
+    name: str
+    loader: Callable[[str, bool], tuple]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_shape: tuple[int, int, int]
+    labels: str = "classes"
+
+    def __post_init__(self):
+        if self.labels not in LABEL_KINDS:
+            raise ValueError(f"labels must be one of {tuple(LABEL_KINDS)}, got {self.labels!r}")
+
+    def load(self, split: str, download: bool = True):
+        """``(images, labels)`` of ``split`` (``load``)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        return self.loader(split, download)
+
+    def preprocessing(self, pad_to: int | None = None) -> "Preprocess":
+        """The published normalisation, optionally padding the images to ``pad_to``."""
+        return Preprocess(self.mean, self.std, pad_to)
+
+
+_REGISTRY: dict[str, Dataset] = {}
+_DATASET_MODULES = ("zylax.scenes",)
+"""zylax modules that register datasets of their own when imported (looked up on first use)."""
+
+
+def register(dataset: Dataset) -> Dataset:
+    """Adds (or replaces) ``dataset`` under its name; returns it."""
+    _REGISTRY[dataset.name] = dataset
+    return dataset
+
+
+def _registry() -> dict[str, Dataset]:
+    for module in _DATASET_MODULES:  # they import this module, so not the other way round
+        importlib.import_module(module)
+    return _REGISTRY
+
+
+def names() -> tuple[str, ...]:
+    """The registered dataset names, the default (``fashion_mnist``) first."""
+    return tuple(_registry())
+
+
+def get(name: str) -> Dataset:
+    """The ``Dataset`` registered as ``name`` (``ValueError`` naming the others)."""
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {tuple(registry)}")
+    return registry[name]
+
 
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -140,7 +201,7 @@ def load_tfds_split(name: str, split: str, download: bool = True
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Loads a split through ``tfds.data_source``: from this machine, or downloaded when
     ``download`` (and online). Quiet: TFDS's log lines and progress bars are off."""
-    import absl.logging
+    import absl.logging  # here, not at the top: TFDS is heavy and only serves data not on disk
     import tensorflow_datasets as tfds
 
     absl.logging.set_verbosity(absl.logging.ERROR)
@@ -165,7 +226,7 @@ def load_tfds_split(name: str, split: str, download: bool = True
 
 
 def load(name: str, split: str, download: bool = True):
-    """Loads ``split`` ('train' or 'test') of dataset ``name``.
+    """Loads ``split`` ('train' or 'test') of the registered dataset ``name``.
 
     ``download=False`` never goes to the network: a dataset that is not on
     this machine raises ``DatasetNotFoundError`` (what a dataset named by a
@@ -173,21 +234,29 @@ def load(name: str, split: str, download: bool = True):
 
     Returns:
       images: uint8 ``(N, H, W, C)``; labels: int32 ``(N,)`` in ``[0, num_classes)``,
-      or for ``fashion_mnist_scenes`` the targets dict of ``zylax.scenes.load``.
+      or for scene datasets the targets dict of ``zylax.scenes.load``.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-    if name == "fashion_mnist_scenes":
-        from zylax import scenes
+    return get(name).load(split, download)
 
-        return scenes.load(split)
-    if name == "fashion_mnist":
-        folder = fashion_mnist_dir()
-        if folder.is_dir() or FASHION_MNIST_DIR_ENV in os.environ:
-            return load_idx_split(folder, split)
-    return load_tfds_split(name, split, download)
+
+def _fashion_mnist(split: str, download: bool):
+    """The Debian package's IDX files when present (or ``$ZYLAX_FASHION_MNIST_DIR`` is set),
+    else TFDS."""
+    folder = fashion_mnist_dir()
+    if folder.is_dir() or FASHION_MNIST_DIR_ENV in os.environ:
+        return load_idx_split(folder, split)
+    return load_tfds_split("fashion_mnist", split, download)
+
+
+def prefix(split: tuple, count: int | None) -> tuple:
+    """The first ``count`` examples of ``(images, labels)`` (all when ``count`` is None or 0);
+    ``ValueError`` when there are fewer."""
+    if not count:
+        return split
+    if count > split[0].shape[0]:
+        raise ValueError(f"{count} exceeds the {split[0].shape[0]:,} examples there are")
+    keep = np.arange(count)
+    return split[0][keep], take(split[1], keep)
 
 
 def num_classes(labels) -> int:
@@ -288,11 +357,8 @@ def _scaled(images: np.ndarray) -> np.ndarray:
 
 
 def preprocessing(name: str, pad_to: int | None = None) -> Preprocess:
-    """The published normalisation of dataset ``name`` (``NORMALIZATION``)."""
-    if name not in NORMALIZATION:
-        raise ValueError(f"no normalisation known for {name!r}; use Preprocess.fit(images)")
-    mean, std = NORMALIZATION[name]
-    return Preprocess(mean, std, pad_to)
+    """The published normalisation of the registered dataset ``name``."""
+    return get(name).preprocessing(pad_to)
 
 
 def augment(images: np.ndarray, rng: np.random.Generator, max_shift: int = 2) -> np.ndarray:
@@ -405,3 +471,10 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
             batch = augment(batch, np.random.default_rng([seed, epoch, b]))
         yield {"image": preprocess(batch) * mask[:, None, None, None], "label": targets,
                "mask": mask}
+
+
+register(Dataset("fashion_mnist", _fashion_mnist, (0.2860,), (0.3530,), (28, 28, 1)))
+register(Dataset("mnist", lambda split, download: load_tfds_split("mnist", split, download),
+                 (0.1307,), (0.3081,), (28, 28, 1)))
+register(Dataset("cifar10", lambda split, download: load_tfds_split("cifar10", split, download),
+                 (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (32, 32, 3)))

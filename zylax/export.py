@@ -83,9 +83,14 @@ import sys
 from types import SimpleNamespace
 from typing import Mapping
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from zylax import archive, codecs
+from zylax import archive, codecs, train
+from zylax.nets.layers import TapConv
+from zylax.transforms import tree as ztree
 
 DECODED_FLOOR = 16 << 20
 """Decoded bytes any ``.zyl`` file may declare for export, however small the file."""
@@ -290,16 +295,12 @@ def _dense_tree(tree: Mapping, methods: dict[str, str], prefix: str) -> dict:
 
 def _reference(model, dense: dict):
     """``x -> model.apply(dense, x)`` in inference mode, as the model itself computes it."""
-    from zylax import train
-
     kwargs = train.mode_kwargs(model, False)
     return lambda x: model.apply(dense, x, **kwargs)
 
 
 def _inference(model, dense: dict):
     """``_reference`` with BatchNorm as one affine map and ``TapConv`` as ``nn.Conv``."""
-    import flax.linen as nn
-
     plain = _reference(model, dense)
 
     def predict(x):
@@ -316,9 +317,6 @@ def _affine_batchnorm(next_fun, args, kwargs, context):
     them (it does not fold Flax's own ``(x - mean) * a + bias`` after a dense
     op). Training-mode and masked calls run unchanged.
     """
-    import flax.linen as nn
-    import jax.numpy as jnp
-
     module = context.module
     if (context.method_name != "__call__" or not isinstance(module, nn.BatchNorm)
             or kwargs.get("mask") is not None):
@@ -344,10 +342,6 @@ def _affine_batchnorm(next_fun, args, kwargs, context):
 
 def _plain_conv(next_fun, args, kwargs, context):
     """Runs a grouped ``TapConv`` as the ``nn.Conv`` with the same fields and params."""
-    import flax.linen as nn
-
-    from zylax.nets.layers import TapConv
-
     module = context.module
     if (context.method_name != "__call__" or not isinstance(module, TapConv)
             or module.feature_group_count == 1):
@@ -401,8 +395,6 @@ _COMMON_OPS = frozenset(
 
 def _unusual_ops(predict, shape) -> list[str]:
     """The StableHLO ops of ``predict`` outside ``_COMMON_OPS`` (the likely refusals)."""
-    import jax
-
     text = jax.export.export(jax.jit(predict))(
         jax.ShapeDtypeStruct(shape, np.float32)).mlir_module()
     found = set(re.findall(r"(?:stablehlo|chlo)\.(\w+)", text))
@@ -411,8 +403,6 @@ def _unusual_ops(predict, shape) -> list[str]:
 
 def _custom_calls(predict, shape) -> list[str]:
     """Targets of the ``stablehlo.custom_call`` ops of ``predict`` (e.g. LAPACK kernels)."""
-    import jax
-
     text = jax.export.export(jax.jit(predict))(
         jax.ShapeDtypeStruct(shape, np.float32)).mlir_module()
     return [f"custom_call {t}" for t in re.findall(r"stablehlo\.custom_call @(\w+)", text)]
@@ -499,8 +489,6 @@ def _matches(folded: np.ndarray, leaf: np.ndarray) -> bool:
 def _store_kernels(lib, graph, params: dict, methods: dict[str, str],
                    weights: str) -> dict[str, Layer]:
     """Matches every params kernel to graph kernels and rewrites them; the report per leaf."""
-    from zylax.transforms import tree as ztree
-
     kernels, layers = _kernels(lib, graph), {}
     for path, leaf in ztree.named_leaves(params).items():
         leaf = np.asarray(leaf)
@@ -697,7 +685,7 @@ def _operator(lib, opcode: int, inputs: list[int], outputs: list[int], options=N
 
 def _serialize(graph) -> bytes:
     """The flatbuffer bytes, every buffer 16-byte aligned as the converter writes them."""
-    import flatbuffers
+    import flatbuffers  # the litert extra's; import zylax.export stays light without it
 
     class Aligned(flatbuffers.Builder):
         def CreateNumpyVector(self, x):  # noqa: N802 - flatbuffers' name
@@ -718,8 +706,6 @@ def _serialize(graph) -> bytes:
 
 def _max_output_diff(lib, tflite: bytes, reference, sample: np.ndarray) -> float:
     """Max ``|interpreter - JAX|`` over every output on ``sample``; loads in the default runtime."""
-    import jax
-
     try:
         with _quiet_native_stderr():
             interpreter = lib.Interpreter(model_content=tflite)

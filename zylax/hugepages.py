@@ -1,13 +1,10 @@
 """glibc's transparent-huge-page malloc for the ``zylax`` command (Linux only).
 
 An XLA CPU training step allocates and touches hundreds of MB of temporary
-buffers; with 4 KiB pages the kernel faults each page in, every step. On
-this project's 2-core machine (glibc 2.36, transparent huge pages in
-``madvise`` mode) a DeepLabV3Small step at batch 16 took about 114,000
-minor page faults and 0.7 cores of kernel time; with
+buffers; with 4 KiB pages the kernel faults each page in, every step. With
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (glibc >= 2.35: malloc asks for
-transparent huge pages with ``madvise``) it took about 600 and ran 1.2x the
-steps a second (``python -m benchmarks.hugepages``, BENCHMARKS.md). glibc
+transparent huge pages with ``madvise``) far fewer pages fault in (measured:
+``python -m benchmarks.hugepages``, BENCHMARKS.md, section 10). glibc
 reads the setting only when a process starts, so the ``zylax`` command
 starts itself once more with it; ``ZYLAX_HUGEPAGES=0`` turns that off
 (``python -m zylax.cli`` never restarts). In a notebook or a script, set it

@@ -16,6 +16,8 @@ import io
 import jax.numpy as jnp
 import numpy as np
 
+from zylax import scenes
+
 COCO_STATS = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 """Names of ``COCOeval.stats`` in order; ``mAP`` is AP averaged over IoU 0.50:0.05:0.95."""
@@ -38,9 +40,7 @@ def coco_detection_metrics(targets: dict, detections: dict) -> dict[str, float]:
       range". With no valid detection at all, COCOeval runs on an empty
       result set (0.0 wherever there is ground truth).
     """
-    from pycocotools.cocoeval import COCOeval
-
-    from zylax import scenes
+    from pycocotools.cocoeval import COCOeval  # only when detections are scored
 
     ground_truth = scenes.load_coco(scenes.coco_ground_truth(targets))
     results = detection_results(detections, ground_truth.getImgIds())
@@ -77,8 +77,6 @@ def detection_results(detections: dict, image_ids) -> list[dict]:
 
 def _results(ground_truth, results: list[dict]):
     """The detections as a COCO index; an empty one when there are none (``loadRes`` can't)."""
-    from zylax import scenes
-
     if results:
         return ground_truth.loadRes(results)
     return scenes.load_coco({"images": ground_truth.dataset["images"], "annotations": [],

@@ -64,12 +64,6 @@ MIN_STD = 1e-6
 DEFAULT_CLASSES = 10
 """The class count of a file that records none."""
 
-_TASK_FIELDS = {
-    "classification": {},
-    "detection": {"image_size": (1, MAX_SIDE), "max_detections": (1, 10_000)},
-    "segmentation": {"num_classes": (2, MAX_CLASSES)},
-}
-"""Each task's metadata fields and their integer bounds."""
 _NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
 
 
@@ -110,14 +104,14 @@ def _text(raw: Mapping, key: str) -> str | None:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= MAX_TEXT or not _NAME.fullmatch(value):
         raise archive.CorruptFileError(f"metadata {key!r}: not a name of at most {MAX_TEXT} "
-                                       f"letters, digits and '_.:-' ({str(value)[:40]!r})")
+                                       f"letters, digits and '_.:-' ({repr(value)[:40]})")
     return value
 
 
 def _integer(value, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise archive.CorruptFileError(f"metadata {what}: must be an integer in [{low}, "
-                                       f"{high}], got {str(value)[:40]}")
+                                       f"{high}], got {repr(value)[:40]}")
     return value
 
 
@@ -126,7 +120,7 @@ def _input_shape(value) -> tuple[int, int, int] | None:
         return None
     if not isinstance(value, list) or len(value) != 3:
         raise archive.CorruptFileError(f"metadata 'input_shape': must be [H, W, C], got "
-                                       f"{str(value)[:40]}")
+                                       f"{repr(value)[:40]}")
     h = _integer(value[0], "'input_shape' height", 1, MAX_SIDE)
     w = _integer(value[1], "'input_shape' width", 1, MAX_SIDE)
     c = _integer(value[2], "'input_shape' channels", 1, MAX_CHANNELS)
@@ -142,7 +136,7 @@ def _vector(value, what: str, channels: int | None) -> list[float]:
         raise archive.CorruptFileError(
             f"metadata 'preprocess' {what}: must hold one value"
             f"{'' if channels is None else f' or one per channel ({channels})'}, got "
-            f"{str(value)[:40]}")
+            f"{repr(value)[:40]}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise archive.CorruptFileError(f"metadata 'preprocess' {what}: must be numbers")
     with np.errstate(over="ignore"):
@@ -187,10 +181,10 @@ def _task(value) -> dict | None:
     if value is None:
         return None
     name = value.get("name") if isinstance(value, dict) else None
-    if not isinstance(name, str) or name not in _TASK_FIELDS:
+    if not isinstance(name, str) or name not in tasks.TASKS:
         raise archive.CorruptFileError(f"metadata 'task': must name one of "
-                                       f"{sorted(_TASK_FIELDS)}, got {str(value)[:60]}")
-    fields = _TASK_FIELDS[name]
+                                       f"{sorted(tasks.TASKS)}, got {repr(value)[:60]}")
+    fields = tasks.TASKS[name].metadata_fields
     extra = sorted(set(value) - {"name", *fields})
     if extra:
         raise archive.CorruptFileError(f"metadata 'task': unknown {name} fields "
@@ -211,13 +205,17 @@ def check_metadata(raw: Mapping) -> Metadata:
         raise archive.CorruptFileError("metadata: not an object")
     recorded = _input_shape(raw.get("input_shape"))
     data = _text(raw, "data")
-    shape = recorded or zdata.IMAGE_SHAPES.get(data)  # a named dataset's images otherwise
+    known = data is not None and data in zdata.names()
+    shape = recorded or (zdata.get(data).image_shape if known else None)  # its images
     classes = raw.get("num_classes")
     classes = None if classes is None else _integer(classes, "'num_classes'", 1, MAX_CLASSES)
     task = _task(raw.get("task"))
-    if task is not None and task["name"] == "segmentation" and shape is not None:
-        labels = task.get("num_classes", classes or DEFAULT_CLASSES)
-        if shape[0] * shape[1] * labels > MAX_OUTPUT_ELEMENTS:
+    if task is not None and task["name"] == "segmentation":
+        labels = classes or DEFAULT_CLASSES  # the count the model is built with
+        if task.get("num_classes", labels) != labels:
+            raise archive.CorruptFileError(f"metadata 'task': {task['num_classes']} labels, but "
+                                           f"the model is built for num_classes {labels}")
+        if shape is not None and shape[0] * shape[1] * labels > MAX_OUTPUT_ELEMENTS:
             raise archive.CorruptFileError(f"metadata 'task': {labels} labels over "
                                            f"{shape[0]}x{shape[1]} pixels are more than "
                                            f"{MAX_OUTPUT_ELEMENTS:,} output values")
@@ -309,13 +307,6 @@ def check_fit(path: str, model, variables: Mapping, sample: np.ndarray) -> None:
     raise ModelMismatchError(f"{path}: the stored variables do not fit the model ({diff}{more})")
 
 
-def _output_shapes(model, variables: Mapping, sample: np.ndarray):
-    """The shapes of ``model``'s inference outputs on ``sample`` (traced, nothing computed)."""
-    collections = {k: v for k, v in variables.items() if k != "params"}
-    return jax.eval_shape(lambda p: train.forward(model, p, collections, sample,
-                                                  train=False)[0], variables["params"])
-
-
 def load_model_file(path: str | os.PathLike, *, model=None,
                     input_shape: tuple[int, int, int] | None = None,
                     max_decoded_bytes: int | None = None) -> ModelFile:
@@ -359,11 +350,19 @@ def load_model_file(path: str | os.PathLike, *, model=None,
     except Exception as err:  # noqa: BLE001 - a factory's error, for settings a file chose
         raise ModelMismatchError(f"{path}: the model cannot be built for its recorded "
                                  f"settings: {_one_line(err)}") from None
-    sample = metadata.preprocess(np.zeros((1, *shape), np.uint8))
     try:
+        sample = metadata.preprocess(np.zeros((1, *shape), np.uint8))
+        if sample.shape[-1] != shape[-1]:
+            raise ValueError(f"its preprocessing has {sample.shape[-1]} channels, the input "
+                             f"{shape[-1]}")
         check_fit(path, built, variables, sample)
         task = tasks.from_dict(metadata.task, built, shape)
-        task.check_outputs(_output_shapes(built, variables, sample))
+        outputs = tasks.output_shapes(built, variables, sample)
+        task.check_outputs(outputs)
+        needed = task.working_values(outputs, shape)
+        if needed > tasks.MAX_WORKING_VALUES:
+            raise ValueError(f"scoring one example needs {needed:,} values, more than "
+                             f"{tasks.MAX_WORKING_VALUES:,}")
     except ModelMismatchError:
         raise
     except Exception as err:  # noqa: BLE001 - the model's error on the recorded shapes
@@ -389,16 +388,19 @@ def scoring_data(loaded: ModelFile, data: str | None = None) -> tuple[str, tuple
     """
     name = data or loaded.metadata.data
     if name is None:
-        raise DatasetNeededError(f"{loaded.path} records no dataset; pass --data (data=), one "
-                                 f"of {zdata.DATASETS}")
-    if name not in zdata.DATASETS:
-        raise DatasetNeededError(f"{loaded.path}: dataset {name!r} is unknown; pass --data "
-                                 f"(data=), one of {zdata.DATASETS}")
-    images, labels = zdata.load(name, "test", download=data is not None)
+        raise DatasetNeededError(f"{loaded.path} records no dataset; name one of "
+                                 f"{zdata.names()} (--data on the command line, data= in "
+                                 "Python)")
+    if name not in zdata.names():
+        raise DatasetNeededError(f"{loaded.path}: dataset {name!r} is unknown; name one of "
+                                 f"{zdata.names()} (--data on the command line, data= in "
+                                 "Python)")
+    dataset = zdata.get(name)
+    images, labels = dataset.load("test", download=data is not None)
     if tuple(images.shape[1:]) != loaded.input_shape:
         raise ModelMismatchError(f"{loaded.path}: made for {list(loaded.input_shape)} inputs, "
                                  f"{name} has {list(images.shape[1:])}")
-    if (loaded.task.name == "classification") == (name in zdata.SCENE_DATASETS):
+    if loaded.task.labels != dataset.labels:
         raise ModelMismatchError(f"{loaded.path}: a {loaded.task.name} model cannot be scored "
-                                 f"on {name}")
+                                 f"on {name} ({dataset.labels} labels)")
     return name, (images, labels)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
-from zylax import nets
+from zylax import nets, tasks
 from zylax.transforms import binary
 from zylax.nets.deeplab import DeepLabV3Small
 from zylax.nets.layers import TapConv
@@ -61,8 +61,8 @@ def register(name: str, factory: Callable[[int], nn.Module], recipe: Recipe, *,
     """Adds (or replaces) the net ``name``; returns its ``NetSpec``."""
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"net names are letters, digits and '_', got {name!r}")
-    if task not in ("classification", "detection", "segmentation"):
-        raise ValueError(f"task must be classification, detection or segmentation, got {task!r}")
+    if task not in tasks.TASKS:
+        raise ValueError(f"task must be one of {tuple(tasks.TASKS)}, got {task!r}")
     spec = NetSpec(factory, recipe, dict(compression or {}), dict(reference or {}), task)
     NETS[name] = spec
     return spec

@@ -20,6 +20,7 @@ import numpy as np
 
 from zylax import codecs
 from zylax.archive import write_atomic
+from zylax.transforms import tree as ztree
 
 def layer_rows(header: dict) -> list[dict]:
     """One row per stored leaf, computed from a ``.zyl`` header by each leaf's codec."""
@@ -151,9 +152,8 @@ def plot_weights(snapshots: dict, layer: str):
     value when the stage left at most 256 of them (shared, ternary, binary).
     Jupyter shows the figure inline; ``fig.savefig(path)`` writes it.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # plotting only when a figure is drawn
 
-    from zylax.transforms import tree as ztree
 
     fig = Figure(figsize=(4 * len(snapshots), 3), layout="tight")
     axes = np.atleast_1d(fig.subplots(1, len(snapshots)))
@@ -182,7 +182,7 @@ def plot_kept(report: dict):
     constant) are left out. The figure grows with the number of layers and the
     longest name, so every label fits.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # plotting only when a figure is drawn
 
     rows = [r for r in report["layers"] if r["codebook_bytes"] or r["kept"] < r["weights"]]
     names = [r["name"] for r in rows]
@@ -194,3 +194,20 @@ def plot_kept(report: dict):
     ax.set_xlabel("% weights kept")
     ax.set_xlim(0, 100)
     return fig
+
+
+def write_with_figures(result, json_path: str) -> list[str]:
+    """``write`` of ``result.report`` (a ``compress.Result``), plus ``<stem>_weights.png``
+    (``plot_weights`` of the largest stored params leaf) and ``<stem>_kept.png``
+    (``plot_kept``); returns every path written."""
+
+    written = write(result.report, json_path)
+    stem = os.path.splitext(json_path)[0]
+    params = set(ztree.named_leaves(result.snapshots["dense"]))
+    largest = max((r for r in result.report["layers"] if r["name"] in params),
+                  key=lambda r: r["weights"])["name"]
+    for fig, path in ((plot_weights(result.snapshots, largest), f"{stem}_weights.png"),
+                      (plot_kept(result.report), f"{stem}_kept.png")):
+        fig.savefig(path, dpi=100)
+        written.append(path)
+    return written

@@ -48,6 +48,8 @@ import os
 
 import numpy as np
 
+from zylax import archive, data
+
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
 """Fashion-MNIST class names; class ``c`` is segmentation label and COCO category ``c + 1``."""
@@ -126,8 +128,6 @@ def load(split: str, num_scenes: int | None = None, *, size: int = 96,
     scenes on one CPU core) and are identical every time. Returns
     ``generate``'s ``(images, targets)``.
     """
-    from zylax import data
-
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLIT_SEEDS)}")
     items, labels = data.load("fashion_mnist", split)
@@ -177,15 +177,13 @@ def coco_categories() -> list[dict]:
 
 def write_coco_json(path: str | os.PathLike, targets: dict, *, image_ids=None) -> None:
     """Writes ``coco_ground_truth(targets)`` to ``path`` as JSON, atomically."""
-    from zylax import archive
-
     text = json.dumps(coco_ground_truth(targets, image_ids=image_ids), sort_keys=True)
     archive.write_atomic(path, text.encode())
 
 
 def load_coco(dataset: dict):
     """A ``pycocotools.coco.COCO`` index of a COCO dict, built without printing."""
-    from pycocotools.coco import COCO
+    from pycocotools.coco import COCO  # only when detections are scored
 
     coco = COCO()
     coco.dataset = dataset
@@ -452,3 +450,8 @@ def _targets(owner: np.ndarray, layout: dict, labels: np.ndarray) -> dict:
     return {"boxes": boxes, "classes": classes, "valid": active.copy(),
             "segmentation": segmentation, "instances": (owner + 1).view(np.uint8),
             "source": np.where(active, layout["source"], -1).astype(np.int32)}
+
+
+# the 60,000 train and 10,000 test scenes; the normalisation of the 60,000 train scenes
+data.register(data.Dataset("fashion_mnist_scenes", lambda split, download: load(split),
+                           (0.0928,), (0.2347,), (96, 96, 1), labels="scenes"))

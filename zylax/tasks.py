@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zylax import data as zdata
-from zylax import train
+from zylax import detection, metrics, train
 from zylax.resizing import SCALE_RANGE, at_input_size, resize_dense, resize_images
 
 
@@ -40,6 +40,17 @@ class Classification:
     label_smoothing: float = 0.0
     name = "classification"
     metric = "accuracy"
+    labels = "classes"
+    metadata_fields = {}
+
+    @staticmethod
+    def check_model(model) -> None:
+        """Any module that returns logits can classify."""
+
+    @classmethod
+    def for_model(cls, model, input_shape) -> "Classification":
+        """``Classification()``."""
+        return cls()
 
     def loss(self) -> train.LossFn:
         """``train.classification_loss(label_smoothing)``."""
@@ -50,6 +61,10 @@ class Classification:
         """``{"accuracy", "loss"}`` over every example (``train.evaluate``)."""
         return train.evaluate(model, variables, images, labels, preprocess=preprocess,
                               batch_size=batch_size, method=method, aux=aux)
+
+    def working_values(self, output_shapes, input_shape) -> int:
+        """Values one example needs while scored: its K logits."""
+        return _values(output_shapes.shape)
 
     def check_outputs(self, outputs) -> None:
         """Refuses outputs that are not logits ``(B, K)`` (one-line ``ValueError``)."""
@@ -133,8 +148,51 @@ def multi_scale_log_probabilities(apply, images, scales, flip: bool = False):
     return jnp.log(total / len(views))
 
 
-def _predictions(model, variables, images, labels, head, *, preprocess, batch_size, method,
-                 aux, scales=(1.0,), flip=False):
+MAX_WORKING_VALUES = 1 << 26
+"""Most values (outputs and the task's largest intermediate) one scoring batch may hold:
+the batch shrinks to fit, and a model whose one example needs more is refused."""
+
+
+def output_shapes(model, variables, sample, method=None, aux=None):
+    """The shapes of ``model``'s inference outputs on ``sample`` (traced once per model,
+    method, input and variable shapes; nothing computed)."""
+    trees = (variables, aux, jax.ShapeDtypeStruct(np.shape(sample), np.asarray(sample).dtype))
+    leaves, structure = jax.tree.flatten(trees)
+    key = (structure, tuple((tuple(np.shape(x)), str(np.asarray(x).dtype) if not hasattr(
+        x, "dtype") else str(x.dtype)) for x in leaves))
+    try:
+        return _traced_output_shapes(model, method, key)
+    except TypeError:  # an unhashable model or method: trace for this call only
+        return _traced_output_shapes.__wrapped__(model, method, key)
+
+
+@functools.lru_cache(maxsize=32)
+def _traced_output_shapes(model, method, key):
+    structure, shapes = key
+    abstract = jax.tree.unflatten(structure, [jax.ShapeDtypeStruct(s, d) for s, d in shapes])
+    variables, aux, sample = abstract
+    params, collections = train.split_variables(variables)
+    return jax.eval_shape(lambda p, c, a, x: train.forward(
+        model, train.model_params(method, p, a), c, x, train=False)[0],
+        params, collections, aux, sample)
+
+
+def scoring_batch_size(task, model, variables, images, preprocess, batch_size: int,
+                       method=None, aux=None) -> int:
+    """``batch_size`` lowered so that a batch needs at most ``MAX_WORKING_VALUES`` values
+    (``task.working_values`` of one example)."""
+    preprocess = zdata.Preprocess() if preprocess is None else preprocess
+    shapes = output_shapes(model, variables, preprocess(images[:1]), method, aux)
+    per_example = task.working_values(shapes, tuple(images.shape[1:]))
+    return max(1, min(batch_size, MAX_WORKING_VALUES // max(per_example, 1)))
+
+
+def _values(shape) -> int:
+    return int(np.prod(shape[1:], dtype=np.int64))
+
+
+def _predictions(task, model, variables, images, labels, head, *, preprocess, batch_size,
+                 method, aux, scales=(1.0,), flip=False):
     """Runs ``head(outputs)`` (jitted, inference mode) over every example; yields (batch, result).
 
     ``head`` must be hashable and equal across calls (a bound method or a
@@ -142,6 +200,8 @@ def _predictions(model, variables, images, labels, head, *, preprocess, batch_si
     ``flip`` as in ``_inference_step``.
     """
     params, collections = train.split_variables(variables)
+    batch_size = scoring_batch_size(task, model, variables, images, preprocess, batch_size,
+                                    method, aux)
     try:
         step = _inference_step(model, method, head, tuple(scales), flip)
     except TypeError:  # an unhashable model or method: compile for this call only
@@ -165,11 +225,25 @@ class Detection:
     max_detections: int = 100
     name = "detection"
     metric = "AP50"
+    labels = "scenes"
+    metadata_fields = {"image_size": (1, 2048), "max_detections": (1, 10_000)}
+
+    @staticmethod
+    def check_model(model) -> None:
+        """Refuses a model without ``anchors(image_size)`` (one-line ``ValueError``)."""
+        if not callable(getattr(model, "anchors", None)):
+            raise ValueError(f"a detection model needs an anchors(image_size) method returning "
+                             f"(A, 4) boxes; {type(model).__name__} has none")
+
+    @classmethod
+    def for_model(cls, model, input_shape) -> "Detection":
+        """The model's anchors for square inputs of side ``input_shape[0]``."""
+        cls.check_model(model)
+        size = int(input_shape[0])
+        return cls(np.asarray(model.anchors(size)), size)
 
     def loss(self) -> train.LossFn:
         """``detection.multibox_loss`` over this task's anchors (model outputs checked first)."""
-        from zylax import detection
-
         anchors = jnp.asarray(self.anchors)
 
         def loss(outputs, targets, mask):
@@ -177,6 +251,13 @@ class Detection:
             return detection.multibox_loss(outputs, targets, mask, anchors,
                                            image_size=self.image_size)
         return loss
+
+    def working_values(self, output_shapes, input_shape) -> int:
+        """Values one example needs while scored: its outputs, and non-maximum suppression's
+        IoU matrix of the 200 best anchors per class (``detection.postprocess``)."""
+        logits, deltas = output_shapes
+        k = min(200, logits.shape[1])
+        return _values(logits.shape) + _values(deltas.shape) + logits.shape[-1] * k * k
 
     def check_outputs(self, outputs) -> None:
         """Refuses outputs that are not ``(class_logits (B, A, C + 1), box_deltas (B, A, 4))``
@@ -192,7 +273,7 @@ class Detection:
         """
         labels = np.zeros(images.shape[0], np.int32) if labels is None else labels
         parts = []
-        for batch, found in _predictions(model, variables, images, labels, self.postprocess,
+        for batch, found in _predictions(self, model, variables, images, labels, self.postprocess,
                                          preprocess=preprocess, batch_size=batch_size,
                                          method=method, aux=aux):
             real = batch["mask"] > 0
@@ -205,8 +286,6 @@ class Detection:
         ``outputs``: ``(class_logits (B, A, C + 1), box_deltas (B, A, 4))``;
         returns the dict of ``predict`` for these B images (jittable).
         """
-        from zylax import detection
-
         _check_detection_outputs(outputs, np.shape(self.anchors)[0])
         return detection.postprocess(outputs, jnp.asarray(self.anchors),
                                      image_size=self.image_size,
@@ -215,8 +294,6 @@ class Detection:
     def evaluate(self, model, variables, images, labels, *, preprocess=None,
                  batch_size: int = 250, method=None, aux=None) -> dict[str, float]:
         """COCO ``{"mAP", "AP50", ...}`` of the model's detections (pycocotools)."""
-        from zylax import metrics
-
         found = self.predict(model, variables, images, labels, preprocess=preprocess,
                              batch_size=batch_size, method=method, aux=aux)
         return metrics.coco_detection_metrics(labels, found)
@@ -227,8 +304,6 @@ class Detection:
         ``outputs``: an iterable of ``(class_logits, box_deltas)`` batches that
         together cover the scenes of ``labels`` in order.
         """
-        from zylax import metrics
-
         head = jax.jit(self.postprocess)
         parts = [jax.device_get(head(tuple(jnp.asarray(o) for o in batch)))
                  for batch in _batches(outputs)]
@@ -263,6 +338,22 @@ class Segmentation:
     flip: bool = False
     name = "segmentation"
     metric = "mIoU"
+    labels = "scenes"
+    metadata_fields = {"num_classes": (2, 100_000)}
+
+    @staticmethod
+    def check_model(model) -> None:
+        """Refuses a model without an int ``num_classes`` (one-line ``ValueError``)."""
+        if not isinstance(getattr(model, "num_classes", None), int):
+            raise ValueError(f"a segmentation model needs an int num_classes attribute (every "
+                             f"label, the background included); {type(model).__name__} has "
+                             "none")
+
+    @classmethod
+    def for_model(cls, model, input_shape) -> "Segmentation":
+        """Every label of the model (``model.num_classes``, background included)."""
+        cls.check_model(model)
+        return cls(int(model.num_classes))
 
     def __post_init__(self):
         if not isinstance(self.flip, bool):
@@ -279,12 +370,17 @@ class Segmentation:
 
     def loss(self) -> train.LossFn:
         """``detection.pixel_cross_entropy`` (the model's logits checked first)."""
-        from zylax import detection
-
         def loss(logits, targets, mask):
             self._check_logits(logits)
             return detection.pixel_cross_entropy(logits, targets, mask)
         return loss
+
+    def working_values(self, output_shapes, input_shape) -> int:
+        """Values one example needs while scored: its logits, and the class scores at the
+        input's size for each view (scales, mirrored), twice."""
+        views = len(self.scales) * (2 if self.flip else 1)
+        return _values(output_shapes.shape) + 2 * views * int(
+            input_shape[0]) * int(input_shape[1]) * self.num_classes
 
     def check_outputs(self, outputs) -> None:
         """Refuses outputs that are not logits ``(B, h, w, num_classes)`` (one-line
@@ -318,7 +414,7 @@ class Segmentation:
         model's argmax over every pixel of every image; ``metrics.class_iou`` of it gives
         the per-class IoU."""
         confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
-        for batch, predicted in _predictions(model, variables, images, labels,
+        for batch, predicted in _predictions(self, model, variables, images, labels,
                                              self._predicted_labels,
                                              preprocess=preprocess, batch_size=batch_size,
                                              method=method, aux=aux,
@@ -350,8 +446,6 @@ class Segmentation:
 
     def _confusion(self, predicted, truth, real) -> np.ndarray:
         """Confusion matrix (K, K) of the pixels of the real (unpadded) images."""
-        from zylax import metrics
-
         pixels = np.broadcast_to(np.asarray(real)[:, None, None], predicted.shape)
         return np.asarray(metrics.confusion_matrix(predicted, truth, self.num_classes,
                                                    mask=pixels), np.int64)
@@ -377,8 +471,6 @@ def _check_covered(outputs: int, labels: int) -> None:
 
 def _segmentation_scores(confusion: np.ndarray) -> dict[str, float]:
     """``{"mIoU", "pixel_accuracy"}`` of a confusion matrix."""
-    from zylax import metrics
-
     return {"mIoU": float(metrics.mean_iou(confusion)),
             "pixel_accuracy": float(metrics.pixel_accuracy(confusion))}
 
@@ -396,36 +488,54 @@ def file_metadata(task, preprocess, images, labels, extra=None) -> dict:
             "num_classes": int(classes), "input_shape": list(np.shape(images)[1:])}
 
 
+TASKS: dict[str, type] = {}
+"""The registered tasks by name (``register``)."""
+
+
+def register(task: type) -> type:
+    """Adds the task class ``task`` under ``task.name`` (usable as a class decorator).
+
+    A task class has ``name``, ``metric`` (the number compression keeps),
+    ``labels`` (the ``data.LABEL_KINDS`` it trains on), ``metadata_fields``
+    (``{field: (low, high)}``, the integer fields ``to_dict`` writes, bounded
+    when a file is read), ``check_model(model)``, ``for_model(model,
+    input_shape)``, and on instances ``loss()``, ``evaluate(...)``,
+    ``check_outputs(outputs)``, ``score_outputs(outputs, labels)`` and
+    ``to_dict()``.
+    """
+    missing = [a for a in ("name", "metric", "labels", "metadata_fields", "check_model",
+                           "for_model", "loss", "evaluate", "check_outputs", "working_values",
+                           "score_outputs", "to_dict") if not hasattr(task, a)]
+    if missing:
+        raise TypeError(f"a task needs {missing}")
+    TASKS[task.name] = task
+    return task
+
+
+def get(name: str) -> type:
+    """The task class registered as ``name``."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {tuple(TASKS)}")
+    return TASKS[name]
+
+
 def check_model(model, name: str | None) -> None:
     """Refuses a model that lacks what task ``name`` reads from it (one-line ``ValueError``):
     ``anchors(image_size)`` for detection, an int ``num_classes`` for segmentation."""
-    if name == "detection" and not callable(getattr(model, "anchors", None)):
-        raise ValueError(f"a detection model needs an anchors(image_size) method returning "
-                         f"(A, 4) boxes; {type(model).__name__} has none")
-    if name == "segmentation" and not isinstance(getattr(model, "num_classes", None), int):
-        raise ValueError(f"a segmentation model needs an int num_classes attribute (every "
-                         f"label, the background included); {type(model).__name__} has none")
+    if name is not None:
+        get(name).check_model(model)
 
 
 def for_model(model, input_shape, name: str | None = None):
     """The task ``name`` for ``model`` on inputs of ``input_shape`` (H, W, C).
 
     ``name=None`` picks detection for a model with an ``anchors(image_size)``
-    method and classification otherwise. Detection takes its anchors from
-    ``model.anchors(H)``; segmentation its class count (background included)
-    from ``model.num_classes``.
+    method and classification otherwise. Each task reads what it needs from
+    the model (``for_model`` of its class).
     """
     if name is None:
         name = "detection" if callable(getattr(model, "anchors", None)) else "classification"
-    if name == "classification":
-        return Classification()
-    check_model(model, name)
-    if name == "detection":
-        size = int(input_shape[0])
-        return Detection(np.asarray(model.anchors(size)), size)
-    if name == "segmentation":
-        return Segmentation(int(model.num_classes))
-    raise ValueError(f"unknown task {name!r}; choose classification, detection or segmentation")
+    return get(name).for_model(model, input_shape)
 
 
 def from_dict(info, model, input_shape):
@@ -435,3 +545,20 @@ def from_dict(info, model, input_shape):
     if not isinstance(info, dict) or not isinstance(info.get("name"), str):
         raise ValueError(f"task metadata must be a dict with a 'name', got {info!r}")
     return for_model(model, input_shape, info["name"])
+
+
+def with_views(task, scales=None, flip: bool = False):
+    """A segmentation task that predicts from inputs resized by each of ``scales`` (and
+    mirrored with ``flip``); ``task`` itself when neither is given. ``ValueError`` for
+    other tasks or bad scales."""
+    if scales is None and not flip:
+        return task
+    if task.name != "segmentation":
+        raise ValueError(f"scales and flip are for segmentation models; this one is "
+                         f"{task.name}")
+    return dataclasses.replace(task, scales=tuple(scales or (1.0,)), flip=flip)
+
+
+register(Classification)
+register(Detection)
+register(Segmentation)

@@ -30,14 +30,18 @@ Data parallelism: every batch is split over a one-axis ``Mesh`` of all devices
 (``NamedSharding(mesh, P("data"))``); the state is replicated. The same code
 runs on one CPU, several GPUs or a TPU slice. On several hosts, call
 ``jax.distributed.initialize()`` first; each host then feeds its own slice of
-the global batch (``jax.make_array_from_process_local_data`` assembles it), so
-give each host a different ``seed`` offset of the data or shard the files.
+the global batch (``jax.make_array_from_process_local_data`` assembles it):
+give each host its own shard of the examples and the same ``seed`` (the seed
+also initialises the model and the dropout keys, which every host must share).
+``batch_size`` is per host; the epoch's statistics and examples/s cover all
+hosts (``tests/test_multiprocess.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 import warnings
 from typing import Any, Callable, Mapping
@@ -53,6 +57,7 @@ from tqdm import tqdm
 
 from zylax import data as zdata
 from zylax.nets.layers import KNOWN_FLAGS, mode_kwargs, training_mode_issues
+from zylax.transforms.tree import map_named, named_leaves
 
 Params = Any
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
@@ -161,8 +166,8 @@ def init_variables(model, sample: np.ndarray, seed: int, train_flag: str | None 
                    ) -> dict[str, Any]:
     """``model.init`` on one sample batch (inference mode); returns every collection.
 
-    Jitted: one compiled program initialises a deep net 1.8-2.3x faster than
-    running its ops one by one, with the same values (``benchmarks/init_time.py``).
+    Jitted: one compiled program, with the same values as running the ops one by
+    one (BENCHMARKS.md, section 8).
     """
     kwargs = mode_kwargs(model, False, train_flag)
     init = jax.jit(lambda key, x: model.init(key, x, **kwargs))
@@ -196,10 +201,9 @@ def warm_start(variables: dict, donor: dict) -> tuple[dict, list[str]]:
       the copied leaves' paths, in tree order.
 
     Raises:
-      ValueError: when no layer matches, naming a few paths of each tree.
+      ValueError: when no layer matches, naming a few paths of each tree, or a
+      copied value is not finite in the model's dtype (1e300 in float32).
     """
-    from zylax.transforms.tree import map_named, named_leaves
-
     mine, theirs = named_leaves(variables), named_leaves(donor)
 
     def fits(name):
@@ -214,6 +218,15 @@ def warm_start(variables: dict, donor: dict) -> tuple[dict, list[str]]:
         raise ValueError(f"warm start: no layer of the donor matches the model by path and "
                          f"shape (model: {list(mine)[:3]} ..., donor: {list(theirs)[:3]} ...)"
                          f"{hint}")
+    for name in copied:
+        value = np.asarray(theirs[name])
+        if np.issubdtype(value.dtype, np.floating):
+            with np.errstate(over="ignore", invalid="ignore"):
+                cast = value.astype(np.asarray(mine[name]).dtype)
+            if not np.all(np.isfinite(cast)):
+                raise ValueError(f"warm start: donor leaf {name} is not finite as "
+                                 f"{np.asarray(mine[name]).dtype} (max |value| "
+                                 f"{np.max(np.abs(value)):.3g})")
     chosen = set(copied)
     started = map_named(lambda name, leaf: jnp.asarray(theirs[name], jnp.result_type(leaf))
                         if name in chosen else leaf, dict(variables))
@@ -411,6 +424,138 @@ def _restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainS
                          f"({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
 
 
+class Callback:
+    """Hooks of ``loop``; each does nothing unless overridden.
+
+    ``on_step(step, state, metrics, seen)`` after every step (``seen``: the
+    examples of the epoch so far, over every host); ``on_epoch(row, state)``
+    after every completed epoch (``row``: its history row, which it may
+    extend); ``on_end(state)`` once, when the loop ends.
+    """
+
+    def on_step(self, step: int, state: TrainState, metrics: dict, seen: int) -> None:
+        """After each step."""
+
+    def on_epoch(self, row: dict, state: TrainState) -> None:
+        """After each completed epoch."""
+
+    def on_end(self, state: TrainState) -> None:
+        """When the loop ends."""
+
+
+class Checkpoints(Callback):
+    """Saves an orbax checkpoint of the whole state every ``every`` steps and at step
+    ``total``; the manager is made at the first save, so a run that fails before it leaves
+    no folder (``manager``: one already open, e.g. after a restore)."""
+
+    def __init__(self, directory, every: int, total: int,
+                 manager: ocp.CheckpointManager | None = None):
+        self.directory, self.every, self.total, self.manager = directory, every, total, manager
+
+    def on_step(self, step, state, metrics, seen):
+        """Saves at every ``every``-th step and at the last."""
+        if step % self.every == 0 or step == self.total:
+            self.manager = self.manager or _checkpoint_manager(self.directory)
+            self.manager.save(step, args=ocp.args.StandardSave(state))
+
+    def on_end(self, state):
+        """Waits for the last save and closes the manager."""
+        if self.manager is not None:
+            self.manager.wait_until_finished()
+            self.manager.close()
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the run's steps with the running loss (and accuracy) and examples/s;
+    ``enabled=None`` shows it only on a terminal."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool | None,
+                 global_batch: int):
+        self.bar = tqdm(total=total, initial=min(initial, total), desc=desc,
+                        disable=None if enabled is None else not enabled, leave=False,
+                        dynamic_ncols=True)
+        self.total, self.global_batch = total, global_batch
+        self.sums, self.t0 = {}, time.perf_counter()
+
+    def on_step(self, step, state, metrics, seen):
+        """Advances the bar; every 50 steps shows the epoch's running statistics."""
+        if seen == self.global_batch:  # a new epoch
+            self.sums, self.t0 = {}, time.perf_counter()
+        self.sums = {k: self.sums.get(k, 0.0) + v for k, v in metrics.items()}
+        self.bar.update(1)
+        if step % 50 == 0 or step == self.total:
+            self.bar.set_postfix(_progress(self.sums, seen, self.global_batch,
+                                           seen / (time.perf_counter() - self.t0)))
+
+    def on_end(self, state):
+        """Closes the bar."""
+        self.bar.close()
+
+
+class Evaluation(Callback):
+    """Scores ``eval_data`` after every epoch with ``evaluate(state) -> {name: value}`` and
+    adds each value to the epoch's row as ``test_<name>``."""
+
+    def __init__(self, evaluate_state: Callable[[TrainState], dict]):
+        self.evaluate_state = evaluate_state
+
+    def on_epoch(self, row, state):
+        """Adds the scores to ``row``."""
+        row.update({f"test_{k}": v for k, v in self.evaluate_state(state).items()})
+
+
+class EpochCall(Callback):
+    """Calls ``on_epoch(row)`` with each epoch's finished history row (e.g. to log it)."""
+
+    def __init__(self, on_epoch: Callable[[dict], None]):
+        self.on_epoch_row = on_epoch
+
+    def on_epoch(self, row, state):
+        """Passes the row on."""
+        self.on_epoch_row(row)
+
+
+def loop(state: TrainState, train_step, epoch_batches: Callable[[int, int], Any], *,
+         total: int, steps_per_epoch: int, global_batch: int,
+         callbacks: tuple[Callback, ...] = ()) -> tuple[TrainState, list[dict]]:
+    """Runs ``train_step`` from ``state.step`` to step ``total``.
+
+    ``epoch_batches(epoch, start)`` yields the sharded batches of ``epoch``
+    from its batch ``start``; ``global_batch`` is the examples of one step
+    over every host. After each completed epoch the history row (epoch, mean
+    training loss, each stat per example, examples/s) goes through the
+    callbacks in order. An epoch whose mean loss is not finite raises
+    ``FloatingPointError``. Returns the final state and the rows.
+    """
+    step = int(state.step)
+    history = []
+    while step < total:
+        epoch, start = divmod(step, steps_per_epoch)
+        sums, seen, t0 = {}, 0, time.perf_counter()
+        for batch in epoch_batches(epoch, start):
+            state, metrics = train_step(state, batch)
+            step += 1
+            sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+            seen += global_batch
+            for callback in callbacks:
+                callback.on_step(step, state, metrics, seen)
+            if step == total:
+                break
+        if step % steps_per_epoch == 0:
+            row = {"epoch": epoch + 1, **_epoch_stats(sums, seen, global_batch),
+                   "examples_per_s": seen / (time.perf_counter() - t0)}
+            if not np.isfinite(row["train_loss"]):
+                raise FloatingPointError(f"training diverged: the mean loss of epoch "
+                                         f"{epoch + 1} is {row['train_loss']} (a lower learning "
+                                         "rate, or finite starting weights?)")
+            for callback in callbacks:
+                callback.on_epoch(row, state)
+            history.append(row)
+    for callback in callbacks:
+        callback.on_end(state)
+    return state, history
+
+
 def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
         variables=None, preprocess=None, batch_size: int = 128, seed: int = 0,
         method=None, aux: Any = None, eval_data=None, checkpoint_dir=None,
@@ -418,8 +563,13 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
         progress: bool | None = None, mesh: Mesh | None = None,
         desc: str = "train", on_epoch: Callable[[dict], None] | None = None,
         label_smoothing: float = 0.0, augment: bool = False,
-        loss: LossFn | None = None, train_flag: str | None = None) -> FitResult:
+        loss: LossFn | None = None, train_flag: str | None = None, task=None,
+        callbacks: tuple[Callback, ...] = ()) -> FitResult:
     """Trains ``model`` for ``epochs`` epochs of ``train_data = (images, labels)``.
+
+    The parts: ``make_train_step`` (the jitted step), ``loop`` (the epochs) and
+    ``Callback``s: ``Checkpoints``, ``ProgressBar``, ``Evaluation`` and
+    ``EpochCall``, made from the arguments below, then ``callbacks`` of your own.
 
     ``variables`` (default: ``model.init`` with ``seed``) is the full
     variables dict to start from; with ``method`` (``zylax.methods``), its
@@ -429,11 +579,12 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
     i.e. x / 255). ``train_flag`` names the model's training argument when it
     is not found by name (``nets.layers.mode_kwargs``).
 
-    ``loss`` (a ``LossFn``) is what is minimised; the default is softmax
-    cross-entropy on integer labels with ``label_smoothing``. Detection and
-    segmentation pass their own (``zylax.tasks``) and labels that are dicts
-    of arrays. ``eval_data`` is evaluated each epoch with ``evaluate``
-    (classification only).
+    ``task`` (a ``zylax.tasks`` object) gives the loss and scores
+    ``eval_data`` after each epoch (``task.evaluate``; its scores go into the
+    row as ``test_<name>``); without it the loss is ``loss`` (a ``LossFn``;
+    default softmax cross-entropy on integer labels with
+    ``label_smoothing``) and ``eval_data`` is scored by ``evaluate``
+    (classification: ``test_accuracy``, ``test_loss``).
 
     With ``checkpoint_dir`` the run saves an orbax checkpoint every
     ``checkpoint_every`` steps (default: each epoch) and at the end, and first
@@ -454,66 +605,51 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
     if batch_size % mesh.size:
         raise ValueError(f"batch_size={batch_size} is not divisible by {mesh.size} devices")
     preprocess = zdata.Preprocess() if preprocess is None else preprocess
+    loss = task.loss() if task is not None and loss is None else loss
     sample = preprocess(images[:1])
     state = create_state(model, tx, sample, seed=seed, variables=variables, aux=aux,
                          train_flag=train_flag)
     _warn_about_training_mode(model, state, method, sample, train_flag)
-    manager = None  # made at the first save, so a run that fails before it leaves no folder
+    manager = None
     if checkpoint_dir is not None and os.path.isdir(checkpoint_dir):
         manager = _checkpoint_manager(checkpoint_dir)
         state = _restore_latest(manager, state)
-    checkpoint_every = checkpoint_every or steps_per_epoch
     state = replicate(state, mesh)
     train_step = make_train_step(model, tx, method, mesh, label_smoothing, loss, train_flag)
-    eval_step = make_eval_step(model, method, mesh, train_flag) if eval_data is not None \
-        else None
-
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps,
                                                                    epochs * steps_per_epoch)
-    step = int(state.step)
-    history = []
-    bar = tqdm(total=total, initial=min(step, total), desc=desc,
-               disable=None if progress is None else not progress, leave=False,
-               dynamic_ncols=True)
-    while step < total:
-        epoch, start = divmod(step, steps_per_epoch)
-        sums, seen, t0 = {}, 0, time.perf_counter()
+    global_batch = batch_size * jax.process_count()  # the step's stats sum over every host
+
+    def epoch_batches(epoch: int, start: int):
         for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess, seed=seed,
                                    epoch=epoch, remainder="drop", start=start,
                                    augment_images=augment):
-            state, metrics = train_step(state, shard_batch(batch, mesh))
-            step += 1
-            sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
-            seen += batch_size
-            bar.update(1)
-            if step % 50 == 0 or step == total:
-                bar.set_postfix(_progress(sums, seen, batch_size,
-                                          seen / (time.perf_counter() - t0)))
-            if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == total):
-                manager = manager or _checkpoint_manager(checkpoint_dir)
-                manager.save(step, args=ocp.args.StandardSave(state))
-            if step == total:
-                break
-        if step % steps_per_epoch == 0:
-            row = {"epoch": epoch + 1, **_epoch_stats(sums, seen, batch_size),
-                   "examples_per_s": seen / (time.perf_counter() - t0)}
-            if not np.isfinite(row["train_loss"]):
-                raise FloatingPointError(f"training diverged: the mean loss of epoch "
-                                         f"{epoch + 1} is {row['train_loss']} (a lower learning "
-                                         "rate, or finite starting weights?)")
-            if eval_data is not None:
-                metrics = evaluate(model, state.variables, *eval_data, preprocess=preprocess,
-                                   aux=state.aux, method=method, mesh=mesh,
-                                   eval_step=eval_step)
-                row.update(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"])
-            history.append(row)
-            if on_epoch is not None:
-                on_epoch(row)
-    bar.close()
-    if manager is not None:
-        manager.wait_until_finished()
-        manager.close()
+            yield shard_batch(batch, mesh)
+
+    made: list[Callback] = [ProgressBar(total, int(state.step), desc, progress, global_batch)]
+    if checkpoint_dir is not None:
+        made.append(Checkpoints(checkpoint_dir, checkpoint_every or steps_per_epoch, total,
+                                manager))
+    if eval_data is not None:
+        made.append(Evaluation(_epoch_evaluation(model, eval_data, preprocess, method, mesh,
+                                                 train_flag, task)))
+    if on_epoch is not None:
+        made.append(EpochCall(on_epoch))
+    state, history = loop(state, train_step, epoch_batches, total=total,
+                          steps_per_epoch=steps_per_epoch, global_batch=global_batch,
+                          callbacks=(*made, *callbacks))
     return FitResult(state=state, history=history)
+
+
+def _epoch_evaluation(model, eval_data, preprocess, method, mesh, train_flag, task):
+    """``state -> scores`` of ``eval_data``: ``task.evaluate``, else ``evaluate`` with one
+    compiled step reused every epoch."""
+    if task is not None:
+        return lambda state: task.evaluate(model, state.variables, *eval_data,
+                                           preprocess=preprocess, method=method, aux=state.aux)
+    eval_step = make_eval_step(model, method, mesh, train_flag)
+    return lambda state: evaluate(model, state.variables, *eval_data, preprocess=preprocess,
+                                  aux=state.aux, method=method, mesh=mesh, eval_step=eval_step)
 
 
 _WARNED: set = set()
@@ -552,6 +688,28 @@ def _progress(sums: dict, seen: int, batch_size: int, examples_per_s: float) -> 
     if "train_accuracy" in stats:
         shown["acc"] = f"{stats['train_accuracy']:.4f}"
     return {**shown, "ex_s": f"{examples_per_s:.0f}"}
+
+
+def epoch_logger(quiet: bool = False) -> Callable[[dict], None] | None:
+    """An ``on_epoch`` callback printing one line per finished epoch, or None when quiet.
+
+    The line (stage, epoch, mean training loss, examples/s, minutes since the
+    logger was made, i.e. since training began) goes to stdout, flushed, so a
+    log file or a notebook shows progress where the progress bar (a
+    terminal's only) does not.
+    """
+    if quiet:
+        return None
+    start = time.perf_counter()
+
+    def log(row: dict) -> None:
+        if sys.stdout is None:  # started with stdout closed: print would drop it too
+            return
+        tqdm.write(f"{row.get('stage', 'train')} epoch {row['epoch']}: train loss "
+                   f"{row['train_loss']:.4f}, {row['examples_per_s']:.0f} examples/s, "
+                   f"{(time.perf_counter() - start) / 60:.1f} min")
+        sys.stdout.flush()  # a log file sees the line now, not at exit
+    return log
 
 
 def fit_recipe(model, recipe: Recipe, train_data, *, preprocess=None, epochs: int | None = None,

@@ -14,6 +14,7 @@ range). Stored by the ``cast`` codec.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import ClassVar
 
 import jax
@@ -92,9 +93,12 @@ class Cast(Method):
 
 
 def cast(**settings) -> Cast:
-    """``Cast(**settings)``: narrow float storage (see ``Cast``)."""
+    """``Cast(**settings)``: narrow float storage; the settings follow."""
     return Cast(**settings)
 
+
+cast.__doc__ += "\n\n" + Cast.__doc__
+cast.__signature__ = inspect.signature(Cast)
 
 NAME = "cast"
 FACTORY = cast

@@ -11,6 +11,7 @@ dense layers, biases) while the patterns stay fixed. Stored by the
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import ClassVar
 
 import jax.numpy as jnp
@@ -55,9 +56,12 @@ class Pattern(Method):
 
 
 def pattern(**settings) -> Pattern:
-    """``Pattern(**settings)``: SEP-Net pattern binarization (see ``Pattern``)."""
+    """``Pattern(**settings)``: SEP-Net pattern binarization; the settings follow."""
     return Pattern(**settings)
 
+
+pattern.__doc__ += "\n\n" + Pattern.__doc__
+pattern.__signature__ = inspect.signature(Pattern)
 
 NAME = "pattern"
 FACTORY = pattern

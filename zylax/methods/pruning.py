@@ -17,6 +17,7 @@ final masks.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, ClassVar, Mapping
 
 import jax.numpy as jnp
@@ -138,9 +139,12 @@ def _scaled(sparsity, fraction: float):
 
 
 def prune(**settings) -> Prune:
-    """``Prune(**settings)``: magnitude pruning (see ``Prune``)."""
+    """``Prune(**settings)``: magnitude pruning; the settings follow."""
     return Prune(**settings)
 
+
+prune.__doc__ += "\n\n" + Prune.__doc__
+prune.__signature__ = inspect.signature(Prune)
 
 NAME = "prune"
 FACTORY = prune

@@ -13,6 +13,7 @@ codebook plus Huffman-coded indices, dense or as relative gaps.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, ClassVar, Mapping
 
 import jax
@@ -83,9 +84,12 @@ class Share(Method):
 
 
 def share(**settings) -> Share:
-    """``Share(**settings)``: k-means weight sharing (see ``Share``)."""
+    """``Share(**settings)``: k-means weight sharing; the settings follow."""
     return Share(**settings)
 
+
+share.__doc__ += "\n\n" + Share.__doc__
+share.__signature__ = inspect.signature(Share)
 
 NAME = "share"
 FACTORY = share

@@ -15,6 +15,7 @@ same function). Zeros of the given weights (pruning) stay zero. Stored by the
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import ClassVar
 
 import jax.numpy as jnp
@@ -71,9 +72,12 @@ class Ternary(Method):
 
 
 def ternary(**settings) -> Ternary:
-    """``Ternary(**settings)``: Trained Ternary Quantization (see ``Ternary``)."""
+    """``Ternary(**settings)``: Trained Ternary Quantization; the settings follow."""
     return Ternary(**settings)
 
+
+ternary.__doc__ += "\n\n" + Ternary.__doc__
+ternary.__signature__ = inspect.signature(Ternary)
 
 NAME = "ternary"
 FACTORY = ternary

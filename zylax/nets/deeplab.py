@@ -34,16 +34,12 @@ MobileNet convention of ``summary`` and the 1280-channel last conv dropped.
 (12x12 logits before the resize: items of 20-48 px span 2.5 to 6 cells)
 and a head 128 wide instead of 256 (at 256 the head is 39% of the 60.5M
 MACs and 44% of the 443K parameters). 313,547 parameters and 44,094,464
-MACs. Measured on the shared (busy) 2-core CPU with ``conv=TapConv`` and
-batch 32: 1.2 s per Adam step, so 3,000 steps take about an hour there and
-less on an idle machine. ``output_stride=16`` (6x6 logits, 14.6M MACs)
-runs 2.5-4x faster per step; in short runs it scored higher (held-out mIoU
-0.15 after 400 steps in 205 s against 0.10 after 100 steps in 121 s),
-which says more about step counts than about the resolution ceiling.
-Wrapped as ``Rescaled(DeepLabV3Small(11), 1.25)`` (registered as
+MACs; ``output_stride=16`` gives 6x6 logits at 14.6M MACs. Wrapped as
+``Rescaled(DeepLabV3Small(11), 1.25)`` (registered as
 ``deeplabv3_mobilenet_v2_120``) it runs on the scenes resized to 120x120:
-15x15 logits, the same parameters, 68.9M MACs, and the best mIoU measured
-here (RESULTS.md).
+15x15 logits, the same parameters, 68.9M MACs. Step times and scores:
+RESULTS.md, "Small configurations for the 96x96 scenes" and "DeepLabV3 at
+120x120"; BENCHMARKS.md, section 9.
 """
 
 from __future__ import annotations

@@ -44,12 +44,8 @@ no extra layers. Anchors: scales 0.15 to 0.45 (14 to 43 px), aspect ratios
 layer), 756 in all; an object then has 2.3 anchors at IoU >= 0.5 on average
 and 12% rely on forced matching alone (with the reference maps, 6x6 and
 coarser, half would). 524,596 parameters and 12,506,544 MACs for 10
-classes. Measured on the shared 2-core CPU with ``conv=TapConv`` and batch
-32: 0.4 s per Adam step, so a few thousand steps take well under an hour;
-after 450 steps (4 minutes) the held-out loss was 4.7 and 64% of held-out
-objects had a same-class detection (of 10) at IoU 0.5. Stem stride 1 with the
-reference taps gives the same maps from deeper features at 4x the MACs: 1.7
-s per step, and after the same 4-5 minutes (150 steps) loss 6.5 and 20%.
+classes. Step times and the stem's stride against the reference taps:
+RESULTS.md, "Small configurations for the 96x96 scenes".
 """
 
 from __future__ import annotations

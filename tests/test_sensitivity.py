@@ -1,0 +1,85 @@
+"""Per-layer sensitivity (Han's Figure 6) on a real trained model: exact at the dense end,
+scored on held-out training data only, and from the command line."""
+
+import json
+
+import numpy as np
+import optax
+import pytest
+
+from zylax import archive, cli, data, nets, sensitivity, tasks, train
+
+
+@pytest.fixture(scope="module")
+def trained(fmnist_train):
+    images, labels = fmnist_train[0][:3000], fmnist_train[1][:3000]
+    model = nets.LeNet300100(num_classes=10)
+    prep = data.preprocessing("fashion_mnist")
+    result = train.fit(model, optax.adam(1e-3), (images, labels), epochs=2, batch_size=100,
+                       preprocess=prep, progress=False)
+    return model, result.variables, (images, labels), prep
+
+
+def test_the_dense_end_of_every_curve_is_the_model_as_given(trained):
+    model, variables, train_data, prep = trained
+    found = sensitivity.sensitivity(model, variables, train_data, preprocess=prep,
+                                    sparsities=(0.0, 0.9, 0.99), bits=(2, 8))
+    held = sensitivity.held_out(train_data)
+    expected = train.evaluate(model, variables, *held, preprocess=prep)["accuracy"]
+    assert found.examples == 300 and found.dense == expected
+    assert list(found.weights) == ["ip1/kernel", "ip2/kernel", "ip3/kernel"]
+    for layer in found.weights:
+        assert found.sparsity[layer][0.0] == found.dense  # exactly, not approximately
+        assert abs(found.bits[layer][8] - found.dense) <= 0.01  # 256 values: near dense
+    assert found.sparsity["ip3/kernel"][0.99] < found.dense - 0.2  # the 1,000-weight output
+    assert found.sparsity["ip1/kernel"][0.9] > found.sparsity["ip3/kernel"][0.9]  # Han's Fig. 6
+    assert found.bits["ip3/kernel"][2] < found.bits["ip3/kernel"][8]
+
+
+def test_it_scores_held_out_training_examples_never_the_test_set(trained, monkeypatch):
+    model, variables, train_data, prep = trained
+    seen = []
+    batches = data.batches
+
+    def spy(images, *args, **kwargs):
+        seen.append(images)
+        return batches(images, *args, **kwargs)
+    monkeypatch.setattr(data, "batches", spy)
+    sensitivity.sensitivity(model, variables, train_data, preprocess=prep,
+                            include=".*ip3/kernel", sparsities=(0.5,), bits=(3,))
+    assert all(np.array_equal(images, train_data[0][-300:]) for images in seen) and seen
+
+
+def test_other_tasks_score_each_variant_with_their_metric(trained):
+    model, variables, train_data, prep = trained
+
+    class Labelled(tasks.Classification):  # any task that is not "classification" by name
+        name = "labelled"
+
+    found = sensitivity.sensitivity(model, variables, train_data, preprocess=prep,
+                                    task=Labelled(), include=".*ip3/kernel",
+                                    sparsities=(0.0, 0.99), bits=(1,))
+    assert found.sparsity["ip3/kernel"][0.0] == found.dense
+    assert found.sparsity["ip3/kernel"][0.99] < found.dense
+
+
+def test_a_selection_of_no_kernel_is_refused(trained):
+    model, variables, train_data, prep = trained
+    with pytest.raises(ValueError, match="selects no params leaf"):
+        sensitivity.sensitivity(model, variables, train_data, include=".*bias")
+
+
+def test_the_command_writes_the_table_json_and_figure(trained, tmp_path, capsys):
+    model, variables, train_data, prep = trained
+    path = tmp_path / "model.zyl"
+    archive.save(path, variables, metadata=tasks.file_metadata(
+        tasks.Classification(), prep, *train_data, {"net": "lenet300", "data": "fashion_mnist"}))
+    out = tmp_path / "sens.json"
+    cli.main(["sensitivity", "--from", str(path), "--max-examples", "2000", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "| ip1/kernel | 235,200 |" in printed and "pruned 0.99" in printed
+    written = json.loads(out.read_text())
+    assert written["examples"] == 200 and set(written["sparsity"]) == {
+        "ip1/kernel", "ip2/kernel", "ip3/kernel"}
+    assert written["sparsity"]["ip1/kernel"]["0"] == written["dense"]
+    assert (tmp_path / "sens.png").stat().st_size > 10_000 and (tmp_path / "sens.md").exists()

@@ -1,0 +1,225 @@
+"""Per-layer sensitivity to pruning and to weight sharing (Han et al. 2015, Figure 6).
+
+For each selected layer alone, with every other layer as trained and no
+retraining: the task's metric after pruning that layer to each sparsity (by
+magnitude, ``transforms.pruning.layer_mask``) and after sharing it with
+``2**bits`` k-means centroids (``transforms.sharing.kmeans``, linear
+initialisation). Han chose his per-layer thresholds from such curves; the
+curves are measured on a held-out slice of the *training* data
+(``held_out``), never on the test set, so choosing settings from them does
+not tune to the test set.
+
+Classification scores every setting of a layer in one jitted call that maps
+the model over the stacked variants of that layer (``jax.vmap``), in groups
+of ``settings_per_call`` when memory is short; other tasks score each variant
+with ``task.evaluate``.
+
+    from zylax import sensitivity
+    found = sensitivity.sensitivity(model, variables, train_data, preprocess=prep)
+    print(found.format_table()); found.plot().savefig("sensitivity.png")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zylax import data as zdata
+from zylax import tasks, train
+from zylax.transforms import tree as ztree
+from zylax.transforms.pruning import layer_mask
+from zylax.transforms.sharing import kmeans
+
+SPARSITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+"""The sparsities of each layer's pruning curve (0.0 is the dense model)."""
+BITS = (1, 2, 3, 4, 5, 6, 8)
+"""The bits (``2**bits`` shared values) of each layer's sharing curve."""
+HELD_OUT = 0.1
+"""The fraction of the training data scored (its last examples), at most ``MAX_HELD_OUT``."""
+MAX_HELD_OUT = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class Sensitivity:
+    """The curves of every selected layer.
+
+    Attributes:
+      metric: the task's metric (``accuracy``, ``AP50``, ``mIoU``).
+      dense: its value for the model as given.
+      sparsity: ``{layer: {sparsity: metric}}``.
+      bits: ``{layer: {bits: metric}}``.
+      weights: ``{layer: number of weights}``.
+      examples: the held-out examples scored.
+    """
+
+    metric: str
+    dense: float
+    sparsity: dict[str, dict[float, float]]
+    bits: dict[str, dict[int, float]]
+    weights: dict[str, int]
+    examples: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready (setting keys as strings)."""
+        return {"metric": self.metric, "dense": self.dense, "examples": self.examples,
+                "weights": self.weights,
+                "sparsity": {k: {f"{s:g}": v for s, v in c.items()}
+                             for k, c in self.sparsity.items()},
+                "bits": {k: {str(b): v for b, v in c.items()} for k, c in self.bits.items()}}
+
+    def write(self, json_path: str) -> None:
+        """Writes the curves as JSON."""
+        with open(json_path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1, sort_keys=True)
+
+    def format_table(self) -> str:
+        """Markdown: one row per layer, the metric's change in points at each setting."""
+        sparsities = sorted({s for c in self.sparsity.values() for s in c})
+        bits = sorted({b for c in self.bits.values() for b in c})
+        head = ([f"pruned {s:g}" for s in sparsities] + [f"{b} bits" for b in bits])
+        lines = [f"{self.metric} {100 * self.dense:.2f}% dense, {self.examples:,} held-out "
+                 "training examples; change in points, one layer at a time:", "",
+                 "| layer | weights | " + " | ".join(head) + " |",
+                 "|---|---|" + "---|" * len(head)]
+        for name in self.weights:
+            cells = [self.sparsity.get(name, {}).get(s) for s in sparsities] + \
+                    [self.bits.get(name, {}).get(b) for b in bits]
+            shown = ["" if v is None else f"{100 * (v - self.dense):+.2f}" for v in cells]
+            lines.append(f"| {name} | {self.weights[name]:,} | " + " | ".join(shown) + " |")
+        return "\n".join(lines) + "\n"
+
+    def plot(self):
+        """Han's Figure 6: the metric against sparsity, and against bits, one line a layer;
+        returns the matplotlib figure."""
+        from matplotlib.figure import Figure  # plotting only when a figure is drawn
+
+        fig = Figure(figsize=(11, 4), layout="tight")
+        left, right = fig.subplots(1, 2)
+        for name, curve in self.sparsity.items():
+            left.plot([100 * s for s in curve], [100 * v for v in curve.values()], "o-",
+                      label=name, markersize=3)
+        for name, curve in self.bits.items():
+            right.plot(list(curve), [100 * v for v in curve.values()], "o-", label=name,
+                       markersize=3)
+        left.set_xlabel("% of the layer's weights pruned")
+        right.set_xlabel("bits per shared weight")
+        for ax in (left, right):
+            ax.axhline(100 * self.dense, color="gray", linestyle=":", linewidth=1)
+            ax.set_ylabel(f"{self.metric} (%)")
+        left.legend(fontsize=7)
+        return fig
+
+
+def held_out(train_data, fraction: float = HELD_OUT, limit: int = MAX_HELD_OUT):
+    """The last ``fraction`` of ``train_data`` (at most ``limit`` examples): what sensitivity
+    is scored on (``compress.run`` retrains on, and sweeps its rate against, the same slice
+    of training data; the test set is never used)."""
+    images, labels = train_data
+    n = images.shape[0]
+    held = max(1, min(limit, int(math.ceil(n * fraction))))
+    rows = np.arange(n - held, n)
+    return images[rows], zdata.take(labels, rows)
+
+
+def _pruned(w, sparsities):
+    """``(S, *w.shape)``: ``w`` pruned by magnitude to each sparsity."""
+    return jax.vmap(lambda s: w * layer_mask(w, s).astype(w.dtype))(
+        jnp.asarray(sparsities, jnp.float32))
+
+
+def _shared(w, bits: Sequence[int]):
+    """``(B, *w.shape)``: ``w`` shared by k-means with ``2**b`` values, for each ``b``."""
+    variants = []
+    for b in bits:
+        found = kmeans(w, b)
+        variants.append(found.codebook[found.indices].astype(w.dtype))
+    return jnp.stack(variants)
+
+
+def _correct_counts(model, collections, name: str, train_flag: str | None):
+    """Jitted ``(params, variants, x, y, mask) -> (S,)`` correct predictions of the model with
+    leaf ``name`` replaced by each variant."""
+    @jax.jit
+    def counts(params, variants, x, y, mask):
+        def one(leaf):
+            swapped = ztree.map_named(lambda n, old: leaf if n == name else old, params)
+            logits = train.forward(model, swapped, collections, x, train=False,
+                                   train_flag=train_flag)[0]
+            return jnp.sum((jnp.argmax(logits, -1) == y) * mask)
+        return jax.vmap(one)(variants)
+    return counts
+
+
+def _scores(model, variables, name, variants, data, task, preprocess, batch_size,
+            settings_per_call, train_flag) -> list[float]:
+    """The task's metric with leaf ``name`` replaced by each of ``variants``."""
+    params, collections = train.split_variables(variables)
+    images, labels = data
+    if task.name != "classification":
+        found = []
+        for leaf in variants:
+            swapped = {**variables, "params": ztree.map_named(
+                lambda n, old: leaf if n == name else old, params)}
+            found.append(task.evaluate(model, swapped, images, labels,
+                                       preprocess=preprocess)[task.metric])
+        return found
+    counts = _correct_counts(model, collections, name, train_flag)
+    total = np.zeros(len(variants), np.int64)
+    for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess,
+                               shuffle=False, remainder="pad"):
+        for start in range(0, len(variants), settings_per_call):
+            group = variants[start:start + settings_per_call]
+            total[start:start + len(group)] += np.asarray(counts(
+                params, group, batch["image"], batch["label"], batch["mask"]), np.int64)
+    return [float(c) / images.shape[0] for c in total]
+
+
+def sensitivity(model, variables: Mapping[str, Any], train_data, *, preprocess=None,
+                task=None, include: str = ".*kernel", sparsities: Sequence[float] = SPARSITIES,
+                bits: Sequence[int] = BITS, batch_size: int = 500,
+                settings_per_call: int = 8, train_flag: str | None = None) -> Sensitivity:
+    """The pruning and sharing curves of every params leaf whose path matches ``include``.
+
+    Args:
+      model, variables: a Flax module and its variables (every collection).
+      train_data: ``(images, labels)`` of the *training* split; its held-out
+        slice (``held_out``) is scored.
+      preprocess: images -> model input (default ``x / 255``).
+      task: a ``zylax.tasks`` object (default classification).
+      include: a regex on the leaf path (``transforms.tree``), default every kernel.
+      sparsities, bits: the settings of each curve.
+      batch_size: examples per scored batch.
+      settings_per_call: variants of one layer scored together (vmapped);
+        lower it when the model's activations times this do not fit.
+      train_flag: the model's training argument, when not found by name.
+
+    Returns:
+      ``Sensitivity``. Sparsity 0 scores the model as given, so it equals ``dense``.
+    """
+    task = tasks.Classification() if task is None else task
+    preprocess = zdata.Preprocess() if preprocess is None else preprocess
+    data = held_out(train_data)
+    leaves = {name: leaf for name, leaf in ztree.named_leaves(variables["params"]).items()
+              if ztree.selector_fn(include)(name, leaf) and np.ndim(leaf) >= 2}
+    if not leaves:
+        raise ValueError(f"include {include!r} selects no params leaf of rank >= 2 (leaves: "
+                         f"{list(ztree.named_leaves(variables['params']))[:6]})")
+    curves_s, curves_b = {}, {}
+    dense = None
+    for name, leaf in leaves.items():
+        w = jnp.asarray(leaf)
+        variants = jnp.concatenate([w[None], _pruned(w, sparsities), _shared(w, bits)])
+        scores = _scores(model, variables, name, variants, data, task, preprocess,
+                         batch_size, settings_per_call, train_flag)
+        dense = scores[0] if dense is None else dense
+        curves_s[name] = dict(zip((float(s) for s in sparsities), scores[1:1 + len(sparsities)]))
+        curves_b[name] = dict(zip((int(b) for b in bits), scores[1 + len(sparsities):]))
+    return Sensitivity(task.metric, dense, curves_s, curves_b,
+                       {name: int(np.size(leaf)) for name, leaf in leaves.items()},
+                       int(data[0].shape[0]))

@@ -255,6 +255,14 @@ def _metadata_cases() -> dict[str, bytes]:
         "ssdlite_mobilenet_v2", 1800, (96, 96, 1), {
             **scenes, "net": "ssdlite_mobilenet_v2", "num_classes": 1800,
             "task": {"name": "detection"}})
+    out["metadata 100,000 classes scored on Fashion-MNIST"] = lenet300(
+        {**net, "num_classes": 100_000},
+        **{"ip3/kernel": Constant(0.0, (100, 100_000), "float32"),
+           "ip3/bias": Constant(0.0, (100_000,), "float32")})
+    out["metadata segmentation inputs padded"] = _header_file([_leaf("w")], {
+        **scenes, "net": "deeplabv3_mobilenet_v2", "num_classes": 11,
+        "preprocess": {"mean": [0.5], "std": [0.5], "pad_to": 192},
+        "task": {"name": "segmentation"}})
     out["metadata terminal escapes in a refused value"] = lenet300(
         {**net, "num_classes": "\x1b]0;owned\x07\x1b[2J"})
     out["metadata input too small for the model"] = _header_file(
@@ -474,6 +482,8 @@ COMMANDS = {
     "export": lambda path, out: ["export", path, "--out", out + ".tflite"],
     "compress": lambda path, out: ["compress", "--from", path, "--out", out + ".zyl",
                                    "--quiet"],
+    "sensitivity": lambda path, out: ["sensitivity", "--from", path, "--out", out + ".json",
+                                      "--quiet"],
 }
 """Each command's arguments for a hostile file ``path``; outputs go to ``out`` + a suffix."""
 

@@ -443,14 +443,19 @@ def test_a_user_model_trains_with_a_lent_recipe_and_its_file_keeps_the_padding(t
                      "--model", "my_models:Net", cwd=tmp_path)
     assert evaluated.returncode == 0 and f"test accuracy {trained}" in evaluated.stdout
 
-    # the same module under another name: a one-line warning, then the model the user named
-    (tmp_path / "my_models.py").write_text(USER_MODEL + "\nRenamed = Net\n")
+    # another class than the file records: a one-line warning, then the model the user named
+    (tmp_path / "my_models.py").write_text(USER_MODEL + "\n\nclass Renamed(Net):\n    pass\n"
+                                           "\n\ndef factory():\n    return Net()\n")
     renamed = _run("evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "500",
                    "--model", "my_models:Renamed", cwd=tmp_path)
     assert renamed.returncode == 0 and f"test accuracy {trained}" in renamed.stdout
     assert renamed.stderr.strip() == (
         f"zylax evaluate: warning: {tmp_path / 'run' / 'model.zyl'} records the model "
         "'my_models:Net'; using --model my_models:Renamed as you named it")
+    # a factory that builds the recorded class: no warning
+    built = _run("evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "500",
+                 "--model", "my_models:factory", cwd=tmp_path)
+    assert built.returncode == 0 and built.stderr.strip() == ""
 
     # compress --from needs the model named too, and then retrains the user's model
     out = tmp_path / "compressed.zyl"

@@ -83,3 +83,20 @@ def test_the_command_writes_the_table_json_and_figure(trained, tmp_path, capsys)
         "ip1/kernel", "ip2/kernel", "ip3/kernel"}
     assert written["sparsity"]["ip1/kernel"]["0"] == written["dense"]
     assert (tmp_path / "sens.png").stat().st_size > 10_000 and (tmp_path / "sens.md").exists()
+
+
+def test_the_command_refuses_outputs_over_its_input_and_a_bad_regex_before_any_work(
+        trained, tmp_path, capsys):
+    model, variables, train_data, prep = trained
+    path = tmp_path / "model.zyl"
+    archive.save(path, variables, metadata=tasks.file_metadata(
+        tasks.Classification(), prep, *train_data, {"net": "lenet300", "data": "fashion_mnist"}))
+    before = path.read_bytes()
+    for argv, message in [
+            (["--out", str(path)], "is the input file"),
+            (["--out", str(tmp_path / "model.md")], "the JSON path"),
+            (["--out", str(tmp_path / "s.json"), "--include", "("], "--include: bad regex")]:
+        with pytest.raises(SystemExit) as refused:
+            cli.main(["sensitivity", "--from", str(path), *argv])
+        assert refused.value.code == 2 and message in capsys.readouterr().err, argv
+    assert path.read_bytes() == before

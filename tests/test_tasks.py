@@ -231,8 +231,10 @@ def test_scoring_the_same_model_twice_compiles_its_inference_once(scenes):
     other = jax.tree.map(lambda w: w * 0.5, variables)  # new weights, same program
     task.evaluate(model, other, images, targets, preprocess=data.Preprocess())
     again = task.evaluate(model, variables, images, targets, preprocess=data.Preprocess())
-    assert TRACES == [(1, 96, 96, 1), (220, 96, 96, 1)] and again == first  # one shape
-    # check of one example (to size the batch), one compiled program for every call
+    # one compiled program for every call, and at most one shape check of one example
+    # (to size the batch; cached, so an earlier test may have made it already)
+    assert TRACES.count((220, 96, 96, 1)) == 1 and again == first
+    assert len(TRACES) <= 2 and set(TRACES) <= {(1, 96, 96, 1), (220, 96, 96, 1)}
     confusion = task.confusion(model, variables, images, targets, preprocess=data.Preprocess())
     assert confusion.sum() == targets["segmentation"].size  # every pixel once, no padding
     assert np.array_equal(confusion.sum(1), np.bincount(targets["segmentation"].ravel(),

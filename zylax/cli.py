@@ -15,13 +15,14 @@ import contextlib
 import dataclasses
 import difflib
 import os
+import re
 import sys
 import tempfile
 
 import numpy as np
 
 from zylax import (archive, baseline, compress, export, hugepages, modelfile, presets, registry,
-                   report, tasks, train)
+                   report, sensitivity, tasks, train)
 from zylax import data as zdata
 from zylax.nets import layers
 
@@ -298,10 +299,10 @@ def _trained(args, given, choice, check=None):
     if given:
         if check is not None:
             check(given.variables["params"])
+        _, test_data = _test_split(given, None, args.max_test_examples)  # checks it first
         train_data = dataset.load("train", download=False)  # named by the file: no download
         with _usage("--max-examples "):
             train_data = zdata.prefix(train_data, args.max_examples)
-        _, test_data = _test_split(given, None, args.max_test_examples)
         return (given.model, given.task, given.variables, train_data, test_data,
                 given.preprocess)
     epochs = args.baseline_epochs or choice.recipe.epochs
@@ -327,10 +328,17 @@ def _trained(args, given, choice, check=None):
 def cmd_sensitivity(args) -> None:
     """Per-layer pruning and sharing curves of a trained model (Han's Figure 6), scored on
     held-out training data; prints the table, writes JSON, Markdown and the plot."""
-    from zylax import sensitivity
-
     _positive("--baseline-epochs", args.baseline_epochs)
-    _check_out_file(args.out)
+    stem, suffix = os.path.splitext(args.out)
+    if suffix in (".md", ".png"):
+        raise UsageError(f"--out {args.out}: the JSON path (the .md and .png go beside it)")
+    for path in (args.out, stem + ".md", stem + ".png"):
+        _check_out_file(path)
+        _check_not_input(path, args.baseline_file)
+    try:
+        re.compile(args.include)
+    except (re.error, OverflowError, RecursionError) as err:
+        raise UsageError(f"--include: bad regex {args.include!r} ({err})") from None
     given = _adopt_baseline_file(args)
     choice = _check_common(args)
     model, task, variables, train_data, _, preprocess = _trained(args, given, choice)
@@ -340,7 +348,6 @@ def cmd_sensitivity(args) -> None:
                                         train_flag=args.train_flag)
     table = found.format_table()
     print(table)
-    stem = os.path.splitext(args.out)[0]
     found.write(args.out)
     archive.write_atomic(stem + ".md", table.encode())
     found.plot().savefig(stem + ".png", dpi=100)
@@ -369,7 +376,7 @@ def _adopt_baseline_file(args):
                                       ("--workdir", args.workdir)) if value is not None]
     if given:
         raise UsageError(f"--from {path} is the trained model; drop {', '.join(given)}")
-    loaded = _model_file(path, args.model, "compress", None)
+    loaded = _model_file(path, args.model, args.command, None)
     compressed = sorted({method for method in export.stored_methods(loaded.header).values()
                          if method != "raw"})
     if compressed:
@@ -403,7 +410,8 @@ def _model_file(path: str, spec: str | None, command: str, max_decoded_bytes: in
     except modelfile.ModelMismatchError as err:
         raise RuntimeError(str(err)) from None
     recorded = loaded.metadata.model or loaded.metadata.net
-    if spec is not None and recorded is not None and recorded != spec:
+    built = compress.model_hint(loaded.model).get("model")  # the class the factory built
+    if spec is not None and recorded is not None and recorded not in (spec, built):
         print(f"zylax {command}: warning: {path} records the model {recorded!r}; using "
               f"--model {spec} as you named it", file=sys.stderr)
     return loaded
@@ -634,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of the baseline (default: the recipe's)")
     p.add_argument("--train-flag", default=None, metavar="NAME",
                    help="your model's training argument when it is none of "
-                        f"{layers.KNOWN_FLAGS}")
+                        f"{layers.KNOWN_FLAGS} (prefix ! when it is True in inference)")
     p.add_argument("--include", default=".*kernel", metavar="REGEX",
                    help="the leaves analysed (a regex on the leaf path; default every kernel)")
     p.add_argument("--out", default="sensitivity.json",

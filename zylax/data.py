@@ -36,6 +36,7 @@ import zlib
 from pathlib import Path
 from typing import Callable, Iterator
 
+import jax
 import numpy as np
 
 FASHION_MNIST_DIR_ENV = "ZYLAX_FASHION_MNIST_DIR"
@@ -60,6 +61,8 @@ class Dataset:
       image_shape: ``(H, W, C)`` of one image.
       labels: one of ``LABEL_KINDS``; the tasks that can train on it read it
         (``zylax.tasks``).
+      num_classes: its object classes (a file scored on it must have been
+        built for them; segmentation adds the background).
     """
 
     name: str
@@ -68,6 +71,7 @@ class Dataset:
     std: tuple[float, ...]
     image_shape: tuple[int, int, int]
     labels: str = "classes"
+    num_classes: int = 10
 
     def __post_init__(self):
         if self.labels not in LABEL_KINDS:
@@ -271,18 +275,20 @@ def num_classes(labels) -> int:
 
 
 def num_examples(labels) -> int:
-    """Length of the leading axis of labels (an array or a dict of arrays)."""
-    return int(np.shape(labels["classes"] if isinstance(labels, dict) else labels)[0])
+    """Length of the leading axis of labels (an array, or any pytree of arrays)."""
+    return int(np.shape(jax.tree.leaves(labels)[0])[0])
 
 
 def take(labels, idx: np.ndarray, keep: np.ndarray | None = None):
-    """``labels[idx]`` for an array or every array of a dict; rows where ``keep`` is False are 0."""
+    """``labels[idx]`` for every array of ``labels`` (an array or any pytree of arrays); rows
+    where ``keep`` is False are 0."""
     def pick(a):
         rows = np.asarray(a)[idx]
         if keep is None:
             return rows
-        return np.where(keep.reshape((-1,) + (1,) * (rows.ndim - 1)), rows, np.zeros((), rows.dtype))
-    return {k: pick(v) for k, v in labels.items()} if isinstance(labels, dict) else pick(labels)
+        return np.where(keep.reshape((-1,) + (1,) * (rows.ndim - 1)), rows,
+                        np.zeros((), rows.dtype))
+    return jax.tree.map(pick, labels)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -219,9 +219,14 @@ def check_metadata(raw: Mapping) -> Metadata:
             raise archive.CorruptFileError(f"metadata 'task': {labels} labels over "
                                            f"{shape[0]}x{shape[1]} pixels are more than "
                                            f"{MAX_OUTPUT_ELEMENTS:,} output values")
+    preprocess = _preprocess(raw.get("preprocess"), shape)
+    if task is not None and task["name"] != "classification" and preprocess is not None \
+            and preprocess.pad_to is not None and (shape is None or preprocess.pad_to != max(
+                shape[:2])):
+        raise archive.CorruptFileError(f"metadata 'preprocess' pad_to: a {task['name']} "
+                                       "model's outputs must cover its unpadded images")
     return Metadata(net=_text(raw, "net"), model=_text(raw, "model"), data=data,
-                    preprocess=_preprocess(raw.get("preprocess"), shape), task=task,
-                    num_classes=classes, input_shape=shape)
+                    preprocess=preprocess, task=task, num_classes=classes, input_shape=shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,11 +401,26 @@ def scoring_data(loaded: ModelFile, data: str | None = None) -> tuple[str, tuple
                                  f"{zdata.names()} (--data on the command line, data= in "
                                  "Python)")
     dataset = zdata.get(name)
+    check_scored_on(loaded, dataset)
     images, labels = dataset.load("test", download=data is not None)
     if tuple(images.shape[1:]) != loaded.input_shape:
         raise ModelMismatchError(f"{loaded.path}: made for {list(loaded.input_shape)} inputs, "
                                  f"{name} has {list(images.shape[1:])}")
+    return name, (images, labels)
+
+
+def check_scored_on(loaded: ModelFile, dataset: zdata.Dataset) -> None:
+    """Refuses (``ModelMismatchError``), before any data is read, a file whose input shape or
+    label kind is not ``dataset``'s, or that is built for more classes than it has
+    (segmentation counts the background)."""
+    if tuple(dataset.image_shape) != loaded.input_shape:
+        raise ModelMismatchError(f"{loaded.path}: made for {list(loaded.input_shape)} inputs, "
+                                 f"{dataset.name} has {list(dataset.image_shape)}")
     if loaded.task.labels != dataset.labels:
         raise ModelMismatchError(f"{loaded.path}: a {loaded.task.name} model cannot be scored "
-                                 f"on {name} ({dataset.labels} labels)")
-    return name, (images, labels)
+                                 f"on {dataset.name} ({dataset.labels} labels)")
+    expected = dataset.num_classes + (loaded.task.name == "segmentation")
+    built = loaded.metadata.num_classes or DEFAULT_CLASSES
+    if built > expected:
+        raise ModelMismatchError(f"{loaded.path}: built for {built} classes, more than the "
+                                 f"{expected} of {dataset.name}")

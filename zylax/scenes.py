@@ -119,18 +119,18 @@ def generate(items: np.ndarray, item_labels: np.ndarray, num_scenes: int, *, see
 
 
 def load(split: str, num_scenes: int | None = None, *, size: int = 96,
-         seed: int | None = None) -> tuple[np.ndarray, dict]:
+         seed: int | None = None, download: bool = True) -> tuple[np.ndarray, dict]:
     """The scenes of ``split`` ('train' or 'test'), built from that split's items only.
 
     Defaults: ``SPLIT_SIZES[split]`` scenes (60,000 train, 10,000 test) with
     ``SPLIT_SEEDS[split]``; other settings are ``generate``'s defaults. The
     scenes are regenerated on each call (about 8 s for the 60,000 training
-    scenes on one CPU core) and are identical every time. Returns
-    ``generate``'s ``(images, targets)``.
+    scenes on one CPU core) and are identical every time; ``download=False``
+    never fetches Fashion-MNIST. Returns ``generate``'s ``(images, targets)``.
     """
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLIT_SEEDS)}")
-    items, labels = data.load("fashion_mnist", split)
+    items, labels = data.load("fashion_mnist", split, download)
     return generate(items, labels, SPLIT_SIZES[split] if num_scenes is None else num_scenes,
                     seed=SPLIT_SEEDS[split] if seed is None else seed, size=size)
 
@@ -453,5 +453,7 @@ def _targets(owner: np.ndarray, layout: dict, labels: np.ndarray) -> dict:
 
 
 # the 60,000 train and 10,000 test scenes; the normalisation of the 60,000 train scenes
-data.register(data.Dataset("fashion_mnist_scenes", lambda split, download: load(split),
-                           (0.0928,), (0.2347,), (96, 96, 1), labels="scenes"))
+data.register(data.Dataset("fashion_mnist_scenes",
+                           lambda split, download: load(split, download=download),
+                           (0.0928,), (0.2347,), (96, 96, 1), labels="scenes",
+                           num_classes=NUM_CLASSES))

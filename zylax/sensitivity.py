@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zylax import data as zdata
-from zylax import tasks, train
+from zylax import archive, tasks, train
 from zylax.transforms import tree as ztree
 from zylax.transforms.pruning import layer_mask
 from zylax.transforms.sharing import kmeans
@@ -74,9 +74,9 @@ class Sensitivity:
                 "bits": {k: {str(b): v for b, v in c.items()} for k, c in self.bits.items()}}
 
     def write(self, json_path: str) -> None:
-        """Writes the curves as JSON."""
-        with open(json_path, "w") as f:
-            json.dump(self.to_dict(), f, indent=1, sort_keys=True)
+        """Writes the curves as JSON (atomically)."""
+        archive.write_atomic(json_path, json.dumps(self.to_dict(), indent=1,
+                                                   sort_keys=True).encode())
 
     def format_table(self) -> str:
         """Markdown: one row per layer, the metric's change in points at each setting."""
@@ -118,8 +118,10 @@ class Sensitivity:
 
 def held_out(train_data, fraction: float = HELD_OUT, limit: int = MAX_HELD_OUT):
     """The last ``fraction`` of ``train_data`` (at most ``limit`` examples): what sensitivity
-    is scored on (``compress.run`` retrains on, and sweeps its rate against, the same slice
-    of training data; the test set is never used)."""
+    is scored on, so that the test set is never used to choose settings (``compress.run``
+    sweeps its learning rate on the same slice). When the model was trained on those
+    examples too, the curves start from its training accuracy; for curves on unseen data,
+    train on all but the last tenth of the split you pass."""
     images, labels = train_data
     n = images.shape[0]
     held = max(1, min(limit, int(math.ceil(n * fraction))))
@@ -170,6 +172,8 @@ def _scores(model, variables, name, variants, data, task, preprocess, batch_size
                                        preprocess=preprocess)[task.metric])
         return found
     counts = _correct_counts(model, collections, name, train_flag)
+    batch_size = max(1, tasks.scoring_batch_size(task, model, variables, images, preprocess,
+                                                 batch_size) // settings_per_call)
     total = np.zeros(len(variants), np.int64)
     for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess,
                                shuffle=False, remainder="pad"):
@@ -194,7 +198,8 @@ def sensitivity(model, variables: Mapping[str, Any], train_data, *, preprocess=N
       task: a ``zylax.tasks`` object (default classification).
       include: a regex on the leaf path (``transforms.tree``), default every kernel.
       sparsities, bits: the settings of each curve.
-      batch_size: examples per scored batch.
+      batch_size: examples per scored batch, at most (lowered so that the
+        ``settings_per_call`` variants of a batch fit ``tasks.MAX_WORKING_VALUES``).
       settings_per_call: variants of one layer scored together (vmapped);
         lower it when the model's activations times this do not fit.
       train_flag: the model's training argument, when not found by name.

@@ -58,7 +58,10 @@ class Classification:
 
     def evaluate(self, model, variables, images, labels, *, preprocess=None,
                  batch_size: int = 1000, method=None, aux=None) -> dict[str, float]:
-        """``{"accuracy", "loss"}`` over every example (``train.evaluate``)."""
+        """``{"accuracy", "loss"}`` over every example (``train.evaluate``), in batches of
+        at most ``batch_size`` (``scoring_batch_size``)."""
+        batch_size = scoring_batch_size(self, model, variables, images, preprocess,
+                                        batch_size, method, aux)
         return train.evaluate(model, variables, images, labels, preprocess=preprocess,
                               batch_size=batch_size, method=method, aux=aux)
 

@@ -3,6 +3,7 @@ scored on held-out training data only, and from the command line."""
 
 import json
 
+import flax.linen as nn
 import numpy as np
 import optax
 import pytest
@@ -100,3 +101,29 @@ def test_the_command_refuses_outputs_over_its_input_and_a_bad_regex_before_any_w
             cli.main(["sensitivity", "--from", str(path), *argv])
         assert refused.value.code == 2 and message in capsys.readouterr().err, argv
     assert path.read_bytes() == before
+
+
+class UserNet(nn.Module):
+    """Own layer names, BatchNorm and a ``training`` flag: a model zylax did not define."""
+
+    @nn.compact
+    def __call__(self, x, training: bool = False):
+        x = nn.Conv(8, (3, 3), strides=2, name="stem_conv")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not training, name="stem_bn")(x))
+        return nn.Dense(10, name="head")(x.reshape((x.shape[0], -1)))
+
+
+def test_a_users_batchnorm_model_is_scored_in_inference_mode(fmnist_train):
+    images, labels = fmnist_train[0][:1000], fmnist_train[1][:1000]
+    prep = data.Preprocess.fit(images)
+    model = UserNet()
+    result = train.fit(model, optax.adam(3e-3), (images, labels), epochs=1, batch_size=100,
+                       preprocess=prep, progress=False)
+    found = sensitivity.sensitivity(model, result.variables, (images, labels),
+                                    preprocess=prep, sparsities=(0.0, 0.99), bits=(1,))
+    held = sensitivity.held_out((images, labels))
+    assert found.dense == train.evaluate(model, result.variables, *held,
+                                         preprocess=prep)["accuracy"]
+    assert set(found.weights) == {"stem_conv/kernel", "head/kernel"}
+    assert found.sparsity["head/kernel"][0.0] == found.dense > 0.5
+    assert found.sparsity["head/kernel"][0.99] < found.dense

@@ -12,8 +12,9 @@ chain stage by stage, retraining each with its method's ``tx``. The methods:
 ``prune``, ``share``, ``ternary``, ``binary``, ``pattern``, ``cast`` (one module
 each: ``pruning``, ``sharing``, ``ttq``, ``bnn``, ``patterns``, ``casting``);
 ``combine`` runs several on disjoint leaves. A module of this package that
-defines ``NAME`` and ``FACTORY`` is found when the package is imported, so a
-new method is one module, its codec and one test.
+defines ``NAME`` and ``FACTORY`` (its ``Method`` class, called with the
+settings) is found when the package is imported, so a new method is one
+module, its codec and one test.
 """
 
 from __future__ import annotations

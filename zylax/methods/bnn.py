@@ -16,7 +16,6 @@ the ``binary`` codec (``ternary`` when the layer holds pruned zeros).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import ClassVar
 
 import jax
@@ -99,13 +98,5 @@ class Binary(Method):
         return out
 
 
-def binary_weights(**settings) -> Binary:
-    """``Binary(**settings)``: binary weights; the settings follow."""
-    return Binary(**settings)
-
-
-binary_weights.__doc__ += "\n\n" + Binary.__doc__
-binary_weights.__signature__ = inspect.signature(Binary)
-
 NAME = "binary"
-FACTORY = binary_weights
+FACTORY = Binary

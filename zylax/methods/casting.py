@@ -14,7 +14,6 @@ range). Stored by the ``cast`` codec.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import ClassVar
 
 import jax
@@ -92,13 +91,5 @@ class Cast(Method):
             if self.collections else collections
 
 
-def cast(**settings) -> Cast:
-    """``Cast(**settings)``: narrow float storage; the settings follow."""
-    return Cast(**settings)
-
-
-cast.__doc__ += "\n\n" + Cast.__doc__
-cast.__signature__ = inspect.signature(Cast)
-
 NAME = "cast"
-FACTORY = cast
+FACTORY = Cast

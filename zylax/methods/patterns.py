@@ -11,7 +11,6 @@ dense layers, biases) while the patterns stay fixed. Stored by the
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import ClassVar
 
 import jax.numpy as jnp
@@ -55,13 +54,5 @@ class Pattern(Method):
                 for name, alpha in latent.items()}
 
 
-def pattern(**settings) -> Pattern:
-    """``Pattern(**settings)``: SEP-Net pattern binarization; the settings follow."""
-    return Pattern(**settings)
-
-
-pattern.__doc__ += "\n\n" + Pattern.__doc__
-pattern.__signature__ = inspect.signature(Pattern)
-
 NAME = "pattern"
-FACTORY = pattern
+FACTORY = Pattern

@@ -17,7 +17,6 @@ final masks.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, ClassVar, Mapping
 
 import jax.numpy as jnp
@@ -138,13 +137,5 @@ def _scaled(sparsity, fraction: float):
     return sparsity * fraction
 
 
-def prune(**settings) -> Prune:
-    """``Prune(**settings)``: magnitude pruning; the settings follow."""
-    return Prune(**settings)
-
-
-prune.__doc__ += "\n\n" + Prune.__doc__
-prune.__signature__ = inspect.signature(Prune)
-
 NAME = "prune"
-FACTORY = prune
+FACTORY = Prune

@@ -13,7 +13,6 @@ codebook plus Huffman-coded indices, dense or as relative gaps.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, ClassVar, Mapping
 
 import jax
@@ -83,13 +82,5 @@ class Share(Method):
         return out
 
 
-def share(**settings) -> Share:
-    """``Share(**settings)``: k-means weight sharing; the settings follow."""
-    return Share(**settings)
-
-
-share.__doc__ += "\n\n" + Share.__doc__
-share.__signature__ = inspect.signature(Share)
-
 NAME = "share"
-FACTORY = share
+FACTORY = Share

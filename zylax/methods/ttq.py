@@ -15,7 +15,6 @@ same function). Zeros of the given weights (pruning) stay zero. Stored by the
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import ClassVar
 
 import jax.numpy as jnp
@@ -71,13 +70,5 @@ class Ternary(Method):
         return out
 
 
-def ternary(**settings) -> Ternary:
-    """``Ternary(**settings)``: Trained Ternary Quantization; the settings follow."""
-    return Ternary(**settings)
-
-
-ternary.__doc__ += "\n\n" + Ternary.__doc__
-ternary.__signature__ = inspect.signature(Ternary)
-
 NAME = "ternary"
-FACTORY = ternary
+FACTORY = Ternary

@@ -44,7 +44,7 @@ def score(donor: dict, setting: str, train_data, test_data, epochs: int) -> dict
     task = tasks.Segmentation(11)
     start = time.perf_counter()
     result = train.fit_recipe(model, recipe(setting, epochs), train_data, preprocess=preprocess,
-                              progress=False, loss=task.loss(), variables=variables)
+                              progress=False, task=task, variables=variables)
     minutes = (time.perf_counter() - start) / 60
     metrics = task.evaluate(model, result.variables, *test_data, preprocess=preprocess)
     return {"setting": setting, "train_minutes": round(minutes, 2),

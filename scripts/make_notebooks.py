@@ -508,7 +508,7 @@ for name in ("ssdlite_mobilenet_v2", "deeplabv3_mobilenet_v2"):
     recipe = dataclasses.replace(spec.recipe, batch_size=32, warmup_steps=20) if SMALL else \\
         spec.recipe
     result = train.fit_recipe(model, recipe, (train_images, train_targets), preprocess=prep,
-                              epochs=1 if SMALL else None, loss=task.loss(), progress=False)
+                              epochs=1 if SMALL else None, task=task, progress=False)
     scores = task.evaluate(model, result.variables, test_images, test_targets, preprocess=prep)
     trained[name] = (model, task, result.variables)
     print(name, {k: round(v, 4) for k, v in scores.items()

@@ -407,21 +407,21 @@ def test_augment_flag_overrides_the_recipe_of_train_and_compress(command):
     parser = cli.build_parser()
     base = [command, "--net", "lenet300", "--out", "unused"]
     assert not registry.get("lenet300").recipe.augment
-    assert cli._check_common(parser.parse_args(base + ["--augment"])).recipe.augment
-    assert not cli._check_common(parser.parse_args(base)).recipe.augment
-    assert not cli._check_common(parser.parse_args(base + ["--no-augment"])).recipe.augment
+    assert cli.sources.check_common(parser.parse_args(base + ["--augment"])).recipe.augment
+    assert not cli.sources.check_common(parser.parse_args(base)).recipe.augment
+    assert not cli.sources.check_common(parser.parse_args(base + ["--no-augment"])).recipe.augment
 
 
 @pytest.mark.parametrize("command", ["train", "compress"])
 def test_recipe_flag_lends_a_registered_nets_recipe_to_any_model(command):
     parser = cli.build_parser()
     model = ["--model", "zylax.nets:LeNet5"]
-    own = cli._check_common(parser.parse_args([command, *model, "--out", "unused"])).recipe
+    own = cli.sources.check_common(parser.parse_args([command, *model, "--out", "unused"])).recipe
     assert own == train.Recipe(epochs=10)
-    lent = cli._check_common(parser.parse_args(
+    lent = cli.sources.check_common(parser.parse_args(
         [command, *model, "--recipe", "mobilenet_v2", "--out", "unused"])).recipe
     assert lent == registry.get("mobilenet_v2").recipe and lent.sgd_momentum == 0.9
-    net = cli._check_common(parser.parse_args(
+    net = cli.sources.check_common(parser.parse_args(
         [command, "--net", "lenet5", "--recipe", "sepnet", "--augment", "--out", "unused"]))
     assert net.recipe == dataclasses.replace(registry.get("sepnet").recipe, augment=True)
 

@@ -119,10 +119,10 @@ def test_augment_flips_and_shifts_within_bounds():
 def test_augmented_batches_are_reproducible_and_resumable(fmnist_train):
     images, labels = fmnist_train[0][:512], fmnist_train[1][:512]
     kwargs = dict(preprocess=data.preprocessing("fashion_mnist", 32), seed=3, epoch=1,
-                  augment_images=True)
+                  augmenter=data.LABEL_KINDS["classes"].augment)
     full = list(data.batches(images, labels, 128, **kwargs))
     resumed = list(data.batches(images, labels, 128, start=2, **kwargs))
-    plain = list(data.batches(images, labels, 128, **{**kwargs, "augment_images": False}))
+    plain = list(data.batches(images, labels, 128, **{**kwargs, "augmenter": None}))
     np.testing.assert_array_equal(full[2]["image"], resumed[0]["image"])
     assert not np.array_equal(full[0]["image"], plain[0]["image"])
     np.testing.assert_array_equal(full[0]["label"], plain[0]["label"])

@@ -67,3 +67,10 @@ def _zylax_imports(path: pathlib.Path) -> set[str]:
 def test_data_and_scenes_are_not_a_circle():
     assert "zylax.scenes" not in _zylax_imports(ROOT / "zylax" / "data.py")
     assert "zylax.data" in _zylax_imports(ROOT / "zylax" / "scenes.py")  # it registers itself
+
+
+def test_the_cli_is_thin():
+    """Each module of the command (parser, checks, sources, commands) stays a short read."""
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "zylax" / "cli").glob("*.py")}
+    assert set(sizes) >= {"__init__.py", "arguments.py", "checks.py", "sources.py", "commands.py"}
+    assert max(sizes.values()) <= 350, sizes

@@ -118,7 +118,7 @@ def test_a_toy_task_and_dataset_train_score_and_round_trip_a_file(registered, tm
     model = OneLogit()
     task = tasks.for_model(model, dataset.image_shape, "footwear")
     result = train.fit(model, optax.adam(3e-3), train_data, epochs=2, batch_size=128,
-                       preprocess=prep, loss=task.loss(), progress=False)
+                       preprocess=prep, task=task, progress=False)
     accuracy = task.evaluate(model, result.variables, *test_data, preprocess=prep)["accuracy"]
     assert accuracy > 0.85  # footwear and bags against clothes: easy, but not by chance
     assert result.history[-1]["train_accuracy"] > 0.8

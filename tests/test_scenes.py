@@ -189,7 +189,7 @@ def test_augmented_scene_batches_replay_and_refuse_targets_they_cannot_move(trai
     images, targets = train_scenes
 
     def epoch(labels, start=0):
-        return list(data.batches(images, labels, 64, seed=1, epoch=2, augment_images=True,
+        return list(data.batches(images, labels, 64, seed=1, epoch=2, augmenter=data.LABEL_KINDS["scenes"].augment,
                                  start=start))
 
     first, resumed = epoch(targets), epoch(targets, start=1)

@@ -164,7 +164,7 @@ def test_a_model_with_the_wrong_outputs_for_its_task_is_a_clear_error():
     model = registry.get("ssdlite_mobilenet_v2").factory(10)
     with pytest.raises(ValueError, match=r"segmentation model must return logits \(B, H, W, 11\)"):
         train.fit(model, optax.adam(1e-3), (images[:8], data.take(targets, np.arange(8))),
-                  epochs=1, batch_size=8, loss=tasks.Segmentation(11).loss(), progress=False)
+                  epochs=1, batch_size=8, task=tasks.Segmentation(11), progress=False)
 
 
 

@@ -270,7 +270,7 @@ def test_batches_pad_every_array_of_dict_targets():
     assert not batch["label"]["boxes"][1:].any() and not batch["label"]["valid"][1:].any()
     with pytest.raises(ValueError, match=r"\['weights'\], which it cannot move along"):
         next(data.batches(images, {**targets, "weights": np.ones((5, 3))}, 4,
-                          augment_images=True))
+                          augmenter=data.flip_scenes))
 
 
 class _SameTrunkThreeLabels(nn.Module):

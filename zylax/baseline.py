@@ -93,7 +93,8 @@ def task_for(choice: ModelChoice, model, train_data, dataset: zdata.Dataset | No
 
 def build_model(choice: ModelChoice, train_data):
     """The model for the class count of ``train_data`` (segmentation counts the background)."""
-    return choice.factory(zdata.num_classes(train_data[1]) + (choice.task == "segmentation"))
+    kind = tasks.get(choice.task).labels if choice.task else "classes"
+    return choice.factory(zdata.num_classes(train_data[1], kind) + (choice.task == "segmentation"))
 
 
 def train_baseline(choice: ModelChoice, train_data, preprocess: zdata.Preprocess, *,
@@ -115,7 +116,7 @@ def train_baseline(choice: ModelChoice, train_data, preprocess: zdata.Preprocess
     task = task_for(choice, model, train_data, dataset)
     result = train.fit_recipe(model, choice.recipe, train_data, preprocess=preprocess,
                               epochs=epochs, seed=seed, checkpoint_dir=checkpoint_dir,
-                              progress=False if quiet else None, loss=task.loss(),
+                              progress=False if quiet else None, task=task,
                               on_epoch=train.epoch_logger(quiet), **kwargs)
     return model, task, result
 

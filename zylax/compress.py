@@ -167,7 +167,7 @@ class Context:
                          method=stage.plan, aux=stage.state["aux"], preprocess=self.preprocess,
                          seed=self.seed, progress=self.progress, desc=desc,
                          batch_size=r.batch_size, label_smoothing=r.label_smoothing,
-                         augment=r.augment, loss=self.task.loss(), on_epoch=on_epoch,
+                         augment=r.augment, task=self.task, on_epoch=on_epoch,
                          train_flag=r.train_flag, **kwargs)
 
     def loss(self, stage: Stage, data) -> float:

@@ -43,9 +43,6 @@ FASHION_MNIST_DIR_ENV = "ZYLAX_FASHION_MNIST_DIR"
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 SPLITS = ("train", "test")
-LABEL_KINDS = {"classes": "class labels", "scenes": "boxes and masks"}
-"""What a dataset's labels are: integer classes ``(N,)``, or scene targets (a dict of
-arrays with boxes, classes and masks, ``zylax.scenes``); each with its description."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,15 +260,10 @@ def prefix(split: tuple, count: int | None) -> tuple:
     return split[0][keep], take(split[1], keep)
 
 
-def num_classes(labels) -> int:
-    """Number of classes implied by integer labels (max + 1).
-
-    For scene targets (a dict) it is the object classes: max of the valid
-    ``classes`` + 1 (background not counted).
-    """
-    if isinstance(labels, dict):
-        return int(np.max(labels["classes"][labels["valid"]])) + 1
-    return int(labels.max()) + 1
+def num_classes(labels, kind: str = "classes") -> int:
+    """Number of classes implied by labels of ``kind`` (``LABEL_KINDS``): integer labels
+    ``(N,)`` give max + 1; scene targets their object classes (background not counted)."""
+    return LABEL_KINDS[kind].num_classes(labels)
 
 
 def num_examples(labels) -> int:
@@ -401,8 +393,12 @@ def flip_scenes(images: np.ndarray, targets: dict, rng: np.random.Generator
     ``"classes"`` and ``"source"`` do not move. A mirrored box is
     ``(W - x1, y0, W - x0, y1)``, again the tight box of the mirrored pixels;
     padded (invalid) slots stay zero. Returns new arrays of the same shapes
-    and dtypes.
+    and dtypes. Targets with other keys are refused: they could not move along.
     """
+    if not set(targets) <= SCENE_TARGETS:
+        raise ValueError(f"flip_scenes mirrors images with scene targets "
+                         f"{sorted(SCENE_TARGETS)} only; these targets have "
+                         f"{sorted(set(targets) - SCENE_TARGETS)}, which it cannot move along")
     flip = rng.random(images.shape[0]) < 0.5
     images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
     targets = dict(targets)
@@ -416,6 +412,43 @@ def flip_scenes(images: np.ndarray, targets: dict, rng: np.random.Generator
         mirrored = np.where(targets["valid"][..., None], mirrored, 0)
         targets["boxes"] = np.where(flip[:, None, None], mirrored, boxes)
     return images, targets
+
+
+def _augment_classified(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``augment`` of the images; class labels do not change."""
+    return augment(images, rng), labels
+
+
+def _scene_classes(targets: dict) -> int:
+    """Object classes of scene targets: max of the valid ``classes`` + 1."""
+    return int(np.max(targets["classes"][targets["valid"]])) + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelKind:
+    """What a dataset's labels are, and what training needs to know of them.
+
+    Attributes:
+      description: a few words for messages ("class labels").
+      num_classes: ``labels -> int``, the classes the labels imply.
+      augment: ``(images (B, H, W, C), labels of B rows, rng) -> (images,
+        labels)``, a random training-time augmentation that moves the labels
+        with the images.
+    """
+
+    description: str
+    num_classes: Callable[[object], int]
+    augment: Callable[[np.ndarray, object, np.random.Generator], tuple]
+
+
+LABEL_KINDS = {
+    "classes": LabelKind("class labels", lambda labels: int(np.max(labels)) + 1,
+                         _augment_classified),
+    "scenes": LabelKind("boxes and masks", _scene_classes, flip_scenes),
+}
+"""The kinds of labels by name: integer classes ``(N,)``, or scene targets (a dict of
+arrays with boxes, classes and masks, ``zylax.scenes``)."""
 
 
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
@@ -433,7 +466,7 @@ def num_batches(num_examples: int, batch_size: int, remainder: str) -> int:
 def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
             preprocess: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 0,
             epoch: int = 0, shuffle: bool = True, remainder: str = "drop", start: int = 0,
-            augment_images: bool = False) -> Iterator[dict[str, np.ndarray]]:
+            augmenter: Callable | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Yields preprocessed batches of one epoch.
 
     Args:
@@ -446,20 +479,16 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
       remainder: "drop" (skip the last partial batch) or "pad" (pad it with
         masked-out zero examples).
       start: index of the first batch to yield (resuming mid-epoch).
-      augment_images: apply ``augment`` (scene targets: ``flip_scenes``) with
-        a generator seeded by (seed, epoch, batch), so a resumed epoch sees
-        the same images.
+      augmenter: ``(images, labels, rng) -> (images, labels)`` applied to each
+        batch (the ``augment`` of its ``LABEL_KINDS`` entry), with a generator
+        seeded by (seed, epoch, batch), so a resumed epoch sees the same
+        images.
 
     Yields:
       ``{"image": float32 (B, H', W', C), "label": int32 (B,), "mask": float32 (B,)}``.
     """
     if remainder not in ("drop", "pad"):
         raise ValueError(f"remainder must be 'drop' or 'pad', got {remainder!r}")
-    dict_targets = isinstance(labels, dict)
-    if augment_images and dict_targets and not set(labels) <= SCENE_TARGETS:
-        raise ValueError(f"augment_images mirrors images with scene targets "
-                         f"{sorted(SCENE_TARGETS)} only; these targets have "
-                         f"{sorted(set(labels) - SCENE_TARGETS)}, which it cannot move along")
     preprocess = Preprocess() if preprocess is None else preprocess
     n = images.shape[0]
     order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
@@ -471,10 +500,8 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
             idx = np.concatenate([idx, np.zeros(batch_size - valid, idx.dtype)])
             mask[valid:] = 0.0
         batch, targets = images[idx], take(labels, idx, mask > 0)
-        if augment_images and dict_targets:
-            batch, targets = flip_scenes(batch, targets, np.random.default_rng([seed, epoch, b]))
-        elif augment_images:
-            batch = augment(batch, np.random.default_rng([seed, epoch, b]))
+        if augmenter is not None:
+            batch, targets = augmenter(batch, targets, np.random.default_rng([seed, epoch, b]))
         yield {"image": preprocess(batch) * mask[:, None, None, None], "label": targets,
                "mask": mask}
 

@@ -486,7 +486,7 @@ def file_metadata(task, preprocess, images, labels, extra=None) -> dict:
     built with (labels for segmentation, background included) and the input
     shape (H, W, C) are always recorded.
     """
-    classes = getattr(task, "num_classes", None) or zdata.num_classes(labels)
+    classes = getattr(task, "num_classes", None) or zdata.num_classes(labels, task.labels)
     return {**dict(extra or {}), "preprocess": preprocess.to_dict(), "task": task.to_dict(),
             "num_classes": int(classes), "input_shape": list(np.shape(images)[1:])}
 

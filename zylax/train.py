@@ -592,9 +592,10 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
     same parameters bit for bit as an uninterrupted one. ``max_steps`` stops
     early (as if killed after that step). ``progress=None`` shows a bar only on
     a terminal. ``on_epoch`` is called with each epoch's history row (e.g. to
-    log it) as soon as the epoch ends. ``augment`` flips and shifts the
-    training images (``data.augment``), or mirrors scenes with their boxes
-    and masks (``data.flip_scenes``); evaluation never augments. An epoch whose
+    log it) as soon as the epoch ends. ``augment`` applies the augmentation of
+    the task's label kind (``data.LABEL_KINDS``; classification without a
+    task): flips and shifts of the images, or scenes mirrored with their boxes
+    and masks; evaluation never augments. An epoch whose
     mean loss is not finite stops the run with ``FloatingPointError``.
     """
     mesh = data_mesh() if mesh is None else mesh
@@ -620,10 +621,13 @@ def fit(model, tx: optax.GradientTransformation, train_data, *, epochs: int,
                                                                    epochs * steps_per_epoch)
     global_batch = batch_size * jax.process_count()  # the step's stats sum over every host
 
+    kind = zdata.LABEL_KINDS[task.labels if task is not None else "classes"]
+    augmenter = kind.augment if augment else None
+
     def epoch_batches(epoch: int, start: int):
         for batch in zdata.batches(images, labels, batch_size, preprocess=preprocess, seed=seed,
                                    epoch=epoch, remainder="drop", start=start,
-                                   augment_images=augment):
+                                   augmenter=augmenter):
             yield shard_batch(batch, mesh)
 
     made: list[Callback] = [ProgressBar(total, int(state.step), desc, progress, global_batch)]

@@ -1,0 +1,7 @@
+"""``python -m zylax.cli``: the ``zylax`` command."""
+
+import sys
+
+from zylax.cli import main
+
+main(sys.argv[1:])

@@ -1,0 +1,113 @@
+"""Checks of the ``zylax`` command's arguments, each a ``UsageError`` (exit code 2) before any
+data is loaded or any training runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import numpy as np
+
+from zylax import presets
+
+class UsageError(Exception):
+    """A bad command-line argument (exit code 2)."""
+
+
+@contextlib.contextmanager
+def usage(prefix: str = "", kind: type[Exception] = ValueError):
+    """A library error of ``kind`` raised inside becomes a ``UsageError`` (``prefix`` first)."""
+    try:
+        yield
+    except kind as err:
+        raise UsageError(f"{prefix}{err}") from None
+
+
+def positive(name: str, value, *, zero_ok: bool = False, limit: int = 1 << 31) -> None:
+    if value is not None and not ((0 if zero_ok else 1) <= value <= limit):
+        raise UsageError(f"{name} must be {'>= 0' if zero_ok else '>= 1'} and <= {limit}, "
+                         f"got {value}")
+
+
+def check_out_file(path: str, flag: str = "--out") -> None:
+    """The output path must be a writable file location: tried with a temp file; an
+    existing path must be a regular file (never a device, FIFO or folder)."""
+    if not path or path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise UsageError(f"{flag} {path!r} is a directory or empty; give a file path")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UsageError(f"{flag} {path} exists and is not a regular file (a device, FIFO or "
+                         "socket); give a file path")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".zylax-probe-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot write there ({err.strerror})") from None
+
+
+def check_not_input(out: str, source: str | None, flag: str = "--out") -> None:
+    """An output path that is the input file would replace it: a usage error."""
+    if source is not None and os.path.exists(out) and os.path.exists(source) and \
+            os.path.samefile(out, source):
+        raise UsageError(f"{flag} {out} is the input file; give another path")
+
+
+def check_learning_rate(value) -> None:
+    if value is not None and not 0 < value <= 10:  # NaN fails too
+        raise UsageError(f"--learning-rate must be > 0 and <= 10, got {value}")
+
+
+def check_pad_to(recipe, args, images: np.ndarray) -> None:
+    """A recipe that pads to less than the images (e.g. a lent ``--recipe``): a usage error."""
+    if recipe.pad_to is not None and recipe.pad_to < max(images.shape[1:3]):
+        source = f"--recipe {args.recipe}" if args.recipe else "the recipe"
+        raise UsageError(f"{source} pads images to {recipe.pad_to}x{recipe.pad_to}, but the "
+                         f"{args.data} images are {images.shape[1]}x{images.shape[2]}")
+
+
+def check_chain(chain, params) -> None:
+    """Settings that fit no layer (a ``--sparsity``/``--bits`` regex matching none): a usage
+    error, before training."""
+    with usage():
+        for method in chain:
+            method.check(params)
+
+
+def compress_settings(args) -> None:
+    """Checks compress's own numbers; parses ``--bits``/``--sparsity`` and ``--index-bits``."""
+    positive("--baseline-epochs", args.baseline_epochs)
+    positive("--prune-cycles", args.prune_cycles)
+    positive("--retrain-epochs", args.retrain_epochs, zero_ok=True)
+    positive("--gradual-epochs", args.gradual_epochs, zero_ok=True)
+    if args.gradual_epochs:
+        for flag in ("prune_cycles", "retrain_epochs"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--gradual-epochs replaces the prune/retrain cycles; drop "
+                                 f"--{flag.replace('_', '-')}")
+    positive("--finetune-epochs", args.finetune_epochs, zero_ok=True)
+    check_learning_rate(args.learning_rate)
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UsageError(f"--threshold must lie in (0, 1), got {args.threshold}")
+    with usage():
+        args.bits = presets.per_layer(args.bits, int, lambda b: None if 1 <= b <= 16
+                                      else "bits must lie in [1, 16]", "--bits")
+        args.sparsity = presets.per_layer(args.sparsity, float, lambda s: None if 0 <= s < 1
+                                          else "sparsity must lie in [0, 1)", "--sparsity")
+    if args.index_bits is not None and args.index_bits != "auto":
+        try:
+            args.index_bits = int(args.index_bits)
+        except ValueError:
+            raise UsageError(f"--index-bits must be an integer or 'auto', got "
+                             f"{args.index_bits!r}") from None
+        positive("--index-bits", args.index_bits, limit=16)
+    check_out_file(args.out)
+    check_not_input(args.out, args.baseline_file)
+    if args.report:
+        check_out_file(args.report, "--report")
+        check_not_input(args.report, args.baseline_file, "--report")
+
+
+def check_file_args(args) -> None:
+    positive("--max-decoded-bytes", args.max_decoded_bytes, limit=1 << 50)

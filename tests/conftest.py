@@ -1,13 +1,15 @@
-"""Shared fixtures: the real Fashion-MNIST splits, loaded once per session."""
+"""Shared fixtures: the real Fashion-MNIST splits, loaded once per session, and a LeNet-300-100
+trained briefly on them."""
 
 import os
 
+import optax
 import pytest
 
 # Tests see one CPU device unless a test spawns its own process with more.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from zylax import data  # noqa: E402
+from zylax import data, nets, train  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +20,15 @@ def fmnist_train():
 @pytest.fixture(scope="session")
 def fmnist_test():
     return data.load("fashion_mnist", "test")
+
+
+@pytest.fixture(scope="session")
+def lenet300_trained(fmnist_train):
+    """``(model, variables, (images, labels), preprocess)``: LeNet-300-100 after 2 epochs of
+    Adam on the first 3,000 training images."""
+    images, labels = fmnist_train[0][:3000], fmnist_train[1][:3000]
+    model = nets.LeNet300100(num_classes=10)
+    prep = data.preprocessing("fashion_mnist")
+    result = train.fit(model, optax.adam(1e-3), (images, labels), epochs=2, batch_size=100,
+                       preprocess=prep, progress=False)
+    return model, result.variables, (images, labels), prep

@@ -515,3 +515,10 @@ def test_a_diverging_run_stops_at_the_epoch_with_one_line(tmp_path, fmnist_train
     with pytest.raises(FloatingPointError, match="training diverged: the mean loss of epoch 1"):
         train.fit(model, optax.adam(1e-3), (images, labels), epochs=3, variables=huge,
                   progress=False)
+
+
+def test_byte_counts_read_as_people_write_them():
+    read = cli.checks.byte_count
+    assert [read(t) for t in ("20000", "20KB", "20kb", "1.5MB", "2KiB", "1MiB", "300 B", "20KIB",
+                              "1.001KB")] == [
+        20_000, 20_000, 20_000, 1_500_000, 2048, 1 << 20, 300, 20_480, 1001]

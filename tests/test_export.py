@@ -1,5 +1,6 @@
 """``zylax.export``: LiteRT files of tiny models, checked against JAX and read back exactly."""
 
+import gzip
 import os
 import subprocess
 import sys
@@ -201,6 +202,20 @@ def test_binary_pattern_ternary_kernels_read_back_exactly(compressed, weights, b
     assert 0 < error <= np.abs(shared).max() / (127 if bits != "int4" else 7)
 
 
+def test_a_shared_kernel_is_one_scale_and_at_most_its_codebook_of_bytes(compressed):
+    """One scale for the tensor keeps the k codebook values k distinct int8 bytes, which a
+    download's gzip codes in about log2(k) bits."""
+    model, variables, _ = compressed
+    result = export.export(model, variables, _inputs(1))
+    interpreter = _run(result.tflite, _inputs(1), preserve=True)
+    detail = next(d for d in interpreter.get_tensor_details()
+                  if d["name"] == "zylax/fc/kernel/int8")
+    q = interpreter.get_tensor(detail["index"])
+    assert np.unique(detail["quantization_parameters"]["scales"]).size == 1 < q.shape[-1]
+    codebook = variables["params"]["fc"]["kernel"].codebook
+    assert 1 < np.unique(q).size <= codebook.size + 1  # + the pruned zero
+
+
 def test_auto_keeps_raw_kernels_float32_and_snaps_shared_ones_to_int8(compressed):
     model, variables, _ = compressed
     layers = export.export(model, variables, _inputs(1)).layers
@@ -320,6 +335,9 @@ def test_cli_export_writes_a_file_the_interpreter_runs(lenet_file, tmp_path, cap
     printed = capsys.readouterr().out
     assert "ip1/kernel  shared   int8" in printed and f"wrote {out}" in printed
     assert _logits(out.read_bytes(), _inputs(2, 28)).shape == (2, 10)
+    shipped = len(gzip.compress(out.read_bytes(), compresslevel=9, mtime=0))
+    assert shipped < out.stat().st_size  # the float32 layers and int8 ip1 compress
+    assert f"download (gzip -9 of the .tflite): {shipped:,} bytes" in printed
 
 
 def test_cli_refuses_a_corrupted_file_with_one_line_and_writes_nothing(lenet_file, tmp_path,

@@ -8,17 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-from zylax import archive, cli, data, nets, sensitivity, tasks, train
+from zylax import archive, cli, data, sensitivity, tasks, train
 
 
 @pytest.fixture(scope="module")
-def trained(fmnist_train):
-    images, labels = fmnist_train[0][:3000], fmnist_train[1][:3000]
-    model = nets.LeNet300100(num_classes=10)
-    prep = data.preprocessing("fashion_mnist")
-    result = train.fit(model, optax.adam(1e-3), (images, labels), epochs=2, batch_size=100,
-                       preprocess=prep, progress=False)
-    return model, result.variables, (images, labels), prep
+def trained(lenet300_trained):
+    return lenet300_trained
 
 
 def test_the_dense_end_of_every_curve_is_the_model_as_given(trained):

@@ -17,6 +17,8 @@ The public modules, loaded on first use (``import zylax`` itself stays light):
   (``run``); ``zylax.presets``: a named preset with the user's settings;
   ``zylax.baseline``: a model named or imported, its baseline trained and cached;
   ``zylax.sensitivity``: per-layer pruning and sharing curves (Han's Figure 6);
+  ``zylax.budget``: a byte budget (or an accuracy drop) turned into per-layer
+  settings from those curves, and run (``plan``, ``run``);
 * ``zylax.tasks``: the task registry: classification, detection and segmentation
   (loss, inference, metric, metadata);
   ``zylax.detection``: SSD anchors, box coding, matching, loss and NMS;
@@ -32,7 +34,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["archive", "baseline", "codecs", "coding", "compress", "containers", "data",
+__all__ = ["archive", "baseline", "budget", "codecs", "coding", "compress", "containers", "data",
            "detection", "export", "methods", "metrics", "modelfile", "nets", "presets",
            "registry", "report", "resizing", "scenes", "sensitivity", "straight_through", "tasks",
            "train", "transforms"]

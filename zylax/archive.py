@@ -153,6 +153,19 @@ def _cost(variant) -> int:
     return sum(map(len, sections)) + len(json.dumps(fields))
 
 
+def leaf_bytes(leaf, path: str = "leaf") -> int:
+    """Bytes the cheapest encoding of one leaf (an array or a codec container) adds to a file:
+    its payload sections, their framing (length and CRC) and its header fields before the
+    header is compressed. Differences of these are the differences of file sizes up to the
+    header's compression (a few bytes a leaf)."""
+    variants = _candidates(path, leaf).values()
+    return min(_cost(v) + _SECTION_FRAMING * len(v[2]) for v in variants)
+
+
+_SECTION_FRAMING = 12
+"""Bytes framing each section: its length (8) and its CRC-32 (4)."""
+
+
 def _family(key: str) -> str:
     return key.partition(":")[0]
 

@@ -48,8 +48,13 @@ reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
   each dequantized, then added by one ADD op (it runs at every invoke, one
   pass over the kernel): exact, since at every position one of the two is
   0. When ``w_pos == w_neg``, one INT2 tensor.
-* ``shared`` (k-means): INT8 per output channel, scale ``max|w| / 127``. Not
-  exact (a codebook is not a uniform grid and ``.tflite`` has no palette
+* ``shared`` (k-means): INT8 with one scale for the whole kernel,
+  ``max|w| / 127``, so that the codebook's k values stay k distinct bytes,
+  which the download's gzip codes in about log2(k) bits (``weights="int8"``,
+  one scale per channel, gives each channel its own bytes: 6% more after
+  gzip -9 on LeNet-300-100 at equal LiteRT top-1; RESULTS.md, "On the phone
+  runtime").
+  Not exact (a codebook is not a uniform grid and ``.tflite`` has no palette
   type): ``Layer.max_error`` reports the largest change per layer.
 * ``raw``: float32, as converted (exact).
 * Pruned weights are stored as zeros in the dense tensor. LiteRT's sparse
@@ -77,6 +82,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
 import os
 import re
 import sys
@@ -147,6 +153,12 @@ class Exported:
     layers: dict[str, Layer]
     max_output_diff: float
     input_shape: tuple[int, ...]
+
+    @property
+    def download_bytes(self) -> int:
+        """Bytes of ``gzip -9`` of the file: what an app download carries (app stores and
+        HTTP compress what they ship)."""
+        return len(gzip.compress(self.tflite, compresslevel=9, mtime=0))
 
 
 def to_tflite(model, variables, example_input, *, weights: str = "auto", batch: int = 1,
@@ -238,6 +250,7 @@ def _litert() -> SimpleNamespace:
             from ai_edge_litert.interpreter import Interpreter
             from ai_edge_litert.tools import flatbuffer_utils
             from jax.experimental import jax2tf
+            tf.config.list_physical_devices()  # TensorFlow's device probe logs (cuInit) here
     except ImportError as err:
         raise RuntimeError(f"exporting to LiteRT needs the litert extra ({err.name or err} "
                            "is missing): pip install 'zylax[litert]'") from None
@@ -530,7 +543,8 @@ def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str) ->
         return Layer(method, storage, error, half.nbytes, ops)
     bits = _BITS[storage]
     parts = _exact_parts(path, method, values, kernel.axis) if codec.LITERT_EXACT else \
-        [("", *_snapped(values, kernel.axis, bits))]
+        [("", *_snapped(values, kernel.axis, bits,
+                        per_tensor=weights == "auto" and method == "shared"))]
     tensors = [(f"zylax/{path}/{storage}{suffix}", q, scale) for suffix, q, scale in parts]
     _replace(lib, graph, kernel, tensors, storage)
     stored = sum(_dequantized(q, scale, kernel.axis) for _, q, scale in tensors)
@@ -565,11 +579,15 @@ def _sign_grid(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray] |
     return q, scale.astype(np.float32)
 
 
-def _snapped(values: np.ndarray, axis: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-channel grid: ``scale = max|w| / (2^(bits-1) - 1)``, q = round(w / scale)."""
+def _snapped(values: np.ndarray, axis: int, bits: int, per_tensor: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric grid: ``scale = max|w| / (2^(bits-1) - 1)`` per channel (or, ``per_tensor``,
+    the kernel's one scale repeated per channel), q = round(w / scale)."""
     top = (1 << (bits - 1)) - 1
     channels = np.moveaxis(np.abs(values), axis, 0).reshape(values.shape[axis], -1)
-    scale = (channels.max(1) / top).astype(np.float32)
+    peaks = np.full(channels.shape[0], channels.max(initial=0.0)) if per_tensor else \
+        channels.max(1)
+    scale = (peaks / top).astype(np.float32)
     scale[scale == 0] = 1.0
     q = np.clip(np.round(values / _along(scale, axis, values.ndim)), -top, top)
     return q.astype(np.int8), scale

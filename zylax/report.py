@@ -196,6 +196,30 @@ def plot_kept(report: dict):
     return fig
 
 
+def plot_pareto(series: dict, metric: str = "accuracy", dense: dict | None = None):
+    """File bytes (log scale) against the metric measured from each file, one line per model:
+    ``series`` ``{label: [(file bytes, metric), ...]}``, e.g. the files ``zylax compress
+    --budget`` wrote at several budgets; the points of a model are joined in byte order, and
+    ``dense`` ``{label: metric}`` draws each model's uncompressed score as a dashed line.
+    Returns the figure."""
+    from matplotlib.figure import Figure  # plotting only when a figure is drawn
+
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.subplots()
+    for label, points in series.items():
+        xs, ys = zip(*sorted(points))
+        line, = ax.plot(xs, [100 * y for y in ys], "o-", label=label)
+        if dense and label in dense:
+            ax.axhline(100 * dense[label], color=line.get_color(), linestyle="--",
+                       linewidth=1, label=f"{label}, uncompressed")
+    ax.set_xscale("log")
+    ax.set_xlabel("file bytes (the .zyl written)")
+    ax.set_ylabel(f"{metric} from the file (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig
+
+
 def write_with_figures(result, json_path: str) -> list[str]:
     """``write`` of ``result.report`` (a ``compress.Result``), plus ``<stem>_weights.png``
     (``plot_weights`` of the largest stored params leaf) and ``<stem>_kept.png``

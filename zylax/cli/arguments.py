@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="model.zyl",
                    help="compressed model file (default: model.zyl; its folder is created)")
     p.add_argument("--report", default=None, help="report JSON (Markdown and PNGs beside it)")
+    p.add_argument("--budget", default=None, metavar="BYTES",
+                   help="the most bytes of the written file, e.g. 20KB (1000s) or 20KiB: each "
+                        "layer's sparsity and shared bits (or float) are chosen from its "
+                        "measured sensitivity for the least predicted loss that fits "
+                        "(zylax.budget); replaces --method and its settings")
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="instead of --budget: the smallest file whose predicted loss (before "
+                        "retraining) is at most POINTS of the metric")
     _add_augment(p, "the training data (the baseline's, and every stage's retraining)")
     p.add_argument("--from", dest="baseline_file", default=None, metavar="FILE",
                    help="compress this trained .zyl file (zylax train's model.zyl) instead of "
@@ -128,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "of --prune-cycles x --retrain-epochs; 0 keeps the cycles")
     p.add_argument("--finetune-epochs", type=int, default=None,
                    help="epochs of retraining of every stage but pruning (share, ternary, "
-                        "binary, pattern)")
+                        "binary, pattern); with --budget/--max-drop, of every stage (default 1)")
     p.add_argument("--sparsity", nargs="+", default=None, metavar="S|REGEX=S",
                    help="prune: final sparsity of every kernel, and/or of the kernels whose "
                         "whole leaf path matches REGEX (first match wins), e.g. --sparsity 0.5 "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -75,8 +76,47 @@ def check_chain(chain, params) -> None:
             method.check(params)
 
 
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "kib": 1024, "mib": 1024 ** 2}
+_BUDGET_SETS = ("method", "sparsity", "bits", "prune_cycles", "retrain_epochs", "gradual_epochs",
+                "index_bits", "threshold", "binary_scale", "stochastic", "keep_float",
+                "unshared_dtype")
+"""The flags of compress that set what ``--budget``/``--max-drop`` choose."""
+
+
+def byte_count(text: str) -> int:
+    """``"20KB"`` -> 20000: a number with an optional unit B, KB, MB (powers of 1000) or KiB,
+    MiB (powers of 1024), any case, from 100 bytes (less than a file's framing) to 10^12."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmM]?[iI]?[bB]?)\s*", text or "")
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS or len(match.group(1)) > 15:
+        raise UsageError(f"--budget {text!r}: give bytes, e.g. 20000, 20KB or 1.5MiB")
+    count = round(float(match.group(1)) * _UNITS[unit])
+    if not 100 <= count <= 10 ** 12:
+        raise UsageError(f"--budget {text!r}: must lie between 100 bytes (no file is smaller) "
+                         "and 10^12 bytes")
+    return count
+
+
+def budget_settings(args) -> None:
+    """``--budget``/``--max-drop``: parsed, one of them, and no flag that sets what they choose."""
+    if args.budget is not None and args.max_drop is not None:
+        raise UsageError("give --budget or --max-drop, not both")
+    if args.budget is not None:
+        args.budget = byte_count(args.budget)
+    if args.max_drop is not None and not 0 <= args.max_drop <= 100:  # NaN fails too
+        raise UsageError(f"--max-drop must lie in [0, 100] points, got {args.max_drop}")
+    if args.budget is not None or args.max_drop is not None:
+        given = [flag for flag in _BUDGET_SETS
+                 if getattr(args, flag) is not None and getattr(args, flag) is not False]
+        if given:
+            raise UsageError(f"--budget and --max-drop choose each layer's method and settings; "
+                             f"drop {', '.join('--' + g.replace('_', '-') for g in given)}")
+
+
 def compress_settings(args) -> None:
-    """Checks compress's own numbers; parses ``--bits``/``--sparsity`` and ``--index-bits``."""
+    """Checks compress's own numbers; parses ``--bits``/``--sparsity``, ``--index-bits`` and
+    ``--budget``."""
+    budget_settings(args)
     positive("--baseline-epochs", args.baseline_epochs)
     positive("--prune-cycles", args.prune_cycles)
     positive("--retrain-epochs", args.retrain_epochs, zero_ok=True)
@@ -106,6 +146,8 @@ def compress_settings(args) -> None:
     check_not_input(args.out, args.baseline_file)
     if args.report:
         check_out_file(args.report, "--report")
+        if os.path.abspath(args.report) == os.path.abspath(args.out):
+            raise UsageError(f"--report {args.report} is the --out file; give another path")
         check_not_input(args.report, args.baseline_file, "--report")
 
 

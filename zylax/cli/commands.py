@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from zylax import archive, baseline, compress, export, modelfile, presets, report, sensitivity
+from zylax import archive, baseline, budget, compress, export, modelfile, presets, report, sensitivity
 from zylax import tasks, train
 from zylax import data as zdata
 from zylax.cli.checks import (UsageError, check_chain, check_file_args, check_learning_rate,
@@ -92,6 +92,8 @@ def cmd_compress(args) -> None:
     compress_settings(args)
     given = adopt_baseline_file(args)
     choice = check_common(args)
+    if args.budget is not None or args.max_drop is not None:
+        return compress_to_budget(args, given, choice)
     preset = compress_preset(args, choice)
     with usage(f"--method {preset.methods}: "):
         chain = preset.chain()
@@ -109,6 +111,40 @@ def cmd_compress(args) -> None:
                           progress=False if args.quiet else None,
                           on_epoch=train.epoch_logger(args.quiet))
     print(report.format_table(result.report))
+    written = [args.out]
+    if args.report:
+        written += report.write_with_figures(result, args.report)
+    print("wrote " + ", ".join(written))
+
+
+def compress_to_budget(args, given, choice) -> None:
+    """``--budget``/``--max-drop``: each layer's pruning and sharing chosen from the model's
+    sensitivity curves (``zylax.budget``), then run, written and re-scored like any chain."""
+    retrain = compress.Retrain(
+        batch_size=choice.recipe.batch_size, label_smoothing=choice.recipe.label_smoothing,
+        augment=choice.recipe.augment, train_flag=args.train_flag,
+        **({} if args.learning_rate is None else {"learning_rate": args.learning_rate}))
+    model, task, variables, train_data, test_data, preprocess = trained_model(args, given, choice)
+    if not args.quiet:
+        print(f"measuring each kernel's sensitivity on the last "
+              f"{len(sensitivity.held_out(train_data)[0]):,} training images and pricing its "
+              "options (a minute or more), then retraining the plan", flush=True)
+    found, result = budget.run(
+        model, variables, train_data, test_data, out=args.out, budget=args.budget,
+        max_drop=args.max_drop, epochs=1 if args.finetune_epochs is None else
+        args.finetune_epochs, preprocess=preprocess, task=task, retrain=retrain,
+        metadata={**choice.metadata, "data": args.data}, fold_batch_norm=bool(
+            args.fold_batch_norm), reference=choice.reference, seed=args.seed,
+        progress=False if args.quiet else None, on_epoch=train.epoch_logger(args.quiet))
+    print(found.format_table())
+    print(report.format_table(result.report))
+    row = result.report["budget"]
+    asked = (f"budget {args.budget:,} B" if args.budget is not None
+             else f"at most {args.max_drop:g} points lost")
+    print(f"{asked}: predicted {row['predicted_bytes']:,} B, written {row['written_bytes']:,} B "
+          f"({row['written_bytes'] / row['predicted_bytes'] - 1:+.1%}); {task.metric} drop "
+          f"predicted {row['predicted_drop']:.2f} points before retraining, measured "
+          f"{row['measured_drop']:.2f} from the file")
     written = [args.out]
     if args.report:
         written += report.write_with_figures(result, args.report)
@@ -195,6 +231,9 @@ def cmd_export(args) -> None:
                            batch=args.batch, methods=export.stored_methods(loaded.header))
     archive.write_atomic(args.out, result.tflite)
     print(export.format_layers(result.layers))
+    zyl = os.path.getsize(args.file)
+    print(f"download (gzip -9 of the .tflite): {result.download_bytes:,} bytes, "
+          f"{result.download_bytes / zyl:.2f}x the {zyl:,}-byte .zyl")
     print(f"wrote {args.out}: {len(result.tflite):,} bytes, weights {args.weights}; input float32 "
           f"{result.input_shape} = {loaded.preprocess}; max |LiteRT - JAX| "
           f"{result.max_output_diff:.2g} on a random image")

@@ -1,0 +1,170 @@
+"""zylax against TF Model Optimization Toolkit on LeNet-300-100, side by side in one run: the
+file, the shipped download (gzip -9 of the int8 ``.tflite``), LiteRT top-1 and wall time.
+
+Run (the peer is not a dependency of zylax; TF-MOT 0.8.1 declares absl-py~=1.2, which
+conflicts with chex, yet runs with absl-py 2, so it goes in without its declared
+dependencies):
+  pip install -e '.[peers]' && pip install --no-deps tensorflow-model-optimization==0.8.1
+  python -m benchmarks.peers --out runs/peers
+
+TF-MOT, as ../shared/research/peers.md gives the recipe a mobile engineer would follow:
+the dense net in Keras 2 (Adam 1e-3, batch 128, 20 epochs), ``prune_low_magnitude`` of ip1
+to 5% and ip2 to 15% kept (polynomial decay, Adam 1e-4, 20 epochs), ``cluster_weights``
+with 32 linear-initialised clusters preserving sparsity (Adam 1e-5, 3 epochs), then the
+TFLite converter with ``Optimize.DEFAULT`` (int8 weights). zylax: the registry's
+LeNet-300-100 baseline (its recipe; cached under ``runs/`` as ``zylax compress`` caches
+it), then the registry's Deep Compression preset, and ``budget.run`` at ``--budget``
+bytes; each file exported by ``zylax.export`` (``weights="auto"``). Both tools see the same
+60,000 training images with the same normalisation; every top-1 is the LiteRT
+interpreter's over all 10,000 test images. Compression wall times exclude the dense
+baselines (the zylax one is cached); 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from benchmarks.common import print_table
+from experiments import budget_pareto, export_litert
+from zylax import baseline, budget, compress, data, presets, tasks
+
+KEPT = {"ip1": 0.05, "ip2": 0.15}
+"""TF-MOT's kept fraction per pruned layer (ip3 is not pruned), as zylax's preset keeps."""
+
+
+def tfmot_lenet300(train_data, test_data, out: str, epochs=(20, 20, 3)) -> dict:
+    """TF-MOT's prune -> cluster -> int8 ``.tflite`` of LeNet-300-100 (module docstring)."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # TF-MOT needs Keras 2
+    import tensorflow as tf  # the peer: only this benchmark needs it
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    prep = data.preprocessing("fashion_mnist")
+    x, y = np.asarray(prep(train_data[0]), np.float32), train_data[1]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Flatten(input_shape=(28, 28, 1)),
+                              keras.layers.Dense(300, activation="relu", name="ip1"),
+                              keras.layers.Dense(100, activation="relu", name="ip2"),
+                              keras.layers.Dense(10, name="ip3")])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.Adam(1e-3), loss)
+    t0 = time.perf_counter()
+    model.fit(x, y, batch_size=128, epochs=epochs[0], verbose=0)
+    dense_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    end = math.ceil(len(x) / 128) * epochs[1]
+
+    def prune(layer):
+        if layer.name not in KEPT:
+            return layer
+        return tfmot.sparsity.keras.prune_low_magnitude(
+            layer, pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(
+                0.0, 1 - KEPT[layer.name], 0, end, frequency=100))
+    pruned = keras.models.clone_model(model, clone_function=prune)
+    pruned.compile(keras.optimizers.Adam(1e-4), loss)
+    pruned.fit(x, y, batch_size=128, epochs=epochs[1], verbose=0,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+
+    def cluster(layer):
+        if not isinstance(layer, keras.layers.Dense):
+            return layer
+        return tfmot.clustering.keras.cluster_weights(
+            layer, number_of_clusters=32, preserve_sparsity=True,
+            cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.LINEAR)
+    clustered = keras.models.clone_model(stripped, clone_function=cluster)
+    clustered.compile(keras.optimizers.Adam(1e-5), loss)
+    clustered.fit(x, y, batch_size=128, epochs=epochs[2], verbose=0)
+    final = tfmot.clustering.keras.strip_clustering(clustered)
+    converter = tf.lite.TFLiteConverter.from_keras_model(final)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    tflite = converter.convert()
+    seconds = time.perf_counter() - t0
+    path = os.path.join(out, "tfmot_lenet300.tflite")
+    with open(path, "wb") as f:
+        f.write(tflite)
+    return {"tool": "TF-MOT prune + cluster + int8", "file_bytes": len(tflite),
+            "download_bytes": len(gzip.compress(tflite, 9, mtime=0)),
+            "top1": _interpreter_top1(tflite, prep(test_data[0]), test_data[1]),
+            "seconds": seconds, "dense_seconds": dense_seconds, "file": path}
+
+
+def _interpreter_top1(tflite: bytes, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 of the LiteRT interpreter, one image an invoke (batch 1, as an app runs it)."""
+    from ai_edge_litert.interpreter import Interpreter  # the runtime: an extra
+
+    interpreter = Interpreter(model_content=tflite)
+    interpreter.allocate_tensors()
+    given = interpreter.get_input_details()[0]["index"]
+    wanted = interpreter.get_output_details()[0]["index"]
+    correct = 0
+    for image, label in zip(np.asarray(images, np.float32), labels):
+        interpreter.set_tensor(given, image[None])
+        interpreter.invoke()
+        correct += int(np.argmax(interpreter.get_tensor(wanted)) == label)
+    return correct / len(labels)
+
+
+def zylax_lenet300(train_data, test_data, out: str, limit: int) -> list[dict]:
+    """zylax's preset and ``budget.run`` files of the registry's LeNet-300-100 baseline, each
+    exported and scored in LiteRT."""
+    model, variables, prep, _, _ = budget_pareto.lenet300(train_data)
+    choice = baseline.choose_model("lenet300", None, None, None)
+    task = tasks.Classification()
+    metadata = {"net": "lenet300", "data": "fashion_mnist"}
+    preset = presets.override(choice.compression)
+    rows = []
+    t0 = time.perf_counter()
+    han = os.path.join(out, "zylax_lenet300_deep.zyl")
+    compress.run(model, variables, train_data, test_data, preset.chain(), out=han,
+                 retrain=compress.Retrain(batch_size=choice.recipe.batch_size,
+                                          **preset.retrain),
+                 preprocess=prep, task=task, metadata=metadata, progress=False)
+    rows.append(("zylax Deep Compression preset", han, time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    small = os.path.join(out, f"zylax_lenet300_budget{limit}.zyl")
+    budget.run(model, variables, train_data, test_data, out=small, budget=limit,
+               preprocess=prep, task=task, metadata=metadata, progress=False,
+               retrain=compress.Retrain(batch_size=choice.recipe.batch_size))
+    rows.append((f"zylax --budget {limit:,}", small, time.perf_counter() - t0))
+    found = []
+    for tool, path, seconds in rows:
+        measured = export_litert.measure_file(path, ["auto"], out)[0]
+        found.append({"tool": tool, "file_bytes": os.path.getsize(path),
+                      "download_bytes": measured["gzip9_bytes"],
+                      "top1": measured["litert"]["accuracy"], "seconds": seconds,
+                      "file": path})
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/peers")
+    parser.add_argument("--budget", type=int, default=20_000,
+                        help="the .zyl bytes of zylax's budget row")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
+    peer = tfmot_lenet300(train_data, test_data, args.out)
+    rows = [peer, *zylax_lenet300(train_data, test_data, args.out, args.budget)]
+    table = [[r["tool"], f"{r['file_bytes']:,}", f"{r['file_bytes'] / peer['file_bytes']:.2f}",
+              f"{r['download_bytes']:,}", f"{r['download_bytes'] / peer['download_bytes']:.2f}",
+              f"{100 * r['top1']:.2f}%", f"{100 * (r['top1'] - peer['top1']):+.2f}",
+              f"{r['seconds']:.0f}", f"{r['seconds'] / peer['seconds']:.2f}"] for r in rows]
+    print_table("LeNet-300-100 on Fashion-MNIST: the shipped file against TF-MOT's",
+                ["tool", "file B (.zyl or .tflite)", "x TF-MOT", "download B (gzip -9 .tflite)",
+                 "x TF-MOT", "LiteRT top-1", "points vs TF-MOT", "compress s", "x TF-MOT"],
+                table)
+    with open(os.path.join(args.out, "peers.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

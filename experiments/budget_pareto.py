@@ -1,0 +1,100 @@
+"""The most accurate file under each of several byte budgets, for a registered net and for a
+user's own BatchNorm CNN: the figures and the plot behind RESULTS.md "Budget in, model out".
+
+Run:
+  python -m experiments.budget_pareto --out runs/budget_pareto
+
+For each model, the sensitivity curves are measured once (``budget.plan``; on the held-out
+last tenth of the training images, never the test set), then every budget runs
+``budget.run``: per-layer sparsity and shared bits chosen by the knapsack, one epoch of
+retraining per stage, the file written, read back and scored on all 10,000 test images.
+LeNet-300-100 is the registry's baseline (trained by its recipe, cached under ``runs/`` as
+``zylax compress --net lenet300`` caches it); the user's CNN is ``experiments.user_model``'s
+``MyNet`` (its own layer names, BatchNorm, a ``training`` flag) trained by its own optax loop
+on all 60,000 training images. No per-layer value is set by hand for either. Prints one
+Markdown row per file and writes ``<out>/<model>-<budget>.zyl``, ``<out>/results.json`` and
+``<out>/pareto.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import jax
+import numpy as np
+
+from zylax import baseline, budget, compress, data, report
+from experiments.user_model import MyNet, train_own_loop
+
+BUDGETS = {"lenet300": (12_000, 16_000, 23_000, 40_000),
+           "user CNN (BatchNorm)": (8_000, 12_000, 20_000, 40_000)}
+"""File budgets in bytes per model."""
+
+
+def lenet300(train_data):
+    """The registry's LeNet-300-100 baseline, reused from the CLI's cache when there."""
+    choice = baseline.choose_model("lenet300", None, None, None)
+    folder = baseline.baseline_dir(os.path.join("runs", "lenet300-fashion_mnist-seed0"),
+                                   choice, data="fashion_mnist", seed=0,
+                                   epochs=choice.recipe.epochs, max_examples=None,
+                                   train_flag=None)
+    preprocess = data.preprocessing("fashion_mnist")
+    model, task, trained = baseline.train_baseline(
+        choice, train_data, preprocess, epochs=choice.recipe.epochs, seed=0,
+        checkpoint_dir=folder, dataset=data.get("fashion_mnist"), quiet=True)
+    retrain = compress.Retrain(batch_size=choice.recipe.batch_size)
+    return model, trained.variables, preprocess, retrain, {"net": "lenet300"}
+
+
+def user_cnn(train_data):
+    """``MyNet`` trained by its own loop (Adam 1e-3, batches of 100, 3 epochs)."""
+    model, preprocess = MyNet(), data.preprocessing("fashion_mnist")
+    images, labels = train_data
+    variables = model.init(jax.random.key(0), preprocess(images[:1]))
+    variables = train_own_loop(model, variables, images, labels, preprocess, epochs=3)
+    return model, jax.device_get(variables), preprocess, compress.Retrain(), {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/budget_pareto")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
+    results, series, dense = {}, {}, {}
+    print("| model | budget | plan predicted | written | under budget | dense | from the file | "
+          "drop | ratio | layers (sparsity, bits) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, build in (("lenet300", lenet300), ("user CNN (BatchNorm)", user_cnn)):
+        model, variables, preprocess, retrain, metadata = build(train_data)
+        curves = None
+        for limit in BUDGETS[label]:
+            out = os.path.join(args.out, f"{label.split()[0].lower()}-{limit}.zyl")
+            found, result = budget.run(model, variables, train_data, test_data, out=out,
+                                       budget=limit, preprocess=preprocess, retrain=retrain,
+                                       metadata={**metadata, "data": "fashion_mnist"},
+                                       curves=curves, progress=False)
+            curves = found.curves
+            rep = result.report
+            written = os.path.getsize(out)
+            series.setdefault(label, []).append((written, rep["compressed_accuracy"]))
+            dense[label] = rep["dense_accuracy"]
+            layers = ", ".join(f"{n.split('/')[0]} {o.sparsity:g}/{o.bits or 'float'}"
+                               for n, o in found.choice.items())
+            print(f"| {label} | {limit:,} | {found.predicted_bytes:,} | {written:,} | "
+                  f"{'yes' if written <= limit else 'NO'} | {rep['dense_accuracy']:.2%} | "
+                  f"{rep['compressed_accuracy']:.2%} | "
+                  f"{100 * (rep['dense_accuracy'] - rep['compressed_accuracy']):.2f} | "
+                  f"{rep['ratio']:.1f}x | {layers} |", flush=True)
+            results[f"{label} {limit}"] = rep
+    fig = report.plot_pareto(series, dense=dense)
+    fig.savefig(os.path.join(args.out, "pareto.png"), dpi=100)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=lambda x: np.asarray(x).tolist())
+    print(f"wrote {args.out}/results.json, {args.out}/pareto.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Budget allocation: the knapsack finds the true optimum, the codecs' size model predicts the
+written file, and ``zylax compress --budget`` writes a file under its budget on real data."""
+
+import itertools
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zylax import archive, budget, cli, compress, tasks
+
+
+def _brute_force(options, *, budget_bytes=None, max_drop=None, fixed=0):
+    """The best choice by trying every combination."""
+    names = list(options)
+    best = None
+    for combo in itertools.product(*(options[n] for n in names)):
+        size = fixed + sum(o.bytes for o in combo)
+        drop = sum(o.drop for o in combo)
+        if budget_bytes is not None and size <= budget_bytes:
+            key = (round(drop + budget.TIE_WEIGHT * sum(o.error for o in combo), 12),)
+        elif max_drop is not None and drop <= max_drop + 1e-12:
+            key = (size, round(drop, 9))
+        else:
+            continue
+        best = key if best is None or key < best else best
+    return best
+
+
+layers = st.lists(st.lists(st.tuples(st.integers(1, 500), st.integers(0, 40), st.integers(0, 9)),
+                           min_size=1, max_size=4), min_size=1, max_size=4)
+"""Layers of options ``(bytes, drop in quarter points, error in tenths)``: many equal drops,
+which the errors order."""
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers, st.integers(0, 100), st.integers(0, 1500))
+def test_the_allocator_finds_the_optimum_within_the_budget(groups, fixed, room):
+    options = {f"l{i}": [budget.Option(0.5, 4, b, d / 4, e / 10) for b, d, e in group]
+               for i, group in enumerate(groups)}
+    limit = fixed + room
+    # costs are whole bytes and the budget below the resolution: the rounding is exact
+    chosen = budget.allocate(options, budget=limit, fixed_bytes=fixed)
+    expected = _brute_force(options, budget_bytes=limit, fixed=fixed)
+    if expected is None:
+        assert chosen is None
+        return
+    size = fixed + sum(o.bytes for o in chosen.values())
+    assert size <= limit
+    objective = sum(o.drop + budget.TIE_WEIGHT * o.error for o in chosen.values())
+    assert round(objective, 12) == expected[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers, st.integers(0, 80))
+def test_the_allocator_finds_the_smallest_choice_within_the_drop(groups, quarter_points):
+    options = {f"l{i}": [budget.Option(0.5, 4, b, d / 4, e / 10) for b, d, e in group]
+               for i, group in enumerate(groups)}
+    max_drop = quarter_points / 4
+    chosen = budget.allocate(options, max_drop=max_drop, resolution=4 * 80)
+    expected = _brute_force(options, max_drop=max_drop)
+    if expected is None:
+        assert chosen is None
+        return
+    drop = sum(o.drop for o in chosen.values())
+    assert drop <= max_drop + 1e-9
+    assert sum(o.bytes for o in chosen.values()) == expected[0]
+
+
+def test_rounding_costs_up_never_exceeds_a_large_budget():
+    rng = np.random.default_rng(0)
+    options = {f"l{i}": [budget.Option(0.0, 4, int(b), float(d)) for b, d in
+                         zip(rng.integers(10_000, 500_000, 6), rng.random(6) * 5)]
+               for i in range(5)}
+    for limit in (100_000, 700_000, 1_300_000):
+        chosen = budget.allocate(options, budget=limit, fixed_bytes=1234)
+        assert chosen is None or 1234 + sum(o.bytes for o in chosen.values()) <= limit
+
+
+def test_budget_or_max_drop_exactly_one():
+    with pytest.raises(ValueError, match="budget or max_drop"):
+        budget.allocate({}, budget=10, max_drop=1.0)
+
+
+def test_the_allocator_refuses_what_it_cannot_price():
+    good = {"a": [budget.Option(0.0, None, 0, 0.0), budget.Option(0.5, 4, 10, 1.0)]}
+    assert budget.allocate(good, budget=5)["a"].bytes == 0  # a free option is a choice
+    for bad, message in [({"a": []}, "no option"),
+                         ({"a": [budget.Option(0.5, 4, 10, float("nan"))]}, "finite drop"),
+                         ({"a": [budget.Option(0.5, 4, -1, 0.0)]}, "bytes >= 0"),
+                         ({"a": [budget.Option(0.5, 4, 1, 0.0, -1.0)]}, "error >= 0")]:
+        with pytest.raises(ValueError, match=message):
+            budget.allocate(bad, budget=100)
+    with pytest.raises(ValueError, match="finite number of bytes"):
+        budget.allocate(good, budget=float("inf"))
+    with pytest.raises(ValueError, match="finite number of points"):
+        budget.allocate(good, max_drop=float("nan"))
+    for resolution in (0, 1.5, budget.MAX_RESOLUTION + 1):
+        with pytest.raises(ValueError, match="resolution"):
+            budget.allocate(good, budget=100, resolution=resolution)
+
+
+@pytest.fixture(scope="module")
+def trained(lenet300_trained):
+    return lenet300_trained
+
+
+def test_each_option_costs_what_the_archive_writes_for_it(trained):
+    model, variables, train_data, prep = trained
+    w = variables["params"]["ip2"]["kernel"]
+    leaf = budget.shared_leaf(w, 0.8, 3)
+    assert np.mean(np.asarray(leaf.indices) == 8) == pytest.approx(0.8, abs=1e-3)  # pruned
+    alone = len(archive.to_bytes({"params": {"a": leaf}}))
+    empty = len(archive.to_bytes({"params": {"a": np.zeros(1, np.float32)}}))
+    measured = alone - empty + archive.leaf_bytes(np.zeros(1, np.float32))
+    assert abs(archive.leaf_bytes(leaf) - measured) <= 0.01 * measured  # header compression
+
+
+def test_the_predicted_size_is_the_written_size_within_one_percent(trained, fmnist_test,
+                                                                   tmp_path):
+    model, variables, train_data, prep = trained
+    test_data = (fmnist_test[0][:500], fmnist_test[1][:500])
+    metadata = tasks.file_metadata(tasks.Classification(), prep, *train_data,
+                                   compress.model_hint(model))
+    for limit in (30_000, 90_000):
+        plan = budget.plan(model, variables, train_data, budget=limit, preprocess=prep,
+                           metadata=metadata, sparsities=(0.0, 0.8, 0.9, 0.95),
+                           bits=(2, 3, 5))
+        assert plan.predicted_bytes <= limit * (1 - budget.MARGIN)
+        chain = plan.methods(epochs=0)  # no retraining: exactly what was predicted
+        out = tmp_path / f"{limit}.zyl"
+        result = compress.run(model, variables, train_data, test_data, chain, out=str(out),
+                              preprocess=prep, progress=False,
+                              retrain=compress.Retrain(learning_rate=1e-3))
+        written = os.path.getsize(out)
+        assert abs(written - plan.predicted_bytes) <= 0.01 * written, (written, plan)
+        assert result.report["decoded_exactly"]
+        chosen = {n: (o.sparsity, o.bits) for n, o in plan.choice.items()}
+        assert any(bits is not None for _, bits in chosen.values()), chosen
+
+
+def test_a_larger_budget_never_predicts_a_larger_drop(trained):
+    model, variables, train_data, prep = trained
+    grid = dict(sparsities=(0.0, 0.8, 0.9, 0.95), bits=(2, 3, 5), preprocess=prep)
+    first = budget.plan(model, variables, train_data, budget=25_000, **grid)
+    second = budget.plan(model, variables, train_data, budget=120_000, curves=first.curves,
+                         **grid)
+    assert second.predicted_drop <= first.predicted_drop
+    by_drop = budget.plan(model, variables, train_data, max_drop=second.predicted_drop,
+                          curves=first.curves, **grid)
+    assert by_drop.predicted_drop <= second.predicted_drop + 1e-9
+    assert by_drop.predicted_bytes <= second.predicted_bytes
+    with pytest.raises(ValueError, match="smallest file these options make"):
+        budget.plan(model, variables, train_data, budget=2_000, curves=first.curves, **grid)
+
+
+def test_the_command_writes_a_file_under_a_tiny_budget_and_its_report(trained, tmp_path,
+                                                                      capsys):
+    model, variables, train_data, prep = trained
+    path = tmp_path / "model.zyl"
+    archive.save(path, variables, metadata=tasks.file_metadata(
+        tasks.Classification(), prep, *train_data, {"net": "lenet300", "data": "fashion_mnist"}))
+    out, rep = tmp_path / "small.zyl", tmp_path / "small.json"
+    cli.main(["compress", "--from", str(path), "--budget", "16KB", "--max-examples", "2000",
+              "--max-test-examples", "1000", "--learning-rate", "1e-3", "--quiet",
+              "--out", str(out), "--report", str(rep)])
+    printed = capsys.readouterr().out
+    assert 0 < out.stat().st_size <= 16_000  # 1.07 MB of float weights in 16 KB
+    written = json.loads(rep.read_text())["budget"]
+    assert written["written_bytes"] == out.stat().st_size and written["budget"] == 16_000
+    assert set(written["layers"]) == {"ip1/kernel", "ip2/kernel", "ip3/kernel"}
+    assert "budget 16,000 B: predicted" in printed and "| **predicted file** |" in printed
+
+
+def test_bad_plans_are_refused_before_any_curve_is_measured(trained, monkeypatch):
+    model, variables, train_data, prep = trained
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured the curves first")
+    monkeypatch.setattr(budget.sensitivity, "sensitivity", measured)
+    for kwargs, message in [(dict(budget=float("nan")), "whole number"),
+                            (dict(budget=10_000, margin=-1), "margin"),
+                            (dict(budget=10_000, bits=()), "bits"),
+                            (dict(budget=10_000, sparsities=(1.0,)), "sparsities"),
+                            (dict(budget=900), "takes 1,")]:  # 410 biases, the header
+        with pytest.raises(ValueError, match=message):
+            budget.plan(model, variables, train_data, preprocess=prep, **kwargs)
+
+
+def test_a_file_still_over_budget_is_removed_and_said(trained, tmp_path, monkeypatch):
+    model, variables, train_data, prep = trained
+    out = tmp_path / "m.zyl"
+    plans = []
+
+    class Stub:
+        curves = None
+
+        def methods(self, epochs):
+            return ["stub"]
+
+        def to_dict(self):
+            return {}
+
+    def plan(*args, budget, **kwargs):
+        plans.append(budget)
+        return Stub()
+
+    def run(*args, out, **kwargs):
+        out_bytes = 2 * plans[0]  # retraining grew the codes past every plan
+        open(out, "wb").write(b"x" * out_bytes)
+        return compress.Result(variables=None, report={"file_bytes": out_bytes},
+                               stored=None, snapshots=None)
+    monkeypatch.setattr(budget, "plan", plan)
+    monkeypatch.setattr(budget.compress, "run", run)
+    with pytest.raises(RuntimeError, match="over the budget of 10,000 after 2 plans"):
+        budget.run(model, variables, train_data, train_data, out=str(out), budget=10_000)
+    assert plans == [10_000, 5_000] and not out.exists()
+    with pytest.raises(ValueError, match="tries"):
+        budget.run(model, variables, train_data, train_data, out=str(out), budget=10, tries=0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget", "20 parsecs"], "give bytes"),
+    (["--budget", "0"], "between 100 bytes"),
+    (["--budget", "20KB", "--retrain-epochs", "0"], "drop --retrain-epochs"),
+    (["--budget", "20KB", "--gradual-epochs", "0"], "drop --gradual-epochs"),
+    (["--budget", "20KB", "--stochastic"], "drop --stochastic"),
+    (["--budget", "20KB", "--report", "same.zyl", "--out", "same.zyl"], "is the --out file"),
+    (["--budget", "20KB", "--max-drop", "1"], "not both"),
+    (["--budget", "2000000MB"], "10\\^12 bytes"),
+    (["--max-drop", "-1"], r"\[0, 100\]"),
+    (["--budget", "20KB", "--method", "ttq"], "drop --method"),
+    (["--max-drop", "0.5", "--sparsity", "0.9", "--bits", "4"], "drop --sparsity, --bits"),
+])
+def test_bad_budgets_are_usage_errors(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compress", "--net", "lenet300", "--out", str(tmp_path / "m.zyl"), *argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert re.search(message, err), err
+

@@ -1,5 +1,5 @@
-"""zylax against TF Model Optimization Toolkit on LeNet-300-100, side by side in one run: the
-file, the shipped download (gzip -9 of the int8 ``.tflite``), LiteRT top-1 and wall time.
+"""zylax against TF Model Optimization Toolkit (and Qwix) on LeNet-300-100, side by side in one
+run: the file, the shipped download (gzip -9 of the int8 ``.tflite``), top-1 and wall time.
 
 Run (the peer is not a dependency of zylax; TF-MOT 0.8.1 declares absl-py~=1.2, which
 conflicts with chex, yet runs with absl-py 2, so it goes in without its declared
@@ -16,7 +16,9 @@ LeNet-300-100 baseline (its recipe; cached under ``runs/`` as ``zylax compress``
 it), then the registry's Deep Compression preset, and ``budget.run`` at ``--budget``
 bytes; each file exported by ``zylax.export`` (``weights="auto"``). Both tools see the same
 60,000 training images with the same normalisation; every top-1 is the LiteRT
-interpreter's over all 10,000 test images. Compression wall times exclude the dense
+interpreter's over all 10,000 test images. Qwix (the JAX quantization peer) quantizes the
+same zylax baseline's weights post-training (int8 and int4, one scale per channel) and is
+scored in JAX: it writes no file, so its bytes are those of the packed arrays. Compression wall times exclude the dense
 baselines (the zylax one is cached); 2 CPU cores.
 """
 
@@ -29,6 +31,8 @@ import math
 import os
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import print_table
@@ -112,10 +116,10 @@ def _interpreter_top1(tflite: bytes, images: np.ndarray, labels: np.ndarray) -> 
     return correct / len(labels)
 
 
-def zylax_lenet300(train_data, test_data, out: str, limit: int) -> list[dict]:
+def zylax_lenet300(model, variables, prep, train_data, test_data, out: str, limit: int
+                   ) -> list[dict]:
     """zylax's preset and ``budget.run`` files of the registry's LeNet-300-100 baseline, each
     exported and scored in LiteRT."""
-    model, variables, prep, _, _ = budget_pareto.lenet300(train_data)
     choice = baseline.choose_model("lenet300", None, None, None)
     task = tasks.Classification()
     metadata = {"net": "lenet300", "data": "fashion_mnist"}
@@ -144,6 +148,41 @@ def zylax_lenet300(train_data, test_data, out: str, limit: int) -> list[dict]:
     return found
 
 
+def qwix_lenet300(model, variables, prep, test_data) -> list[dict]:
+    """Qwix's weight-only post-training quantization (int8, int4; absmax, one scale per
+    channel) of the same baseline, scored in JAX. Qwix writes no file: "file" counts the
+    packed quantized arrays, scales and float biases, "download" their gzip -9."""
+    import qwix  # the JAX peer: only this benchmark needs it
+
+    x, rows = prep(test_data[0]), []
+    for qtype, bits in (("int8", 8), ("int4", 4)):
+        t0 = time.perf_counter()
+        quantized = qwix.quantize_model(model, qwix.PtqProvider(
+            [qwix.QuantizationRule(module_path=".*", weight_qtype=qtype)]))
+        abstract = jax.eval_shape(quantized.init, jax.random.key(0), x[:1])
+        params = qwix.quantize_params(jax.tree.map(jnp.asarray, dict(variables["params"])),
+                                      abstract["params"])
+        seconds = time.perf_counter() - t0
+        logits = jax.jit(lambda p, x: quantized.apply({"params": p}, x))(params, x)
+        blob = b"".join(_packed_bytes(leaf, bits) for leaf in jax.tree.leaves(params))
+        rows.append({"tool": f"Qwix weight-only {qtype} (PTQ, in JAX)", "file_bytes": len(blob),
+                     "download_bytes": len(gzip.compress(blob, 9, mtime=0)),
+                     "top1": float(np.mean(np.argmax(logits, -1) == test_data[1])),
+                     "seconds": seconds, "file": None})
+    return rows
+
+
+def _packed_bytes(leaf, bits: int) -> bytes:
+    """A leaf's bytes as stored: integers ``bits`` wide, packed; floats as they are."""
+    values = np.asarray(leaf)
+    if not np.issubdtype(values.dtype, np.integer) and values.dtype.name != "int4":
+        return values.tobytes()
+    flat = values.astype(np.int64).ravel() & ((1 << bits) - 1)
+    per = 8 // bits
+    flat = np.concatenate([flat, np.zeros(-flat.size % per, np.int64)]).reshape(-1, per)
+    return (flat << (np.arange(per) * bits)).sum(1).astype(np.uint8).tobytes()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/peers")
@@ -153,14 +192,18 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
     peer = tfmot_lenet300(train_data, test_data, args.out)
-    rows = [peer, *zylax_lenet300(train_data, test_data, args.out, args.budget)]
+    model, variables, prep, _, _ = budget_pareto.lenet300(train_data)
+    rows = [peer, *zylax_lenet300(model, variables, prep, train_data, test_data, args.out,
+                                  args.budget),
+            *qwix_lenet300(model, variables, prep, test_data)]
     table = [[r["tool"], f"{r['file_bytes']:,}", f"{r['file_bytes'] / peer['file_bytes']:.2f}",
               f"{r['download_bytes']:,}", f"{r['download_bytes'] / peer['download_bytes']:.2f}",
               f"{100 * r['top1']:.2f}%", f"{100 * (r['top1'] - peer['top1']):+.2f}",
               f"{r['seconds']:.0f}", f"{r['seconds'] / peer['seconds']:.2f}"] for r in rows]
     print_table("LeNet-300-100 on Fashion-MNIST: the shipped file against TF-MOT's",
-                ["tool", "file B (.zyl or .tflite)", "x TF-MOT", "download B (gzip -9 .tflite)",
-                 "x TF-MOT", "LiteRT top-1", "points vs TF-MOT", "compress s", "x TF-MOT"],
+                ["tool", "file B (.zyl, .tflite; Qwix: arrays)", "x TF-MOT",
+                 "download B (gzip -9)", "x TF-MOT", "top-1 (LiteRT; Qwix: JAX)",
+                 "points vs TF-MOT", "compress s", "x TF-MOT"],
                 table)
     with open(os.path.join(args.out, "peers.json"), "w") as f:
         json.dump(rows, f, indent=1)

@@ -529,7 +529,7 @@ compare(test_images, test_targets, found, masks, 0.2, "SSDLite, demo", "DeepLabV
                "weights) exported to LiteRT, the runtime of Android/iOS apps, and run by its "
                "interpreter. With `weights=\"auto\"` ternary, binary and pattern kernels are "
                "stored in 2-bit integers and read back exactly; shared (k-means) kernels are "
-               "snapped to int8 per output channel, with the error reported per layer. "
+               "snapped to int8 with one scale per tensor, with the error reported per layer. "
                "`ZYLAX_SMALL=1` (CI) trains on 6,000 images for one epoch."),
         ("code", INSTALL_LITERT),
         ("code", '''import dataclasses, gzip, os, tempfile

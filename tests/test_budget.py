@@ -61,7 +61,8 @@ def test_the_allocator_finds_the_smallest_choice_within_the_drop(groups, quarter
     options = {f"l{i}": [budget.Option(0.5, 4, b, d / 4, e / 10) for b, d, e in group]
                for i, group in enumerate(groups)}
     max_drop = quarter_points / 4
-    chosen = budget.allocate(options, max_drop=max_drop, resolution=4 * 80)
+    # one step a quarter point: the rounding is exact
+    chosen = budget.allocate(options, max_drop=max_drop, resolution=max(quarter_points, 1))
     expected = _brute_force(options, max_drop=max_drop)
     if expected is None:
         assert chosen is None
@@ -219,6 +220,16 @@ def test_a_file_still_over_budget_is_removed_and_said(trained, tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="over the budget of 10,000 after 2 plans"):
         budget.run(model, variables, train_data, train_data, out=str(out), budget=10_000)
     assert plans == [10_000, 5_000] and not out.exists()
+
+    def run_then_fail(*args, out, **kwargs):
+        if os.path.exists(out):
+            raise KeyboardInterrupt  # the second run stopped: its file never replaced the first
+        return run(*args, out=out, **kwargs)
+    plans.clear()
+    monkeypatch.setattr(budget.compress, "run", run_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        budget.run(model, variables, train_data, train_data, out=str(out), budget=10_000)
+    assert not out.exists()  # the over-budget file of the first run is not left behind
     with pytest.raises(ValueError, match="tries"):
         budget.run(model, variables, train_data, train_data, out=str(out), budget=10, tries=0)
 
@@ -229,16 +240,19 @@ def test_a_file_still_over_budget_is_removed_and_said(trained, tmp_path, monkeyp
     (["--budget", "20KB", "--retrain-epochs", "0"], "drop --retrain-epochs"),
     (["--budget", "20KB", "--gradual-epochs", "0"], "drop --gradual-epochs"),
     (["--budget", "20KB", "--stochastic"], "drop --stochastic"),
-    (["--budget", "20KB", "--report", "same.zyl", "--out", "same.zyl"], "is the --out file"),
+    (["--budget", "20KB", "--report", "same.zyl", "--out", "same.zyl"], "the --out file"),
+    (["--budget", "20KB", "--report", "r.json", "--out", "r.md"], "writes r.md, the --out"),
+    (["--report", "r.json", "--out", "r_kept.png"], "writes r_kept.png, the --out"),
     (["--budget", "20KB", "--max-drop", "1"], "not both"),
     (["--budget", "2000000MB"], "10\\^12 bytes"),
     (["--max-drop", "-1"], r"\[0, 100\]"),
     (["--budget", "20KB", "--method", "ttq"], "drop --method"),
     (["--max-drop", "0.5", "--sparsity", "0.9", "--bits", "4"], "drop --sparsity, --bits"),
 ])
-def test_bad_budgets_are_usage_errors(argv, message, tmp_path, capsys):
+def test_bad_budgets_are_usage_errors(argv, message, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["compress", "--net", "lenet300", "--out", str(tmp_path / "m.zyl"), *argv])
+        monkeypatch.chdir(tmp_path)
+        cli.main(["compress", "--net", "lenet300", "--out", "m.zyl", *argv])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert re.search(message, err), err

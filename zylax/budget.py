@@ -184,10 +184,12 @@ def allocate(options: Mapping[str, Sequence[Option]], *, budget: int | None = No
     if (budget is None) == (max_drop is None):
         raise ValueError("give budget or max_drop")
     _check_options(options)
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or \
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or \
             not 1 <= resolution <= MAX_RESOLUTION:
         raise ValueError(f"resolution must be an integer in [1, {MAX_RESOLUTION}], got "
                          f"{resolution!r}")
+    if not (isinstance(fixed_bytes, (int, np.integer)) and fixed_bytes >= 0):
+        raise ValueError(f"fixed_bytes must be a whole number of bytes >= 0, got {fixed_bytes!r}")
     if budget is not None and not (math.isfinite(budget) and budget >= 0):
         raise ValueError(f"budget must be a finite number of bytes, got {budget}")
     if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
@@ -358,21 +360,29 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
     """
     if (budget is None) == (max_drop is None):
         raise ValueError("give budget or max_drop")
-    if budget is not None and not (isinstance(budget, (int, np.integer)) and budget > 0):
+    if budget is not None and (isinstance(budget, (bool, np.bool_)) or not (
+            isinstance(budget, (int, np.integer)) and budget > 0)):
         raise ValueError(f"budget must be a positive whole number of bytes, got {budget!r}")
-    if max_drop is not None and not 0 <= max_drop <= 100:  # NaN fails too
-        raise ValueError(f"max_drop must lie in [0, 100] points, got {max_drop}")
+    if max_drop is not None and (isinstance(max_drop, (bool, np.bool_))
+                                 or not 0 <= max_drop <= 100):  # NaN fails too
+        raise ValueError(f"max_drop must lie in [0, 100] points, got {max_drop!r}")
     if not 0 <= margin < 0.5:
         raise ValueError(f"margin must lie in [0, 0.5), got {margin}")
     if not sparsities or any(not 0 <= s < 1 for s in sparsities):
         raise ValueError(f"sparsities must be values in [0, 1), got {tuple(sparsities)}")
-    if not bits or any(not 1 <= b <= 16 for b in bits):
+    if not bits or any(isinstance(b, bool) or not isinstance(b, (int, np.integer))
+                       or not 1 <= b <= 16 for b in bits):
         raise ValueError(f"bits must be values in [1, 16], got {tuple(bits)}")
     if not np.shape(train_data[0])[0]:
         raise ValueError("train_data holds no example")
     task = tasks.Classification() if task is None else task
     preprocess = zdata.Preprocess() if preprocess is None else preprocess
-    selected = ztree.selected_names(variables["params"], include)
+    try:
+        selected = ztree.selected_names(variables["params"], include)
+    except (re.error, OverflowError, RecursionError) as err:
+        raise ValueError(f"include: bad regex {include!r} ({err})") from None
+    kernels = ztree.named_leaves(variables["params"])
+    selected = [name for name in selected if np.ndim(kernels[name]) >= 2]  # as the curves
     floor = _fixed_bytes(variables, set(selected), "float16", dict(metadata or {}))
     if budget is not None and budget * (1 - margin) < floor:
         raise ValueError(f"no setting fits {budget:,} bytes: what the kernels leave (biases, "
@@ -435,7 +445,7 @@ def run(model, variables: Mapping[str, Any], train_data, test_data, *, out: str,
       ``(Plan, compress.Result)``; ``result.report["budget"]`` holds the plan
       (``Plan.to_dict``) with the written bytes and the measured drop.
     """
-    if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
+    if isinstance(tries, bool) or not isinstance(tries, (int, np.integer)) or tries < 1:
         raise ValueError(f"tries must be a positive integer, got {tries!r}")
     task = tasks.Classification(retrain.label_smoothing) if task is None else task
     preprocess = zdata.Preprocess() if preprocess is None else preprocess
@@ -457,9 +467,14 @@ def run(model, variables: Mapping[str, Any], train_data, test_data, *, out: str,
                                f"{budget:,}, and no smaller plan is left ({err}); "
                                "nothing was kept") from None
         curves = found.curves
-        result = compress.run(model, variables, train_data, test_data, found.methods(epochs),
-                              out=out, preprocess=preprocess, task=task, retrain=retrain,
-                              metadata=metadata, **run_kwargs)
+        try:
+            result = compress.run(model, variables, train_data, test_data,
+                                  found.methods(epochs), out=out, preprocess=preprocess,
+                                  task=task, retrain=retrain, metadata=metadata, **run_kwargs)
+        except BaseException:
+            if attempt:  # the file on disk is the earlier one, over the budget
+                os.remove(out)
+            raise
         written = result.report["file_bytes"]
         if budget is None or written <= budget:
             break

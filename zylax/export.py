@@ -51,9 +51,9 @@ reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
 * ``shared`` (k-means): INT8 with one scale for the whole kernel,
   ``max|w| / 127``, so that the codebook's k values stay k distinct bytes,
   which the download's gzip codes in about log2(k) bits (``weights="int8"``,
-  one scale per channel, gives each channel its own bytes: 6% more after
-  gzip -9 on LeNet-300-100 at equal LiteRT top-1; RESULTS.md, "On the phone
-  runtime").
+  one scale per channel, gives each channel its own bytes: 18% more after
+  gzip -9 on LeNet-300-100's Deep Compression file at equal LiteRT top-1;
+  RESULTS.md, "On the phone runtime").
   Not exact (a codebook is not a uniform grid and ``.tflite`` has no palette
   type): ``Layer.max_error`` reports the largest change per layer.
 * ``raw``: float32, as converted (exact).

@@ -220,18 +220,25 @@ def plot_pareto(series: dict, metric: str = "accuracy", dense: dict | None = Non
     return fig
 
 
+def written_paths(json_path: str) -> list[str]:
+    """Every file ``write_with_figures`` writes for ``json_path``: the JSON, the Markdown and
+    the two figures."""
+    stem = os.path.splitext(json_path)[0]
+    return [json_path, f"{stem}.md", f"{stem}_weights.png", f"{stem}_kept.png"]
+
+
 def write_with_figures(result, json_path: str) -> list[str]:
     """``write`` of ``result.report`` (a ``compress.Result``), plus ``<stem>_weights.png``
     (``plot_weights`` of the largest stored params leaf) and ``<stem>_kept.png``
     (``plot_kept``); returns every path written."""
 
     written = write(result.report, json_path)
-    stem = os.path.splitext(json_path)[0]
+    _, _, weights_png, kept_png = written_paths(json_path)
     params = set(ztree.named_leaves(result.snapshots["dense"]))
     largest = max((r for r in result.report["layers"] if r["name"] in params),
                   key=lambda r: r["weights"])["name"]
-    for fig, path in ((plot_weights(result.snapshots, largest), f"{stem}_weights.png"),
-                      (plot_kept(result.report), f"{stem}_kept.png")):
+    for fig, path in ((plot_weights(result.snapshots, largest), weights_png),
+                      (plot_kept(result.report), kept_png)):
         fig.savefig(path, dpi=100)
         written.append(path)
     return written

@@ -10,7 +10,7 @@ import tempfile
 
 import numpy as np
 
-from zylax import presets
+from zylax import presets, report
 
 class UsageError(Exception):
     """A bad command-line argument (exit code 2)."""
@@ -53,6 +53,12 @@ def check_not_input(out: str, source: str | None, flag: str = "--out") -> None:
     if source is not None and os.path.exists(out) and os.path.exists(source) and \
             os.path.samefile(out, source):
         raise UsageError(f"{flag} {out} is the input file; give another path")
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether two paths name one file (spelled alike, or linked to it)."""
+    return os.path.abspath(a) == os.path.abspath(b) or (
+        os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
 
 
 def check_learning_rate(value) -> None:
@@ -146,8 +152,10 @@ def compress_settings(args) -> None:
     check_not_input(args.out, args.baseline_file)
     if args.report:
         check_out_file(args.report, "--report")
-        if os.path.abspath(args.report) == os.path.abspath(args.out):
-            raise UsageError(f"--report {args.report} is the --out file; give another path")
+        for path in report.written_paths(args.report):
+            if _same_path(path, args.out):
+                raise UsageError(f"--report {args.report} writes {path}, the --out file; give "
+                                 "another path")
         check_not_input(args.report, args.baseline_file, "--report")
 
 

@@ -18,8 +18,8 @@ bytes; each file exported by ``zylax.export`` (``weights="auto"``). Both tools s
 60,000 training images with the same normalisation; every top-1 is the LiteRT
 interpreter's over all 10,000 test images. Qwix (the JAX quantization peer) quantizes the
 same zylax baseline's weights post-training (int8 and int4, one scale per channel) and is
-scored in JAX: it writes no file, so its bytes are those of the packed arrays. Compression wall times exclude the dense
-baselines (the zylax one is cached); 2 CPU cores.
+scored in JAX: it writes no file, so its bytes are those of the packed arrays. Compression
+wall times exclude the dense baselines (the zylax one is cached); 2 CPU cores.
 """
 
 from __future__ import annotations

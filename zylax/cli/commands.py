@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 
-from zylax import archive, baseline, budget, compress, export, modelfile, presets, report, sensitivity
-from zylax import tasks, train
+from zylax import archive, baseline, budget, compress, export, modelfile, presets, report
+from zylax import sensitivity, tasks, train
 from zylax import data as zdata
 from zylax.cli.checks import (UsageError, check_chain, check_file_args, check_learning_rate,
                                check_not_input, check_out_file, check_pad_to, compress_settings,

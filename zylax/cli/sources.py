@@ -56,8 +56,9 @@ def check_common(args):
     needed = None if choice.task is None else tasks.get(choice.task).labels
     if needed is not None and needed != labels:
         wanted = [n for n in zdata.names() if zdata.get(n).labels == needed]
-        raise UsageError(f"{choice.task} needs {zdata.LABEL_KINDS[needed].description}: train on --data "
-                         f"{wanted[0] if wanted else '(none registered)'}, not {args.data}")
+        raise UsageError(f"{choice.task} needs {zdata.LABEL_KINDS[needed].description}: train "
+                         f"on --data {wanted[0] if wanted else '(none registered)'}, not "
+                         f"{args.data}")
     if labels == "scenes" and choice.task is None and args.net:
         raise UsageError(f"--data {args.data} has boxes and masks, not class labels; use a "
                          "detection or segmentation net")

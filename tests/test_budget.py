@@ -6,12 +6,15 @@ import json
 import os
 import re
 
+import flax.linen as nn
+import jax
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zylax import archive, budget, cli, compress, tasks
+from zylax import archive, budget, cli, compress, data, tasks
 
 
 def _brute_force(options, *, budget_bytes=None, max_drop=None, fixed=0):
@@ -257,3 +260,49 @@ def test_bad_budgets_are_usage_errors(argv, message, tmp_path, capsys, monkeypat
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert re.search(message, err), err
 
+
+
+class _UsersNet(nn.Module):
+    """A model zylax did not define: its own layer names, BatchNorm, an ``is_training`` flag."""
+
+    @nn.compact
+    def __call__(self, x, is_training: bool = False):
+        x = nn.Conv(8, (3, 3), strides=2, name="stem")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not is_training, name="stem_norm")(x))
+        x = nn.relu(nn.Dense(32, name="features")(x.reshape((x.shape[0], -1))))
+        return nn.Dense(10, name="logits")(x)
+
+
+def test_a_users_batchnorm_model_fits_its_budget_and_keeps_its_accuracy(fmnist_train,
+                                                                        fmnist_test, tmp_path):
+    images, labels = fmnist_train[0][:4000], fmnist_train[1][:4000]
+    test_data = (fmnist_test[0][:2000], fmnist_test[1][:2000])
+    prep = data.Preprocess.fit(images)
+    model = _UsersNet()
+    variables = model.init(jax.random.key(0), prep(images[:1]))
+    tx = optax.adam(1e-3)
+
+    @jax.jit
+    def step(variables, opt_state, x, y):  # the user's own loop
+        def loss(params):
+            logits, updates = model.apply({**variables, "params": params}, x, is_training=True,
+                                          mutable=["batch_stats"])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
+        grads, updates = jax.grad(loss, has_aux=True)(variables["params"])
+        grads, opt_state = tx.update(grads, opt_state)
+        return {**updates, "params": optax.apply_updates(variables["params"], grads)}, opt_state
+
+    opt_state = tx.init(variables["params"])
+    for _ in range(2):
+        for i in range(0, len(images), 100):
+            variables, opt_state = step(variables, opt_state, prep(images[i:i + 100]),
+                                        labels[i:i + 100])
+    out = tmp_path / "users.zyl"
+    found, result = budget.run(model, variables, (images, labels), test_data, out=str(out),
+                               budget=20_000, preprocess=prep, progress=False)
+    assert out.stat().st_size <= 20_000 < archive.leaf_bytes(
+        np.asarray(variables["params"]["features"]["kernel"]))  # 200 KB of float weights
+    assert set(found.choice) == {"stem/kernel", "features/kernel", "logits/kernel"}
+    assert set(result.variables) == {"params", "batch_stats"}  # its statistics stored too
+    rep = result.report
+    assert rep["compressed_accuracy"] >= rep["dense_accuracy"] - 0.02, rep["budget"]

@@ -522,3 +522,11 @@ def test_byte_counts_read_as_people_write_them():
     assert [read(t) for t in ("20000", "20KB", "20kb", "1.5MB", "2KiB", "1MiB", "300 B", "20KIB",
                               "1.001KB")] == [
         20_000, 20_000, 20_000, 1_500_000, 2048, 1 << 20, 300, 20_480, 1001]
+
+
+def test_the_help_describes_the_command(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "train, compress, sensitivity, evaluate, inspect, export" in help_text
+    assert "argument parser" not in help_text  # not a module's own docstring

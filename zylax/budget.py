@@ -95,12 +95,13 @@ def shared_leaf(w, sparsity: float, bits: int) -> Shared:
                   np.asarray(found.indices).astype(index_dtype(2 ** bits)), "auto")
 
 
-def layer_options(w, curves: sensitivity.Sensitivity, name: str, rest_dtype: str | None, *,
-                  sparsities: Sequence[float] = SPARSITIES, bits: Sequence[int] = BITS
-                  ) -> list[Option]:
-    """Every option of leaf ``name`` (``w``, its trained value): kept float, and each
-    (sparsity, bits) pair whose sparsity and bits the curves measured."""
-    options = [Option(0.0, None, _float_bytes(w, rest_dtype), 0.0)]
+def shared_options(w, curves: sensitivity.Sensitivity, name: str, *,
+                   sparsities: Sequence[float] = SPARSITIES, bits: Sequence[int] = BITS
+                   ) -> list[Option]:
+    """The pruned-and-shared options of leaf ``name`` (``w``, its trained value): each
+    (sparsity, bits) pair whose sparsity and bits the curves measured. The kept-float option
+    depends on how the rest is stored and is added by ``plan``."""
+    options = []
     pruned, shared = curves.sparsity[name], curves.bits[name]
     for s in sparsities:
         if s not in pruned and s != 0.0:
@@ -396,10 +397,11 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
                                      preprocess)
     params = ztree.named_leaves(variables["params"])
     plans, smallest = [], []
+    shared = {name: shared_options(params[name], curves, name, sparsities=sparsities,
+                                   bits=bits) for name in curves.weights}
     for rest_dtype in REST_DTYPES:
-        options = {name: layer_options(params[name], curves, name, rest_dtype,
-                                       sparsities=sparsities, bits=bits)
-                   for name in curves.weights}
+        options = {name: [Option(0.0, None, _float_bytes(params[name], rest_dtype), 0.0),
+                          *found] for name, found in shared.items()}
         fixed = _fixed_bytes(variables, set(options), rest_dtype, dict(metadata or {}))
         smallest.append(fixed + sum(min(o.bytes for o in opts) for opts in options.values()))
         extra = half_drop if rest_dtype is not None else 0.0

@@ -71,9 +71,12 @@ def _add_file(parser: argparse.ArgumentParser, *, runs_model: bool = True) -> No
                                  "from a model that is not a registered net")
 
 
+DESCRIPTION = "The zylax command: train, compress, sensitivity, evaluate, inspect, export."
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``zylax`` command."""
-    parser = _Parser(prog="zylax", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="zylax", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a baseline net")

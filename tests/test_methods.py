@@ -43,13 +43,19 @@ ALL = {
     "binary plain stochastic": lambda: methods.binary(scale=None, stochastic=True),
     "pattern": lambda: methods.pattern(),
     "cast": lambda: methods.cast(),
+    "soft share": lambda: methods.soft_share(examples=1000),
     "pattern & share": lambda: methods.combine(methods.pattern(), methods.share(bits=4)),
 }
 """Every method, and a combination, with settings that take some leaves of ``Net``."""
 
+TRAINS_OTHERWISE = {"binary plain stochastic", "soft share"}
+"""Methods whose training forward (``apply`` with an rng) differs from inference: a sampled
+sign, or soft weight-sharing's float weights (snapped to their components in inference)."""
+
 
 def test_every_method_is_registered_and_built_from_a_spec():
-    assert set(methods.METHODS) == {"prune", "share", "ternary", "binary", "pattern", "cast"}
+    assert set(methods.METHODS) == {"prune", "share", "ternary", "binary", "pattern", "cast",
+                                   "soft_share"}
     chain = methods.build("deep")
     assert [m.name for m in chain] == ["prune", "share"]
     chain = methods.build("prune+ttq", {"prune": {"sparsity": 0.7}})
@@ -68,14 +74,15 @@ def test_the_contract_init_apply_tx_store_under_jit(name):
     assert jax.tree.structure(params) == jax.tree.structure(PARAMS)
     for leaf, original in zip(jax.tree.leaves(params), jax.tree.leaves(PARAMS)):
         assert leaf.dtype == original.dtype and leaf.shape == original.shape
-    # a training rng changes nothing for deterministic methods, samples for stochastic ones
+    # a training rng changes nothing for most methods
     sampled = jax.jit(method.apply)(state, jax.random.key(3))
     same = ztree.bit_identical(jax.device_get(sampled), jax.device_get(params))
-    assert same == ("stochastic" not in name)
+    assert same == (name not in TRAINS_OTHERWISE)
     tx = method.tx(optax.adam(1e-2), steps=10)
     opt_state = jax.jit(tx.init)(state["latent"])
-    grads = jax.grad(lambda latent: jnp.sum(jnp.square(Net().apply(
-        {"params": method.apply({"latent": latent, "aux": state["aux"]})}, X))))(state["latent"])
+    grads = jax.grad(lambda latent: jnp.sum(jnp.square(Net().apply(  # as a training step
+        {"params": method.apply({"latent": latent, "aux": state["aux"]}, jax.random.key(4))},
+        X))) + method.penalty({"latent": latent, "aux": state["aux"]}))(state["latent"])
     updates, _ = jax.jit(tx.update)(grads, opt_state, state["latent"])
     moved = optax.apply_updates(state["latent"], updates)
     assert not ztree.bit_identical(jax.device_get(moved), jax.device_get(state["latent"]))

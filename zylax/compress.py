@@ -383,7 +383,8 @@ def run(model, variables, train_data, test_data, methods: Sequence | None = None
     chain = list(default_methods() if methods is None else methods)
     if not chain:
         raise ValueError("methods is empty; give at least one method")
-    stages = [s.bind(model, variables, sample, **inference) for m in chain for s in m.stages()]
+    stages = [s.bind(model, variables, sample, **inference).sized(len(train_data[0]))
+              for m in chain for s in m.stages()]
     names = _stage_names(stages)
     combine(*stages).store_collections(dict(collections))  # a value no type holds fails now
 

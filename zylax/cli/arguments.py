@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--method", default=None, metavar="SPEC",
                    help="the chain of methods: deep (prune+share, the default), ttq, bnn, "
-                        "pattern, any method (prune, share, ternary, binary, pattern, cast) or "
+                        "sws (soft_share+share), any method (prune, share, soft_share, "
+                        "ternary, binary, pattern, cast) or "
                         "a chain of them joined by + (retrained stage after stage: prune+ttq) "
                         "or & (one stage, disjoint layers: pattern&share); a net's preset for "
                         "that chain applies when it has one")

@@ -9,8 +9,9 @@
 
 ``compress.run(model, variables, train, test, methods=chain, out=...)`` runs a
 chain stage by stage, retraining each with its method's ``tx``. The methods:
-``prune``, ``share``, ``ternary``, ``binary``, ``pattern``, ``cast`` (one module
-each: ``pruning``, ``sharing``, ``ttq``, ``bnn``, ``patterns``, ``casting``);
+``prune``, ``share``, ``soft_share``, ``ternary``, ``binary``, ``pattern``, ``cast`` (one
+module each: ``pruning``, ``sharing``, ``soft_sharing``, ``ttq``, ``bnn``, ``patterns``,
+``casting``);
 ``combine`` runs several on disjoint leaves. A module of this package that
 defines ``NAME`` and ``FACTORY`` (its ``Method`` class, called with the
 settings) is found when the package is imported, so a new method is one
@@ -45,9 +46,11 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "deep": ("prune", "share"),
     "ttq": ("ternary",),
     "bnn": ("binary",),
+    "sws": ("soft_share", "share"),
 }
 """Named chains: ``deep`` is Deep Compression (Han et al.); ``ttq`` and ``bnn`` name the
-papers' methods. Any method name and any ``+``-joined chain works too (``prune+ttq``,
+papers' methods; ``sws`` is soft weight-sharing (Ullrich et al.) with the codebooks then
+retrained as Han's. Any method name and any ``+``-joined chain works too (``prune+ttq``,
 ``pattern+share``)."""
 
 

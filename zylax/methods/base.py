@@ -147,6 +147,13 @@ class Method:
                              f"--keep-float none) to compress them")
         return bound
 
+    def sized(self, examples: int) -> "Method":
+        """The method told the training set's size: a method whose loss term is scaled by it
+        has an ``examples`` setting, filled here when None (``compress.run`` calls this)."""
+        if getattr(self, "examples", 0) is None:
+            return dataclasses.replace(self, examples=examples)
+        return self
+
     def init(self, params, key: jax.Array) -> State:
         """The state of ``params`` (module docstring)."""
         return combine(self).init(params, key)
@@ -220,6 +227,10 @@ class Combined:
     def bind(self, model, variables, *args, **kwargs) -> "Combined":
         """Every member bound (``Method.bind``)."""
         return Combined(tuple(m.bind(model, variables, *args, **kwargs) for m in self.members))
+
+    def sized(self, examples: int) -> "Combined":
+        """Every member told the training set's size (``Method.sized``)."""
+        return Combined(tuple(m.sized(examples) for m in self.members))
 
     def init(self, params, key: jax.Array, taken: frozenset = frozenset()) -> State:
         """Each member takes its leaves among those the earlier members (and ``taken``) left."""

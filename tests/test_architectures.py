@@ -199,8 +199,10 @@ def real_batch(fmnist_train):
 def test_one_jitted_step_lowers_loss_and_bn_stats_move_only_in_training(name, real_batch):
     model = SMALL_NETS[name]()
     tx = optax.adam(1e-3)
-    state = train.create_state(model, tx, real_batch["image"][:1])
     mesh = train.data_mesh()
+    # on the mesh from the start, as train.fit puts it: the step's outputs then have the
+    # types of its inputs, and the second step reuses the first one's compiled program
+    state = train.replicate(train.create_state(model, tx, real_batch["image"][:1]), mesh)
     step = train.make_train_step(model, tx, mesh=mesh)
     evaluate = train.make_eval_step(model, mesh=mesh)
     batch = train.shard_batch(real_batch, mesh)

@@ -2,6 +2,7 @@
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -226,3 +227,24 @@ def test_the_learning_rate_is_chosen_on_held_out_training_data_and_recorded(
 def test_the_rate_sweep_goes_on_past_an_edge_that_wins(losses, expected):
     found = compress.next_learning_rate(losses, compress.LEARNING_RATES)
     assert found == pytest.approx(expected) if expected else found is None
+
+
+def test_the_retraining_optimizer_is_cosine_decayed_adam_to_the_bit_and_one_program():
+    params = {"w": jax.random.normal(jax.random.key(0), (30, 20)), "b": jnp.zeros(20)}
+    for rate, steps, decay in ((1e-3, 40, 0.0), (3e-4, 5, 1e-4)):
+        reference = optax.adam(optax.cosine_decay_schedule(rate, steps))
+        if decay:
+            reference = optax.chain(optax.add_decayed_weights(decay), reference)
+        ours = compress.Retrain(weight_decay=decay).optimizer(rate, steps)
+        a, state_a, b, state_b = params, reference.init(params), params, ours.init(params)
+        for t in range(steps + 2):  # past the end of the decay too
+            grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)), a)
+            updates_a, state_a = jax.jit(reference.update)(grads, state_a, a)
+            updates_b, state_b = jax.jit(ours.update)(grads, state_b, b)
+            a, b = optax.apply_updates(a, updates_a), optax.apply_updates(b, updates_b)
+        assert ztree.bit_identical(jax.device_get(a), jax.device_get(b))
+
+    def program(rate):
+        tx = compress.Retrain().optimizer(rate, 100)
+        return jax.jit(tx.update).lower(params, tx.init(params), params).as_text()
+    assert program(1e-3) == program(3e-3)  # a sweep's rates share one compiled step

@@ -24,7 +24,7 @@ import dataclasses
 import math
 import re
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -123,10 +123,39 @@ class Retrain:
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
 
     def optimizer(self, learning_rate: float, steps: int) -> optax.GradientTransformation:
-        """Adam with cosine decay over ``steps``, plus the L2 term."""
-        adam = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1)))
+        """Adam with cosine decay over ``steps``, plus the L2 term: ``optax.adam(
+        optax.cosine_decay_schedule(learning_rate, steps))`` bit for bit, with the rate held
+        in the optimizer's state (``cosine_decayed_rate``)."""
+        adam = optax.chain(optax.scale_by_adam(), cosine_decayed_rate(learning_rate, steps))
         return optax.chain(optax.add_decayed_weights(self.weight_decay), adam) \
             if self.weight_decay else adam
+
+
+class PeakRateState(NamedTuple):
+    """The steps taken and the peak learning rate (an array, so not part of the program)."""
+
+    count: jax.Array
+    peak: jax.Array
+
+
+def cosine_decayed_rate(learning_rate: float, steps: int) -> optax.GradientTransformation:
+    """Updates times ``-learning_rate * (1 + cos(pi * min(t, steps) / steps)) / 2`` at step
+    ``t``: ``optax.scale_by_learning_rate(optax.cosine_decay_schedule(learning_rate, steps))``
+    to the bit, with ``learning_rate`` in the state rather than baked into the compiled step,
+    so the runs of a learning-rate sweep share one compiled program (and its cache entry)."""
+    decay = optax.cosine_decay_schedule(1.0, max(steps, 1))
+
+    def init_fn(params):
+        del params
+        return PeakRateState(jnp.zeros([], jnp.int32), jnp.asarray(learning_rate, jnp.float32))
+
+    def update_fn(updates, state, params=None):
+        del params
+        step_size = -1 * (state.peak * decay(state.count))
+        updates = jax.tree.map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+        return updates, PeakRateState(optax.safe_int32_increment(state.count), state.peak)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 @dataclasses.dataclass

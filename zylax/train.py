@@ -665,8 +665,9 @@ def _warn_about_training_mode(model, state: TrainState, method, sample, train_fl
     key = (type(model).__name__, train_flag)
     if key in _WARNED:
         return
-    variables = {"params": model_params(method, state.params, state.aux), **state.collections}
-    issues = training_mode_issues(model, variables, jnp.asarray(sample), train_flag)
+    params = jax.eval_shape(lambda p, aux: model_params(method, p, aux), state.params, state.aux)
+    issues = training_mode_issues(model, {"params": params, **state.collections},
+                                  jnp.asarray(sample), train_flag)
     if issues:
         _WARNED.add(key)
         warnings.warn(f"{type(model).__name__}: training leaves {', '.join(issues[:3])}"

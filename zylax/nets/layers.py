@@ -70,9 +70,11 @@ def training_mode_issues(model, variables, x, flag: str | None = None,
     """The BatchNorm and Dropout layers that a training-mode call of ``model`` leaves in
     inference mode (``use_running_average`` or ``deterministic`` still True).
 
-    Runs ``model.apply(variables, x, **mode_kwargs(model, True, flag))`` once,
+    Traces ``model.apply(variables, x, **mode_kwargs(model, True, flag))`` once,
     with ``mutable`` collections and a dropout key, and names each such layer
     by its module path. An empty list means training reaches every one of them.
+    The call is abstract (``jax.eval_shape``): nothing is computed or compiled,
+    and ``variables`` and ``x`` may be ``jax.ShapeDtypeStruct``s.
     """
     found: list[str] = []
 
@@ -85,9 +87,12 @@ def training_mode_issues(model, variables, x, flag: str | None = None,
                 found.append("/".join(module.path) or type(module).__name__)
         return next_fun(*args, **kwargs)
 
+    def call(variables, x):
+        return model.apply(variables, x, mutable=[c for c in mutable if c in variables],
+                           rngs={"dropout": jax.random.key(0)}, **mode_kwargs(model, True, flag))
+
     with nn.intercept_methods(record):
-        model.apply(variables, x, mutable=[c for c in mutable if c in variables],
-                    rngs={"dropout": jax.random.key(0)}, **mode_kwargs(model, True, flag))
+        jax.eval_shape(call, variables, x)  # not run op by op: that compiled each op first
     return found
 
 

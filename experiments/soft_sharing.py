@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/soft_sharing")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--tau", type=float, default=0.5)
-    parser.add_argument("--initial-std", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    parser.add_argument("--initial-std", type=float, nargs="+", default=[0.1, 0.25])
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from zylax import archive, compress, data, methods
+from zylax import archive, compress, data, methods, presets
 from zylax.methods.soft_sharing import power_of_two, shared_leaf, the_mixture
 from zylax.transforms import mixture as mix
 
@@ -92,14 +92,27 @@ def test_the_prior_pulls_weights_onto_its_components_and_tightens():
     assert sigma_after < sigma_before
 
 
-def test_one_mixture_serves_every_layer_in_one_scale():
+def test_one_mixture_serves_every_layer_each_in_its_own_scale():
     params = {"a": {"kernel": jnp.linspace(-1, 1, 60).reshape(6, 10)},
-              "b": {"kernel": jnp.linspace(-0.1, 0.3, 20).reshape(4, 5)}}
-    state = methods.soft_share(examples=10).init(params, jax.random.key(0))
+              "b": {"kernel": jnp.linspace(-0.01, 0.03, 20).reshape(4, 5)}}
+    method = methods.soft_share(examples=10)
+    state = method.init(params, jax.random.key(0))
     own, aux = state["latent"]["own"][0], state["aux"][0]
     assert sum(1 for o in own.values() if o) == 1
-    assert float(aux["a/kernel"]["scale"]) == float(aux["b/kernel"]["scale"])
+    assert float(aux["a/kernel"]["scale"]) == 0.5 and float(aux["b/kernel"]["scale"]) == 2 ** -6
+    snapped = method.apply(state)  # the small layer is not pruned away for its scale
+    assert np.count_nonzero(np.asarray(snapped["b"]["kernel"])) > 4
     assert float(power_of_two(jnp.float32(0.3))) == 0.25
+
+
+def test_the_snapped_weights_pass_the_gradient_straight_through():
+    params = {"d": {"kernel": jax.random.normal(jax.random.key(0), (20, 30)) * 0.1}}
+    method = methods.soft_share(examples=10)
+    state = method.init(params, jax.random.key(1))
+    grads = jax.grad(lambda latent: jnp.sum(jnp.arange(600.0).reshape(20, 30) * method.apply(
+        {"latent": latent, "aux": state["aux"]})["d"]["kernel"]))(state["latent"])
+    np.testing.assert_array_equal(grads["params"]["d"]["kernel"],
+                                  np.arange(600.0).reshape(20, 30))
 
 
 def test_the_stored_leaf_holds_only_the_values_used_and_decodes_exactly():
@@ -115,7 +128,11 @@ def test_the_stored_leaf_holds_only_the_values_used_and_decodes_exactly():
 @pytest.mark.parametrize("settings, message", [
     ({"components": 1}, "components"), ({"zero_mixing": 1.0}, "zero_mixing"),
     ({"tau": -1.0}, "tau"), ({"examples": 0}, "examples"), ({"hyper": (0.0, 1.0)}, "hyper"),
-    ({"prior_learning_rates": (1e-3, 1e-3)}, "prior_learning_rates")])
+    ({"prior_learning_rates": (1e-3, 1e-3)}, "prior_learning_rates"),
+    ({"zero_hyper": "12"}, "zero_hyper"), ({"prior_learning_rates": "123"}, "prior_learning_rates"),
+    ({"zero_mixing": "0.9"}, "zero_mixing"), ({"zero_mixing": None}, "zero_mixing"),
+    ({"tau": True}, "tau"), ({"hyper": 5.0}, "hyper"), ({"initial_std": 1e-20}, "initial_std"),
+    ({"examples": 3.0}, "examples")])
 def test_bad_settings_are_refused_by_name(settings, message):
     with pytest.raises(ValueError, match=message):
         methods.soft_share(**settings)
@@ -127,6 +144,15 @@ def test_without_the_training_set_size_the_penalty_says_so():
     with pytest.raises(ValueError, match="examples"):
         method.penalty(state)
     assert method.sized(500).examples == 500 and methods.soft_share(examples=7).sized(9).examples == 7
+    assert methods.soft_share(components=np.int64(9), examples=np.int64(30)).components == 9
+
+
+def test_the_sws_recipe_shares_four_bits_and_the_cli_sets_its_epochs():
+    soft, share = methods.build("sws")
+    assert soft.name == "soft_share" and share.bits == 4
+    assert methods.build("sws", {"share": {"bits": 6}})[1].bits == 6  # given settings win
+    chain = presets.override({}, "sws", finetune_epochs=2).chain()  # zylax compress flags
+    assert [m.epochs for m in chain] == [2, 2]
 
 
 class UserMLP(nn.Module):

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from zylax import compress, methods
 
-NOT_PRUNING = ("share", "ternary", "binary", "pattern", "cast")
+NOT_PRUNING = ("share", "soft_share", "ternary", "binary", "pattern", "cast")
 """Methods that fine-tune after pruning (``finetune_epochs`` sets their epochs)."""
 
 

@@ -9,6 +9,8 @@ dtype (float32 or bfloat16).
 * ``stochastic_sign``: BNN stochastic binarization (eq. 2), +1 with probability
   ``hard_sigmoid(x) = clip((x + 1) / 2, 0, 1)``, same gradient as ``sign``.
 * ``ternary``: Trained Ternary Quantization (Zhu et al. 2017, eqs. 6-8).
+* ``snap``: soft weight-sharing's snap to component means (Ullrich et al. 2017),
+  identity gradient.
 """
 
 from __future__ import annotations
@@ -110,3 +112,26 @@ def _ternary_bwd(residual, g):
 
 
 ternary.defvjp(_ternary_fwd, _ternary_bwd)
+
+
+@jax.custom_vjp
+def snap(w: jax.Array, snapped: jax.Array) -> jax.Array:
+    """Soft weight-sharing's quantization (Ullrich et al. 2017, section 5): ``snapped`` (each
+    weight of ``w`` replaced by its most responsible component's mean) forward; the
+    gradient reaches ``w`` unchanged and ``snapped`` none. The paper trains the float weights
+    (``methods.soft_share`` does, given an rng); this gradient serves a loop that runs the
+    snapped weights."""
+    del w
+    return snapped
+
+
+def _snap_fwd(w, snapped):
+    return snapped, None
+
+
+def _snap_bwd(residual, g):
+    del residual
+    return g, jnp.zeros_like(g)
+
+
+snap.defvjp(_snap_fwd, _snap_bwd)

@@ -50,8 +50,14 @@ RECIPES: dict[str, tuple[str, ...]] = {
 }
 """Named chains: ``deep`` is Deep Compression (Han et al.); ``ttq`` and ``bnn`` name the
 papers' methods; ``sws`` is soft weight-sharing (Ullrich et al.) with the codebooks then
-retrained as Han's. Any method name and any ``+``-joined chain works too (``prune+ttq``,
-``pattern+share``)."""
+retrained as Han's (``RECIPE_SETTINGS``). Any method name and any ``+``-joined chain works too
+(``prune+ttq``, ``pattern+share``)."""
+
+RECIPE_SETTINGS: dict[str, dict[str, dict]] = {
+    "sws": {"share": {"bits": 4}},
+}
+"""Settings a recipe brings, under the ones given to ``build``: ``sws`` shares 4 bits, the 16
+non-zero values ``soft_share``'s 17 components leave."""
 
 
 def get(name: str) -> Callable[..., Method]:
@@ -84,6 +90,9 @@ def build(spec: str | Sequence, settings: Mapping[str, Mapping] | None = None) -
     settings = dict(settings or {})
     if isinstance(spec, str):
         chain_names(spec)  # every name known
+        for part in spec.split("+"):
+            for name, values in RECIPE_SETTINGS.get(part.strip(), {}).items():
+                settings[name] = {**values, **settings.get(name, {})}
         stages = "+".join("+".join(RECIPES.get(p.strip(), (p.strip(),)))
                           for p in spec.split("+"))
         chain = []
@@ -105,5 +114,6 @@ def __dir__():
     return sorted([*globals(), *METHODS])
 
 
-__all__ = ["EXECUTION_ORDER", "Combined", "METHODS", "Method", "RECIPES", "State", "build",
+__all__ = ["EXECUTION_ORDER", "Combined", "METHODS", "Method", "RECIPES", "RECIPE_SETTINGS",
+           "State", "build",
            "chain_names", "combine", "get", *METHODS]

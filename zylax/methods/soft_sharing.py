@@ -7,13 +7,16 @@ minimum-description-length bound; ``N`` is the training set's size,
 ``examples``). Component 0 sits at 0 with mixing weight ``zero_mixing``, so
 the prior prunes and clusters in one run. As in the paper, one mixture
 serves every selected layer (its trainable arrays are kept with the first
-layer's ``own``); it reads the weights in units of their joint starting
-standard deviation (rounded to a power of two), so one setting fits models
-of any weight scale.
+layer's ``own``); it reads each layer's weights in units of that layer's
+starting standard deviation (rounded to a power of two), so one setting fits
+layers and models of any weight scale.
 
-Training runs the float weights; inference (``apply`` without ``rng``, the
-scores, the next stage and the file) runs each weight snapped to the mean of
-its most responsible component, component 0 giving an exact zero. Stored by
+Training (``apply(state, rng)``, as ``train.fit`` calls it) runs the float
+weights; inference (``apply(state)``: the scores, the next stage and the file)
+runs each weight snapped to the mean of its most responsible component,
+component 0 giving an exact zero, with an identity gradient
+(``straight_through.snap``). A loop of your own adds ``method.penalty(state)``
+to its loss and passes ``examples`` (or calls ``.sized(n)``). Stored by
 the ``shared`` codec: the used means as the codebook, Huffman-coded indices.
 The mixture trains with Adam at its own learning rates (means, log precisions,
 mixing logits), as the paper's code; the weights with the run's optimizer,
@@ -23,13 +26,16 @@ their zeros kept.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+import math
+import numbers
+from typing import ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from zylax import straight_through as st
 from zylax.containers import Shared
 from zylax.methods.base import Method, latent_and_own
 from zylax.transforms import mixture as mix
@@ -51,8 +57,8 @@ class SoftShare(Method):
         epochs and more; zylax's 0.5 is what RESULTS.md measures in the default 10.
       examples: ``N``, the training set's size (the loss is per example); None until
         ``sized`` fills it (``compress.run`` does).
-      initial_std: every component's starting std, in units of the kernels' joint
-        std (wider prunes more at once: RESULTS.md "Soft weight-sharing").
+      initial_std: every component's starting std, in units of each layer's std, in
+        [1e-3, 1e3] (wider prunes more at once: RESULTS.md "Soft weight-sharing").
       zero_hyper, hyper: the Gamma hyper-prior ``(a, b)`` on the precisions of
         component 0 and of the others, in the same units (modes at std 0.1:
         a strong hold on the zero component, a weak one on the others).
@@ -65,7 +71,7 @@ class SoftShare(Method):
     zero_mixing: float = 0.999
     tau: float = 0.5
     examples: int | None = None
-    initial_std: float = 0.25
+    initial_std: float = 0.1
     zero_hyper: tuple[float, float] = (5000.0, 50.0)
     hyper: tuple[float, float] = (50.0, 0.5)
     prior_learning_rates: tuple[float, float, float] = (2e-3, 3e-3, 3e-3)
@@ -76,33 +82,21 @@ class SoftShare(Method):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.components, bool) or not isinstance(self.components, int) \
-                or not 2 <= self.components <= 257:
-            raise ValueError(f"soft_share: components must be an integer in [2, 257], got "
-                             f"{self.components!r}")
-        if not 0.0 < self.zero_mixing < 1.0:
-            raise ValueError(f"soft_share: zero_mixing must lie in (0, 1), got "
-                             f"{self.zero_mixing!r}")
-        if not 0.0 <= self.tau < float("inf"):
-            raise ValueError(f"soft_share: tau must be finite and >= 0, got {self.tau!r}")
-        if self.examples is not None and (isinstance(self.examples, bool) or
-                                          not isinstance(self.examples, int) or
-                                          self.examples < 1):
-            raise ValueError(f"soft_share: examples must be an integer >= 1, got "
-                             f"{self.examples!r}")
-        positive = {"initial_std": (self.initial_std,), "zero_hyper": self.zero_hyper,
-                    "hyper": self.hyper, "prior_learning_rates": self.prior_learning_rates}
-        for field, values in positive.items():
-            if not all(0.0 < float(v) < float("inf") for v in values):
-                raise ValueError(f"soft_share: {field} must be positive and finite, got "
+        object.__setattr__(self, "components", _integer("components", self.components, 2, 257))
+        if self.examples is not None:
+            object.__setattr__(self, "examples", _integer("examples", self.examples, 1, None))
+        _number("zero_mixing", self.zero_mixing, "in (0, 1)", lambda v: 0.0 < v < 1.0)
+        _number("tau", self.tau, "finite and >= 0", lambda v: 0.0 <= v < math.inf)
+        _number("initial_std", self.initial_std, "in [1e-3, 1e3]", lambda v: 1e-3 <= v <= 1e3)
+        for field, size in (("zero_hyper", 2), ("hyper", 2), ("prior_learning_rates", 3)):
+            values = getattr(self, field)
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or \
+                    len(values) != size:
+                raise ValueError(f"soft_share: {field} must be {size} positive numbers, got "
                                  f"{values!r}")
-        object.__setattr__(self, "zero_hyper", tuple(self.zero_hyper))
-        object.__setattr__(self, "hyper", tuple(self.hyper))
-        object.__setattr__(self, "prior_learning_rates", tuple(self.prior_learning_rates))
-        if len(self.zero_hyper) != 2 or len(self.hyper) != 2 or \
-                len(self.prior_learning_rates) != 3:
-            raise ValueError("soft_share: zero_hyper and hyper are (a, b) pairs, "
-                             "prior_learning_rates three rates")
+            for value in values:
+                _number(field, value, "positive and finite", lambda v: 0.0 < v < math.inf)
+            object.__setattr__(self, field, tuple(float(v) for v in values))
 
     def init_leaves(self, leaves, key):
         del key
@@ -111,16 +105,14 @@ class SoftShare(Method):
             if ztree.is_concrete(kept[name]) and np.size(w) and not np.any(kept[name]):
                 raise ValueError(f"soft_share: {name!r} has no kept weight (pruned whole); "
                                  "exclude it")
-        values = jnp.concatenate([w.astype(jnp.float32).ravel() for w in leaves.values()])
+        scales = {name: power_of_two(kept_std(w, kept[name])) for name, w in leaves.items()}
+        units = jnp.concatenate([(w / scales[name]).astype(jnp.float32).ravel()
+                                 for name, w in leaves.items()])
         mask = jnp.concatenate([k.ravel() for k in kept.values()])
-        count = jnp.maximum(jnp.sum(mask), 1)
-        mean = jnp.sum(jnp.where(mask, values, 0)) / count
-        std = jnp.sqrt(jnp.sum(jnp.where(mask, jnp.square(values - mean), 0)) / count)
-        scale = power_of_two(std)
-        mixture = mix.initial_mixture(values / scale, mask, self.components, self.initial_std)
+        mixture = mix.initial_mixture(units, mask, self.components, self.initial_std)
         first = next(iter(leaves))
         own = {name: dict(zip(GROUPS, mixture)) if name == first else {} for name in leaves}
-        aux = {name: {"scale": scale, "kept": kept[name]} for name in leaves}
+        aux = {name: {"scale": scales[name], "kept": kept[name]} for name in leaves}
         return dict(leaves), own, aux
 
     def _codebook_and_indices(self, w, mixture, aux):
@@ -136,7 +128,7 @@ class SoftShare(Method):
         out = {}
         for name, w in latent.items():
             values, picked = self._codebook_and_indices(w, mixture, aux[name])
-            out[name] = values[picked]
+            out[name] = st.snap(w, values[picked])
         return out
 
     def penalty_leaves(self, latent, own, aux):
@@ -170,6 +162,29 @@ class SoftShare(Method):
 def the_mixture(own: dict) -> mix.Mixture:
     """The one mixture of a ``SoftShare``'s leaves (kept with its first leaf's ``own``)."""
     return mix.Mixture(*(next(o for o in own.values() if o)[g] for g in GROUPS))
+
+
+def kept_std(w: jax.Array, kept: jax.Array) -> jax.Array:
+    """The standard deviation of the ``kept`` entries of ``w`` (float32 scalar)."""
+    values = w.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(kept), 1)
+    mean = jnp.sum(jnp.where(kept, values, 0)) / count
+    return jnp.sqrt(jnp.sum(jnp.where(kept, jnp.square(values - mean), 0)) / count)
+
+
+def _integer(field: str, value, low: int, high: int | None) -> int:
+    """``value`` as an int in ``[low, high]``; a one-line ``ValueError`` naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
+            (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"soft_share: {field} must be an integer {bound}, got {value!r}")
+    return int(value)
+
+
+def _number(field: str, value, what: str, ok) -> None:
+    """Refuses a ``value`` that is no real number or fails ``ok``, naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(float(value)):
+        raise ValueError(f"soft_share: {field} must be {what}, got {value!r}")
 
 
 def power_of_two(std: jax.Array) -> jax.Array:

@@ -1,8 +1,9 @@
-"""The Gaussian-mixture prior of soft weight-sharing (Ullrich, Meeds, Welling 2017), per layer.
+"""The Gaussian-mixture prior of soft weight-sharing (Ullrich, Meeds, Welling 2017).
 
-A layer's weights ``w`` are read in units of their standard deviation ``s``
-at the start (``u = w / s``), so one set of settings fits layers of any
-scale. The prior on each ``u_i`` is a mixture of ``J`` Gaussians (eq. 4)::
+The functions take weights ``u`` in the units the caller chose
+(``methods.soft_share``: each layer's weights over its starting standard
+deviation, one mixture for all layers). The prior on each ``u_i`` is a
+mixture of ``J`` Gaussians (eq. 4)::
 
     p(u_i) = sum_j pi_j N(u_i | mu_j, 1 / lambda_j)
 
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 
 
 class Mixture(NamedTuple):
-    """Trainable parameters of one layer's prior: ``means (J-1,)`` (component 0 is fixed at
+    """Trainable parameters of the prior: ``means (J-1,)`` (component 0 is fixed at
     0), ``log_precisions (J,)`` and ``mixing_logits (J-1,)``, all float32."""
 
     means: jax.Array
@@ -36,8 +37,8 @@ class Mixture(NamedTuple):
 
 def initial_mixture(u: jax.Array, kept: jax.Array, components: int,
                     initial_std: float) -> Mixture:
-    """The start (Ullrich's code, in units of the layer's std): means evenly spaced over the
-    kept weights' range, every component of std ``initial_std``, equal non-zero mixing."""
+    """The start (Ullrich's code): means evenly spaced over the range of the ``kept`` ``u``,
+    every component of std ``initial_std``, equal non-zero mixing."""
     big = jnp.finfo(jnp.float32).max
     low = jnp.min(jnp.where(kept, u, big))
     high = jnp.max(jnp.where(kept, u, -big))

@@ -156,11 +156,12 @@ def test_the_sws_recipe_shares_four_bits_and_the_cli_sets_its_epochs():
 
 
 class UserMLP(nn.Module):
-    """A user's own MLP with Dropout and a ``training`` flag."""
+    """A user's own MLP with BatchNorm, Dropout and a ``training`` flag."""
 
     @nn.compact
     def __call__(self, x, training: bool = False):
-        x = nn.relu(nn.Dense(128, name="hidden")(x.reshape((x.shape[0], -1))))
+        x = nn.Dense(128, use_bias=False, name="hidden")(x.reshape((x.shape[0], -1)))
+        x = nn.relu(nn.BatchNorm(use_running_average=not training, name="norm")(x))
         x = nn.Dropout(0.2, deterministic=not training)(x)
         return nn.Dense(10, name="out")(x)
 
@@ -177,7 +178,9 @@ def test_the_sws_recipe_on_a_users_model_writes_a_small_file_that_keeps_its_accu
     result = compress.run(model, trained, train_data, test_data, chain, out=str(tmp_path / "sws.zyl"), progress=False,
                           retrain=compress.Retrain(learning_rate=1e-3))
     rep = result.report
-    kernels = [np.asarray(layer["kernel"]) for layer in result.variables["params"].values()]
+    kernels = [np.asarray(layer["kernel"]) for layer in result.variables["params"].values()
+               if "kernel" in layer]
+    assert "batch_stats" in result.variables
     assert all(np.unique(k).size <= 17 for k in kernels)
     assert rep["ratio"] > 10
     assert rep["compressed_accuracy"] > rep["dense_accuracy"] - 0.03

@@ -32,3 +32,19 @@ def lenet300_trained(fmnist_train):
     result = train.fit(model, optax.adam(1e-3), (images, labels), epochs=2, batch_size=100,
                        preprocess=prep, progress=False)
     return model, result.variables, (images, labels), prep
+
+
+LONGEST_FIRST = (
+    "notebooks/04_your_own_model.ipynb", "tests/test_cli.py", "tests/test_budget.py",
+    "tests/test_architectures.py", "tests/test_methods_end_to_end.py",
+    "notebooks/05_detection_segmentation.ipynb", "tests/test_methods.py", "tests/test_tasks.py",
+    "tests/test_fuzz_archive.py")
+"""The files that take longest (over a minute each on 2 cores), longest first."""
+
+
+def pytest_collection_modifyitems(items):
+    """Runs ``LONGEST_FIRST`` before every other file, in that order (the rest keep theirs):
+    ``scripts/test.sh``'s two workers take whole files in collection order, so a long file
+    left to the end would keep one worker busy while the other waits."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

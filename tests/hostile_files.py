@@ -9,6 +9,7 @@ whose figures are in SECURITY.md). ``catalogue()`` groups the files by class
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 import struct
@@ -393,6 +394,7 @@ def loader_catalogue() -> dict[str, bytes]:
     return cases
 
 
+@functools.cache
 def catalogue() -> dict[str, dict[str, bytes]]:
     """Every crafted file, by class: ``{"loader": {...}, "names": {...}, ...}``.
 

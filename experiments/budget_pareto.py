@@ -33,10 +33,11 @@ BUDGETS = {"lenet300": (12_000, 16_000, 23_000, 40_000),
 """File budgets in bytes per model."""
 
 
-def lenet300(train_data):
-    """The registry's LeNet-300-100 baseline, reused from the CLI's cache when there."""
-    choice = baseline.choose_model("lenet300", None, None, None)
-    folder = baseline.baseline_dir(os.path.join("runs", "lenet300-fashion_mnist-seed0"),
+def registry_baseline(net: str, train_data):
+    """The registry's ``net`` baseline (its recipe, seed 0), reused from the CLI's cache
+    (``runs/<net>-fashion_mnist-seed0``) when there."""
+    choice = baseline.choose_model(net, None, None, None)
+    folder = baseline.baseline_dir(os.path.join("runs", f"{net}-fashion_mnist-seed0"),
                                    choice, data="fashion_mnist", seed=0,
                                    epochs=choice.recipe.epochs, max_examples=None,
                                    train_flag=None)
@@ -45,7 +46,12 @@ def lenet300(train_data):
         choice, train_data, preprocess, epochs=choice.recipe.epochs, seed=0,
         checkpoint_dir=folder, dataset=data.get("fashion_mnist"), quiet=True)
     retrain = compress.Retrain(batch_size=choice.recipe.batch_size)
-    return model, trained.variables, preprocess, retrain, {"net": "lenet300"}
+    return model, trained.variables, preprocess, retrain, {"net": net}
+
+
+def lenet300(train_data):
+    """The registry's LeNet-300-100 baseline (``registry_baseline``)."""
+    return registry_baseline("lenet300", train_data)
 
 
 def user_cnn(train_data):

@@ -379,7 +379,7 @@ plt.show()'''),
                "(`experiments/models/`), scored on test scenes and drawn next to the ground "
                "truth; then the paper's configurations, counted; last a tiny training demo, "
                "which shows the API, not what training reaches. `ZYLAX_SMALL=1` (CI) scores "
-               "the kept models on the first 500 test scenes and trains the demo for 30 steps."),
+               "the kept models on the first 500 test scenes and trains the demo for 10 steps."),
         ("code", INSTALL),
         ("code", '''import dataclasses, os
 import jax

@@ -277,7 +277,7 @@ print("SqueezeNet 1.1 after one short epoch:", acc)'''),
                "library (pruning + weight sharing, pruning + TTQ, BNN) into `.zyl` files, "
                "reload them and compare size and accuracy, all measured on what was decoded "
                "from the files. "
-               "`ZYLAX_SMALL=1` (CI) trains on 6,000 images for two epochs and tests on 2,000."),
+               "`ZYLAX_SMALL=1` (CI) trains on 3,000 images for two epochs and tests on 1,000."),
         ("code", INSTALL),
         ("code", '''import functools, os, tempfile
 import flax.linen as nn
@@ -293,7 +293,7 @@ SMALL = os.environ.get("ZYLAX_SMALL") == "1"
 EPOCHS = 2 if SMALL else 8
 train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
 if SMALL:
-    train_data, test_data = tuple(a[:6000] for a in train_data), tuple(a[:2000] for a in test_data)
+    train_data, test_data = tuple(a[:3000] for a in train_data), tuple(a[:1000] for a in test_data)
 prep = data.Preprocess.fit(train_data[0])  # statistics of our own training images
 folder = tempfile.mkdtemp()'''),
         ("code", '''class Block(nn.Module):
@@ -337,9 +337,8 @@ print("collections:", list(dense), " dense accuracy:", dense_accuracy)'''),
         ("md", "## 1. Deep Compression, TTQ and BNN, each in one call\n\n"
                "`compress.run` takes any chain of `zylax.methods` (one stage a method, one epoch "
                "each, a learning rate chosen on held-out training images; the quick run, "
-               "`ZYLAX_SMALL=1`, takes a fixed 1e-2 instead, the rate that choice gives "
-               "prune+TTQ there). The chain below prunes 70%, more than the defaults' 50%; the "
-               "table shows what that costs at this setting. TTQ and BNN keep the first and "
+               "`ZYLAX_SMALL=1`, takes a fixed 1e-2 instead). The chain below prunes 70%, more "
+               "than the defaults' 50%; the table shows what that costs at this setting. TTQ and BNN keep the first and "
                "last layers float, found in execution order."),
         ("code", '''chains = {
     "prune+share (Deep Compression)": [methods.prune(sparsity=0.7), methods.share(bits=5)],

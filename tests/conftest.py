@@ -35,11 +35,12 @@ def lenet300_trained(fmnist_train):
 
 
 LONGEST_FIRST = (
-    "notebooks/04_your_own_model.ipynb", "tests/test_cli.py", "tests/test_budget.py",
-    "tests/test_architectures.py", "tests/test_methods_end_to_end.py",
-    "notebooks/05_detection_segmentation.ipynb", "tests/test_methods.py", "tests/test_tasks.py",
-    "tests/test_fuzz_archive.py")
-"""The files that take longest (over a minute each on 2 cores), longest first."""
+    "tests/test_cli.py", "tests/test_budget.py", "tests/test_architectures.py",
+    "tests/test_methods_end_to_end.py", "notebooks/05_detection_segmentation.ipynb",
+    "tests/test_methods.py", "notebooks/04_your_own_model.ipynb", "tests/test_tasks.py",
+    "tests/test_fuzz_archive.py", "tests/test_kept_models.py", "tests/test_dense_heads.py",
+    "tests/test_readme.py")
+"""The files that take longest (about a minute or more each on 2 cores), longest first."""
 
 
 def pytest_collection_modifyitems(items):

@@ -30,6 +30,46 @@ def nonzero_fraction(variables: dict) -> float:
     return float(sum(np.count_nonzero(k) for k in kernels) / sum(k.size for k in kernels))
 
 
+def measured(chain: list, out: str, trained: tuple, train_data, test_data) -> dict:
+    """``compress.run`` of ``chain`` on ``trained`` (``lenet300(train_data)``) at a fixed Adam
+    rate of 1e-3 and batches of 256, writing ``out``: its bytes, ratio, non-zero fraction,
+    dense and from-the-file accuracies."""
+    model, variables, preprocess, _, metadata = trained
+    result = compress.run(model, variables, train_data, test_data, chain, out=out,
+                          preprocess=preprocess, progress=False,
+                          retrain=compress.Retrain(learning_rate=1e-3, batch_size=256),
+                          metadata={**metadata, "data": "fashion_mnist"})
+    rep = result.report
+    return {"file_bytes": rep["file_bytes"], "ratio": rep["ratio"],
+            "nonzero": nonzero_fraction(result.variables),
+            "dense_accuracy": rep["dense_accuracy"], "file_accuracy": rep["compressed_accuracy"]}
+
+
+def sweep(out: str, runs: list) -> None:
+    """Compresses the registry's LeNet-300-100 baseline once per ``(settings, chain, name)`` of
+    ``runs``: ``measured`` writes ``<out>/<name>``; prints one Markdown row per file (the
+    ``settings`` values first) and writes every row to ``<out>/results.json``."""
+    os.makedirs(out, exist_ok=True)
+    train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
+    trained = lenet300(train_data)
+    columns = [*(key.replace("_", " ") for key in runs[0][0]), "file bytes", "ratio",
+               "non-zero", "dense", "from the file", "drop"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    results = []
+    for settings, chain, name in runs:
+        row = {**settings, **measured(chain, os.path.join(out, name), trained, train_data,
+                                      test_data)}
+        results.append(row)
+        cells = [f"{value:g}" for value in settings.values()] + [
+            f"{row['file_bytes']:,}", f"{row['ratio']:.1f}x", f"{100 * row['nonzero']:.1f}%",
+            f"{100 * row['dense_accuracy']:.2f}%", f"{100 * row['file_accuracy']:.2f}%",
+            f"{100 * (row['dense_accuracy'] - row['file_accuracy']):.2f}"]
+        print("| " + " | ".join(cells) + " |", flush=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/soft_sharing")
@@ -37,34 +77,10 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=0.5)
     parser.add_argument("--initial-std", type=float, nargs="+", default=[0.1, 0.25])
     args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
-    model, variables, preprocess, _, metadata = lenet300(train_data)
-    print("| initial std | tau | epochs | file bytes | ratio | non-zero | dense | from the file "
-          "| drop |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    results = []
-    for std in args.initial_std:
-        chain = [methods.soft_share(initial_std=std, tau=args.tau, epochs=args.epochs),
-                 methods.share(bits=4, epochs=1)]
-        result = compress.run(model, variables, train_data, test_data, chain,
-                              out=os.path.join(args.out, f"lenet300-std{std:g}.zyl"),
-                              preprocess=preprocess, progress=False,
-                              retrain=compress.Retrain(learning_rate=1e-3, batch_size=256),
-                              metadata={**metadata, "data": "fashion_mnist"})
-        rep = result.report
-        row = {"initial_std": std, "tau": args.tau, "epochs": args.epochs,
-               "file_bytes": rep["file_bytes"], "ratio": rep["ratio"],
-               "nonzero": nonzero_fraction(result.variables),
-               "dense_accuracy": rep["dense_accuracy"],
-               "file_accuracy": rep["compressed_accuracy"]}
-        results.append(row)
-        print(f"| {std:g} | {args.tau:g} | {args.epochs} | {row['file_bytes']:,} | "
-              f"{row['ratio']:.1f}x | {100 * row['nonzero']:.1f}% | "
-              f"{100 * row['dense_accuracy']:.2f}% | {100 * row['file_accuracy']:.2f}% | "
-              f"{100 * (row['dense_accuracy'] - row['file_accuracy']):.2f} |", flush=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    sweep(args.out, [({"initial_std": std, "tau": args.tau, "epochs": args.epochs},
+                      [methods.soft_share(initial_std=std, tau=args.tau, epochs=args.epochs),
+                       methods.share(bits=4, epochs=1)],
+                      f"lenet300-std{std:g}.zyl") for std in args.initial_std])
 
 
 if __name__ == "__main__":

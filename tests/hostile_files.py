@@ -324,9 +324,22 @@ def _cast_inf() -> bytes:
                   np.array([1.0, np.inf], np.float16).tobytes()])
 
 
+def _empty_ans_layer(columns: int) -> bytes:
+    """A shared leaf of shape ``[0, columns]`` in the ans form: no weight, one line a column."""
+    from zylax.coding import huffman
+
+    sections = [np.ones(1, np.float32).tobytes(), huffman.encode(np.zeros(0, np.int64)),
+                b"\0", b""]
+    leaf = {**_leaf("w", "shared", shape=[0, columns], k=1, form="ans", model="rows", kept=0),
+            "sections": [1, 2, 3, 4], "bytes": [len(x) for x in sections]}
+    header = {"format": archive.FORMAT_VERSION, "metadata": {}, "leaves": [leaf]}
+    return frame([zlib.compress(json.dumps(header).encode(), 9), *sections])
+
+
 def _empty_cases() -> dict[str, bytes]:
     return {
         "zero leaves": _header_file([], FASHION),
+        "an ans layer of no weight and 2^27 columns": _empty_ans_layer(1 << 27),
         "no params collection": _header_file([{**_leaf("m"), "collection": "batch_stats"}],
                                              {**FASHION, "net": "lenet300"}),
     }
@@ -582,6 +595,13 @@ def memory_case(method: str, form: str, n: int, dtype: str = "float64") -> bytes
     if method == "raw":
         entry.update(form="sparse", zeros=0, entries=n, index_bits=2)
         sections = [np.ones(n, dtype).tobytes(), zeros]
+    elif method == "shared" and form == "ans":  # all kept but one: a stream of a few words
+        from zylax.coding import ans
+
+        mask = np.arange(n) > 0
+        entry.update(k=1, form=form, kept=n - 1, model="rows")
+        sections = [np.ones(1, dtype).tobytes(),
+                    *ans.encode(mask[None], np.zeros(n - 1, np.int64), 1, "rows")]
     elif method == "shared":
         entry.update(k=1, form=form, kept=n, entries=n, index_bits=2)
         sections = [np.ones(1, dtype).tobytes(), zeros, zeros][:3 if form == "sparse" else 2]

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import jax
@@ -128,9 +129,12 @@ def test_written_files_get_the_umask_permissions_not_mkstemps(tmp_path):
 
 
 def test_bad_index_bits_name_the_leaf(tmp_path):
-    stored, _ = _shared_model(nets.LeNet300100(), (1, 28, 28, 1), index_bits=0)
+    stored, _ = _shared_model(nets.LeNet300100(), (1, 28, 28, 1))
+    with pytest.raises(ValueError, match="share: index_bits must be an integer"):
+        methods.share(index_bits=0)  # refused where it is set
+    stored["ip1"]["kernel"] = dataclasses.replace(stored["ip1"]["kernel"], index_bits=0)
     with pytest.raises(ValueError, match="params/ip1/kernel: index_bits .* must be an integer"):
-        archive.save(tmp_path / "x.zyl", stored)
+        archive.save(tmp_path / "x.zyl", stored)  # and where a container is saved
 
 
 def test_nan_in_uncoded_leaf_is_rejected(tmp_path):

@@ -130,12 +130,14 @@ def test_the_predicted_size_is_the_written_size_within_one_percent(trained, fmni
     test_data = (fmnist_test[0][:500], fmnist_test[1][:500])
     metadata = tasks.file_metadata(tasks.Classification(), prep, *train_data,
                                    compress.model_hint(model))
-    for limit in (30_000, 90_000):
+    for limit, index_bits in ((30_000, "ans"), (90_000, "auto")):
         plan = budget.plan(model, variables, train_data, budget=limit, preprocess=prep,
                            metadata=metadata, sparsities=(0.0, 0.8, 0.9, 0.95),
-                           bits=(2, 3, 5))
+                           bits=(2, 3, 5), index_bits=index_bits)
         assert plan.predicted_bytes <= limit * (1 - budget.MARGIN)
         chain = plan.methods(epochs=0)  # no retraining: exactly what was predicted
+        last = chain[-1].members if hasattr(chain[-1], "members") else (chain[-1],)
+        assert [m.index_bits for m in last if m.name == "share"] == [index_bits]
         out = tmp_path / f"{limit}.zyl"
         result = compress.run(model, variables, train_data, test_data, chain, out=str(out),
                               preprocess=prep, progress=False,
@@ -169,7 +171,8 @@ def test_the_command_writes_a_file_under_a_tiny_budget_and_its_report(trained, t
     archive.save(path, variables, metadata=tasks.file_metadata(
         tasks.Classification(), prep, *train_data, {"net": "lenet300", "data": "fashion_mnist"}))
     out, rep = tmp_path / "small.zyl", tmp_path / "small.json"
-    cli.main(["compress", "--from", str(path), "--budget", "16KB", "--max-examples", "2000",
+    cli.main(["compress", "--from", str(path), "--budget", "16KB", "--index-bits", "ans",
+              "--max-examples", "2000",
               "--max-test-examples", "1000", "--learning-rate", "1e-3", "--quiet",
               "--out", str(out), "--report", str(rep)])
     printed = capsys.readouterr().out
@@ -177,6 +180,8 @@ def test_the_command_writes_a_file_under_a_tiny_budget_and_its_report(trained, t
     written = json.loads(rep.read_text())["budget"]
     assert written["written_bytes"] == out.stat().st_size and written["budget"] == 16_000
     assert set(written["layers"]) == {"ip1/kernel", "ip2/kernel", "ip3/kernel"}
+    assert written["index_bits"] == "ans"
+    assert "ans" in {e.get("form") for e in archive.read_header(out)["leaves"]}
     assert "budget 16,000 B: predicted" in printed and "| **predicted file** |" in printed
 
 
@@ -251,6 +256,7 @@ def test_a_file_still_over_budget_is_removed_and_said(trained, tmp_path, monkeyp
     (["--max-drop", "-1"], r"\[0, 100\]"),
     (["--budget", "20KB", "--method", "ttq"], "drop --method"),
     (["--max-drop", "0.5", "--sparsity", "0.9", "--bits", "4"], "drop --sparsity, --bits"),
+    (["--budget", "20KB", "--index-bits", "5"], "may be 'auto' or 'ans'"),
 ])
 def test_bad_budgets_are_usage_errors(argv, message, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:

@@ -18,6 +18,26 @@ def _run(*args, env=None, cwd=None):
                           text=True, env={**os.environ, **(env or {})}, timeout=300, cwd=cwd)
 
 
+@pytest.fixture
+def in_process(monkeypatch, capsys):
+    """``run(*args)`` -> ``(exit code, stdout, stderr)`` of ``cli.main`` in this process, from
+    the test's folder as ``_run(..., cwd=tmp_path)`` (the entry point's own exits stay with
+    the subprocess tests); ``my_models`` is imported afresh each time, as a new process
+    would, and forgotten after the test."""
+    def run(*args, cwd):
+        monkeypatch.chdir(cwd)
+        sys.modules.pop("my_models", None)
+        try:
+            cli.main(list(args))
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+        out, err = capsys.readouterr()
+        return code, out, err
+    yield run
+    sys.modules.pop("my_models", None)
+
+
 def test_train_smoke_run_writes_a_file_that_evaluate_scores_alike(tmp_path, capsys):
     cli.main(["train", "--net", "lenet300", "--epochs", "1", "--max-steps", "30",
               "--learning-rate", "2e-3", "--out", str(tmp_path), "--quiet",
@@ -104,8 +124,15 @@ def test_the_epoch_line_is_flushed_at_once_and_dropped_without_stdout(monkeypatc
      "No module named 'no_such_module' (modules are looked up from the current folder"),
     (["compress", "--model", "flax.linen:Conv"], "missing 2 required positional arguments"),
     (["compress", "--max-examples", "5"], "smaller than one batch (128)"),
-    (["compress", "--index-bits", "many"], "--index-bits must be an integer or 'auto'"),
+    (["compress", "--index-bits", "many"], "--index-bits must be an integer, 'auto' or 'ans'"),
     (["compress", "--sparsity", "1.0"], "--sparsity '1.0': sparsity must lie in [0, 1)"),
+    (["compress", "--method", "svd", "--sparsity", "0.5"],
+     "sparsity sets prune, which svd does not run"),
+    (["compress", "--threshold", "0.1"], "threshold sets ternary, which deep does not run"),
+    (["compress", "--method", "ttq", "--kl-weight", "2"],
+     "kl_weight sets sparse_vd, which ttq does not run"),
+    (["compress", "--method", "svd", "--kl-weight", "nan"], "--kl-weight must lie in [0, 1e6]"),
+    (["compress", "--method", "ttq", "--stochastic"], "stochastic sets binary, which ttq"),
     (["train", "--max-test-examples", "0"], "--max-test-examples must be >= 1"),
     (["train", "--net", "lenet5", "--task", "detection"], "detection needs boxes and masks"),
     (["train", "--net", "deeplabv3_mobilenet_v2"], "segmentation needs boxes and masks"),
@@ -274,7 +301,7 @@ class Net(nn.Module):
 '''
 
 
-def test_compress_a_user_model_from_the_command_line(tmp_path):
+def test_compress_a_user_model_from_the_command_line(tmp_path, in_process):
     """The module is found in the current folder, as ``python -m`` finds it."""
     (tmp_path / "my_models.py").write_text(USER_MODEL)
     out = tmp_path / "net.zyl"
@@ -296,12 +323,12 @@ def test_compress_a_user_model_from_the_command_line(tmp_path):
              if row.strip().startswith("batch_stats/")}
     assert stats == {"batch_stats/norm/mean": "0", "batch_stats/norm/var": "0"}  # folded
     # the file records its model as a hint; evaluate runs it only when the user names it
-    refused = _run("evaluate", str(out), cwd=tmp_path)
-    assert refused.returncode == 2 and "pass --model my_models:Net" in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1
-    evaluated = _run("evaluate", str(out), "--model", "my_models:Net", cwd=tmp_path)
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert f"test accuracy {float(accuracy.rstrip('%')) / 100:.4f}" in evaluated.stdout
+    code, _, err = in_process("evaluate", str(out), cwd=tmp_path)
+    assert code == 2 and "pass --model my_models:Net" in err
+    assert len(err.strip().splitlines()) == 1
+    code, printed, err = in_process("evaluate", str(out), "--model", "my_models:Net", cwd=tmp_path)
+    assert code == 0, err
+    assert f"test accuracy {float(accuracy.rstrip('%')) / 100:.4f}" in printed
     _, metadata = archive.load(out)
     assert metadata["model"] == "my_models:Net"
 
@@ -429,7 +456,8 @@ def test_recipe_flag_lends_a_registered_nets_recipe_to_any_model(command):
     assert net.recipe == dataclasses.replace(registry.get("sepnet").recipe, augment=True)
 
 
-def test_a_user_model_trains_with_a_lent_recipe_and_its_file_keeps_the_padding(tmp_path):
+def test_a_user_model_trains_with_a_lent_recipe_and_its_file_keeps_the_padding(tmp_path,
+                                                                                in_process):
     """A module zylax did not define (own names, BatchNorm, no train argument), trained with
     mobilenet_v2's recipe: SGD, 28x28 images padded to 32x32, which the file records."""
     (tmp_path / "my_models.py").write_text(USER_MODEL)
@@ -442,23 +470,26 @@ def test_a_user_model_trains_with_a_lent_recipe_and_its_file_keeps_the_padding(t
     _, metadata = archive.load(tmp_path / "run" / "model.zyl")
     assert metadata["preprocess"]["pad_to"] == 32
     trained = proc.stdout.split("test accuracy ")[1].split()[0]
-    evaluated = _run("evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "500",
-                     "--model", "my_models:Net", cwd=tmp_path)
-    assert evaluated.returncode == 0 and f"test accuracy {trained}" in evaluated.stdout
+    code, printed, _ = in_process("evaluate", str(tmp_path / "run" / "model.zyl"),
+                                  "--max-examples", "500", "--model", "my_models:Net",
+                                  cwd=tmp_path)
+    assert code == 0 and f"test accuracy {trained}" in printed
 
     # another class than the file records: a one-line warning, then the model the user named
     (tmp_path / "my_models.py").write_text(USER_MODEL + "\n\nclass Renamed(Net):\n    pass\n"
                                            "\n\ndef factory():\n    return Net()\n")
-    renamed = _run("evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "500",
-                   "--model", "my_models:Renamed", cwd=tmp_path)
-    assert renamed.returncode == 0 and f"test accuracy {trained}" in renamed.stdout
-    assert renamed.stderr.strip() == (
+    code, printed, err = in_process("evaluate", str(tmp_path / "run" / "model.zyl"),
+                                    "--max-examples", "500", "--model", "my_models:Renamed",
+                                    cwd=tmp_path)
+    assert code == 0 and f"test accuracy {trained}" in printed
+    assert err.strip() == (
         f"zylax evaluate: warning: {tmp_path / 'run' / 'model.zyl'} records the model "
         "'my_models:Net'; using --model my_models:Renamed as you named it")
     # a factory that builds the recorded class: no warning
-    built = _run("evaluate", str(tmp_path / "run" / "model.zyl"), "--max-examples", "500",
-                 "--model", "my_models:factory", cwd=tmp_path)
-    assert built.returncode == 0 and built.stderr.strip() == ""
+    code, _, err = in_process("evaluate", str(tmp_path / "run" / "model.zyl"),
+                              "--max-examples", "500", "--model", "my_models:factory",
+                              cwd=tmp_path)
+    assert code == 0 and err.strip() == ""
 
     # compress --from needs the model named too, and then retrains the user's model
     out = tmp_path / "compressed.zyl"
@@ -466,11 +497,11 @@ def test_a_user_model_trains_with_a_lent_recipe_and_its_file_keeps_the_padding(t
             "--retrain-epochs", "0", "--finetune-epochs", "0", "--sparsity", "0.5",
             "--bits", "5", "--max-examples", "512", "--max-test-examples", "200", "--quiet",
             "--out", str(out)]
-    refused = _run(*args, cwd=tmp_path)
-    assert refused.returncode == 2 and "pass --model my_models:Net" in refused.stderr
+    code, _, err = in_process(*args, cwd=tmp_path)
+    assert code == 2 and "pass --model my_models:Net" in err
     assert not out.exists()
-    compressed = _run(*args, "--model", "my_models:Net", cwd=tmp_path)
-    assert compressed.returncode == 0, compressed.stderr
+    code, _, err = in_process(*args, "--model", "my_models:Net", cwd=tmp_path)
+    assert code == 0, err
     _, metadata = archive.load(out)
     assert metadata["model"] == "my_models:Net"
 

@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from codec_checks import finite, float_dtypes, refuses_damaged_sections, round_trip, shapes
 from zylax import archive
+from zylax.coding import ans
 from zylax.containers import Shared
 
 
@@ -19,16 +20,42 @@ def _leaf(seed, shape, dtype, bits, pruned, index_bits=None):
 @settings(max_examples=40, deadline=None)
 @given(shape=shapes(max_dims=3, max_side=30), dtype=float_dtypes(), bits=st.integers(1, 6),
        pruned=st.sampled_from([0.0, 0.5, 0.95]), seed=st.integers(0, 2**16),
-       index_bits=st.sampled_from([None, 2, 5, "auto"]))
+       index_bits=st.sampled_from([None, 2, 5, "auto", "ans"]))
 def test_shared_round_trips_bit_exactly(shape, dtype, bits, pruned, seed, index_bits):
     round_trip(_leaf(seed, shape, dtype, bits, pruned, index_bits), "shared")
 
 
-def test_sparse_form_for_a_pruned_layer_and_corruption_refused():
-    leaf = _leaf(0, (300, 100), np.float32, 5, 0.92)
+def test_sparse_form_for_a_regularly_pruned_layer_and_corruption_refused():
+    leaf = _leaf(0, (300, 100), np.float32, 5, 0.0, "ans")
+    leaf.indices.reshape(-1)[np.arange(leaf.indices.size) % 7 != 0] = 32  # gaps all 6
     entry = round_trip(leaf, "shared")
     assert entry["method"] == "shared" and entry["form"] == "sparse"
     refuses_damaged_sections(leaf)
+
+
+@pytest.mark.parametrize("model", ans.MODELS)
+def test_ans_form_for_a_layer_pruned_unevenly_and_corruption_refused(model):
+    leaf = _leaf(0, (300, 100), np.float32, 5, 0.0, "ans")
+    rng = np.random.default_rng(1)
+    rate = 0.3 * np.outer(rng.random(300) ** 2, rng.random(100) if model == "grid" else 1.0)
+    leaf.indices[rng.random((300, 100)) >= rate] = 32
+    entry = round_trip(leaf, "shared")
+    assert entry["form"] == "ans" and entry["model"] == model
+    refuses_damaged_sections(leaf)
+
+
+@settings(max_examples=25, deadline=None)
+@given(layers=st.lists(st.tuples(shapes(max_dims=3, max_side=40), st.integers(1, 6),
+                                 st.sampled_from([0.0, 0.3, 0.9, 0.99])), min_size=1,
+                       max_size=3),
+       seed=st.integers(0, 2**16))
+def test_ans_file_is_never_larger_than_huffman_alone(layers, seed):
+    with_ans, huffman_only = (
+        len(archive.to_bytes({"params": {
+            f"w{i}": _leaf(seed + i, shape, np.float32, bits, pruned, index_bits)
+            for i, (shape, bits, pruned) in enumerate(layers)}}))
+        for index_bits in ("ans", "auto"))
+    assert with_ans <= huffman_only
 
 
 def test_a_codebook_larger_than_the_layer_falls_back_to_raw():

@@ -104,7 +104,8 @@ print(json.dumps((hostile_files.peak_rss() - before) * 1024 / declared))
 
 
 @pytest.mark.parametrize("method,form", [("raw", "sparse"), ("shared", "sparse"),
-                                         ("shared", "dense"), ("ternary", "sparse"),
+                                         ("shared", "dense"), ("shared", "ans"),
+                                         ("ternary", "sparse"),
                                          ("ternary", "huffman"), ("binary", "packed")])
 def test_the_decoding_bound_covers_the_peak_memory_of_every_form(method, form):
     """``archive.decoding_bytes`` is what ``max_decoded_bytes`` bounds: the decoded arrays

@@ -44,18 +44,20 @@ ALL = {
     "pattern": lambda: methods.pattern(),
     "cast": lambda: methods.cast(),
     "soft share": lambda: methods.soft_share(examples=1000),
+    "sparse vd": lambda: methods.sparse_vd(examples=1000, initial_log_alpha=2.0),
     "pattern & share": lambda: methods.combine(methods.pattern(), methods.share(bits=4)),
 }
 """Every method, and a combination, with settings that take some leaves of ``Net``."""
 
-TRAINS_OTHERWISE = {"binary plain stochastic", "soft share"}
+TRAINS_OTHERWISE = {"binary plain stochastic", "soft share", "sparse vd"}
 """Methods whose training forward (``apply`` with an rng) differs from inference: a sampled
-sign, or soft weight-sharing's float weights (snapped to their components in inference)."""
+sign or weight, or soft weight-sharing's float weights (snapped to their components in
+inference)."""
 
 
 def test_every_method_is_registered_and_built_from_a_spec():
     assert set(methods.METHODS) == {"prune", "share", "ternary", "binary", "pattern", "cast",
-                                   "soft_share"}
+                                   "soft_share", "sparse_vd"}
     chain = methods.build("deep")
     assert [m.name for m in chain] == ["prune", "share"]
     chain = methods.build("prune+ttq", {"prune": {"sparsity": 0.7}})
@@ -152,6 +154,13 @@ def test_pattern_on_kxk_with_share_on_the_rest_and_binary_with_first_and_last_fl
     stored = binary.store(binary.init(PARAMS, KEY))
     assert type(stored["mm_kxk"]["kernel"]).__name__ == "Binary"
     assert isinstance(stored["zz_first"]["kernel"], np.ndarray)
+
+
+@pytest.mark.parametrize("index_bits", ["junk", "ANS", float("inf"), [5], 0, 17, True,
+                                        {".*": -3}])
+def test_a_bad_gap_width_is_refused_when_the_method_is_made(index_bits):
+    with pytest.raises(ValueError, match="share: index_bits must be an integer in"):
+        methods.share(index_bits=index_bits)
 
 
 def test_keep_float_that_leaves_nothing_selected_says_so():

@@ -415,3 +415,27 @@ def test_an_unrecognised_flag_warns_once_in_one_line_or_is_named(fmnist_train):
     assert float(np.abs(named.variables["batch_stats"]["bn"]["mean"]).sum()) > 0
     with pytest.raises(ValueError, match="has no argument 'phase'"):
         train.mode_kwargs(_Mode(), True, "phase")
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.999])
+def test_batch_statistics_are_the_mean_batch_moments_whatever_the_momentum(momentum):
+    class Norm(nn.Module):
+        @nn.compact
+        def __call__(self, x, training: bool = False):
+            x = nn.Dense(3, name="dense")(x.reshape((x.shape[0], -1)))
+            return nn.BatchNorm(use_running_average=not training, momentum=momentum,
+                                name="bn")(x)
+
+    model = Norm()
+    images = np.random.default_rng(0).integers(0, 256, (40, 2, 2, 1)).astype(np.uint8)
+    variables = model.init(jax.random.key(0), images[:1] / 255.0)
+    params, collections = train.split_variables(variables)
+    out = train.batch_statistics(model, params, dict(collections), images, batch_size=10)
+    dense = params["dense"]
+    h = images.reshape(40, -1) / 255.0 @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
+    batches = h.reshape(4, 10, 3)  # the dense layer's outputs, batch by batch
+    np.testing.assert_allclose(out["batch_stats"]["bn"]["mean"], batches.mean(1).mean(0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["batch_stats"]["bn"]["var"], batches.var(1).mean(0),
+                               rtol=1e-3, atol=1e-5)
+    assert train.batch_statistics(model, params, {}, images) == {}

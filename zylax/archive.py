@@ -149,8 +149,10 @@ def _candidates(path: str, leaf) -> dict:
 
 
 def _cost(variant) -> int:
+    """Bytes a variant adds to a file: its sections, their framing and its header fields
+    before the header is compressed."""
     method, fields, sections = variant
-    return sum(map(len, sections)) + len(json.dumps(fields))
+    return sum(map(len, sections)) + _SECTION_FRAMING * len(sections) + len(json.dumps(fields))
 
 
 def leaf_bytes(leaf, path: str = "leaf") -> int:
@@ -158,8 +160,7 @@ def leaf_bytes(leaf, path: str = "leaf") -> int:
     its payload sections, their framing (length and CRC) and its header fields before the
     header is compressed. Differences of these are the differences of file sizes up to the
     header's compression (a few bytes a leaf)."""
-    variants = _candidates(path, leaf).values()
-    return min(_cost(v) + _SECTION_FRAMING * len(v[2]) for v in variants)
+    return min(map(_cost, _candidates(path, leaf).values()))
 
 
 _SECTION_FRAMING = 12
@@ -177,8 +178,20 @@ def _plans(candidates: list[dict]) -> list[list]:
     setting. The plan for ``gaps:5`` lets every leaf choose among its other
     variants and ``gaps:5`` only, which is what a file written with that
     fixed setting gets; the archive keeps the smallest file, so a setting
-    tried by ``"auto"`` never beats it. Raw is always a choice.
+    tried by ``"auto"`` never beats it. The plans without a family (e.g. without
+    ``ans``) are those of a file its setting does not offer, so offering a family never
+    makes the file larger. Raw is always a choice.
     """
+    families = sorted({_family(k) for c in candidates for k in c if ":" in k})
+    plans = _family_plans(candidates)
+    for family in families:
+        plans += _family_plans([{k: v for k, v in c.items() if _family(k) != family}
+                                for c in candidates])
+    return plans
+
+
+def _family_plans(candidates: list[dict]) -> list[list]:
+    """Each leaf's cheapest variant, and one plan per variant key (``_plans``)."""
     keys = sorted({k for c in candidates for k in c if ":" in k})
     plans = [[min(c.values(), key=_cost) for c in candidates]]
     for key in keys:

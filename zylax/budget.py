@@ -85,19 +85,19 @@ def _float_bytes(leaf, rest_dtype: str | None) -> int:
     return archive.leaf_bytes(leaf)
 
 
-def shared_leaf(w, sparsity: float, bits: int) -> Shared:
+def shared_leaf(w, sparsity: float, bits: int, index_bits: str = "auto") -> Shared:
     """``w`` pruned by magnitude to ``sparsity`` (``layer_mask``) and its kept weights shared
     with ``2**bits`` linear-initialised k-means values: what ``prune`` then ``share`` store
-    before retraining."""
+    before retraining (positions coded as ``index_bits``: ``"auto"`` or ``"ans"``)."""
     w = jnp.asarray(w)
     found = kmeans(w, bits, mask=layer_mask(w, sparsity))
     return Shared(np.asarray(found.codebook),
-                  np.asarray(found.indices).astype(index_dtype(2 ** bits)), "auto")
+                  np.asarray(found.indices).astype(index_dtype(2 ** bits)), index_bits)
 
 
 def shared_options(w, curves: sensitivity.Sensitivity, name: str, *,
-                   sparsities: Sequence[float] = SPARSITIES, bits: Sequence[int] = BITS
-                   ) -> list[Option]:
+                   sparsities: Sequence[float] = SPARSITIES, bits: Sequence[int] = BITS,
+                   index_bits: str = "auto") -> list[Option]:
     """The pruned-and-shared options of leaf ``name`` (``w``, its trained value): each
     (sparsity, bits) pair whose sparsity and bits the curves measured. The kept-float option
     depends on how the rest is stored and is added by ``plan``."""
@@ -111,7 +111,7 @@ def shared_options(w, curves: sensitivity.Sensitivity, name: str, *,
                 continue
             drop = (_drop(curves.dense, pruned[s]) if s else 0.0) + _drop(curves.dense,
                                                                            shared[b])
-            leaf = shared_leaf(w, s, b)
+            leaf = shared_leaf(w, s, b, index_bits)
             options.append(Option(float(s), int(b), archive.leaf_bytes(leaf, name), drop,
                                   _relative_error(w, leaf)))
     return options
@@ -231,6 +231,7 @@ class Plan:
       float16_drop: the held-out points lost by storing every float leaf in float16.
       budget, max_drop: what was asked.
       curves: the sensitivity curves the options were read from.
+      index_bits: how the shared kernels' positions are coded (``"auto"``, ``"ans"``).
     """
 
     choice: dict[str, Option]
@@ -242,6 +243,7 @@ class Plan:
     budget: int | None = None
     max_drop: float | None = None
     curves: sensitivity.Sensitivity | None = dataclasses.field(default=None, repr=False)
+    index_bits: str = "auto"
 
     @property
     def predicted_bytes(self) -> int:
@@ -267,7 +269,8 @@ class Plan:
                                        include=_exactly(pruned), epochs=epochs))
         if shared:
             chain.append(methods.share(bits={re.escape(n): b for n, b in shared.items()},
-                                       include=_exactly(shared), epochs=epochs))
+                                       include=_exactly(shared), epochs=epochs,
+                                       index_bits=self.index_bits))
         if self.rest_dtype is not None:
             cast = methods.cast(dtype=self.rest_dtype, epochs=epochs)
             chain = chain[:-1] + [combine(chain[-1], cast)] if chain else [cast]
@@ -278,6 +281,7 @@ class Plan:
         return {"budget": self.budget, "max_drop": self.max_drop, "metric": self.metric,
                 "dense_held_out": self.dense, "rest_dtype": self.rest_dtype,
                 "fixed_bytes": self.fixed_bytes, "float16_drop": self.float16_drop,
+                "index_bits": self.index_bits,
                 "predicted_bytes": self.predicted_bytes, "predicted_drop": self.predicted_drop,
                 "layers": {n: dataclasses.asdict(o) for n, o in self.choice.items()}}
 
@@ -336,7 +340,7 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
          include: str = ztree.KERNELS, sparsities: Sequence[float] = SPARSITIES,
          bits: Sequence[int] = BITS, metadata: dict | None = None,
          train_flag: str | None = None, curves: sensitivity.Sensitivity | None = None,
-         margin: float = MARGIN) -> Plan:
+         margin: float = MARGIN, index_bits: str = "auto") -> Plan:
     """Measures the sensitivity curves and the options of every kernel ``include`` selects and
     allocates them to ``budget`` file bytes (less ``margin`` of it) or ``max_drop`` points.
 
@@ -351,6 +355,9 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
       metadata: what the written file records (its header counts as a fixed cost).
       curves: measured ``Sensitivity`` to reuse (it must cover ``include``).
       margin: the fraction of ``budget`` kept free for what retraining changes.
+      index_bits: how shared kernels code their positions: ``"auto"`` (Huffman-coded gaps
+        of the best width) or ``"ans"`` (those or an ANS-coded mask, the smaller;
+        ``zylax.codecs.shared``). The options are priced, and the file written, so.
 
     Returns:
       The ``Plan`` with the least predicted drop (or the fewest bytes) of both ways of
@@ -369,6 +376,8 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
         raise ValueError(f"max_drop must lie in [0, 100] points, got {max_drop!r}")
     if not 0 <= margin < 0.5:
         raise ValueError(f"margin must lie in [0, 0.5), got {margin}")
+    if index_bits not in ("auto", "ans"):
+        raise ValueError(f"index_bits must be 'auto' or 'ans', got {index_bits!r}")
     if not sparsities or any(not 0 <= s < 1 for s in sparsities):
         raise ValueError(f"sparsities must be values in [0, 1), got {tuple(sparsities)}")
     if not bits or any(isinstance(b, bool) or not isinstance(b, (int, np.integer))
@@ -398,7 +407,7 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
     params = ztree.named_leaves(variables["params"])
     plans, smallest = [], []
     shared = {name: shared_options(params[name], curves, name, sparsities=sparsities,
-                                   bits=bits) for name in curves.weights}
+                                   bits=bits, index_bits=index_bits) for name in curves.weights}
     for rest_dtype in REST_DTYPES:
         options = {name: [Option(0.0, None, _float_bytes(params[name], rest_dtype), 0.0),
                           *found] for name, found in shared.items()}
@@ -412,7 +421,7 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
         choice = allocate(options, fixed_bytes=fixed, **goal)
         if choice is not None:
             plans.append(Plan(choice, rest_dtype, fixed, curves.metric, dense, half_drop,
-                              budget, max_drop, curves))
+                              budget, max_drop, curves, index_bits))
     if not plans:
         raise ValueError(f"no setting fits {budget:,} bytes: the smallest file these options "
                          f"make is {min(smallest):,} bytes (before the {margin:.0%} margin)"
@@ -433,7 +442,7 @@ def run(model, variables: Mapping[str, Any], train_data, test_data, *, out: str,
         budget: int | None = None, max_drop: float | None = None, epochs: int = 1,
         preprocess=None, task=None, retrain: compress.Retrain = compress.Retrain(),
         metadata: Mapping | None = None, curves: sensitivity.Sensitivity | None = None,
-        tries: int = 2, **run_kwargs):
+        tries: int = 2, index_bits: str = "auto", **run_kwargs):
     """``plan``, then ``compress.run`` of ``Plan.methods(epochs)`` writing ``out``.
 
     Retraining moves the weights, and so the Huffman codes of the shared
@@ -441,7 +450,7 @@ def run(model, variables: Mapping[str, Any], train_data, test_data, *, out: str,
     is made again for ``budget`` scaled by budget / written (same curves) and
     run again, ``tries`` runs at most; a file still over is a ``RuntimeError``.
     ``curves`` reuses measured sensitivity curves (``Plan.curves``), e.g. across
-    budgets. Other keyword arguments go to ``compress.run``.
+    budgets; ``index_bits`` is ``plan``'s. Other keyword arguments go to ``compress.run``.
 
     Returns:
       ``(Plan, compress.Result)``; ``result.report["budget"]`` holds the plan
@@ -460,7 +469,7 @@ def run(model, variables: Mapping[str, Any], train_data, test_data, *, out: str,
         try:
             found = plan(model, variables, train_data, budget=target, max_drop=max_drop,
                          preprocess=preprocess, task=task, metadata=recorded,
-                         train_flag=retrain.train_flag, curves=curves)
+                         train_flag=retrain.train_flag, curves=curves, index_bits=index_bits)
         except ValueError as err:
             if not attempt:
                 raise

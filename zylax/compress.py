@@ -41,6 +41,9 @@ from zylax.transforms import tree as ztree
 
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
 """The candidates of ``choose_learning_rate``."""
+RECALIBRATION_EXAMPLES = 5000
+"""Training images whose batch statistics replace BatchNorm's after a stage of a method that
+``recalibrates``."""
 SWEEP_EXTENSIONS = 2
 """Most rates ``choose_learning_rate`` tries beyond ``LEARNING_RATES`` (``next_learning_rate``)."""
 SWEEP_STEPS = 100
@@ -95,7 +98,8 @@ class Retrain:
 
     Attributes:
       learning_rate: Adam's peak rate (cosine decay over each stage, times the
-        method's ``lr_scale``); None chooses it by ``choose_learning_rate``.
+        method's ``lr_scale``); None takes the leading method's paper rate
+        (``paper_learning_rate``), else chooses it by ``choose_learning_rate``.
       batch_size: examples per step.
       weight_decay: an L2 term added to the gradients (Han's retraining keeps
         the baseline's L2).
@@ -269,7 +273,14 @@ def retrain_stage(ctx: Context, stage: Stage, method: Method | Combined, learnin
     result = ctx.fit(stage, tx, epochs, desc)
     variables = result.variables
     params, collections = train.split_variables(variables)
-    return Stage(stage.plan, {"latent": params, "aux": stage.state["aux"]}, dict(collections))
+    state = {"latent": params, "aux": stage.state["aux"]}
+    if any(m.recalibrates for m in members):
+        collections = train.batch_statistics(
+            ctx.model, stage.plan.apply(state), dict(collections),
+            ctx.train_data[0][:RECALIBRATION_EXAMPLES], preprocess=ctx.preprocess,
+            batch_size=ctx.retrain.batch_size, train_flag=ctx.retrain.train_flag,
+            seed=ctx.seed)
+    return Stage(stage.plan, state, dict(collections))
 
 
 def next_learning_rate(scores: Mapping[float, float], candidates: Sequence[float],
@@ -298,6 +309,15 @@ def model_hint(model) -> dict:
     if cls.__module__ == "__main__" or not re.fullmatch(r"[\w.]+:[\w.]+", spec):
         return {}
     return {"model": spec}
+
+
+def paper_learning_rate(method: Method | Combined) -> float | None:
+    """The rate the paper of ``method`` (or of its first member that has one) trains at
+    (``Method.paper_learning_rate``, e.g. Adam 1e-3 for sparse variational dropout); None
+    when none fixes one."""
+    rates = [m.paper_learning_rate for m in getattr(method, "members", (method,))
+             if m.paper_learning_rate is not None]
+    return rates[0] if rates else None
 
 
 def choose_learning_rate(ctx: Context, stage: Stage, method: Method | Combined,
@@ -422,7 +442,7 @@ def run(model, variables, train_data, test_data, methods: Sequence | None = None
                                        preprocess=preprocess)[task.metric]
     key = jax.random.key(seed)
     stage = begin(stages[0], variables, jax.random.fold_in(key, 0))
-    learning_rate, sweep = retrain.learning_rate, {}
+    learning_rate, sweep = retrain.learning_rate or paper_learning_rate(stages[0]), {}
     if learning_rate is None:
         learning_rate, sweep = choose_learning_rate(ctx, stage, stages[0])
     rows, snapshots = [], {"dense": variables["params"]}

@@ -17,7 +17,8 @@ class Shared:
     """k-means weight sharing (Han et al. 2015): ``codebook (k,)`` float, ``indices`` int in
     ``[0, k]`` shaped like the weights; decodes to ``append(codebook, 0)[indices]`` (index
     ``k``: a pruned weight). ``index_bits`` is the gap width of the sparse form (int,
-    ``"auto"`` for the smallest file, or None for Han's 8 conv / 5 dense)."""
+    ``"auto"`` for the smallest file, None for Han's 8 conv / 5 dense), or ``"ans"``: the
+    smallest of ``"auto"``'s files and ANS-coded masks (``zylax.codecs.shared``)."""
 
     codebook: Any
     indices: Any

@@ -14,8 +14,8 @@ from typing import Any, Callable, Mapping
 
 from zylax import compress, methods
 
-NOT_PRUNING = ("share", "soft_share", "ternary", "binary", "pattern", "cast")
-"""Methods that fine-tune after pruning (``finetune_epochs`` sets their epochs)."""
+NOT_PRUNING = ("share", "soft_share", "sparse_vd", "ternary", "binary", "pattern", "cast")
+"""The methods whose epochs ``finetune_epochs`` sets (every one but pruning)."""
 
 
 def per_layer(entries: list[str] | None, convert: Callable[[str], Any],
@@ -72,7 +72,8 @@ def override(presets: Mapping[str, Mapping], spec: str | None = None, *,
              keep_float: tuple | None = None, threshold: float | None = None,
              binary_scale: str | None = None, stochastic: bool = False,
              learning_rate: float | None = None, fold_batch_norm: bool | None = None,
-             unshared_dtype: str | None = None) -> compress.Preset:
+             unshared_dtype: str | None = None, kl_weight: float | None = None
+             ) -> compress.Preset:
     """The ``compress.Preset`` to run: ``presets[spec]`` (``spec`` defaults to the first
     preset, else ``"deep"``), or the chain's method defaults, with every setting given.
 
@@ -81,8 +82,9 @@ def override(presets: Mapping[str, Mapping], spec: str | None = None, *,
     ``index_bits``: sharing; ``finetune_epochs``: every method after pruning;
     ``keep_float``: ternary and binary (``"none"`` entries dropped);
     ``threshold``: TTQ's t; ``binary_scale`` (``"channel"`` or ``"none"``) and
-    ``stochastic``: binary; ``unshared_dtype`` ``"raw"`` stores other leaves
-    as they are.
+    ``stochastic``: binary; ``kl_weight``: sparse variational dropout;
+    ``unshared_dtype`` ``"raw"`` stores other leaves as they are. A setting for a method
+    the chain does not run is a ``ValueError``.
     """
     spec = spec or next(iter(presets), "deep")
     names = methods.chain_names(spec)
@@ -90,12 +92,17 @@ def override(presets: Mapping[str, Mapping], spec: str | None = None, *,
         methods=spec)
     settings = {name: dict(preset.settings.get(name, {})) for name in names}
     prune, share = settings.get("prune"), settings.get("share")
-    given = {"sparsity": (sparsity, prune), "cycles": (cycles, prune),
-             "retrain_epochs": (retrain_epochs, prune), "gradual_epochs": (gradual_epochs, prune),
-             "bits": (bits, share), "index_bits": (index_bits, share)}
-    for what, (value, target) in given.items():
-        if value is not None and target is None:
-            raise ValueError(f"{what} sets pruning or sharing, which {spec} does not run")
+    given = {"sparsity": (sparsity, ("prune",)), "cycles": (cycles, ("prune",)),
+             "retrain_epochs": (retrain_epochs, ("prune",)),
+             "gradual_epochs": (gradual_epochs, ("prune",)), "bits": (bits, ("share",)),
+             "index_bits": (index_bits, ("share",)), "threshold": (threshold, ("ternary",)),
+             "binary_scale": (binary_scale, ("binary",)),
+             "stochastic": (stochastic or None, ("binary",)),
+             "keep_float": (keep_float, ("ternary", "binary")),
+             "kl_weight": (kl_weight, ("sparse_vd",))}
+    for what, (value, targets) in given.items():
+        if value is not None and not any(t in settings for t in targets):
+            raise ValueError(f"{what} sets {' or '.join(targets)}, which {spec} does not run")
     if prune is not None:
         if sparsity is not None:
             prune["sparsity"] = _with_layers("sparsity", sparsity, prune.get("sparsity", 0.5),
@@ -116,8 +123,10 @@ def override(presets: Mapping[str, Mapping], spec: str | None = None, *,
             settings[name]["epochs"] = finetune_epochs
         if name in ("ternary", "binary") and keep_float is not None:
             settings[name]["keep_float"] = tuple(k for k in keep_float if k != "none")
-    if threshold is not None and "ternary" in settings:
+    if threshold is not None:
         settings["ternary"]["t"] = threshold
+    if kl_weight is not None:
+        settings["sparse_vd"]["kl_weight"] = kl_weight
     if "binary" in settings:
         if binary_scale is not None:
             settings["binary"]["scale"] = None if binary_scale == "none" else "channel"

@@ -300,6 +300,43 @@ def forward(model, params, collections, x, *, train: bool, rng=None,
         collections
 
 
+def batch_statistics(model, params, collections, images, *, preprocess=None,
+                     batch_size: int = 250, train_flag: str | None = None, seed: int = 0
+                     ) -> dict:
+    """``collections`` with every ``batch_stats`` leaf set to the mean over ``images`` (in
+    batches) of its batch statistic under ``params``: BatchNorm's running averages made
+    again for weights that training ran otherwise (sampled, snapped).
+
+    The model's own update ``new = m * old + (1 - m) * batch`` is affine in ``old``, whatever
+    its momentum ``m``: one training-mode forward from zeros and one from ones give ``m`` and
+    each batch's statistic (``batch = new_0 / (1 - m)``), so no momentum is assumed.
+    """
+    if "batch_stats" not in collections:
+        return collections
+    stats = collections["batch_stats"]
+    zeros, ones = (jax.tree.map(fill, stats) for fill in (jnp.zeros_like, jnp.ones_like))
+
+    @jax.jit
+    def batch_values(x, rng):
+        def updated(start):
+            _, new = forward(model, params, {**collections, "batch_stats": start}, x,
+                             train=True, rng=rng, train_flag=train_flag)
+            return new["batch_stats"]
+        from_zeros, from_ones = updated(zeros), updated(ones)
+        return jax.tree.map(lambda a, b: a / jnp.maximum(1.0 - (b - a), 1e-12),
+                            from_zeros, from_ones)
+
+    total, count = jax.tree.map(jnp.zeros_like, stats), 0
+    for i, batch in enumerate(zdata.batches(images, np.zeros(len(images), np.int32),
+                                            batch_size, preprocess=preprocess, shuffle=False,
+                                            remainder="drop")):
+        values = batch_values(batch["image"], jax.random.fold_in(jax.random.key(seed), i))
+        total, count = jax.tree.map(jnp.add, total, values), count + 1
+    if not count:
+        return collections
+    return {**collections, "batch_stats": jax.tree.map(lambda t: t / count, total)}
+
+
 def make_train_step(model, tx: optax.GradientTransformation, method=None,
                     mesh: Mesh | None = None, label_smoothing: float = 0.0,
                     loss: LossFn | None = None, train_flag: str | None = None):

@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--method", default=None, metavar="SPEC",
                    help="the chain of methods: deep (prune+share, the default), ttq, bnn, "
-                        "sws (soft_share+share), any method (prune, share, soft_share, "
-                        "ternary, binary, pattern, cast) or "
+                        "sws (soft_share+share), svd (sparse_vd+share), any method (prune, "
+                        "share, soft_share, sparse_vd, ternary, binary, pattern, cast) or "
                         "a chain of them joined by + (retrained stage after stage: prune+ttq) "
                         "or & (one stage, disjoint layers: pattern&share); a net's preset for "
                         "that chain applies when it has one")
@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prune gradually in one run of this many epochs (Zhu & Gupta) instead "
                         "of --prune-cycles x --retrain-epochs; 0 keeps the cycles")
     p.add_argument("--finetune-epochs", type=int, default=None,
-                   help="epochs of retraining of every stage but pruning (share, ternary, "
-                        "binary, pattern); with --budget/--max-drop, of every stage (default 1)")
+                   help="epochs of retraining of every stage but pruning (share, sparse_vd, "
+                        "ternary, binary, pattern); with --budget/--max-drop, of every stage (default 1)")
     p.add_argument("--sparsity", nargs="+", default=None, metavar="S|REGEX=S",
                    help="prune: final sparsity of every kernel, and/or of the kernels whose "
                         "whole leaf path matches REGEX (first match wins), e.g. --sparsity 0.5 "
@@ -151,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "REGEX, e.g. --bits 3 '.*depthwise/kernel=5' (default: the net's "
                         "preset, else Han's 8 conv / 5 dense)")
     p.add_argument("--index-bits", default=None,
-                   help="share: gap bits for every layer, or 'auto' (the smallest file, default)")
+                   help="share: gap bits for every layer, 'auto' (the smallest file, default) "
+                        "or 'ans' (the smallest of those and ANS-coded masks)")
+    p.add_argument("--kl-weight", type=float, default=None, metavar="W",
+                   help="sparse_vd: weight of the KL term (Molchanov eq. 3; default 1; more "
+                        "prunes more)")
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="ternary: TTQ's threshold factor t (default 0.05)")
     p.add_argument("--binary-scale", default=None, choices=("channel", "none"),

@@ -84,8 +84,8 @@ def check_chain(chain, params) -> None:
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "kib": 1024, "mib": 1024 ** 2}
 _BUDGET_SETS = ("method", "sparsity", "bits", "prune_cycles", "retrain_epochs", "gradual_epochs",
-                "index_bits", "threshold", "binary_scale", "stochastic", "keep_float",
-                "unshared_dtype")
+                "threshold", "binary_scale", "stochastic", "keep_float",
+                "unshared_dtype", "kl_weight")
 """The flags of compress that set what ``--budget``/``--max-drop`` choose."""
 
 
@@ -117,6 +117,9 @@ def budget_settings(args) -> None:
         if given:
             raise UsageError(f"--budget and --max-drop choose each layer's method and settings; "
                              f"drop {', '.join('--' + g.replace('_', '-') for g in given)}")
+        if args.index_bits not in (None, "auto", "ans"):
+            raise UsageError("--budget and --max-drop choose each layer's gap width; "
+                             "--index-bits may be 'auto' or 'ans' with them")
 
 
 def compress_settings(args) -> None:
@@ -136,16 +139,18 @@ def compress_settings(args) -> None:
     check_learning_rate(args.learning_rate)
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must lie in (0, 1), got {args.threshold}")
+    if args.kl_weight is not None and not 0 <= args.kl_weight <= 1e6:  # NaN fails too
+        raise UsageError(f"--kl-weight must lie in [0, 1e6], got {args.kl_weight}")
     with usage():
         args.bits = presets.per_layer(args.bits, int, lambda b: None if 1 <= b <= 16
                                       else "bits must lie in [1, 16]", "--bits")
         args.sparsity = presets.per_layer(args.sparsity, float, lambda s: None if 0 <= s < 1
                                           else "sparsity must lie in [0, 1)", "--sparsity")
-    if args.index_bits is not None and args.index_bits != "auto":
+    if args.index_bits is not None and args.index_bits not in ("auto", "ans"):
         try:
             args.index_bits = int(args.index_bits)
         except ValueError:
-            raise UsageError(f"--index-bits must be an integer or 'auto', got "
+            raise UsageError(f"--index-bits must be an integer, 'auto' or 'ans', got "
                              f"{args.index_bits!r}") from None
         positive("--index-bits", args.index_bits, limit=16)
     check_out_file(args.out)

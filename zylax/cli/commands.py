@@ -83,7 +83,7 @@ def compress_preset(args, choice):
             keep_float=args.keep_float, threshold=args.threshold,
             binary_scale=args.binary_scale, stochastic=args.stochastic,
             learning_rate=args.learning_rate, fold_batch_norm=args.fold_batch_norm,
-            unshared_dtype=args.unshared_dtype)
+            unshared_dtype=args.unshared_dtype, kl_weight=args.kl_weight)
 
 
 def cmd_compress(args) -> None:
@@ -135,7 +135,8 @@ def compress_to_budget(args, given, choice) -> None:
         args.finetune_epochs, preprocess=preprocess, task=task, retrain=retrain,
         metadata={**choice.metadata, "data": args.data}, fold_batch_norm=bool(
             args.fold_batch_norm), reference=choice.reference, seed=args.seed,
-        progress=False if args.quiet else None, on_epoch=train.epoch_logger(args.quiet))
+        progress=False if args.quiet else None, on_epoch=train.epoch_logger(args.quiet),
+        index_bits=args.index_bits or "auto")
     print(found.format_table())
     print(report.format_table(result.report))
     row = result.report["budget"]
@@ -144,7 +145,8 @@ def compress_to_budget(args, given, choice) -> None:
     print(f"{asked}: predicted {row['predicted_bytes']:,} B, written {row['written_bytes']:,} B "
           f"({row['written_bytes'] / row['predicted_bytes'] - 1:+.1%}); {task.metric} drop "
           f"predicted {row['predicted_drop']:.2f} points before retraining, measured "
-          f"{row['measured_drop']:.2f} from the file")
+          f"{row['measured_drop']:.2f} from the file"
+          f"{' (negative: the file scores higher)' if row['measured_drop'] < 0 else ''}")
     written = [args.out]
     if args.report:
         written += report.write_with_figures(result, args.report)

@@ -71,7 +71,8 @@ def canonical_codes(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, order
 
 
-def _put_varint(out: bytearray, value: int) -> None:
+def put_varint(out: bytearray, value: int) -> None:
+    """Appends the non-negative ``value`` to ``out`` as a LEB128 varint (7 bits a byte)."""
     while True:
         byte = value & 0x7F
         value >>= 7
@@ -80,7 +81,9 @@ def _put_varint(out: bytearray, value: int) -> None:
             return
 
 
-def _get_varint(blob: bytes, pos: int) -> tuple[int, int]:
+def get_varint(blob: bytes, pos: int) -> tuple[int, int]:
+    """``(value, position after)`` of the varint at ``blob[pos]``; ``ValueError`` when it is
+    truncated or longer than 64 bits."""
     value, shift = 0, 0
     while True:
         if pos >= len(blob):
@@ -259,7 +262,7 @@ def encode(symbols) -> bytes:
         raise ValueError(f"encode expects integers in [0, {MAX_ALPHABET}), got dtype "
                          f"{symbols.dtype}")
     header = bytearray()
-    _put_varint(header, symbols.size)
+    put_varint(header, symbols.size)
     if symbols.size == 0:
         return bytes(header)
     counts, bad = _histogram(symbols, MAX_ALPHABET)
@@ -270,17 +273,17 @@ def encode(symbols) -> bytes:
     max_len = int(lengths.max())
     if max_len > 57:
         raise ValueError(f"code length {max_len} exceeds the 57-bit coder limit")
-    _put_varint(header, counts.shape[0])
+    put_varint(header, counts.shape[0])
     header.append(max_len)
     per_length = np.bincount(lengths[order], minlength=max_len + 1)
     for length in range(1, max_len + 1):
-        _put_varint(header, int(per_length[length]))
+        put_varint(header, int(per_length[length]))
     previous = -1
     for length_start in range(order.size):  # alphabet-sized, not stream-sized
         s = int(order[length_start])
         if length_start == 0 or lengths[s] != lengths[order[length_start - 1]]:
             previous = -1
-        _put_varint(header, s - previous - 1)
+        put_varint(header, s - previous - 1)
         previous = s
     total_bits = int(np.dot(counts, lengths))
     pack = _pack_bits_short if max_len <= 32 else _pack_bits
@@ -296,7 +299,7 @@ def decode(blob: bytes, max_symbols: int | None = None) -> np.ndarray:
     one claiming more than ``max_symbols``.
     """
     blob = bytes(blob)
-    n, pos = _get_varint(blob, 0)
+    n, pos = get_varint(blob, 0)
     if n > 8 * len(blob) or (max_symbols is not None and n > max_symbols):
         raise ValueError(f"Huffman blob claims {n} symbols, more than it can hold"
                          + ("" if max_symbols is None else f" or the {max_symbols} expected"))
@@ -304,7 +307,7 @@ def decode(blob: bytes, max_symbols: int | None = None) -> np.ndarray:
         if pos != len(blob):
             raise ValueError("Huffman blob has trailing bytes")
         return np.zeros(0, np.int64)
-    alphabet, pos = _get_varint(blob, pos)
+    alphabet, pos = get_varint(blob, pos)
     if not 0 < alphabet <= MAX_ALPHABET or pos >= len(blob):
         raise ValueError(f"Huffman blob has a bad alphabet size {alphabet}")
     max_len = blob[pos]
@@ -313,7 +316,7 @@ def decode(blob: bytes, max_symbols: int | None = None) -> np.ndarray:
         raise ValueError(f"Huffman blob has a bad maximum code length {max_len}")
     count = np.zeros(max_len + 2, np.int64)
     for length in range(1, max_len + 1):
-        count[length], pos = _get_varint(blob, pos)
+        count[length], pos = get_varint(blob, pos)
     used = int(count.sum())
     if not 0 < used <= min(alphabet, n):  # each listed symbol occurs in the stream
         raise ValueError(f"Huffman blob lists {used} symbols for an alphabet of {alphabet} "

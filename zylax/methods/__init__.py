@@ -9,9 +9,9 @@
 
 ``compress.run(model, variables, train, test, methods=chain, out=...)`` runs a
 chain stage by stage, retraining each with its method's ``tx``. The methods:
-``prune``, ``share``, ``soft_share``, ``ternary``, ``binary``, ``pattern``, ``cast`` (one
-module each: ``pruning``, ``sharing``, ``soft_sharing``, ``ttq``, ``bnn``, ``patterns``,
-``casting``);
+``prune``, ``share``, ``soft_share``, ``sparse_vd``, ``ternary``, ``binary``, ``pattern``,
+``cast`` (one module each: ``pruning``, ``sharing``, ``soft_sharing``,
+``variational_dropout``, ``ttq``, ``bnn``, ``patterns``, ``casting``);
 ``combine`` runs several on disjoint leaves. A module of this package that
 defines ``NAME`` and ``FACTORY`` (its ``Method`` class, called with the
 settings) is found when the package is imported, so a new method is one
@@ -47,10 +47,12 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "ttq": ("ternary",),
     "bnn": ("binary",),
     "sws": ("soft_share", "share"),
+    "svd": ("sparse_vd", "share"),
 }
 """Named chains: ``deep`` is Deep Compression (Han et al.); ``ttq`` and ``bnn`` name the
 papers' methods; ``sws`` is soft weight-sharing (Ullrich et al.) with the codebooks then
-retrained as Han's (``RECIPE_SETTINGS``). Any method name and any ``+``-joined chain works too
+retrained as Han's (``RECIPE_SETTINGS``); ``svd`` is sparse variational dropout (Molchanov
+et al.), its kept weights then shared as Han's. Any method name and any ``+``-joined chain works too
 (``prune+ttq``, ``pattern+share``)."""
 
 RECIPE_SETTINGS: dict[str, dict[str, dict]] = {

@@ -32,6 +32,7 @@ every method keeps the zeros of the weights it is given.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from typing import ClassVar
 
@@ -76,6 +77,13 @@ class Method:
     carries: ClassVar[bool] = True
     """Whether the leaves it took stay in its form through later stages (quantizers do;
     pruning leaves float weights with zeros that every later method keeps)."""
+    recalibrates: ClassVar[bool] = False
+    """Whether BatchNorm's statistics are made again after its stage, for the weights
+    inference runs (``train.batch_statistics``): training ran far other ones (sampled)."""
+    paper_learning_rate: ClassVar[float | None] = None
+    """The rate its paper trains at, which ``compress.run`` takes instead of a sweep when the
+    method leads the chain; None: the sweep (a held-out loss cannot rank the rates of an
+    objective that is mostly its penalty)."""
 
     def __post_init__(self):
         unknown = sorted(set(self.keep_float) - set(EXECUTION_ORDER))
@@ -336,6 +344,23 @@ class Combined:
             return merged, (tuple(new_states), float_state)
 
         return optax.GradientTransformation(init_fn, update_fn)
+
+
+def integer_setting(method: str, field: str, value, low: int, high: int | None) -> int:
+    """``value`` as an int in ``[low, high]`` (``high`` None: no upper bound); a one-line
+    ``ValueError`` naming ``method`` and ``field`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
+            (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{method}: {field} must be an integer {bound}, got {value!r}")
+    return int(value)
+
+
+def real_setting(method: str, field: str, value, what: str, ok) -> None:
+    """Refuses a ``value`` that is no real number or fails ``ok``: a one-line ``ValueError``
+    naming ``method``, ``field`` and ``what`` it must be."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(float(value)):
+        raise ValueError(f"{method}: {field} must be {what}, got {value!r}")
 
 
 def combine(*methods: Method | Combined) -> Combined:

@@ -13,6 +13,7 @@ codebook plus Huffman-coded indices, dense or as relative gaps.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, ClassVar, Mapping
 
 import jax
@@ -34,7 +35,8 @@ class Share(Method):
         Han's defaults (8 for convolution kernels, 5 for dense ones). Static:
         it sets the codebook's shape.
       index_bits: the gap width of the sparse form: an int, ``{regex: bits}``,
-        ``"auto"`` (the smallest file, default) or None (Han's 8 conv / 5 dense).
+        ``"auto"`` (the smallest file, default), ``"ans"`` (the smallest of those and
+        ANS-coded masks: ``zylax.codecs.shared``) or None (Han's 8 conv / 5 dense).
       centroid_init: ``"linear"`` (Han's finding), ``"density"`` or ``"random"``.
     """
 
@@ -53,6 +55,14 @@ class Share(Method):
         if self.centroid_init not in sharing.INITS:
             raise ValueError(f"share: centroid_init must be one of {sharing.INITS}, got "
                              f"{self.centroid_init!r}")
+        widths = (self.index_bits.values() if isinstance(self.index_bits, Mapping)
+                  else [self.index_bits])
+        for width in widths:
+            if width not in (None, "auto", "ans") and (
+                    isinstance(width, bool) or not isinstance(width, numbers.Integral)
+                    or not 1 <= width <= 16):
+                raise ValueError(f"share: index_bits must be an integer in [1, 16], None, "
+                                 f"'auto' or 'ans', got {width!r}")
 
     def init_leaves(self, leaves, key):
         latent, aux = {}, {}

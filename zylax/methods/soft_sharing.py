@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import ClassVar, Sequence
 
 import jax
@@ -37,7 +36,7 @@ import optax
 
 from zylax import straight_through as st
 from zylax.containers import Shared
-from zylax.methods.base import Method, latent_and_own
+from zylax.methods.base import Method, integer_setting, latent_and_own, real_setting
 from zylax.transforms import mixture as mix
 from zylax.transforms import pruning
 from zylax.transforms import tree as ztree
@@ -82,12 +81,16 @@ class SoftShare(Method):
 
     def __post_init__(self):
         super().__post_init__()
-        object.__setattr__(self, "components", _integer("components", self.components, 2, 257))
+        object.__setattr__(self, "components",
+                           integer_setting(self.name, "components", self.components, 2, 257))
         if self.examples is not None:
-            object.__setattr__(self, "examples", _integer("examples", self.examples, 1, None))
-        _number("zero_mixing", self.zero_mixing, "in (0, 1)", lambda v: 0.0 < v < 1.0)
-        _number("tau", self.tau, "finite and >= 0", lambda v: 0.0 <= v < math.inf)
-        _number("initial_std", self.initial_std, "in [1e-3, 1e3]", lambda v: 1e-3 <= v <= 1e3)
+            object.__setattr__(self, "examples",
+                               integer_setting(self.name, "examples", self.examples, 1, None))
+        real_setting(self.name, "zero_mixing", self.zero_mixing, "in (0, 1)",
+                     lambda v: 0.0 < v < 1.0)
+        real_setting(self.name, "tau", self.tau, "finite and >= 0", lambda v: 0.0 <= v < math.inf)
+        real_setting(self.name, "initial_std", self.initial_std, "in [1e-3, 1e3]",
+                     lambda v: 1e-3 <= v <= 1e3)
         for field, size in (("zero_hyper", 2), ("hyper", 2), ("prior_learning_rates", 3)):
             values = getattr(self, field)
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or \
@@ -95,7 +98,8 @@ class SoftShare(Method):
                 raise ValueError(f"soft_share: {field} must be {size} positive numbers, got "
                                  f"{values!r}")
             for value in values:
-                _number(field, value, "positive and finite", lambda v: 0.0 < v < math.inf)
+                real_setting(self.name, field, value, "positive and finite",
+                             lambda v: 0.0 < v < math.inf)
             object.__setattr__(self, field, tuple(float(v) for v in values))
 
     def init_leaves(self, leaves, key):
@@ -170,21 +174,6 @@ def kept_std(w: jax.Array, kept: jax.Array) -> jax.Array:
     count = jnp.maximum(jnp.sum(kept), 1)
     mean = jnp.sum(jnp.where(kept, values, 0)) / count
     return jnp.sqrt(jnp.sum(jnp.where(kept, jnp.square(values - mean), 0)) / count)
-
-
-def _integer(field: str, value, low: int, high: int | None) -> int:
-    """``value`` as an int in ``[low, high]``; a one-line ``ValueError`` naming ``field``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
-            (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"soft_share: {field} must be an integer {bound}, got {value!r}")
-    return int(value)
-
-
-def _number(field: str, value, what: str, ok) -> None:
-    """Refuses a ``value`` that is no real number or fails ``ok``, naming ``field``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(float(value)):
-        raise ValueError(f"soft_share: {field} must be {what}, got {value!r}")
 
 
 def power_of_two(std: jax.Array) -> jax.Array:

@@ -340,6 +340,32 @@ def test_cli_export_writes_a_file_the_interpreter_runs(lenet_file, tmp_path, cap
     assert f"download (gzip -9 of the .tflite): {shipped:,} bytes" in printed
 
 
+def test_cli_export_bounds_the_arrays_it_converts_not_the_decoders_working_set(
+        lenet_file, tmp_path, capsys, monkeypatch):
+    params, metadata = archive.load(lenet_file)
+    params = jax.tree.map(np.asarray, params["params"])
+    rng = np.random.default_rng(0)
+    rate = np.linspace(0.0, 0.1, 784)[:, None]  # kept unevenly across the inputs: the ans form
+    params["ip1"]["kernel"] = Shared(np.linspace(-0.1, 0.1, 32, dtype=np.float32), np.where(
+        rng.random((784, 300)) < rate, rng.integers(0, 32, (784, 300)), 32), "ans")
+    path, out = tmp_path / "ans.zyl", tmp_path / "ans.tflite"
+    archive.save(path, {"params": params}, metadata=metadata)
+    _, header = archive.load_with_header(path)
+    assert {e["name"]: e.get("form") for e in header["leaves"]}["ip1/kernel"] == "ans"
+    arrays = archive.decoded_array_bytes(header["leaves"])
+    assert archive.decoding_bytes(header["leaves"]) > 4 * arrays  # the ans decoder's 40 B/weight
+    monkeypatch.setattr(export, "DECODED_MULTIPLE", 1)
+    monkeypatch.setattr(export, "DECODED_FLOOR", arrays)  # the arrays fit, decoding would not
+    cli.main(["export", str(path), "--out", str(out)])
+    assert out.exists() and "download (gzip -9" in capsys.readouterr().out
+    monkeypatch.setattr(export, "DECODED_FLOOR", arrays - 1)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", str(path), "--out", str(tmp_path / "refused.tflite")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "over the export limit" in err and not (tmp_path / "refused.tflite").exists()
+
+
 def test_cli_refuses_a_corrupted_file_with_one_line_and_writes_nothing(lenet_file, tmp_path,
                                                                         capsys):
     blob = bytearray(lenet_file.read_bytes())

@@ -473,13 +473,15 @@ def decoding_bytes(leaves: list[dict]) -> int:
     """The peak bytes decoding ``leaves`` takes: every decoded array, and the largest
     working set one leaf's decoder needs on top of it (each codec's ``working_bytes``,
     an upper bound measured per form: int64 indices, gaps and positions)."""
+    working = max((codecs.by_method(e["method"]).working_bytes(e) for e in leaves), default=0)
+    return decoded_array_bytes(leaves) + working
+
+
+def decoded_array_bytes(leaves: list[dict]) -> int:
+    """The bytes of the arrays decoding ``leaves`` gives (a header's ``"leaves"``)."""
     table = {**_common.FLOAT_DTYPES, **_common.INT_DTYPES}
-    outputs, working = 0, 0
-    for entry in leaves:
-        itemsize = table[entry["dtype"]].itemsize if entry["dtype"] in table else 8
-        outputs += _common.size_of(entry["shape"]) * itemsize
-        working = max(working, codecs.by_method(entry["method"]).working_bytes(entry))
-    return outputs + working
+    return sum(_common.size_of(e["shape"]) * (table[e["dtype"]].itemsize
+                                              if e["dtype"] in table else 8) for e in leaves)
 
 
 def read_header_bytes(blob: bytes, *, max_decoded_bytes: int | None = None) -> tuple[dict, list]:

@@ -99,17 +99,29 @@ from zylax.nets.layers import TapConv
 from zylax.transforms import tree as ztree
 
 DECODED_FLOOR = 16 << 20
-"""Decoded bytes any ``.zyl`` file may declare for export, however small the file."""
+"""Bytes of decoded arrays any ``.zyl`` file may hold for export, however small the file."""
 DECODED_MULTIPLE = 64
-"""Decoded bytes per file byte a ``.zyl`` file may declare for export. Conversion holds
-about 25 copies of the weights at its peak, on top of TensorFlow's own ~1 GB."""
+"""Bytes of decoded arrays per file byte a ``.zyl`` file may hold for export. Conversion
+holds about 25 copies of the weights at its peak, on top of TensorFlow's own ~1 GB."""
 
 
 def decoded_limit(file_bytes: int) -> int:
-    """The decoded-size bound (``archive.load``'s ``max_decoded_bytes``) for exporting a file
-    of ``file_bytes``: ``max(DECODED_FLOOR, DECODED_MULTIPLE x file_bytes)``, capped as
-    ``archive`` caps every file."""
+    """The bound on the decoded arrays (``archive.decoded_array_bytes``) of a file of
+    ``file_bytes`` to export: ``max(DECODED_FLOOR, DECODED_MULTIPLE x file_bytes)``, capped
+    as ``archive`` caps every file. Decoding itself is bounded as every load is
+    (``archive.load``); its working set is gone before conversion starts."""
     return archive.decoded_limit(file_bytes, floor=DECODED_FLOOR, multiple=DECODED_MULTIPLE)
+
+
+def check_decoded_size(path: str, header: dict, file_bytes: int) -> None:
+    """``archive.CorruptFileError`` when the arrays of a loaded file's ``header`` (``path``,
+    ``file_bytes`` long) are more than ``decoded_limit(file_bytes)``: too many for
+    conversion to copy."""
+    arrays, limit = archive.decoded_array_bytes(header["leaves"]), decoded_limit(file_bytes)
+    if arrays > limit:
+        raise archive.CorruptFileError(
+            f"{path}: header: declares {arrays:,} bytes of arrays, over the export limit of "
+            f"{limit:,} (raise it with --max-decoded-bytes)")
 
 
 WEIGHTS = ("auto", "float32", "float16", "int8", "int4")

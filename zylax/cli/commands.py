@@ -220,10 +220,10 @@ def cmd_export(args) -> None:
     positive("--batch", args.batch, limit=4096)
     check_out_file(args.out)
     check_not_input(args.out, args.file)
-    limit = (args.max_decoded_bytes if args.max_decoded_bytes is not None
-             else export.decoded_limit(os.path.getsize(args.file) if os.path.isfile(args.file)
-                                       else 0))
-    loaded = model_file(args.file, args.model, "export", limit)
+    if args.max_decoded_bytes is None:  # before decoding: the header declares the arrays
+        export.check_decoded_size(args.file, archive.read_header(args.file),
+                                  os.path.getsize(args.file))
+    loaded = model_file(args.file, args.model, "export", args.max_decoded_bytes)
     sample = loaded.preprocess(np.random.default_rng(0).integers(
         0, 256, (1, *loaded.input_shape), np.uint8))
     if args.batch * sample.size > MAX_EXPORT_INPUT:

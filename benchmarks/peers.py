@@ -17,8 +17,10 @@ clusters as the preset's codebook has values (32 for dense, 256 for conv layers)
 preserving sparsity (Adam 1e-5, 3 epochs), then the TFLite converter with
 ``Optimize.DEFAULT`` (int8 weights). zylax: the registry's baseline of the same net (its
 recipe; cached under ``runs/`` as ``zylax compress`` caches it), then the registry's Deep
-Compression preset, ``budget.run`` at the net's budget (``RUNS``), and soft weight-sharing
-(10 epochs under the prior, then 1 of 4-bit k-means sharing); each file exported by
+Compression preset, ``budget.run`` at the net's budget (``RUNS``), soft weight-sharing
+(10 epochs under the prior, then 1 of 4-bit k-means sharing) and sparse variational
+dropout (the ``svd`` recipe: 10 epochs at the paper's Adam 1e-3, then 1 of k-means sharing
+at Han's 8 conv / 5 dense bits, ANS-coded masks); each file exported by
 ``zylax.export`` (``weights="auto"``). Both tools see the same 60,000 training images with
 the same normalisation; every top-1 is the LiteRT interpreter's over all 10,000 test
 images. Qwix (the JAX quantization peer) quantizes the same zylax baseline's weights
@@ -170,8 +172,9 @@ def _interpreter_top1(tflite: bytes, images: np.ndarray, labels: np.ndarray) -> 
 def zylax_rows(net: str, model, variables, prep, train_data, test_data, out: str, limit: int
                ) -> list[dict]:
     """zylax's files of the registry's ``net`` baseline: its Deep Compression preset,
-    ``budget.run`` at ``limit`` bytes and soft weight-sharing (``experiments.soft_sharing``'s
-    defaults), each exported and scored in LiteRT."""
+    ``budget.run`` at ``limit`` bytes, soft weight-sharing (``experiments.soft_sharing``'s
+    defaults) and the ``svd`` recipe's defaults (``zylax compress --method svd --index-bits
+    ans``), each exported and scored in LiteRT."""
     choice = baseline.choose_model(net, None, None, None)
     task = tasks.Classification()
     metadata = {"net": net, "data": "fashion_mnist"}
@@ -191,6 +194,12 @@ def zylax_rows(net: str, model, variables, prep, train_data, test_data, out: str
             [methods.soft_share(epochs=10), methods.share(bits=4, epochs=1)], out=path,
             retrain=compress.Retrain(learning_rate=1e-3, batch_size=256), preprocess=prep,
             task=task, metadata=metadata, progress=False)),
+        "zylax sparse variational dropout (svd)": (
+            f"zylax_{net}_svd.zyl", lambda path: compress.run(
+                model, variables, train_data, test_data,
+                methods.build("svd", {"share": {"index_bits": "ans"}}), out=path,
+                retrain=compress.Retrain(batch_size=batch), preprocess=prep, task=task,
+                metadata=metadata, progress=False)),
     }
     found = []
     for tool, (name, run) in runs.items():

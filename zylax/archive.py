@@ -187,7 +187,7 @@ def _plans(candidates: list[dict]) -> list[list]:
     for family in families:
         plans += _family_plans([{k: v for k, v in c.items() if _family(k) != family}
                                 for c in candidates])
-    return plans
+    return list({tuple(map(id, plan)): plan for plan in plans}.values())  # each file once
 
 
 def _family_plans(candidates: list[dict]) -> list[list]:

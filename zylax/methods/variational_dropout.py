@@ -101,16 +101,15 @@ class SparseVD(Method):
         aux = {name: {"kept": w != 0} for name, w in leaves.items()}
         return dict(leaves), own, aux
 
-    def _mean(self, theta, own):
-        """``theta * [log alpha < threshold]``."""
+    def _extracted(self, theta, own):
+        """``(theta * [log alpha < threshold], [log alpha < threshold])``."""
         kept = log_alpha(theta, own["log_sigma2"]) < self.threshold
-        return jnp.where(kept, theta, jnp.zeros_like(theta))
+        return jnp.where(kept, theta, jnp.zeros_like(theta)), kept
 
     def apply_leaves(self, latent, own, aux, rng=None):
         out = {}
         for i, (name, theta) in enumerate(latent.items()):
-            kept = log_alpha(theta, own[name]["log_sigma2"]) < self.threshold
-            mean = jnp.where(kept, theta, jnp.zeros_like(theta))
+            mean, kept = self._extracted(theta, own[name])
             if rng is not None:
                 sigma = jnp.exp(0.5 * own[name]["log_sigma2"])
                 eps = jax.random.normal(jax.random.fold_in(rng, i), theta.shape, jnp.float32)
@@ -136,7 +135,7 @@ class SparseVD(Method):
 
     def store_leaves(self, latent, own, aux):
         del aux
-        return {name: jax.device_get(self._mean(theta, own[name]))
+        return {name: jax.device_get(self._extracted(theta, own[name])[0])
                 for name, theta in latent.items()}
 
 

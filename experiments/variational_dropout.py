@@ -9,7 +9,8 @@ Run:
 The registry's LeNet-300-100 baseline (cached under ``runs/`` as ``zylax compress --net
 lenet300`` caches it) trains ``--epochs`` epochs under the KL term at each ``--kl-weight``,
 at a fixed Adam rate of 1e-3 and batches of 256, then ``--retrain-epochs`` of the kept weights
-and one epoch of ``--bits``-bit codebooks; each file is written, read back and scored on all
+and one epoch of ``--bits``-bit codebooks (``--biases float16``: the biases cast to 16 bits
+in that epoch); each file is written, read back and scored on all
 10,000 test images. Prints one Markdown row per file and writes ``<out>/results.json``.
 """
 
@@ -21,12 +22,17 @@ from zylax import methods
 from experiments.soft_sharing import sweep
 
 
-def chain(epochs: int, kl_weight: float, retrain_epochs: int, bits: int) -> list:
-    """``sparse_vd`` for ``epochs``, the kept weights retrained, then ``share``."""
+def chain(epochs: int, kl_weight: float, retrain_epochs: int, bits: int,
+          biases: str | None = None) -> list:
+    """``sparse_vd`` for ``epochs``, the kept weights retrained, then ``share`` (with the
+    biases cast to ``biases``, e.g. ``"float16"``, when given)."""
     stages = [methods.sparse_vd(epochs=epochs, kl_weight=kl_weight)]
     if retrain_epochs:
         stages.append(methods.prune(sparsity=0.0, epochs=retrain_epochs))
-    return [*stages, methods.share(bits=bits, epochs=1, index_bits="ans")]
+    last = methods.share(bits=bits, epochs=1, index_bits="ans")
+    if biases is not None:
+        last = methods.combine(last, methods.cast(dtype=biases, epochs=1))
+    return [*stages, last]
 
 
 def main() -> None:
@@ -36,11 +42,14 @@ def main() -> None:
     parser.add_argument("--kl-weight", type=float, nargs="+", default=[1.0, 1.5, 3.0])
     parser.add_argument("--retrain-epochs", type=int, default=5)
     parser.add_argument("--bits", type=int, default=5)
+    parser.add_argument("--biases", choices=["float16", "bfloat16"], default=None,
+                        help="store the biases at 16 bits (default: float32)")
     args = parser.parse_args()
+    suffix = f"-e{args.epochs}" + (f"-{args.biases}" if args.biases else "")
     sweep(args.out, [({"kl_weight": kl_weight, "epochs": args.epochs,
                        "retrain_epochs": args.retrain_epochs, "bits": args.bits},
-                      chain(args.epochs, kl_weight, args.retrain_epochs, args.bits),
-                      f"lenet300-kl{kl_weight:g}.zyl") for kl_weight in args.kl_weight])
+                      chain(args.epochs, kl_weight, args.retrain_epochs, args.bits, args.biases),
+                      f"lenet300-kl{kl_weight:g}{suffix}.zyl") for kl_weight in args.kl_weight])
 
 
 if __name__ == "__main__":

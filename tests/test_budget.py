@@ -172,8 +172,8 @@ def test_the_command_writes_a_file_under_a_tiny_budget_and_its_report(trained, t
         tasks.Classification(), prep, *train_data, {"net": "lenet300", "data": "fashion_mnist"}))
     out, rep = tmp_path / "small.zyl", tmp_path / "small.json"
     cli.main(["compress", "--from", str(path), "--budget", "16KB", "--index-bits", "ans",
-              "--max-examples", "2000",
-              "--max-test-examples", "1000", "--learning-rate", "1e-3", "--quiet",
+              "--max-examples", "2000", "--finetune-epochs", "0",  # the plan as measured
+              "--max-test-examples", "1000", "--quiet",
               "--out", str(out), "--report", str(rep)])
     printed = capsys.readouterr().out
     assert 0 < out.stat().st_size <= 16_000  # 1.07 MB of float weights in 16 KB

@@ -203,8 +203,8 @@ def test_compress_a_batchnorm_net_then_evaluate_its_file(tmp_path, capsys):
     out, rep = tmp_path / "m.zyl", tmp_path / "r" / "report.json"
     cli.main(["compress", "--net", "mlp", "--baseline-epochs", "1", "--prune-cycles", "1",
               "--retrain-epochs", "1", "--finetune-epochs", "1", "--max-examples", "2048",
-              "--batch-size", "256", "--out", str(out), "--report", str(rep),
-              "--workdir", str(tmp_path / "w"), "--quiet"])
+              "--max-test-examples", "1000", "--batch-size", "256", "--out", str(out),
+              "--report", str(rep), "--workdir", str(tmp_path / "w"), "--quiet"])
     printed = capsys.readouterr().out
     assert "P+Q+H" in printed and "compressed (the file) accuracy" in printed
     report = json.loads(rep.read_text())
@@ -218,7 +218,7 @@ def test_compress_a_batchnorm_net_then_evaluate_its_file(tmp_path, capsys):
     # --batch-size is used: 2048 examples / 256 = 8 steps per epoch in the checkpoint
     (baseline,) = (tmp_path / "w").iterdir()
     assert sorted(p.name for p in baseline.iterdir() if p.name.isdigit()) == ["8"]
-    cli.main(["evaluate", str(out)])
+    cli.main(["evaluate", str(out), "--max-examples", "1000"])
     assert f"test accuracy {report['compressed_accuracy']:.4f}" in capsys.readouterr().out
     cli.main(["inspect", str(out)])
     assert "fc1/kernel" in capsys.readouterr().out
@@ -309,7 +309,8 @@ def test_compress_a_user_model_from_the_command_line(tmp_path, in_process):
                 "--prune-cycles", "1", "--retrain-epochs", "1", "--finetune-epochs", "1",
                 "--sparsity", "0.6", "mm_head/kernel=0.2", "--bits", "4", "mm_head.*=6",
                 "--index-bits", "auto", "--fold-batch-norm", "--max-examples", "1024",
-                "--out", str(out), "--workdir", str(tmp_path / "w"), "--quiet", cwd=tmp_path)
+                "--max-test-examples", "1000", "--out", str(out), "--workdir",
+                str(tmp_path / "w"), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     accuracy = next(line for line in proc.stdout.splitlines()
                     if line.startswith("compressed (the file) accuracy")).split()[-1]
@@ -326,7 +327,8 @@ def test_compress_a_user_model_from_the_command_line(tmp_path, in_process):
     code, _, err = in_process("evaluate", str(out), cwd=tmp_path)
     assert code == 2 and "pass --model my_models:Net" in err
     assert len(err.strip().splitlines()) == 1
-    code, printed, err = in_process("evaluate", str(out), "--model", "my_models:Net", cwd=tmp_path)
+    code, printed, err = in_process("evaluate", str(out), "--model", "my_models:Net",
+                                    "--max-examples", "1000", cwd=tmp_path)
     assert code == 0, err
     assert f"test accuracy {float(accuracy.rstrip('%')) / 100:.4f}" in printed
     _, metadata = archive.load(out)

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codec_checks import finite, float_dtypes, refuses_damaged_sections, round_trip, shapes
-from zylax import archive
+from zylax import archive, report
 from zylax.coding import ans
 from zylax.containers import Shared
 
@@ -41,6 +41,8 @@ def test_ans_form_for_a_layer_pruned_unevenly_and_corruption_refused(model):
     leaf.indices[rng.random((300, 100)) >= rate] = 32
     entry = round_trip(leaf, "shared")
     assert entry["form"] == "ans" and entry["model"] == model
+    (row,) = report.layer_rows({"leaves": [{**entry, "name": "w", "collection": "params"}]})
+    assert row["stored_as"] == "shared (ans)" and row["coded_bytes"] == sum(entry["bytes"])
     refuses_damaged_sections(leaf)
 
 

@@ -84,6 +84,17 @@ def test_settings_that_would_silently_do_nothing_are_refused(trained):
         methods.build("prune+nope")
 
 
+def test_a_stage_left_no_leaf_by_the_earlier_ones_is_refused_before_training(
+        trained, fmnist_test, tmp_path):
+    model, variables, train_data, prep = trained
+    epochs = []
+    with pytest.raises(ValueError, match="selects no leaf .* earlier methods took 3"):
+        compress.run(model, variables, train_data, fmnist_test, methods.build("svd+svd"),
+                     out=str(tmp_path / "twice.zyl"), preprocess=prep, on_epoch=epochs.append)
+    assert epochs == [] and not (tmp_path / "twice.zyl").exists()
+    compress.check_chain(methods.build("prune+share"), variables["params"])
+
+
 def test_zero_epochs_compress_without_retraining(trained, fmnist_test, tmp_path):
     model, variables, train_data, prep = trained
     chain = [methods.prune(sparsity=0.5, epochs=0), methods.share(bits=4, epochs=0)]

@@ -82,9 +82,9 @@ def test_the_contract_init_apply_tx_store_under_jit(name):
     assert same == (name not in TRAINS_OTHERWISE)
     tx = method.tx(optax.adam(1e-2), steps=10)
     opt_state = jax.jit(tx.init)(state["latent"])
-    grads = jax.grad(lambda latent: jnp.sum(jnp.square(Net().apply(  # as a training step
+    grads = jax.jit(jax.grad(lambda latent: jnp.sum(jnp.square(Net().apply(  # a training step
         {"params": method.apply({"latent": latent, "aux": state["aux"]}, jax.random.key(4))},
-        X))) + method.penalty({"latent": latent, "aux": state["aux"]}))(state["latent"])
+        X))) + method.penalty({"latent": latent, "aux": state["aux"]})))(state["latent"])
     updates, _ = jax.jit(tx.update)(grads, opt_state, state["latent"])
     moved = optax.apply_updates(state["latent"], updates)
     assert not ztree.bit_identical(jax.device_get(moved), jax.device_get(state["latent"]))
@@ -106,8 +106,8 @@ def chex_equal(a, b):
 def test_every_method_vmaps_over_a_batch_of_params(name):
     method = _bound(ALL[name]())
     batch = jax.tree.map(lambda w: jnp.stack([w, 2 * w]), PARAMS)
-    out = jax.vmap(lambda p: method.apply(method.init(p, KEY)))(batch)
-    first = method.apply(method.init(PARAMS, KEY))
+    out = jax.jit(jax.vmap(lambda p: method.apply(method.init(p, KEY))))(batch)
+    first = jax.jit(lambda p: method.apply(method.init(p, KEY)))(PARAMS)
     for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(first)):
         np.testing.assert_allclose(got[0], want, rtol=1e-6, atol=1e-7)
 

@@ -234,6 +234,18 @@ class Context:
                                   method=stage.plan, aux=stage.state["aux"])[self.task.metric]
 
 
+def check_chain(stages: Sequence[Method | Combined], params) -> None:
+    """Refuses, before anything trains, a stage that would select no leaf of ``params`` once
+    the earlier stages' carried leaves are taken (``"svd+svd"``: the second ``share`` finds
+    every kernel already shared), as ``follow`` would after training."""
+    taken: frozenset = frozenset()
+    for stage in stages:
+        plan = combine(stage)
+        taken = taken.union(*(names for member, names
+                              in zip(plan.members, plan.selections(params, taken))
+                              if member.carries))
+
+
 def begin(method: Method | Combined, variables: dict, key) -> Stage:
     """The first stage: ``method`` initialised on the trained variables."""
     params, collections = train.split_variables(variables)
@@ -435,6 +447,7 @@ def run(model, variables, train_data, test_data, methods: Sequence | None = None
     stages = [s.bind(model, variables, sample, **inference).sized(len(train_data[0]))
               for m in chain for s in m.stages()]
     names = _stage_names(stages)
+    check_chain(stages, params)
     combine(*stages).store_collections(dict(collections))  # a value no type holds fails now
 
     t0 = time.perf_counter()

@@ -8,8 +8,8 @@ import os
 import re
 import tempfile
 
-import numpy as np
 
+from zylax import data as zdata
 from zylax import presets, report
 
 class UsageError(Exception):
@@ -66,12 +66,14 @@ def check_learning_rate(value) -> None:
         raise UsageError(f"--learning-rate must be > 0 and <= 10, got {value}")
 
 
-def check_pad_to(recipe, args, images: np.ndarray) -> None:
-    """A recipe that pads to less than the images (e.g. a lent ``--recipe``): a usage error."""
-    if recipe.pad_to is not None and recipe.pad_to < max(images.shape[1:3]):
+def check_pad_to(recipe, args) -> None:
+    """A recipe that pads to less than ``--data``'s images (e.g. a lent ``--recipe``): a usage
+    error, from the dataset's declared image shape, before anything loads."""
+    height, width, _ = zdata.get(args.data).image_shape
+    if recipe.pad_to is not None and recipe.pad_to < max(height, width):
         source = f"--recipe {args.recipe}" if args.recipe else "the recipe"
         raise UsageError(f"{source} pads images to {recipe.pad_to}x{recipe.pad_to}, but the "
-                         f"{args.data} images are {images.shape[1]}x{images.shape[2]}")
+                         f"{args.data} images are {height}x{width}")
 
 
 def check_chain(chain, params) -> None:

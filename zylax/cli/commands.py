@@ -40,8 +40,8 @@ def cmd_train(args) -> None:
     donor = None
     if args.init_from is not None and resumed is None:
         donor, _ = archive.load(args.init_from)  # a bad file fails before the data loads
+    check_pad_to(choice.recipe, args)
     train_data, test_data = load_data(args)
-    check_pad_to(choice.recipe, args, train_data[0])
     dataset = zdata.get(args.data)
     preprocess = dataset.preprocessing(choice.recipe.pad_to)
     print(f"recipe{f' of {args.recipe}' if args.recipe else ''}: "

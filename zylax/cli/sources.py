@@ -93,8 +93,8 @@ def trained_model(args, given, choice, check=None):
                 given.preprocess)
     epochs = args.baseline_epochs or choice.recipe.epochs
     preprocess = dataset.preprocessing(choice.recipe.pad_to)
+    check_pad_to(choice.recipe, args)
     train_data, test_data = load_data(args)
-    check_pad_to(choice.recipe, args, train_data[0])
     name = args.net or args.model.replace(":", ".")
     workdir = args.workdir or os.path.join("runs", f"{name}-{args.data}-seed{args.seed}")
     folder = baseline.baseline_dir(workdir, choice, data=args.data, seed=args.seed,

@@ -240,16 +240,26 @@ class Combined:
         """Every member told the training set's size (``Method.sized``)."""
         return Combined(tuple(m.sized(examples) for m in self.members))
 
+    def selections(self, params, taken: frozenset = frozenset()) -> list[list[str]]:
+        """Each member's leaf names: those it selects among the ones the earlier members (and
+        ``taken``) left; ``ValueError`` for a member left none."""
+        out: list[list[str]] = []
+        for member in self.members:
+            earlier = taken.union(*out)
+            names = member.selected(params, earlier)
+            if not names:
+                raise ValueError(f"{member.name}: selects no leaf (include {member.include!r}, "
+                                 f"exclude {list(member.exclude)[:4]}, earlier methods took "
+                                 f"{len(earlier)}; leaves "
+                                 f"{list(ztree.named_leaves(params))[:6]})")
+            out.append(names)
+        return out
+
     def init(self, params, key: jax.Array, taken: frozenset = frozenset()) -> State:
         """Each member takes its leaves among those the earlier members (and ``taken``) left."""
         leaves = ztree.named_leaves(params)
         latent, owns, auxes = {}, [], []
-        for i, member in enumerate(self.members):
-            names = member.selected(params, taken | frozenset(latent))
-            if not names:
-                raise ValueError(f"{member.name}: selects no leaf (include {member.include!r}, "
-                                 f"exclude {list(member.exclude)[:4]}, earlier methods took "
-                                 f"{len(latent) + len(taken)}; leaves {list(leaves)[:6]})")
+        for i, (member, names) in enumerate(zip(self.members, self.selections(params, taken))):
             chosen = {n: leaves[n] for n in names}
             ztree.check_finite(chosen)
             own_latent, own, aux = member.init_leaves(chosen, jax.random.fold_in(key, i))

@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from zylax import compress, data, methods
-from experiments.budget_pareto import lenet300
+from experiments.budget_pareto import registry_baseline
 
 
 def nonzero_fraction(variables: dict) -> float:
@@ -31,7 +31,7 @@ def nonzero_fraction(variables: dict) -> float:
 
 
 def measured(chain: list, out: str, trained: tuple, train_data, test_data) -> dict:
-    """``compress.run`` of ``chain`` on ``trained`` (``lenet300(train_data)``) at a fixed Adam
+    """``compress.run`` of ``chain`` on ``trained`` (``registry_baseline``) at a fixed Adam
     rate of 1e-3 and batches of 256, writing ``out``: its bytes, ratio, non-zero fraction,
     dense and from-the-file accuracies."""
     model, variables, preprocess, _, metadata = trained
@@ -45,13 +45,13 @@ def measured(chain: list, out: str, trained: tuple, train_data, test_data) -> di
             "dense_accuracy": rep["dense_accuracy"], "file_accuracy": rep["compressed_accuracy"]}
 
 
-def sweep(out: str, runs: list) -> None:
-    """Compresses the registry's LeNet-300-100 baseline once per ``(settings, chain, name)`` of
+def sweep(out: str, runs: list, net: str = "lenet300") -> None:
+    """Compresses the registry's ``net`` baseline once per ``(settings, chain, name)`` of
     ``runs``: ``measured`` writes ``<out>/<name>``; prints one Markdown row per file (the
     ``settings`` values first) and writes every row to ``<out>/results.json``."""
     os.makedirs(out, exist_ok=True)
     train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
-    trained = lenet300(train_data)
+    trained = registry_baseline(net, train_data)
     columns = [*(key.replace("_", " ") for key in runs[0][0]), "file bytes", "ratio",
                "non-zero", "dense", "from the file", "drop"]
     print("| " + " | ".join(columns) + " |")

@@ -58,8 +58,8 @@ def sweep(out: str, runs: list, net: str = "lenet300") -> None:
     print("|" + "---|" * len(columns))
     results = []
     for settings, chain, name in runs:
-        row = {**settings, **measured(chain, os.path.join(out, name), trained, train_data,
-                                      test_data)}
+        row = {"net": net, "file": name, **settings,
+               **measured(chain, os.path.join(out, name), trained, train_data, test_data)}
         results.append(row)
         cells = [f"{value:g}" for value in settings.values()] + [
             f"{row['file_bytes']:,}", f"{row['ratio']:.1f}x", f"{100 * row['nonzero']:.1f}%",

@@ -50,7 +50,7 @@ def main() -> None:
     suffix = f"-e{args.epochs}" + (f"-{args.biases}" if args.biases else "")
     sweep(args.out, [({"kl_weight": kl_weight, "epochs": args.epochs,
                        "retrain_epochs": args.retrain_epochs,
-                       **({"bits": args.bits} if args.bits else {})},
+                       **({"bits": args.bits} if args.bits is not None else {})},
                       chain(args.epochs, kl_weight, args.retrain_epochs, args.bits, args.biases),
                       f"{args.net}-kl{kl_weight:g}{suffix}.zyl") for kl_weight in args.kl_weight],
           args.net)

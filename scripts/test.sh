@@ -21,13 +21,6 @@ trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
 if [[ ${XLA_FLAGS:-} != *xla_backend_optimization_level* ]]; then
   export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_backend_optimization_level=1"
 fi
-# XLA's earlier CPU runtime rather than the thunk runtime: on this suite it compiles about 10%
-# faster and runs no slower (a 4-test compile-bound file 61 -> 54 s, two training-bound tests
-# 91 -> 83 s); only where this jaxlib still takes the flag and XLA_FLAGS does not choose
-if [[ ${XLA_FLAGS:-} != *xla_cpu_use_thunk_runtime* ]] && XLA_FLAGS="--xla_cpu_use_thunk_runtime=false" \
-    .venv/bin/python -c 'import jax; jax.numpy.zeros(1).block_until_ready()' >/dev/null 2>&1; then
-  export XLA_FLAGS="$XLA_FLAGS --xla_cpu_use_thunk_runtime=false"
-fi
 # Two workers (-n 2), each taking whole files (loadfile: a module's fixtures are built once):
 # XLA compiles on one thread, and most of the suite's time is compiling.
 .venv/bin/python -m pytest -q -n 2 --dist loadfile --nbmake tests notebooks "$@"

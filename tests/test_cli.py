@@ -132,6 +132,7 @@ def test_the_epoch_line_is_flushed_at_once_and_dropped_without_stdout(monkeypatc
     (["compress", "--method", "ttq", "--kl-weight", "2"],
      "kl_weight sets sparse_vd, which ttq does not run"),
     (["compress", "--method", "svd", "--kl-weight", "nan"], "--kl-weight must lie in [0, 1e6]"),
+    (["compress", "--method", "svd+svd"], "sparse_vd: selects no leaf"),  # share took them
     (["compress", "--method", "ttq", "--stochastic"], "stochastic sets binary, which ttq"),
     (["train", "--max-test-examples", "0"], "--max-test-examples must be >= 1"),
     (["train", "--net", "lenet5", "--task", "detection"], "detection needs boxes and masks"),

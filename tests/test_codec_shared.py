@@ -42,7 +42,7 @@ def test_ans_form_for_a_layer_pruned_unevenly_and_corruption_refused(model):
     entry = round_trip(leaf, "shared")
     assert entry["form"] == "ans" and entry["model"] == model
     (row,) = report.layer_rows({"leaves": [{**entry, "name": "w", "collection": "params"}]})
-    assert row["stored_as"] == "shared (ans)" and row["coded_bytes"] == sum(entry["bytes"])
+    assert row["stored_as"] == "shared/ans" and row["coded_bytes"] == sum(entry["bytes"])
     refuses_damaged_sections(leaf)
 
 

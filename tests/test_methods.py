@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from zylax import archive, methods
+from zylax import archive, compress, methods
 from zylax.transforms import tree as ztree
 
 KEY = jax.random.key(0)
@@ -198,3 +198,14 @@ def test_a_pruned_stage_is_not_carried_its_leaves_go_on_as_floats_with_zeros():
     assert [m.name for m in stage.plan.members] == ["share"]
     params = stage.plan.apply(stage.state)
     assert np.mean(np.asarray(params["aa_last"]["kernel"]) == 0) == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_chain_is_checked_stage_by_stage_with_what_the_carried_leaves_leave():
+    pruned_last = methods.combine(methods.prune(include=".*aa_last/kernel"),
+                                  methods.share(include=".*zz_first/kernel"))
+    # prune does not carry: its leaf is free for the next stage; share's is not
+    compress.check_chain([pruned_last, methods.share(include=".*aa_last/kernel")], PARAMS)
+    with pytest.raises(ValueError, match=r"stage 2 \(share\): share: selects no leaf"):
+        compress.check_chain([pruned_last, methods.share(include=".*zz_first/kernel")], PARAMS)
+    first, second = pruned_last.selections(PARAMS)
+    assert (first, second) == (["aa_last/kernel"], ["zz_first/kernel"])

@@ -239,10 +239,13 @@ def check_chain(stages: Sequence[Method | Combined], params) -> None:
     the earlier stages' carried leaves are taken (``"svd+svd"``: the second ``share`` finds
     every kernel already shared), as ``follow`` would after training."""
     taken: frozenset = frozenset()
-    for stage in stages:
+    for i, (stage, name) in enumerate(zip(stages, _stage_names(stages))):
         plan = combine(stage)
-        taken = taken.union(*(names for member, names
-                              in zip(plan.members, plan.selections(params, taken))
+        try:
+            selections = plan.selections(params, taken)
+        except ValueError as err:
+            raise ValueError(f"stage {i + 1} ({name}): {err}") from None
+        taken = taken.union(*(names for member, names in zip(plan.members, selections)
                               if member.carries))
 
 

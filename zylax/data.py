@@ -55,7 +55,8 @@ class Dataset:
         ``download=False`` must never go to the network.
       mean, std: the published per-channel normalisation of the training
         split, pixel values in [0, 1] (``preprocessing``).
-      image_shape: ``(H, W, C)`` of one image.
+      image_shape: ``(H, W, C)`` of one image, as ``loader`` returns them (commands check
+        settings against it before loading).
       labels: one of ``LABEL_KINDS``; the tasks that can train on it read it
         (``zylax.tasks``).
       num_classes: its object classes (a file scored on it must have been

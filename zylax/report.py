@@ -24,7 +24,7 @@ from zylax.transforms import tree as ztree
 
 def layer_rows(header: dict) -> list[dict]:
     """One row per stored leaf, computed from a ``.zyl`` header by each leaf's codec;
-    ``stored_as`` is the codec's name, ``"shared (ans)"`` for the ``ans`` form (its mask and
+    ``stored_as`` is the codec's name, ``"shared/ans"`` for the ``ans`` form (its mask and
     indices are one stream, counted under the index columns, its histogram under the weight
     ones)."""
     rows = []
@@ -33,7 +33,7 @@ def layer_rows(header: dict) -> list[dict]:
         collection = entry["collection"]
         row["name"] = entry["name"] if collection == "params" else f"{collection}/{entry['name']}"
         row["method"] = entry["method"]
-        row["stored_as"] = entry["method"] + (" (ans)" if entry.get("form") == "ans" else "")
+        row["stored_as"] = entry["method"] + ("/ans" if entry.get("form") == "ans" else "")
         row["coded_bytes"] = (row["codebook_bytes"] + row["weights_huffman_bytes"]
                               + row["index_huffman_bytes"])
         row["kept_percent"] = 100.0 * row["kept"] / max(row["weights"], 1)
@@ -75,7 +75,8 @@ def build(header: dict, *, file_bytes: int, accuracies: dict, seconds: dict | No
             "stages": stages, "reference": dict(reference or {}), "layers": rows}
 
 
-_COLUMNS = [("layer", "name", "{}"), ("method", "stored_as", "{}"), ("weights", "weights", "{:,}"),
+_COLUMNS = [("layer", "name", "{}"), ("method", "stored_as", "{}"),
+            ("weights", "weights", "{:,}"),
             ("kept %", "kept_percent", "{:.1f}"), ("w bits", "weight_bits", "{}"),
             ("idx bits", "index_bits", "{}"), ("w raw B", "weights_raw_bytes", "{:,}"),
             ("w huff B", "weights_huffman_bytes", "{:,}"), ("idx raw B", "index_raw_bytes", "{:,}"),

@@ -10,7 +10,8 @@ import tempfile
 
 
 from zylax import data as zdata
-from zylax import presets, report
+from zylax import compress, presets, report
+from zylax.nets.layers import mode_kwargs
 
 class UsageError(Exception):
     """A bad command-line argument (exit code 2)."""
@@ -76,12 +77,18 @@ def check_pad_to(recipe, args) -> None:
                          f"{args.data} images are {height}x{width}")
 
 
-def check_chain(chain, params) -> None:
-    """Settings that fit no layer (a ``--sparsity``/``--bits`` regex matching none): a usage
-    error, before training."""
+def check_chain(chain, model, variables, sample, train_flag: str | None = None) -> None:
+    """Settings that fit no layer (a ``--sparsity``/``--bits`` regex matching none), and a
+    stage that the earlier ones leave no layer (``svd+svd``): a usage error, before
+    training. ``sample``: one model input, to find the execution order ``keep_float``
+    names."""
+    params = variables["params"]
+    inference = mode_kwargs(model, False, train_flag)
     with usage():
         for method in chain:
             method.check(params)
+        compress.check_chain([stage.bind(model, variables, sample, **inference)
+                              for method in chain for stage in method.stages()], params)
 
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "kib": 1024, "mib": 1024 ** 2}

@@ -102,7 +102,9 @@ def cmd_compress(args) -> None:
                                       "augment": choice.recipe.augment,
                                       "train_flag": args.train_flag, **preset.retrain})
     model, task, variables, train_data, test_data, preprocess = trained_model(
-        args, given, choice, lambda params: check_chain(chain, params))
+        args, given, choice,
+        lambda model, variables, sample: check_chain(chain, model, variables, sample,
+                                                     args.train_flag))
     result = compress.run(model, variables, train_data, test_data, chain, out=args.out,
                           retrain=retrain, preprocess=preprocess, task=task,
                           fold_batch_norm=preset.fold_batch_norm,

@@ -9,6 +9,8 @@ import difflib
 import os
 import sys
 
+import numpy as np
+
 from zylax import baseline, compress, export, modelfile, registry, tasks, train
 from zylax import data as zdata
 from zylax.cli.checks import (UsageError, check_pad_to, positive, usage)
@@ -79,12 +81,14 @@ def load_data(args):
 
 def trained_model(args, given, choice, check=None):
     """``(model, task, variables, train_data, test_data, preprocess)`` of the ``--from`` file
-    (``given``), else of the baseline trained (or reused) for ``choice``; ``check(params)``
-    runs on the model's params before any training."""
+    (``given``), else of the baseline trained (or reused) for ``choice``; ``check(model,
+    variables, sample)`` runs on the model, its variables and one input before any
+    training."""
     dataset = zdata.get(args.data)
     if given:
         if check is not None:
-            check(given.variables["params"])
+            blank = np.zeros((1, *dataset.image_shape), np.uint8)
+            check(given.model, given.variables, given.preprocess(blank))
         _, test_data = scoring_split(given, None, args.max_test_examples)  # checks it first
         train_data = dataset.load("train", download=False)  # named by the file: no download
         with usage("--max-examples "):
@@ -103,7 +107,7 @@ def trained_model(args, given, choice, check=None):
 
     def before(model, sample):
         if check is not None:
-            check(train.init_variables(model, sample, 0, args.train_flag)["params"])
+            check(model, train.init_variables(model, sample, 0, args.train_flag), sample)
     with usage(kind=baseline.LabelKindError):
         model, task, trained = baseline.train_baseline(
             choice, train_data, preprocess, epochs=epochs, seed=args.seed,

@@ -567,3 +567,20 @@ def test_the_help_describes_the_command(capsys):
     help_text = capsys.readouterr().out
     assert "train, compress, sensitivity, evaluate, inspect, export" in help_text
     assert "argument parser" not in help_text  # not a module's own docstring
+
+
+def test_a_lent_recipe_that_pads_too_little_is_refused_before_any_data_loads(tmp_path, capsys,
+                                                                             monkeypatch):
+    def loaded(*args, **kwargs):
+        raise AssertionError("the data loaded before the check")
+    monkeypatch.setattr(data, "load", loaded)
+    monkeypatch.setattr(data.Dataset, "load", loaded)
+    for command in (["train", "--out", str(tmp_path / "o")],
+                    ["compress", "--out", str(tmp_path / "m.zyl"), "--workdir",
+                     str(tmp_path / "w")]):
+        with pytest.raises(SystemExit) as refused:
+            cli.main([*command, "--net", "deeplabv3_mobilenet_v2", "--recipe", "mobilenet_v2",
+                      "--data", "fashion_mnist_scenes"])
+        assert refused.value.code == 2
+        assert "pads images to 32x32, but the fashion_mnist_scenes images are 96x96" in \
+            capsys.readouterr().err

@@ -236,8 +236,9 @@ class Context:
 
 def check_chain(stages: Sequence[Method | Combined], params) -> None:
     """Refuses, before anything trains, a stage that would select no leaf of ``params`` once
-    the earlier stages' carried leaves are taken (``"svd+svd"``: the second ``share`` finds
-    every kernel already shared), as ``follow`` would after training."""
+    the earlier stages' carried leaves are taken (``"svd+svd"``: the second ``sparse_vd``
+    finds every kernel shared by the first ``share``), as ``follow`` would after training.
+    ``ValueError`` naming the stage."""
     taken: frozenset = frozenset()
     for i, (stage, name) in enumerate(zip(stages, _stage_names(stages))):
         plan = combine(stage)

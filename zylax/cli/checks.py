@@ -8,7 +8,6 @@ import os
 import re
 import tempfile
 
-
 from zylax import data as zdata
 from zylax import compress, presets, report
 from zylax.nets.layers import mode_kwargs

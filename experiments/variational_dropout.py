@@ -1,7 +1,7 @@
 """Sparse variational dropout (``methods.sparse_vd``, Molchanov et al. 2017) on LeNet-300-100
-(or ``--net lenet5``), then a float retraining of the kept weights (``prune`` at sparsity 0: the zeros kept) and one
-epoch of k-means codebook retraining (``share``, ANS-coded masks): the figures behind
-RESULTS.md "Sparse variational dropout".
+(or ``--net lenet5``), then a float retraining of the kept weights (``prune`` at sparsity 0:
+the zeros kept) and one epoch of k-means codebook retraining (``share``, ANS-coded masks):
+the figures behind RESULTS.md "Sparse variational dropout".
 
 Run:
   python -m experiments.variational_dropout --out runs/variational_dropout
@@ -10,9 +10,9 @@ The registry's baseline of ``--net`` (cached under ``runs/`` as ``zylax compress
 caches it) trains ``--epochs`` epochs under the KL term at each ``--kl-weight``,
 at a fixed Adam rate of 1e-3 and batches of 256, then ``--retrain-epochs`` of the kept weights
 and one epoch of ``--bits``-bit codebooks (default Han's: 8 bits for convolutions, 5 for
-dense layers) (``--biases float16``: the biases cast to 16 bits
-in that epoch); each file is written, read back and scored on all
-10,000 test images. Prints one Markdown row per file and writes ``<out>/results.json``.
+dense layers), the biases cast to 16 bits in that epoch with ``--biases float16``; each file
+is written, read back and scored on all 10,000 test images. Prints one Markdown row per file
+and writes ``<out>/results.json``.
 """
 
 from __future__ import annotations

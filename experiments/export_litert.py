@@ -37,25 +37,15 @@ EVAL_BATCH = 100
 DRIFT_IMAGES = 1000
 
 
-def _interpreter_outputs(tflite: bytes, images: np.ndarray):
-    """Yields the default LiteRT interpreter's outputs (a list, the file's output order)
-    for each ``EVAL_BATCH`` images."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=tflite)
-    interpreter.allocate_tensors()
-    given = interpreter.get_input_details()[0]["index"]
-    wanted = [d["index"] for d in interpreter.get_output_details()]
-    for i in range(0, len(images), EVAL_BATCH):
-        interpreter.set_tensor(given, images[i:i + EVAL_BATCH])
-        interpreter.invoke()
-        yield [interpreter.get_tensor(k).copy() for k in wanted]
+def _batches(images: np.ndarray):
+    """``images`` cut into ``EVAL_BATCH``es (the test split is a multiple of it)."""
+    return (images[i:i + EVAL_BATCH] for i in range(0, len(images), EVAL_BATCH))
 
 
 def _jax_outputs(apply, images: np.ndarray):
     """Yields ``apply``'s outputs (a list of leaves) for each ``EVAL_BATCH`` images."""
-    for i in range(0, len(images), EVAL_BATCH):
-        yield [np.asarray(o) for o in jax.tree.leaves(apply(images[i:i + EVAL_BATCH]))]
+    for batch in _batches(images):
+        yield [np.asarray(o) for o in jax.tree.leaves(apply(batch))]
 
 
 def _as_model_outputs(outputs: list):
@@ -97,8 +87,8 @@ def measure_file(path: str, modes: list[str], out: str) -> list[dict]:
         archive.write_atomic(os.path.join(out, f"{stem}-{mode}.tflite"), result.tflite)
         batched = export.to_tflite(model, variables, x[:1], weights=mode, methods=methods,
                                    batch=EVAL_BATCH)
-        litert_scores, drift = _scored(task, _interpreter_outputs(batched, x), labels,
-                                       drift_reference)
+        litert_scores, drift = _scored(task, export.interpreter_outputs(batched, _batches(x)),
+                                       labels, drift_reference)
         rows.append({
             "file": path, "weights": mode, "tflite_bytes": len(result.tflite),
             "gzip9_bytes": len(gzip.compress(result.tflite, 9, mtime=0)),

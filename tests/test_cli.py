@@ -1,4 +1,5 @@
 import dataclasses
+import gzip
 import json
 import os
 import subprocess
@@ -174,6 +175,9 @@ def test_bad_arguments_fail_fast_with_one_line(tmp_path, capsys, args, message):
      "--recipe mobilenet_v2 pads images to 32x32, but the fashion_mnist_scenes images are 96x96"),
     (["train", "--net", "lenet5", "--max-test-examples", "20000"],
      "--max-test-examples 20000 exceeds the 10,000 examples there are"),
+    (["compress", "--tflite", "{tmp}/m.zyl"], "is a path --out or --report writes"),
+    (["compress", "--report", "{tmp}/r.json", "--tflite", "{tmp}/r.md"],
+     "is a path --out or --report writes"),
 ])
 def test_more_usage_errors_in_process(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as refused:
@@ -494,19 +498,30 @@ def test_a_user_model_trains_with_a_lent_recipe_and_its_file_keeps_the_padding(t
                               cwd=tmp_path)
     assert code == 0 and err.strip() == ""
 
-    # compress --from needs the model named too, and then retrains the user's model
-    out = tmp_path / "compressed.zyl"
+    # compress --from needs the model named too, and then retrains the user's model; with
+    # --tflite the file is exported and scored in LiteRT on the same 250 test images
+    out, shipped = tmp_path / "compressed.zyl", tmp_path / "phone" / "compressed.tflite"
     args = ["compress", "--from", str(tmp_path / "run" / "model.zyl"), "--prune-cycles", "1",
             "--retrain-epochs", "0", "--finetune-epochs", "0", "--sparsity", "0.5",
-            "--bits", "5", "--max-examples", "512", "--max-test-examples", "200", "--quiet",
+            "--bits", "5", "--max-examples", "512", "--max-test-examples", "250", "--quiet",
             "--out", str(out)]
     code, _, err = in_process(*args, cwd=tmp_path)
     assert code == 2 and "pass --model my_models:Net" in err
     assert not out.exists()
-    code, _, err = in_process(*args, "--model", "my_models:Net", cwd=tmp_path)
+    code, printed, err = in_process(*args, "--model", "my_models:Net", "--tflite", str(shipped),
+                                    "--report", str(tmp_path / "report.json"), cwd=tmp_path)
     assert code == 0, err
     _, metadata = archive.load(out)
     assert metadata["model"] == "my_models:Net"
+    shipped_row = json.loads((tmp_path / "report.json").read_text())["export"]
+    assert shipped_row["tflite_bytes"] == shipped.stat().st_size
+    assert shipped_row["download_bytes"] == len(gzip.compress(shipped.read_bytes(), 9, mtime=0))
+    assert shipped_row["test_examples"] == 250
+    litert_accuracy = shipped_row["litert"]["accuracy"]
+    from_file = float(printed.split("compressed (the file) accuracy: ")[1].split("%")[0]) / 100
+    assert abs(litert_accuracy - from_file) <= 3 / 250  # int8 snapping moves a few images
+    assert f"test accuracy {litert_accuracy:.4f} in the interpreter on 250 images" in printed
+    assert "LiteRT (" in (tmp_path / "report.md").read_text()
 
 
 def test_argument_errors_are_one_line_too():

@@ -311,6 +311,40 @@ def test_without_the_extra_a_one_line_message_says_what_to_install(tmp_path):
         "pip install 'zylax[litert]'"]
 
 
+def test_without_the_extra_compress_tflite_is_refused_before_any_work(tmp_path):
+    """``export.check_extra`` imports nothing; ``zylax compress --tflite`` refuses at once."""
+    proc = _python(
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "from zylax import cli\n"
+        f"cli.main(['compress', '--net', 'lenet300', '--out', {str(tmp_path / 'm.zyl')!r}, "
+        f"'--tflite', {str(tmp_path / 'm.tflite')!r}])\n")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "zylax compress: exporting to LiteRT needs the litert extra (tensorflow is missing): "
+        "pip install 'zylax[litert]'"]
+    assert os.listdir(tmp_path) == []
+
+
+def test_score_counts_every_image_once_and_agrees_with_jax():
+    """7 images in batches of 3: the last batch is padded and its padding dropped; float32
+    weights give the interpreter the argmax JAX gives."""
+    from zylax import tasks
+
+    model = Compressed()
+    images = np.random.default_rng(3).integers(0, 256, (7, 16, 16, 1), np.uint8)
+    preprocess = lambda im: (np.asarray(im, np.float32) - 128.0) / 64.0  # noqa: E731
+    variables = model.init(jax.random.key(2), preprocess(images[:1]))
+    logits = np.asarray(model.apply(variables, preprocess(images)))
+    labels = np.argmax(logits, -1)
+    labels[[1, 6]] = (labels[[1, 6]] + 1) % 10  # two wrong: accuracy 5/7
+    task = tasks.Classification()
+    found = export.score(model, variables, task, images, labels, preprocess=preprocess,
+                         weights="float32", batch=3)
+    assert found == {"accuracy": pytest.approx(5 / 7)}
+    assert found["accuracy"] == task.evaluate(model, variables, images, labels,
+                                              preprocess=preprocess)["accuracy"]
+
+
 @pytest.fixture()
 def lenet_file(tmp_path):
     """A LeNet-300-100 ``.zyl`` file: a shared layer, the metadata ``zylax compress`` writes."""

@@ -83,6 +83,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
+import importlib.util
 import os
 import re
 import sys
@@ -251,7 +252,71 @@ def op_names(tflite: bytes) -> list[str]:
     return [_op_name(lib, graph, op) for op in graph.subgraphs[0].operators]
 
 
+SCORE_BATCH = 100
+"""Inputs per interpreter call when ``score`` runs a test split."""
+
+
+def interpreter_outputs(tflite: bytes, batches):
+    """Yields the default LiteRT interpreter's outputs (XNNPACK included) for each array of
+    ``batches``: a list of arrays in the file's output order.
+
+    Every batch must have the file's input shape (a ``.tflite`` graph is made for one batch
+    size: its reshapes are constants)."""
+    lib = _litert()
+    with _quiet_native_stderr():
+        interpreter = lib.Interpreter(model_content=tflite)
+        interpreter.allocate_tensors()
+    given = interpreter.get_input_details()[0]["index"]
+    wanted = [d["index"] for d in interpreter.get_output_details()]
+    for inputs in batches:
+        interpreter.set_tensor(given, np.asarray(inputs, np.float32))
+        interpreter.invoke()
+        yield [interpreter.get_tensor(k).copy() for k in wanted]
+
+
+def score(model, variables, task, images, labels, *, preprocess, weights: str = "auto",
+          methods: Mapping[str, str] | None = None, batch: int = SCORE_BATCH) -> dict:
+    """The task's metrics (``task.score_outputs``) of the model as LiteRT runs it.
+
+    ``images`` ``(N, ...)`` uint8 and ``labels`` as the task scores them; each ``batch``
+    of images is preprocessed (``preprocess``) and run by the interpreter on a
+    ``batch``-input export of ``variables`` (``weights``, ``methods`` as ``export``); the
+    last batch is padded with copies of its first image and the padding's outputs
+    dropped, so every image counts once."""
+    count = len(images)
+    if not count:
+        raise ValueError("no image to score")
+    tflite = to_tflite(model, variables, preprocess(images[:1]), weights=weights, batch=batch,
+                       methods=methods)
+
+    def batches():
+        for start in range(0, count, batch):
+            x = np.asarray(preprocess(images[start:start + batch]), np.float32)
+            pad = batch - len(x)
+            yield np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) if pad else x
+
+    def outputs():
+        for start, found in zip(range(0, count, batch), interpreter_outputs(tflite, batches())):
+            kept = [o[:count - start] for o in found]
+            yield kept[0] if len(kept) == 1 else tuple(kept)
+    return task.score_outputs(outputs(), labels)
+
+
 # -- the extra ------------------------------------------------------------------------------
+
+def _missing(package: str) -> str:
+    """The one-line message for a missing package of the extra."""
+    return (f"exporting to LiteRT needs the litert extra ({package} is missing): "
+            "pip install 'zylax[litert]'")
+
+
+def check_extra() -> None:
+    """``RuntimeError`` (``_litert``'s one line) when the litert extra is not installed; it
+    imports nothing, so a command can refuse before hours of training."""
+    for package in ("tensorflow", "ai_edge_litert"):
+        if importlib.util.find_spec(package) is None:
+            raise RuntimeError(_missing(package))
+
 
 def _litert() -> SimpleNamespace:
     """TensorFlow, jax2tf and LiteRT, imported on first use; one-line error without the extra."""
@@ -264,8 +329,7 @@ def _litert() -> SimpleNamespace:
             from jax.experimental import jax2tf
             tf.config.list_physical_devices()  # TensorFlow's device probe logs (cuInit) here
     except ImportError as err:
-        raise RuntimeError(f"exporting to LiteRT needs the litert extra ({err.name or err} "
-                           "is missing): pip install 'zylax[litert]'") from None
+        raise RuntimeError(_missing(err.name or str(err))) from None
     return SimpleNamespace(tf=tf, jax2tf=jax2tf, schema=schema, Interpreter=Interpreter,
                            flatbuffer_utils=flatbuffer_utils)
 

@@ -134,6 +134,13 @@ def to_markdown(report: dict) -> str:
                      f"{reference.get(name, '')} |")
     lines.append("")
     lines.extend(f"- {label}: {100 * value:.2f}%" for label, value in _scores(report))
+    if "export" in report:
+        shipped = report["export"]
+        lines.append(f"- LiteRT ({shipped['tflite_bytes']:,} B .tflite, "
+                     f"{shipped['download_bytes']:,} B download after gzip -9, "
+                     f"{shipped['download_bytes'] / report['file_bytes']:.2f}x the file): "
+                     f"{shipped['metric']} {100 * shipped['litert'][shipped['metric']]:.2f}% "
+                     f"on {shipped['test_examples']:,} test images in the interpreter")
     return "\n".join(lines) + "\n"
 
 

@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="model.zyl",
                    help="compressed model file (default: model.zyl; its folder is created)")
     p.add_argument("--report", default=None, help="report JSON (Markdown and PNGs beside it)")
+    p.add_argument("--tflite", default=None, metavar="FILE",
+                   help="also export the written file for phones (LiteRT, weights auto, "
+                        "batch 1; needs the litert extra) and score it in the interpreter on "
+                        "the same test images; prints its download bytes (gzip -9)")
     p.add_argument("--budget", default=None, metavar="BYTES",
                    help="the most bytes of the written file, e.g. 20KB (1000s) or 20KiB: each "
                         "layer's sparsity and shared bits (or float) are chosen from its "

@@ -9,8 +9,9 @@ import re
 import tempfile
 
 from zylax import data as zdata
-from zylax import compress, presets, report
+from zylax import compress, export, presets, report
 from zylax.nets.layers import mode_kwargs
+
 
 class UsageError(Exception):
     """A bad command-line argument (exit code 2)."""
@@ -163,6 +164,14 @@ def compress_settings(args) -> None:
         positive("--index-bits", args.index_bits, limit=16)
     check_out_file(args.out)
     check_not_input(args.out, args.baseline_file)
+    if args.tflite is not None:
+        check_out_file(args.tflite, "--tflite")
+        check_not_input(args.tflite, args.baseline_file, "--tflite")
+        if _same_path(args.tflite, args.out) or args.report and any(
+                _same_path(args.tflite, path) for path in report.written_paths(args.report)):
+            raise UsageError(f"--tflite {args.tflite} is a path --out or --report writes; "
+                             "give another path")
+        export.check_extra()
     if args.report:
         check_out_file(args.report, "--report")
         for path in report.written_paths(args.report):

@@ -113,10 +113,45 @@ def cmd_compress(args) -> None:
                           progress=False if args.quiet else None,
                           on_epoch=train.epoch_logger(args.quiet))
     print(report.format_table(result.report))
-    written = [args.out]
+    finish(args, result, test_data)
+
+
+def finish(args, result, test_data) -> None:
+    """The ``--tflite`` export (``ship``), then the ``--report`` files; prints what was
+    written."""
+    written = [args.out, *ship(args, result, test_data)]
     if args.report:
         written += report.write_with_figures(result, args.report)
     print("wrote " + ", ".join(written))
+
+
+def ship(args, result, test_data) -> list[str]:
+    """``--tflite``: the written ``.zyl`` read back, exported (weights auto, batch 1) and
+    scored in the LiteRT interpreter on ``test_data``; prints its download bytes next to the
+    file's, and adds them to ``result.report["export"]``. Returns the paths written."""
+    if args.tflite is None:
+        return []
+    loaded = model_file(args.out, args.model, "compress", None)
+    methods = export.stored_methods(loaded.header)
+    images, labels = test_data
+    exported = export.export(loaded.model, loaded.variables, loaded.preprocess(images[:1]),
+                             methods=methods)
+    archive.write_atomic(args.tflite, exported.tflite)
+    scored = export.score(loaded.model, loaded.variables, loaded.task, images, labels,
+                          preprocess=loaded.preprocess, methods=methods)
+    metric, zyl = loaded.task.metric, result.report["file_bytes"]
+    result.report["export"] = {
+        "tflite": args.tflite, "weights": "auto", "tflite_bytes": len(exported.tflite),
+        "download_bytes": exported.download_bytes, "metric": metric, "litert": scored,
+        "test_examples": len(images), "max_output_diff": exported.max_output_diff,
+        "layers": {path: dataclasses.asdict(row) for path, row in exported.layers.items()}}
+    print(export.format_layers(exported.layers))
+    print(f"LiteRT: {len(exported.tflite):,} B .tflite, download (gzip -9) "
+          f"{exported.download_bytes:,} B = {exported.download_bytes / zyl:.2f}x the "
+          f"{zyl:,}-byte .zyl; test {metric} {scored[metric]:.4f} in the interpreter on "
+          f"{len(images):,} images ({result.report['compressed_accuracy']:.4f} from the file "
+          "in JAX)")
+    return [args.tflite]
 
 
 def compress_to_budget(args, given, choice) -> None:
@@ -149,10 +184,7 @@ def compress_to_budget(args, given, choice) -> None:
           f"predicted {row['predicted_drop']:.2f} points before retraining, measured "
           f"{row['measured_drop']:.2f} from the file"
           f"{' (negative: the file scores higher)' if row['measured_drop'] < 0 else ''}")
-    written = [args.out]
-    if args.report:
-        written += report.write_with_figures(result, args.report)
-    print("wrote " + ", ".join(written))
+    finish(args, result, test_data)
 
 
 def cmd_sensitivity(args) -> None:

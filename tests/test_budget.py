@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zylax import archive, budget, cli, compress, data, tasks
+from zylax import archive, budget, cli, compress, data, sensitivity, tasks
+from zylax.transforms import tree as ztree
 
 
 def _brute_force(options, *, budget_bytes=None, max_drop=None, fixed=0):
@@ -149,6 +150,42 @@ def test_the_predicted_size_is_the_written_size_within_one_percent(trained, fmni
         assert any(bits is not None for _, bits in chosen.values()), chosen
 
 
+def test_ternary_and_binary_layers_are_priced_and_written_as_planned(trained, fmnist_test,
+                                                                     tmp_path):
+    """A plan storing ip2 ternary and ip3 binary (and ip1 pruned and shared): the chain
+    writes those codecs, the options' bytes are what the file holds, their drops the
+    curves' forms."""
+    model, variables, train_data, prep = trained
+    curves = sensitivity.sensitivity(model, variables, train_data, preprocess=prep,
+                                     sparsities=(0.0, 0.9), bits=(3,), forms=("ternary", "binary"))
+    params = {n: np.asarray(w) for n, w in ztree.named_leaves(variables["params"]).items()}
+    options = {n: {o.form: o for o in budget.form_options(params[n], curves, n)}
+               for n in curves.weights}
+    assert all(set(found) == {"ternary", "binary"} for found in options.values())
+    ternary, binary = options["ip2/kernel"]["ternary"], options["ip3/kernel"]["binary"]
+    assert ternary.drop == pytest.approx(max(0.0, 100 * (curves.dense - curves.forms[
+        "ip2/kernel"]["ternary"])))
+    shared = [o for o in budget.shared_options(params["ip1/kernel"], curves, "ip1/kernel",
+                                                sparsities=(0.9,), bits=(3,))]
+    metadata = tasks.file_metadata(tasks.Classification(), prep, *train_data,
+                                   compress.model_hint(model))
+    choice = {"ip1/kernel": shared[0], "ip2/kernel": ternary, "ip3/kernel": binary}
+    fixed = budget._fixed_bytes(variables, set(choice), None, metadata)
+    plan = budget.Plan(choice, None, fixed, curves.metric, curves.dense, 0.0, budget=10 ** 6,
+                       curves=curves)
+    assert "| ip2/kernel | ternary |" in plan.format_table()
+    out = tmp_path / "forms.zyl"
+    result = compress.run(model, variables, train_data, (fmnist_test[0][:500],
+                                                         fmnist_test[1][:500]),
+                          plan.methods(epochs=0), out=str(out), preprocess=prep,
+                          progress=False, retrain=compress.Retrain(learning_rate=1e-3))
+    stored = {row["name"]: row["method"] for row in result.report["layers"]}
+    assert (stored["ip1/kernel"], stored["ip2/kernel"], stored["ip3/kernel"]) == (
+        "shared", "ternary", "binary")
+    written = os.path.getsize(out)
+    assert abs(written - plan.predicted_bytes) <= 0.01 * written, (written, plan)
+
+
 def test_a_larger_budget_never_predicts_a_larger_drop(trained):
     model, variables, train_data, prep = trained
     grid = dict(sparsities=(0.0, 0.8, 0.9, 0.95), bits=(2, 3, 5), preprocess=prep)
@@ -171,7 +208,7 @@ def test_the_command_writes_a_file_under_a_tiny_budget_and_its_report(trained, t
     archive.save(path, variables, metadata=tasks.file_metadata(
         tasks.Classification(), prep, *train_data, {"net": "lenet300", "data": "fashion_mnist"}))
     out, rep = tmp_path / "small.zyl", tmp_path / "small.json"
-    cli.main(["compress", "--from", str(path), "--budget", "16KB", "--index-bits", "ans",
+    cli.main(["compress", "--from", str(path), "--budget", "16KB",  # ANS-coded masks: default
               "--max-examples", "2000", "--finetune-epochs", "0",  # the plan as measured
               "--max-test-examples", "1000", "--quiet",
               "--out", str(out), "--report", str(rep)])

@@ -32,6 +32,27 @@ def test_the_dense_end_of_every_curve_is_the_model_as_given(trained):
     assert found.bits["ip3/kernel"][2] < found.bits["ip3/kernel"][8]
 
 
+def test_each_form_scores_the_model_with_that_layer_quantized_as_its_method_starts(trained):
+    model, variables, train_data, prep = trained
+    found = sensitivity.sensitivity(model, variables, train_data, preprocess=prep,
+                                    include=".*ip2/kernel", sparsities=(0.5,), bits=(2,),
+                                    forms=("ternary", "binary"))
+    held = sensitivity.held_out(train_data)
+    w = variables["params"]["ip2"]["kernel"]
+    for form in ("ternary", "binary"):
+        variant, stored = sensitivity.form_leaf(w, form)
+        assert np.unique(np.asarray(variant)).size <= (3 if form == "ternary" else 2 * 100)
+        swapped = {**variables, "params": {**variables["params"], "ip2": {
+            **variables["params"]["ip2"], "kernel": variant}}}
+        expected = train.evaluate(model, swapped, *held, preprocess=prep)["accuracy"]
+        assert found.forms["ip2/kernel"][form] == pytest.approx(expected, abs=1e-9)
+        assert type(stored).__name__ == form.capitalize()  # the codec leaf it is stored as
+    assert "| ternary | binary |" in found.format_table().splitlines()[2]
+    assert found.to_dict()["forms"] == found.forms
+    with pytest.raises(ValueError, match="forms may hold"):
+        sensitivity.sensitivity(model, variables, train_data, preprocess=prep, forms=("int4",))
+
+
 def test_it_scores_held_out_training_examples_never_the_test_set(trained, monkeypatch):
     model, variables, train_data, prep = trained
     seen = []

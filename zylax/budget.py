@@ -1,12 +1,15 @@
 """A byte budget (or an accuracy drop) turned into per-layer settings: Han's choice of each
 layer's pruning and sharing from its sensitivity curves (Figure 6), made by a knapsack.
 
-For each kernel the options are: kept float, or pruned by magnitude to a sparsity ``s`` of
-the sensitivity curves and shared with ``2**b`` k-means values. An option costs the bytes
-its leaf adds to the file as the archive writes it (``archive.leaf_bytes`` of the trained
-layer pruned and shared, "auto" gap widths: the codecs' own size model), and is predicted
-to lose ``drop_prune(s) + drop_share(b)`` points, the two curves of that layer alone with no
-retraining (``zylax.sensitivity``; negative drops count as 0). Everything else in the file
+For each kernel the options are: kept float, pruned by magnitude to a sparsity ``s`` of
+the sensitivity curves and shared with ``2**b`` k-means values, or stored whole by a
+quantizer of ``sensitivity.FORMS`` (TTQ's ternary, BNN's binary with a scale per channel).
+An option costs the bytes its leaf adds to the file as the archive writes it
+(``archive.leaf_bytes`` of the trained layer pruned and shared, "auto" gap widths, or of the
+quantizer's leaf as it starts: the codecs' own size model), and is predicted to lose
+``drop_prune(s) + drop_share(b)`` points (the two curves of that layer alone with no
+retraining, ``zylax.sensitivity``), or the points its form's score loses; negative drops
+count as 0. Everything else in the file
 (biases, BatchNorm, the header) is a fixed cost, stored as trained (``rest_dtype=None``) or
 at two bytes a value (``"float16"``, which also stores the float kernels so).
 
@@ -56,7 +59,9 @@ MARGIN = 0.02
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One way to store one kernel: ``bits`` None keeps it float (``sparsity`` 0).
+    """One way to store one kernel: pruned to ``sparsity`` and shared with ``2**bits``
+    values; or, ``bits`` None, float (``form`` None) or the whole layer as ``form``
+    (``"ternary"``, ``"binary"``: ``sensitivity.form_leaf``).
 
     ``error`` is the relative squared change of the weights, ``|W' - W|^2 / |W|^2``: it
     breaks ties between options of equal predicted drop (the held-out slice is too small to
@@ -68,6 +73,7 @@ class Option:
     bytes: int
     drop: float
     error: float = 0.0
+    form: str | None = None
 
 
 def _drop(dense: float, score: float) -> float:
@@ -85,7 +91,7 @@ def _float_bytes(leaf, rest_dtype: str | None) -> int:
     return archive.leaf_bytes(leaf)
 
 
-def shared_leaf(w, sparsity: float, bits: int, index_bits: str = "auto") -> Shared:
+def shared_leaf(w, sparsity: float, bits: int, index_bits: str = "ans") -> Shared:
     """``w`` pruned by magnitude to ``sparsity`` (``layer_mask``) and its kept weights shared
     with ``2**bits`` linear-initialised k-means values: what ``prune`` then ``share`` store
     before retraining (positions coded as ``index_bits``: ``"auto"`` or ``"ans"``)."""
@@ -97,7 +103,7 @@ def shared_leaf(w, sparsity: float, bits: int, index_bits: str = "auto") -> Shar
 
 def shared_options(w, curves: sensitivity.Sensitivity, name: str, *,
                    sparsities: Sequence[float] = SPARSITIES, bits: Sequence[int] = BITS,
-                   index_bits: str = "auto") -> list[Option]:
+                   index_bits: str = "ans") -> list[Option]:
     """The pruned-and-shared options of leaf ``name`` (``w``, its trained value): each
     (sparsity, bits) pair whose sparsity and bits the curves measured. The kept-float option
     depends on how the rest is stored and is added by ``plan``."""
@@ -113,14 +119,25 @@ def shared_options(w, curves: sensitivity.Sensitivity, name: str, *,
                                                                            shared[b])
             leaf = shared_leaf(w, s, b, index_bits)
             options.append(Option(float(s), int(b), archive.leaf_bytes(leaf, name), drop,
-                                  _relative_error(w, leaf)))
+                                  _relative_error(w, np.append(leaf.codebook, 0.0)[
+                                      leaf.indices])))
     return options
 
 
-def _relative_error(w, leaf: Shared) -> float:
-    """``|decoded - w|^2 / |w|^2`` of a shared leaf."""
-    w = np.asarray(w, np.float64)
-    decoded = np.append(leaf.codebook, 0.0).astype(np.float64)[leaf.indices]
+def form_options(w, curves: sensitivity.Sensitivity, name: str) -> list[Option]:
+    """The options of leaf ``name`` (``w``, its trained value) stored whole by each form the
+    curves scored (``Sensitivity.forms``), priced as the form's codec stores its leaf."""
+    options = []
+    for form, score in curves.forms.get(name, {}).items():
+        variant, stored = sensitivity.form_leaf(w, form)
+        options.append(Option(0.0, None, archive.leaf_bytes(stored, name),
+                              _drop(curves.dense, score), _relative_error(w, variant), form))
+    return options
+
+
+def _relative_error(w, decoded) -> float:
+    """``|decoded - w|^2 / |w|^2``."""
+    w, decoded = np.asarray(w, np.float64), np.asarray(decoded, np.float64)
     return float(np.sum((decoded - w) ** 2) / max(float(np.sum(w ** 2)), 1e-30))
 
 
@@ -243,7 +260,7 @@ class Plan:
     budget: int | None = None
     max_drop: float | None = None
     curves: sensitivity.Sensitivity | None = dataclasses.field(default=None, repr=False)
-    index_bits: str = "auto"
+    index_bits: str = "ans"
 
     @property
     def predicted_bytes(self) -> int:
@@ -257,23 +274,29 @@ class Plan:
         return rest + sum(o.drop for o in self.choice.values())
 
     def methods(self, epochs: int = 1) -> list:
-        """The ``compress.run`` chain: ``prune`` of the pruned kernels, then ``share`` of the
-        shared ones combined with a ``cast`` of the rest when ``rest_dtype``; each stage
+        """The ``compress.run`` chain: ``prune`` of the pruned kernels, then one stage of
+        ``share`` of the shared ones, ``ternary``/``binary`` of the kernels stored so and a
+        ``cast`` of the rest when ``rest_dtype`` (combined: disjoint leaves); each stage
         retrains ``epochs``. Empty when every kernel stays float and the rest as trained."""
         pruned = {n: o.sparsity for n, o in self.choice.items() if o.bits is not None
                   and o.sparsity > 0}
         shared = {n: o.bits for n, o in self.choice.items() if o.bits is not None}
-        chain = []
+        formed = {form: [n for n, o in self.choice.items() if o.form == form]
+                  for form in sensitivity.FORMS}
+        chain, last = [], []
         if pruned:
             chain.append(methods.prune(sparsity={re.escape(n): s for n, s in pruned.items()},
                                        include=_exactly(pruned), epochs=epochs))
         if shared:
-            chain.append(methods.share(bits={re.escape(n): b for n, b in shared.items()},
-                                       include=_exactly(shared), epochs=epochs,
-                                       index_bits=self.index_bits))
+            last.append(methods.share(bits={re.escape(n): b for n, b in shared.items()},
+                                      include=_exactly(shared), epochs=epochs,
+                                      index_bits=self.index_bits))
+        last += [methods.get(form)(include=_exactly(names), keep_float=(), epochs=epochs)
+                 for form, names in formed.items() if names]
         if self.rest_dtype is not None:
-            cast = methods.cast(dtype=self.rest_dtype, epochs=epochs)
-            chain = chain[:-1] + [combine(chain[-1], cast)] if chain else [cast]
+            last.append(methods.cast(dtype=self.rest_dtype, epochs=epochs))
+        if last:
+            chain.append(last[0] if len(last) == 1 else combine(*last))
         return chain
 
     def to_dict(self) -> dict:
@@ -289,7 +312,8 @@ class Plan:
         """A Markdown table: each kernel's setting, bytes and predicted drop."""
         rows = ["| layer | stored as | bytes | predicted drop (points) |", "|---|---|---|---|"]
         for name, o in self.choice.items():
-            how = ("float" + (f" ({self.rest_dtype})" if self.rest_dtype else "")
+            how = (o.form if o.form is not None else
+                   "float" + (f" ({self.rest_dtype})" if self.rest_dtype else "")
                    if o.bits is None else
                    f"{'pruned %g%%, ' % (100 * o.sparsity) if o.sparsity else ''}{o.bits} bits")
             rows.append(f"| {name} | {how} | {o.bytes:,} | {o.drop:.2f} |")
@@ -340,7 +364,8 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
          include: str = ztree.KERNELS, sparsities: Sequence[float] = SPARSITIES,
          bits: Sequence[int] = BITS, metadata: dict | None = None,
          train_flag: str | None = None, curves: sensitivity.Sensitivity | None = None,
-         margin: float = MARGIN, index_bits: str = "auto") -> Plan:
+         margin: float = MARGIN, index_bits: str = "ans",
+         forms: Sequence[str] = sensitivity.FORMS) -> Plan:
     """Measures the sensitivity curves and the options of every kernel ``include`` selects and
     allocates them to ``budget`` file bytes (less ``margin`` of it) or ``max_drop`` points.
 
@@ -352,12 +377,16 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
       max_drop: the most points of the task's metric lost (predicted, before retraining).
       preprocess, task, include, train_flag: as ``sensitivity.sensitivity``.
       sparsities, bits: the settings an option may take.
+      forms: the whole-layer quantizers an option may store a kernel with
+        (``sensitivity.FORMS``; ``()``: pruning and sharing only).
       metadata: what the written file records (its header counts as a fixed cost).
-      curves: measured ``Sensitivity`` to reuse (it must cover ``include``).
+      curves: measured ``Sensitivity`` to reuse (it must cover ``include``; the forms it
+        did not score are not offered).
       margin: the fraction of ``budget`` kept free for what retraining changes.
-      index_bits: how shared kernels code their positions: ``"auto"`` (Huffman-coded gaps
-        of the best width) or ``"ans"`` (those or an ANS-coded mask, the smaller;
-        ``zylax.codecs.shared``). The options are priced, and the file written, so.
+      index_bits: how shared kernels code their positions: ``"ans"`` (Huffman-coded gaps of
+        the best width or an ANS-coded mask, the smaller per layer; the default) or
+        ``"auto"`` (the gaps only, Deep Compression's coding; ``zylax.codecs.shared``). The
+        options are priced, and the file written, so.
 
     Returns:
       The ``Plan`` with the least predicted drop (or the fewest bytes) of both ways of
@@ -383,6 +412,8 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
     if not bits or any(isinstance(b, bool) or not isinstance(b, (int, np.integer))
                        or not 1 <= b <= 16 for b in bits):
         raise ValueError(f"bits must be values in [1, 16], got {tuple(bits)}")
+    if set(forms) - set(sensitivity.FORMS):
+        raise ValueError(f"forms may hold {sensitivity.FORMS}, got {tuple(forms)}")
     if not np.shape(train_data[0])[0]:
         raise ValueError("train_data holds no example")
     task = tasks.Classification() if task is None else task
@@ -401,16 +432,18 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
         curves = sensitivity.sensitivity(model, variables, train_data, preprocess=preprocess,
                                          task=task, include=include,
                                          sparsities=sorted({0.0, *sparsities}), bits=bits,
-                                         train_flag=train_flag)
+                                         train_flag=train_flag, forms=forms)
     dense, half_drop = _float16_drop(model, variables, sensitivity.held_out(train_data), task,
                                      preprocess)
     params = ztree.named_leaves(variables["params"])
     plans, smallest = [], []
-    shared = {name: shared_options(params[name], curves, name, sparsities=sparsities,
-                                   bits=bits, index_bits=index_bits) for name in curves.weights}
+    compressed = {name: shared_options(params[name], curves, name, sparsities=sparsities,
+                                       bits=bits, index_bits=index_bits)
+                  + [o for o in form_options(params[name], curves, name) if o.form in forms]
+                  for name in curves.weights}
     for rest_dtype in REST_DTYPES:
         options = {name: [Option(0.0, None, _float_bytes(params[name], rest_dtype), 0.0),
-                          *found] for name, found in shared.items()}
+                          *found] for name, found in compressed.items()}
         fixed = _fixed_bytes(variables, set(options), rest_dtype, dict(metadata or {}))
         smallest.append(fixed + sum(min(o.bytes for o in opts) for opts in options.values()))
         extra = half_drop if rest_dtype is not None else 0.0
@@ -442,7 +475,7 @@ def run(model, variables: Mapping[str, Any], train_data, test_data, *, out: str,
         budget: int | None = None, max_drop: float | None = None, epochs: int = 1,
         preprocess=None, task=None, retrain: compress.Retrain = compress.Retrain(),
         metadata: Mapping | None = None, curves: sensitivity.Sensitivity | None = None,
-        tries: int = 2, index_bits: str = "auto", **run_kwargs):
+        tries: int = 2, index_bits: str = "ans", **run_kwargs):
     """``plan``, then ``compress.run`` of ``Plan.methods(epochs)`` writing ``out``.
 
     Retraining moves the weights, and so the Huffman codes of the shared

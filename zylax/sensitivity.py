@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zylax import data as zdata
-from zylax import archive, tasks, train
+from zylax import archive, methods, tasks, train
 from zylax.transforms import tree as ztree
 from zylax.transforms.pruning import layer_mask
 from zylax.transforms.sharing import kmeans
@@ -40,6 +40,11 @@ SPARSITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 """The sparsities of each layer's pruning curve (0.0 is the dense model)."""
 BITS = (1, 2, 3, 4, 5, 6, 8)
 """The bits (``2**bits`` shared values) of each layer's sharing curve."""
+FORMS = ("ternary", "binary")
+"""Whole-layer quantizers a layer may also be scored as (``forms``): TTQ's ternary and BNN's
+binary with a scale per output channel, each as its method starts (``form_leaf``)."""
+FORM_BITS = {"ternary": math.log2(3), "binary": 1.0}
+"""Where ``Sensitivity.plot`` draws each form on its bits axis."""
 HELD_OUT = 0.1
 """The fraction of the training data scored (its last examples), at most ``MAX_HELD_OUT``."""
 MAX_HELD_OUT = 2000
@@ -56,6 +61,7 @@ class Sensitivity:
       bits: ``{layer: {bits: metric}}``.
       weights: ``{layer: number of weights}``.
       examples: the held-out examples scored.
+      forms: ``{layer: {form: metric}}`` of the ``FORMS`` asked for (``form_leaf``).
     """
 
     metric: str
@@ -64,6 +70,7 @@ class Sensitivity:
     bits: dict[str, dict[int, float]]
     weights: dict[str, int]
     examples: int
+    forms: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready (setting keys as strings)."""
@@ -71,7 +78,8 @@ class Sensitivity:
                 "weights": self.weights,
                 "sparsity": {k: {f"{s:g}": v for s, v in c.items()}
                              for k, c in self.sparsity.items()},
-                "bits": {k: {str(b): v for b, v in c.items()} for k, c in self.bits.items()}}
+                "bits": {k: {str(b): v for b, v in c.items()} for k, c in self.bits.items()},
+                "forms": self.forms}
 
     def write(self, json_path: str) -> None:
         """Writes the curves as JSON (atomically)."""
@@ -82,14 +90,16 @@ class Sensitivity:
         """Markdown: one row per layer, the metric's change in points at each setting."""
         sparsities = sorted({s for c in self.sparsity.values() for s in c})
         bits = sorted({b for c in self.bits.values() for b in c})
-        head = ([f"pruned {s:g}" for s in sparsities] + [f"{b} bits" for b in bits])
+        forms = [f for f in FORMS if any(f in c for c in self.forms.values())]
+        head = [f"pruned {s:g}" for s in sparsities] + [f"{b} bits" for b in bits] + forms
         lines = [f"{self.metric} {100 * self.dense:.2f}% dense, {self.examples:,} held-out "
                  "training examples; change in points, one layer at a time:", "",
                  "| layer | weights | " + " | ".join(head) + " |",
                  "|---|---|" + "---|" * len(head)]
         for name in self.weights:
             cells = [self.sparsity.get(name, {}).get(s) for s in sparsities] + \
-                    [self.bits.get(name, {}).get(b) for b in bits]
+                    [self.bits.get(name, {}).get(b) for b in bits] + \
+                    [self.forms.get(name, {}).get(f) for f in forms]
             shown = ["" if v is None else f"{100 * (v - self.dense):+.2f}" for v in cells]
             lines.append(f"| {name} | {self.weights[name]:,} | " + " | ".join(shown) + " |")
         return "\n".join(lines) + "\n"
@@ -105,10 +115,14 @@ class Sensitivity:
             left.plot([100 * s for s in curve], [100 * v for v in curve.values()], "o-",
                       label=name, markersize=3)
         for name, curve in self.bits.items():
-            right.plot(list(curve), [100 * v for v in curve.values()], "o-", label=name,
-                       markersize=3)
+            line, = right.plot(list(curve), [100 * v for v in curve.values()], "o-",
+                               label=name, markersize=3)
+            for form, value in self.forms.get(name, {}).items():
+                right.plot(FORM_BITS[form], 100 * value, "^" if form == "ternary" else "s",
+                           color=line.get_color(), markersize=5)
         left.set_xlabel("% of the layer's weights pruned")
-        right.set_xlabel("bits per shared weight")
+        right.set_xlabel("bits per shared weight (triangle: ternary, square: binary)"
+                         if self.forms else "bits per shared weight")
         for ax in (left, right):
             ax.axhline(100 * self.dense, color="gray", linestyle=":", linewidth=1)
             ax.set_ylabel(f"{self.metric} (%)")
@@ -142,6 +156,20 @@ def _shared(w, bits: Sequence[int]):
         found = kmeans(w, b)
         variants.append(found.codebook[found.indices].astype(w.dtype))
     return jnp.stack(variants)
+
+
+def form_leaf(w, form: str):
+    """``(variant, stored)``: kernel ``w`` as method ``form`` (one of ``FORMS``) starts,
+    before any training, on this layer alone: the array the model runs (``apply``) and the
+    codec leaf it would be stored as (``store``). Ternary (TTQ, eq. 6): ``+w_p`` above
+    ``0.05 max|w|``, ``-w_n`` below its negative, 0 between, the scales the mean magnitudes
+    beyond; binary: ``sign(w)`` times each output channel's mean ``|w|``."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    method = methods.get(form)(keep_float=())
+    latent, own, aux = method.init_leaves({"w": jnp.asarray(w)}, jax.random.key(0))
+    return (method.apply_leaves(latent, own, aux)["w"],
+            method.store_leaves(latent, own, aux)["w"])
 
 
 def _correct_counts(model, collections, name: str, train_flag: str | None):
@@ -187,7 +215,8 @@ def _scores(model, variables, name, variants, data, task, preprocess, batch_size
 def sensitivity(model, variables: Mapping[str, Any], train_data, *, preprocess=None,
                 task=None, include: str = ".*kernel", sparsities: Sequence[float] = SPARSITIES,
                 bits: Sequence[int] = BITS, batch_size: int = 500,
-                settings_per_call: int = 8, train_flag: str | None = None) -> Sensitivity:
+                settings_per_call: int = 8, train_flag: str | None = None,
+                forms: Sequence[str] = ()) -> Sensitivity:
     """The pruning and sharing curves of every params leaf whose path matches ``include``.
 
     Args:
@@ -203,10 +232,16 @@ def sensitivity(model, variables: Mapping[str, Any], train_data, *, preprocess=N
       settings_per_call: variants of one layer scored together (vmapped);
         lower it when the model's activations times this do not fit.
       train_flag: the model's training argument, when not found by name.
+      forms: of ``FORMS``, the whole-layer quantizers each layer is also scored as
+        (``form_leaf``; ``zylax.budget`` prices them).
 
     Returns:
       ``Sensitivity``. Sparsity 0 scores the model as given, so it equals ``dense``.
     """
+    unknown = sorted(set(forms) - set(FORMS))
+    if unknown:
+        raise ValueError(f"forms may hold {FORMS}, got {unknown}")
+    forms = tuple(dict.fromkeys(forms))
     task = tasks.Classification() if task is None else task
     preprocess = zdata.Preprocess() if preprocess is None else preprocess
     data = held_out(train_data)
@@ -215,16 +250,21 @@ def sensitivity(model, variables: Mapping[str, Any], train_data, *, preprocess=N
     if not leaves:
         raise ValueError(f"include {include!r} selects no params leaf of rank >= 2 (leaves: "
                          f"{list(ztree.named_leaves(variables['params']))[:6]})")
-    curves_s, curves_b = {}, {}
+    curves_s, curves_b, curves_f = {}, {}, {}
     dense = None
     for name, leaf in leaves.items():
         w = jnp.asarray(leaf)
-        variants = jnp.concatenate([w[None], _pruned(w, sparsities), _shared(w, bits)])
+        formed = [form_leaf(w, form)[0].astype(w.dtype)[None] for form in forms]
+        variants = jnp.concatenate([w[None], _pruned(w, sparsities), _shared(w, bits), *formed])
         scores = _scores(model, variables, name, variants, data, task, preprocess,
                          batch_size, settings_per_call, train_flag)
         dense = scores[0] if dense is None else dense
-        curves_s[name] = dict(zip((float(s) for s in sparsities), scores[1:1 + len(sparsities)]))
-        curves_b[name] = dict(zip((int(b) for b in bits), scores[1 + len(sparsities):]))
+        scores = scores[1:]
+        curves_s[name] = dict(zip((float(s) for s in sparsities), scores[:len(sparsities)]))
+        scores = scores[len(sparsities):]
+        curves_b[name] = dict(zip((int(b) for b in bits), scores[:len(bits)]))
+        if forms:
+            curves_f[name] = dict(zip(forms, scores[len(bits):]))
     return Sensitivity(task.metric, dense, curves_s, curves_b,
                        {name: int(np.size(leaf)) for name, leaf in leaves.items()},
-                       int(data[0].shape[0]))
+                       int(data[0].shape[0]), curves_f)

@@ -155,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "REGEX, e.g. --bits 3 '.*depthwise/kernel=5' (default: the net's "
                         "preset, else Han's 8 conv / 5 dense)")
     p.add_argument("--index-bits", default=None,
-                   help="share: gap bits for every layer, 'auto' (the smallest file, default) "
-                        "or 'ans' (the smallest of those and ANS-coded masks)")
+                   help="share: gap bits for every layer, 'auto' (the smallest file of "
+                        "Huffman-coded gaps; the default) or 'ans' (the smallest of those and "
+                        "ANS-coded masks; the default of --budget and --max-drop)")
     p.add_argument("--kl-weight", type=float, default=None, metavar="W",
                    help="sparse_vd: weight of the KL term (Molchanov eq. 3; default 1; more "
                         "prunes more)")

@@ -133,6 +133,13 @@ def test_the_epoch_line_is_flushed_at_once_and_dropped_without_stdout(monkeypatc
     (["compress", "--method", "ttq", "--kl-weight", "2"],
      "kl_weight sets sparse_vd, which ttq does not run"),
     (["compress", "--method", "svd", "--kl-weight", "nan"], "--kl-weight must lie in [0, 1e6]"),
+    (["compress", "--stage-epochs", "share"], "--stage-epochs 'share': give METHOD=N"),
+    (["compress", "--stage-epochs", "share=-1"], "--stage-epochs 'share=-1': give METHOD=N"),
+    (["compress", "--stage-epochs", "vd=3"], "no method 'vd'; known: binary, cast,"),
+    (["compress", "--stage-epochs", "share=1", "share=2"], "--stage-epochs: share given twice"),
+    (["compress", "--method", "svd", "--stage-epochs", "prune=2"],
+     "stage_epochs names prune, which svd does not run"),
+    (["compress", "--budget", "20KB", "--stage-epochs", "share=2"], "drop --stage-epochs"),
     (["compress", "--method", "svd+svd"], "sparse_vd: selects no leaf"),  # share took them
     (["compress", "--method", "ttq", "--stochastic"], "stochastic sets binary, which ttq"),
     (["train", "--max-test-examples", "0"], "--max-test-examples must be >= 1"),

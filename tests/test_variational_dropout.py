@@ -109,3 +109,17 @@ def test_the_cli_settings_reach_sparse_vd():
     assert chain[0].kl_weight == 2.5 and [m.epochs for m in chain] == [3, 3]
     with pytest.raises(ValueError, match="kl_weight sets sparse_vd, which deep does not run"):
         presets.override({}, "deep", kl_weight=2.5)
+
+
+def test_stage_epochs_set_each_stage_over_the_shared_flags():
+    """``--stage-epochs``: the long variational-dropout run, a float retraining with the
+    zeros kept and one epoch of sharing, from one command line."""
+    chain = presets.override({}, "sparse_vd+prune+share", sparsity=(0.0, {}), kl_weight=0.7,
+                             finetune_epochs=3, retrain_epochs=4, unshared_dtype="float16",
+                             stage_epochs={"sparse_vd": 100, "prune": 10, "share": 1}).chain()
+    assert [m.name for m in chain] == ["sparse_vd", "prune", "share+cast"]
+    assert [m.epochs for m in chain[:2]] == [100, 10] and chain[1].sparsity == 0.0
+    assert [m.epochs for m in chain[2].members] == [1, 1]  # the cast retrains as long
+    with pytest.raises(ValueError, match=r"stage_epochs names prune, which svd does not run "
+                                         r"\(its stages: sparse_vd, share\)"):
+        presets.override({}, "svd", stage_epochs={"prune": 3})

@@ -72,8 +72,8 @@ def override(presets: Mapping[str, Mapping], spec: str | None = None, *,
              keep_float: tuple | None = None, threshold: float | None = None,
              binary_scale: str | None = None, stochastic: bool = False,
              learning_rate: float | None = None, fold_batch_norm: bool | None = None,
-             unshared_dtype: str | None = None, kl_weight: float | None = None
-             ) -> compress.Preset:
+             unshared_dtype: str | None = None, kl_weight: float | None = None,
+             stage_epochs: Mapping[str, int] | None = None) -> compress.Preset:
     """The ``compress.Preset`` to run: ``presets[spec]`` (``spec`` defaults to the first
     preset, else ``"deep"``), or the chain's method defaults, with every setting given.
 
@@ -83,8 +83,9 @@ def override(presets: Mapping[str, Mapping], spec: str | None = None, *,
     ``keep_float``: ternary and binary (``"none"`` entries dropped);
     ``threshold``: TTQ's t; ``binary_scale`` (``"channel"`` or ``"none"``) and
     ``stochastic``: binary; ``kl_weight``: sparse variational dropout;
-    ``unshared_dtype`` ``"raw"`` stores other leaves as they are. A setting for a method
-    the chain does not run is a ``ValueError``.
+    ``unshared_dtype`` ``"raw"`` stores other leaves as they are; ``stage_epochs``
+    ``{method: epochs}``: each named method's epochs, over ``finetune_epochs`` and
+    ``retrain_epochs``. A setting for a method the chain does not run is a ``ValueError``.
     """
     spec = spec or next(iter(presets), "deep")
     names = methods.chain_names(spec)
@@ -127,6 +128,11 @@ def override(presets: Mapping[str, Mapping], spec: str | None = None, *,
         settings["ternary"]["t"] = threshold
     if kl_weight is not None:
         settings["sparse_vd"]["kl_weight"] = kl_weight
+    for name, epochs in (stage_epochs or {}).items():
+        if name not in settings:
+            raise ValueError(f"stage_epochs names {name}, which {spec} does not run "
+                             f"(its stages: {', '.join(names)})")
+        settings[name]["epochs"] = epochs
     if "binary" in settings:
         if binary_scale is not None:
             settings["binary"]["scale"] = None if binary_scale == "none" else "channel"

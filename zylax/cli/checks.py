@@ -9,7 +9,7 @@ import re
 import tempfile
 
 from zylax import data as zdata
-from zylax import compress, export, presets, report
+from zylax import compress, export, methods, presets, report
 from zylax.nets.layers import mode_kwargs
 
 
@@ -94,7 +94,7 @@ def check_chain(chain, model, variables, sample, train_flag: str | None = None) 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "kib": 1024, "mib": 1024 ** 2}
 _BUDGET_SETS = ("method", "sparsity", "bits", "prune_cycles", "retrain_epochs", "gradual_epochs",
                 "threshold", "binary_scale", "stochastic", "keep_float",
-                "unshared_dtype", "kl_weight")
+                "unshared_dtype", "kl_weight", "stage_epochs")
 """The flags of compress that set what ``--budget``/``--max-drop`` choose."""
 
 
@@ -145,6 +145,7 @@ def compress_settings(args) -> None:
                 raise UsageError(f"--gradual-epochs replaces the prune/retrain cycles; drop "
                                  f"--{flag.replace('_', '-')}")
     positive("--finetune-epochs", args.finetune_epochs, zero_ok=True)
+    args.stage_epochs = stage_epochs(args.stage_epochs)
     check_learning_rate(args.learning_rate)
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must lie in (0, 1), got {args.threshold}")
@@ -179,6 +180,30 @@ def compress_settings(args) -> None:
                 raise UsageError(f"--report {args.report} writes {path}, the --out file; give "
                                  "another path")
         check_not_input(args.report, args.baseline_file, "--report")
+
+
+MAX_STAGE_EPOCHS = 10_000
+
+
+def stage_epochs(entries: list[str] | None) -> dict[str, int] | None:
+    """``--stage-epochs``: ``["sparse_vd=100", "share=1"]`` -> ``{"sparse_vd": 100, "share":
+    1}``; each name a method, each count a whole number in [0, ``MAX_STAGE_EPOCHS``]."""
+    if entries is None:
+        return None
+    found = {}
+    for entry in entries:
+        name, sep, count = entry.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise UsageError(f"--stage-epochs {entry!r}: give METHOD=N, e.g. sparse_vd=100")
+        if name not in methods.METHODS:
+            raise UsageError(f"--stage-epochs {entry!r}: no method {name!r}; known: "
+                             f"{', '.join(sorted(methods.METHODS))}")
+        if name in found:
+            raise UsageError(f"--stage-epochs: {name} given twice")
+        found[name] = int(count)
+        if found[name] > MAX_STAGE_EPOCHS:
+            raise UsageError(f"--stage-epochs {entry!r}: at most {MAX_STAGE_EPOCHS:,} epochs")
+    return found
 
 
 def check_file_args(args) -> None:

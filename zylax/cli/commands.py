@@ -83,7 +83,8 @@ def compress_preset(args, choice):
             keep_float=args.keep_float, threshold=args.threshold,
             binary_scale=args.binary_scale, stochastic=args.stochastic,
             learning_rate=args.learning_rate, fold_batch_norm=args.fold_batch_norm,
-            unshared_dtype=args.unshared_dtype, kl_weight=args.kl_weight)
+            unshared_dtype=args.unshared_dtype, kl_weight=args.kl_weight,
+            stage_epochs=args.stage_epochs)
 
 
 def cmd_compress(args) -> None:

@@ -6,7 +6,8 @@ Run:
 
 For each model, the sensitivity curves are measured once (``budget.plan``; on the held-out
 last tenth of the training images, never the test set), then every budget runs
-``budget.run``: per-layer sparsity and shared bits chosen by the knapsack, one epoch of
+``budget.run``: per-layer sparsity and shared bits (or float, ternary, binary) chosen by the
+knapsack, positions coded as ANS masks or Huffman gaps (the smaller), one epoch of
 retraining per stage, the file written, read back and scored on all 10,000 test images.
 LeNet-300-100 is the registry's baseline (trained by its recipe, cached under ``runs/`` as
 ``zylax compress --net lenet300`` caches it); the user's CNN is ``experiments.user_model``'s
@@ -31,6 +32,13 @@ from experiments.user_model import MyNet, train_own_loop
 BUDGETS = {"lenet300": (12_000, 16_000, 23_000, 40_000),
            "user CNN (BatchNorm)": (8_000, 12_000, 20_000, 40_000)}
 """File budgets in bytes per model."""
+
+
+def _setting(option: budget.Option) -> str:
+    """``sparsity/bits``, ``ternary``, ``binary`` or ``float``: how the plan stores a kernel."""
+    if option.bits is None:
+        return option.form or "float"
+    return f"{option.sparsity:g}/{option.bits}"
 
 
 def registry_baseline(net: str, train_data):
@@ -87,8 +95,7 @@ def main() -> None:
             written = os.path.getsize(out)
             series.setdefault(label, []).append((written, rep["compressed_accuracy"]))
             dense[label] = rep["dense_accuracy"]
-            layers = ", ".join(f"{n.split('/')[0]} {o.sparsity:g}/{o.bits or 'float'}"
-                               for n, o in found.choice.items())
+            layers = ", ".join(f"{n.split('/')[0]} {_setting(o)}" for n, o in found.choice.items())
             print(f"| {label} | {limit:,} | {found.predicted_bytes:,} | {written:,} | "
                   f"{'yes' if written <= limit else 'NO'} | {rep['dense_accuracy']:.2%} | "
                   f"{rep['compressed_accuracy']:.2%} | "

@@ -38,7 +38,7 @@ DRIFT_IMAGES = 1000
 
 
 def _batches(images: np.ndarray):
-    """``images`` cut into ``EVAL_BATCH``es (the test split is a multiple of it)."""
+    """``images`` cut into ``EVAL_BATCH``es (``measure_file`` checks that it divides them)."""
     return (images[i:i + EVAL_BATCH] for i in range(0, len(images), EVAL_BATCH))
 
 
@@ -46,11 +46,6 @@ def _jax_outputs(apply, images: np.ndarray):
     """Yields ``apply``'s outputs (a list of leaves) for each ``EVAL_BATCH`` images."""
     for batch in _batches(images):
         yield [np.asarray(o) for o in jax.tree.leaves(apply(batch))]
-
-
-def _as_model_outputs(outputs: list):
-    """The model's output structure: the logits, or the tuple of several outputs."""
-    return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
 def _scored(task, batches, labels, drift_reference=None) -> tuple[dict, float]:
@@ -64,7 +59,7 @@ def _scored(task, batches, labels, drift_reference=None) -> tuple[dict, float]:
             if drift_reference is not None and i < len(drift_reference):
                 drift = max(drift, max(float(np.abs(a - b).max())
                                        for a, b in zip(batch, drift_reference[i], strict=True)))
-            yield _as_model_outputs(batch)
+            yield export.model_outputs(batch)
     return task.score_outputs(outputs(), labels), drift
 
 
@@ -74,6 +69,8 @@ def measure_file(path: str, modes: list[str], out: str) -> list[dict]:
     variables, model, task = f.variables, f.model, f.task
     methods = export.stored_methods(f.header)
     _, (images, labels) = modelfile.scoring_data(f, f.metadata.data or "fashion_mnist")
+    if len(images) % EVAL_BATCH:
+        raise ValueError(f"{len(images):,} test images are not batches of {EVAL_BATCH}")
     x = f.preprocess(images)
     dense = jax.tree.map(codecs.dense, variables)
     kwargs = train.mode_kwargs(model, False)

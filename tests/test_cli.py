@@ -140,6 +140,16 @@ def test_the_epoch_line_is_flushed_at_once_and_dropped_without_stdout(monkeypatc
     (["compress", "--method", "svd", "--stage-epochs", "prune=2"],
      "stage_epochs names prune, which svd does not run"),
     (["compress", "--budget", "20KB", "--stage-epochs", "share=2"], "drop --stage-epochs"),
+    (["compress", "--stage-epochs", "share=\u00b2"], "give METHOD=N"),  # a digit to isdigit()
+    (["compress", "--stage-epochs", "share=\u0663"], "give METHOD=N"),  # Arabic-Indic three
+    (["compress", "--stage-epochs", "share= 3"], "give METHOD=N"),
+    (["compress", "--stage-epochs", "share=" + "9" * 5000], "give METHOD=N"),
+    (["compress", "--method", "ttq", "--stage-epochs", "ttq=2"],
+     "ttq is a chain; name its stages (ternary)"),
+    (["compress", "--gradual-epochs", "3", "--stage-epochs", "prune=2"],
+     "--gradual-epochs sets prune's epochs; drop prune from --stage-epochs"),
+    (["compress", "--method", "share", "--unshared-dtype", "float16", "--stage-epochs",
+      "cast=2"], "the unshared_dtype cast retrains with the last stage"),
     (["compress", "--method", "svd+svd"], "sparse_vd: selects no leaf"),  # share took them
     (["compress", "--method", "ttq", "--stochastic"], "stochastic sets binary, which ttq"),
     (["train", "--max-test-examples", "0"], "--max-test-examples must be >= 1"),
@@ -192,6 +202,53 @@ def test_more_usage_errors_in_process(tmp_path, capsys, args, message):
                   "--out", str(tmp_path / ("m.zyl" if args[0] == "compress" else "o"))])
     assert refused.value.code == 2 and message in capsys.readouterr().err
     assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_repeated_stage_epochs_flags_add_up():
+    args = cli.build_parser().parse_args(["compress", "--stage-epochs", "sparse_vd=3",
+                                          "--stage-epochs", "share=1"])
+    assert args.stage_epochs == ["sparse_vd=3", "share=1"]
+
+
+def test_a_refused_command_leaves_no_folder_and_links_are_resolved(tmp_path, capsys):
+    """Output folders are made when a file is written, not by the checks; ``--tflite`` through
+    a link to ``--out``'s folder is the same file; a name over the file system's limit is
+    refused before any work."""
+    os.makedirs(tmp_path / "other" / "real")
+    os.symlink(tmp_path / "other" / "real", tmp_path / "lnk")
+    refusals = [
+        (["--tflite", str(tmp_path / "new" / "m.tflite"), "--from", str(tmp_path / "none.zyl")],
+         "no such file"),
+        (["--out", str(tmp_path / "lnk" / ".." / "m.zyl"), "--tflite",
+          str(tmp_path / "other" / "m.zyl")], "is a path --out or --report writes"),
+        (["--tflite", str(tmp_path / ("a" * 300 + ".tflite"))], "File name too long"),
+        (["--report", str(tmp_path / "deep" / ("b" * 300) / "r.json")], "File name too long"),
+    ]
+    for extra, message in refusals:
+        with pytest.raises(SystemExit) as refused:
+            cli.main(["compress", "--out", str(tmp_path / "m.zyl"), *extra])
+        assert refused.value.code == 2 and message in capsys.readouterr().err, extra
+    assert sorted(os.listdir(tmp_path)) == ["lnk", "other"]
+    # different files that only look alike through the link are accepted
+    args = cli.build_parser().parse_args(["compress", "--out", str(tmp_path / "m.zyl"),
+                                          "--tflite", str(tmp_path / "lnk" / ".." / "m.zyl")])
+    cli.checks.compress_settings(args)
+
+
+def test_the_report_is_written_when_the_export_fails(tmp_path, monkeypatch, capsys):
+    from zylax.cli import commands
+
+    def refused(args, result, test_data):
+        raise RuntimeError("the exported model does not load in LiteRT: no")
+    written = []
+    monkeypatch.setattr(commands, "ship", refused)
+    monkeypatch.setattr(commands.report, "write_with_figures",
+                        lambda result, path: written.append(path) or [path])
+    args = cli.build_parser().parse_args(["compress", "--out", "m.zyl", "--report", "r.json",
+                                          "--tflite", "m.tflite"])
+    with pytest.raises(RuntimeError, match="does not load"):
+        commands.finish(args, None, None)
+    assert written == ["r.json"] and "wrote m.zyl, r.json" in capsys.readouterr().out
 
 
 def test_out_pointing_at_a_directory_is_refused_before_training(tmp_path):

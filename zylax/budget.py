@@ -5,8 +5,9 @@ For each kernel the options are: kept float, pruned by magnitude to a sparsity `
 the sensitivity curves and shared with ``2**b`` k-means values, or stored whole by a
 quantizer of ``sensitivity.FORMS`` (TTQ's ternary, BNN's binary with a scale per channel).
 An option costs the bytes its leaf adds to the file as the archive writes it
-(``archive.leaf_bytes`` of the trained layer pruned and shared, "auto" gap widths, or of the
-quantizer's leaf as it starts: the codecs' own size model), and is predicted to lose
+(``archive.leaf_bytes`` of the trained layer pruned and shared, its positions coded as Huffman
+gaps or an ANS-coded mask, whichever is smaller, or of the quantizer's leaf as it starts: the
+codecs' own size model), and is predicted to lose
 ``drop_prune(s) + drop_share(b)`` points (the two curves of that layer alone with no
 retraining, ``zylax.sensitivity``), or the points its form's score loses; negative drops
 count as 0. Everything else in the file
@@ -475,7 +476,8 @@ def run(model, variables: Mapping[str, Any], train_data, test_data, *, out: str,
         budget: int | None = None, max_drop: float | None = None, epochs: int = 1,
         preprocess=None, task=None, retrain: compress.Retrain = compress.Retrain(),
         metadata: Mapping | None = None, curves: sensitivity.Sensitivity | None = None,
-        tries: int = 2, index_bits: str = "ans", **run_kwargs):
+        tries: int = 2, index_bits: str = "ans",
+        forms: Sequence[str] = sensitivity.FORMS, **run_kwargs):
     """``plan``, then ``compress.run`` of ``Plan.methods(epochs)`` writing ``out``.
 
     Retraining moves the weights, and so the Huffman codes of the shared
@@ -483,7 +485,8 @@ def run(model, variables: Mapping[str, Any], train_data, test_data, *, out: str,
     is made again for ``budget`` scaled by budget / written (same curves) and
     run again, ``tries`` runs at most; a file still over is a ``RuntimeError``.
     ``curves`` reuses measured sensitivity curves (``Plan.curves``), e.g. across
-    budgets; ``index_bits`` is ``plan``'s. Other keyword arguments go to ``compress.run``.
+    budgets; ``index_bits`` and ``forms`` are ``plan``'s. Other keyword arguments go to
+    ``compress.run``.
 
     Returns:
       ``(Plan, compress.Result)``; ``result.report["budget"]`` holds the plan
@@ -502,7 +505,8 @@ def run(model, variables: Mapping[str, Any], train_data, test_data, *, out: str,
         try:
             found = plan(model, variables, train_data, budget=target, max_drop=max_drop,
                          preprocess=preprocess, task=task, metadata=recorded,
-                         train_flag=retrain.train_flag, curves=curves, index_bits=index_bits)
+                         train_flag=retrain.train_flag, curves=curves, index_bits=index_bits,
+                         forms=forms)
         except ValueError as err:
             if not attempt:
                 raise

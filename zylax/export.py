@@ -253,7 +253,9 @@ def op_names(tflite: bytes) -> list[str]:
 
 
 SCORE_BATCH = 100
-"""Inputs per interpreter call when ``score`` runs a test split."""
+"""Inputs per interpreter call when ``score`` runs a test split, at most."""
+SCORE_INPUT_VALUES = 1 << 22
+"""Input values per interpreter call when ``score`` runs a test split, at most."""
 
 
 def interpreter_outputs(tflite: bytes, batches):
@@ -262,10 +264,7 @@ def interpreter_outputs(tflite: bytes, batches):
 
     Every batch must have the file's input shape (a ``.tflite`` graph is made for one batch
     size: its reshapes are constants)."""
-    lib = _litert()
-    with _quiet_native_stderr():
-        interpreter = lib.Interpreter(model_content=tflite)
-        interpreter.allocate_tensors()
+    interpreter = _interpreter(_litert(), tflite)
     given = interpreter.get_input_details()[0]["index"]
     wanted = [d["index"] for d in interpreter.get_output_details()]
     for inputs in batches:
@@ -274,19 +273,27 @@ def interpreter_outputs(tflite: bytes, batches):
         yield [interpreter.get_tensor(k).copy() for k in wanted]
 
 
+def model_outputs(outputs: list):
+    """One interpreter call's outputs as the model returns them: the array, or the tuple of
+    several (what ``task.score_outputs`` takes)."""
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
 def score(model, variables, task, images, labels, *, preprocess, weights: str = "auto",
           methods: Mapping[str, str] | None = None, batch: int = SCORE_BATCH) -> dict:
     """The task's metrics (``task.score_outputs``) of the model as LiteRT runs it.
 
-    ``images`` ``(N, ...)`` uint8 and ``labels`` as the task scores them; each ``batch``
-    of images is preprocessed (``preprocess``) and run by the interpreter on a
-    ``batch``-input export of ``variables`` (``weights``, ``methods`` as ``export``); the
-    last batch is padded with copies of its first image and the padding's outputs
-    dropped, so every image counts once."""
+    ``images`` ``(N, ...)`` uint8 and ``labels`` as the task scores them; the images are
+    preprocessed (``preprocess``) and run by the interpreter ``batch`` at a time (fewer when
+    that is over ``SCORE_INPUT_VALUES`` input values) on an export of ``variables`` for that
+    batch (``weights``, ``methods`` as ``export``); the last batch is padded with copies of
+    its first image and the padding's outputs dropped, so every image counts once."""
     count = len(images)
     if not count:
         raise ValueError("no image to score")
-    tflite = to_tflite(model, variables, preprocess(images[:1]), weights=weights, batch=batch,
+    example = np.asarray(preprocess(images[:1]), np.float32)
+    batch = max(1, min(batch, count, SCORE_INPUT_VALUES // max(1, example.size)))
+    tflite = to_tflite(model, variables, example, weights=weights, batch=batch,
                        methods=methods)
 
     def batches():
@@ -297,8 +304,7 @@ def score(model, variables, task, images, labels, *, preprocess, weights: str = 
 
     def outputs():
         for start, found in zip(range(0, count, batch), interpreter_outputs(tflite, batches())):
-            kept = [o[:count - start] for o in found]
-            yield kept[0] if len(kept) == 1 else tuple(kept)
+            yield model_outputs([o[:count - start] for o in found])
     return task.score_outputs(outputs(), labels)
 
 
@@ -798,12 +804,23 @@ def _serialize(graph) -> bytes:
 
 # -- the check ------------------------------------------------------------------------------
 
-def _max_output_diff(lib, tflite: bytes, reference, sample: np.ndarray) -> float:
-    """Max ``|interpreter - JAX|`` over every output on ``sample``; loads in the default runtime."""
+def _interpreter(lib, tflite: bytes):
+    """The default interpreter (XNNPACK included) with ``tflite`` loaded and allocated; a
+    file it refuses is a one-line ``RuntimeError``."""
     try:
         with _quiet_native_stderr():
             interpreter = lib.Interpreter(model_content=tflite)
             interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as err:
+        raise RuntimeError(f"the exported model does not load in LiteRT: "
+                           f"{str(err).splitlines()[0][:300]}") from None
+    return interpreter
+
+
+def _max_output_diff(lib, tflite: bytes, reference, sample: np.ndarray) -> float:
+    """Max ``|interpreter - JAX|`` over every output on ``sample``; loads in the default runtime."""
+    interpreter = _interpreter(lib, tflite)
+    try:
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], sample)
         interpreter.invoke()
     except (RuntimeError, ValueError) as err:

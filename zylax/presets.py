@@ -129,6 +129,11 @@ def override(presets: Mapping[str, Mapping], spec: str | None = None, *,
     if kl_weight is not None:
         settings["sparse_vd"]["kl_weight"] = kl_weight
     for name, epochs in (stage_epochs or {}).items():
+        if name == "cast" and name not in settings and (
+                preset.unshared_dtype if unshared_dtype is None else unshared_dtype) not in (
+                None, "raw"):
+            raise ValueError("stage_epochs: the unshared_dtype cast retrains with the last "
+                             "stage; set that stage's epochs")
         if name not in settings:
             raise ValueError(f"stage_epochs names {name}, which {spec} does not run "
                              f"(its stages: {', '.join(names)})")

@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, default=None,
                    help="epochs of retraining of every stage but pruning (share, sparse_vd, "
                         "ternary, binary, pattern); with --budget/--max-drop, of every stage (default 1)")
-    p.add_argument("--stage-epochs", nargs="+", default=None, metavar="METHOD=N",
+    p.add_argument("--stage-epochs", nargs="+", action="extend", default=None,
+                   metavar="METHOD=N",
                    help="epochs of each named method's stages, over --finetune-epochs and "
                         "--retrain-epochs (prune: per cycle), e.g. --method "
                         "sparse_vd+prune+share --stage-epochs sparse_vd=100 prune=10 share=1")

@@ -4,6 +4,7 @@ data is loaded or any training runs."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -33,17 +34,27 @@ def positive(name: str, value, *, zero_ok: bool = False, limit: int = 1 << 31) -
 
 
 def check_out_file(path: str, flag: str = "--out") -> None:
-    """The output path must be a writable file location: tried with a temp file; an
-    existing path must be a regular file (never a device, FIFO or folder)."""
+    """The output path must be a writable file location: a temp file is tried in its nearest
+    existing folder (the missing ones are made when the file is written, so a refused command
+    leaves none), every missing name within the file system's length limit; an existing
+    path must be a regular file (never a device, FIFO or folder)."""
     if not path or path.endswith(("/", os.sep)) or os.path.isdir(path):
         raise UsageError(f"{flag} {path!r} is a directory or empty; give a file path")
     if os.path.exists(path) and not os.path.isfile(path):
         raise UsageError(f"{flag} {path} exists and is not a regular file (a device, FIFO or "
                          "socket); give a file path")
-    folder = os.path.dirname(os.path.abspath(path))
+    target = os.path.abspath(path)
+    base = os.path.dirname(target)
+    while not os.path.lexists(base):  # the folders still to make are made when it is written
+        base = os.path.dirname(base)
     try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".zylax-probe-"):
+        if not os.path.isdir(base):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        limit = os.pathconf(base, "PC_NAME_MAX")
+        if any(len(os.fsencode(part)) > limit
+               for part in os.path.relpath(target, base).split(os.sep)):
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+        with tempfile.NamedTemporaryFile(dir=base, prefix=".zylax-probe-"):
             pass
     except OSError as err:
         raise UsageError(f"{flag} {path}: cannot write there ({err.strerror})") from None
@@ -57,8 +68,9 @@ def check_not_input(out: str, source: str | None, flag: str = "--out") -> None:
 
 
 def _same_path(a: str, b: str) -> bool:
-    """Whether two paths name one file (spelled alike, or linked to it)."""
-    return os.path.abspath(a) == os.path.abspath(b) or (
+    """Whether two paths name one file (spelled alike once links are resolved, or linked to
+    it)."""
+    return os.path.realpath(a) == os.path.realpath(b) or (
         os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
 
 
@@ -146,6 +158,8 @@ def compress_settings(args) -> None:
                                  f"--{flag.replace('_', '-')}")
     positive("--finetune-epochs", args.finetune_epochs, zero_ok=True)
     args.stage_epochs = stage_epochs(args.stage_epochs)
+    if args.gradual_epochs and "prune" in (args.stage_epochs or {}):
+        raise UsageError("--gradual-epochs sets prune's epochs; drop prune from --stage-epochs")
     check_learning_rate(args.learning_rate)
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must lie in (0, 1), got {args.threshold}")
@@ -166,13 +180,13 @@ def compress_settings(args) -> None:
     check_out_file(args.out)
     check_not_input(args.out, args.baseline_file)
     if args.tflite is not None:
+        export.check_extra()
         check_out_file(args.tflite, "--tflite")
         check_not_input(args.tflite, args.baseline_file, "--tflite")
         if _same_path(args.tflite, args.out) or args.report and any(
                 _same_path(args.tflite, path) for path in report.written_paths(args.report)):
             raise UsageError(f"--tflite {args.tflite} is a path --out or --report writes; "
                              "give another path")
-        export.check_extra()
     if args.report:
         check_out_file(args.report, "--report")
         for path in report.written_paths(args.report):
@@ -193,8 +207,11 @@ def stage_epochs(entries: list[str] | None) -> dict[str, int] | None:
     found = {}
     for entry in entries:
         name, sep, count = entry.partition("=")
-        if not sep or not count.strip().isdigit():
+        if not sep or not re.fullmatch(r"[0-9]{1,6}", count):
             raise UsageError(f"--stage-epochs {entry!r}: give METHOD=N, e.g. sparse_vd=100")
+        if name in methods.RECIPES:
+            raise UsageError(f"--stage-epochs {entry!r}: {name} is a chain; name its stages "
+                             f"({', '.join(methods.RECIPES[name])})")
         if name not in methods.METHODS:
             raise UsageError(f"--stage-epochs {entry!r}: no method {name!r}; known: "
                              f"{', '.join(sorted(methods.METHODS))}")

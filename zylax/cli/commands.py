@@ -118,12 +118,15 @@ def cmd_compress(args) -> None:
 
 
 def finish(args, result, test_data) -> None:
-    """The ``--tflite`` export (``ship``), then the ``--report`` files; prints what was
-    written."""
-    written = [args.out, *ship(args, result, test_data)]
-    if args.report:
-        written += report.write_with_figures(result, args.report)
-    print("wrote " + ", ".join(written))
+    """The ``--tflite`` export (``ship``), then the ``--report`` files, written even when the
+    export fails; prints what was written."""
+    written = [args.out]
+    try:
+        written += ship(args, result, test_data)
+    finally:
+        if args.report:
+            written += report.write_with_figures(result, args.report)
+        print("wrote " + ", ".join(written))
 
 
 def ship(args, result, test_data) -> list[str]:

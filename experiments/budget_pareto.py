@@ -12,9 +12,11 @@ retraining per stage, the file written, read back and scored on all 10,000 test 
 LeNet-300-100 is the registry's baseline (trained by its recipe, cached under ``runs/`` as
 ``zylax compress --net lenet300`` caches it); the user's CNN is ``experiments.user_model``'s
 ``MyNet`` (its own layer names, BatchNorm, a ``training`` flag) trained by its own optax loop
-on all 60,000 training images. No per-layer value is set by hand for either. Prints one
-Markdown row per file and writes ``<out>/<model>-<budget>.zyl``, ``<out>/results.json`` and
-``<out>/pareto.png``.
+on all 60,000 training images. No per-layer value is set by hand for either. Each file is
+also exported as ``zylax compress --tflite`` exports it (``shipped``): its download (gzip -9
+of the ``.tflite``) and its top-1 in the LiteRT interpreter on the same 10,000 images. Prints
+one Markdown row per file and writes ``<out>/<model>-<budget>.zyl`` and ``.tflite``,
+``<out>/results.json`` and ``<out>/pareto.png``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 import jax
 import numpy as np
 
-from zylax import baseline, budget, compress, data, report
+from zylax import archive, baseline, budget, compress, data, export, report, tasks
 from experiments.user_model import MyNet, train_own_loop
 
 BUDGETS = {"lenet300": (12_000, 16_000, 23_000, 40_000),
@@ -39,6 +41,19 @@ def _setting(option: budget.Option) -> str:
     if option.bits is None:
         return option.form or "float"
     return f"{option.sparsity:g}/{option.bits}"
+
+
+def shipped(model, variables, path: str, preprocess, test_data) -> dict:
+    """The file at ``path`` (``variables``: as decoded from it) exported as ``zylax compress
+    --tflite`` exports it (weights auto, batch 1, written beside it) and scored in the LiteRT
+    interpreter on ``test_data``: its download bytes (gzip -9) and top-1."""
+    methods = export.stored_methods(archive.read_header(path))
+    result = export.export(model, variables, preprocess(test_data[0][:1]), methods=methods)
+    archive.write_atomic(os.path.splitext(path)[0] + ".tflite", result.tflite)
+    litert = export.score(model, variables, tasks.Classification(), *test_data,
+                          preprocess=preprocess, methods=methods)
+    return {"tflite_bytes": len(result.tflite), "download_bytes": result.download_bytes,
+            "litert": litert["accuracy"]}
 
 
 def registry_baseline(net: str, train_data):
@@ -79,8 +94,8 @@ def main() -> None:
     train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
     results, series, dense = {}, {}, {}
     print("| model | budget | plan predicted | written | under budget | dense | from the file | "
-          "drop | ratio | layers (sparsity, bits) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "drop | ratio | download (x file) | LiteRT | layers (sparsity/bits) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, build in (("lenet300", lenet300), ("user CNN (BatchNorm)", user_cnn)):
         model, variables, preprocess, retrain, metadata = build(train_data)
         curves = None
@@ -93,14 +108,17 @@ def main() -> None:
             curves = found.curves
             rep = result.report
             written = os.path.getsize(out)
+            rep["export"] = shipped(model, result.variables, out, preprocess, test_data)
             series.setdefault(label, []).append((written, rep["compressed_accuracy"]))
             dense[label] = rep["dense_accuracy"]
             layers = ", ".join(f"{n.split('/')[0]} {_setting(o)}" for n, o in found.choice.items())
+            download = rep["export"]["download_bytes"]
             print(f"| {label} | {limit:,} | {found.predicted_bytes:,} | {written:,} | "
                   f"{'yes' if written <= limit else 'NO'} | {rep['dense_accuracy']:.2%} | "
                   f"{rep['compressed_accuracy']:.2%} | "
                   f"{100 * (rep['dense_accuracy'] - rep['compressed_accuracy']):.2f} | "
-                  f"{rep['ratio']:.1f}x | {layers} |", flush=True)
+                  f"{rep['ratio']:.1f}x | {download:,} ({download / written:.2f}x) | "
+                  f"{rep['export']['litert']:.2%} | {layers} |", flush=True)
             results[f"{label} {limit}"] = rep
     fig = report.plot_pareto(series, dense=dense)
     fig.savefig(os.path.join(args.out, "pareto.png"), dpi=100)

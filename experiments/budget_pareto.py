@@ -6,8 +6,8 @@ Run:
 
 For each model, the sensitivity curves are measured once (``budget.plan``; on the held-out
 last tenth of the training images, never the test set), then every budget runs
-``budget.run``: per-layer sparsity and shared bits (or float, ternary, binary) chosen by the
-knapsack, positions coded as ANS masks or Huffman gaps (the smaller), one epoch of
+``budget.run``: per-layer sparsity and shared bits (or float; with ``--forms``, ternary or
+binary too) chosen by the knapsack, positions coded as ANS masks or Huffman gaps (the smaller), one epoch of
 retraining per stage, the file written, read back and scored on all 10,000 test images.
 LeNet-300-100 is the registry's baseline (trained by its recipe, cached under ``runs/`` as
 ``zylax compress --net lenet300`` caches it); the user's CNN is ``experiments.user_model``'s
@@ -89,6 +89,8 @@ def user_cnn(train_data):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/budget_pareto")
+    parser.add_argument("--forms", nargs="+", default=[], choices=("ternary", "binary"),
+                        help="whole-layer quantizers the plans may also choose")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
@@ -104,7 +106,8 @@ def main() -> None:
             found, result = budget.run(model, variables, train_data, test_data, out=out,
                                        budget=limit, preprocess=preprocess, retrain=retrain,
                                        metadata={**metadata, "data": "fashion_mnist"},
-                                       curves=curves, progress=False)
+                                       curves=curves, progress=False,
+                                       forms=tuple(args.forms))
             curves = found.curves
             rep = result.report
             written = os.path.getsize(out)

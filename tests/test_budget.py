@@ -1,6 +1,7 @@
 """Budget allocation: the knapsack finds the true optimum, the codecs' size model predicts the
 written file, and ``zylax compress --budget`` writes a file under its budget on real data."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -186,6 +187,27 @@ def test_ternary_and_binary_layers_are_priced_and_written_as_planned(trained, fm
     assert abs(written - plan.predicted_bytes) <= 0.01 * written, (written, plan)
 
 
+def test_whole_layer_forms_are_offered_only_when_asked_for(trained):
+    """Curves in which binary loses nothing: the plan takes it for the big layers only with
+    ``forms``; without, the same curves give pruning and sharing."""
+    model, variables, train_data, prep = trained
+    grid = dict(sparsities=(0.0, 0.8, 0.95), bits=(2, 3), preprocess=prep)
+    measured = budget.plan(model, variables, train_data, budget=40_000, **grid).curves
+    assert measured.forms == {}  # not even scored
+    lossless = dataclasses.replace(measured, forms={
+        n: {"binary": measured.dense, "ternary": 0.0} for n in measured.weights})
+    plain = budget.plan(model, variables, train_data, budget=40_000, curves=lossless, **grid)
+    assert all(o.form is None for o in plain.choice.values())
+    offered = budget.plan(model, variables, train_data, budget=40_000, curves=lossless,
+                          forms=("binary", "ternary"), **grid)
+    assert offered.choice["ip1/kernel"].form == "binary"  # 29 KB, no drop: the best of all
+    assert all(o.form != "ternary" for o in offered.choice.values())  # scored as useless
+    assert "binary" in offered.methods()[-1].name.split("+")
+    with pytest.raises(ValueError, match="forms may hold"):
+        budget.plan(model, variables, train_data, budget=40_000, curves=lossless,
+                    forms=("int4",), **grid)
+
+
 def test_a_larger_budget_never_predicts_a_larger_drop(trained):
     model, variables, train_data, prep = trained
     grid = dict(sparsities=(0.0, 0.8, 0.9, 0.95), bits=(2, 3, 5), preprocess=prep)
@@ -294,6 +316,7 @@ def test_a_file_still_over_budget_is_removed_and_said(trained, tmp_path, monkeyp
     (["--budget", "20KB", "--method", "ttq"], "drop --method"),
     (["--max-drop", "0.5", "--sparsity", "0.9", "--bits", "4"], "drop --sparsity, --bits"),
     (["--budget", "20KB", "--index-bits", "5"], "may be 'auto' or 'ans'"),
+    (["--forms", "binary"], "--forms offers options to --budget or --max-drop; give one"),
 ])
 def test_bad_budgets_are_usage_errors(argv, message, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:

@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "layer's sparsity and shared bits (or float) are chosen from its "
                         "measured sensitivity for the least predicted loss that fits "
                         "(zylax.budget); replaces --method and its settings")
+    p.add_argument("--forms", nargs="+", default=None, choices=("ternary", "binary"),
+                   help="with --budget or --max-drop: also offer each kernel stored whole as "
+                        "ternary (TTQ) or binary (BNN, a scale per channel); off by default "
+                        "(their loss before retraining is nearer what retraining leaves than "
+                        "pruning's, so the plan can prefer them where pruning ends better)")
     p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
                    help="instead of --budget: the smallest file whose predicted loss (before "
                         "retraining) is at most POINTS of the metric")

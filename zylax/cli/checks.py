@@ -132,6 +132,8 @@ def budget_settings(args) -> None:
         args.budget = byte_count(args.budget)
     if args.max_drop is not None and not 0 <= args.max_drop <= 100:  # NaN fails too
         raise UsageError(f"--max-drop must lie in [0, 100] points, got {args.max_drop}")
+    if args.forms is not None and args.budget is None and args.max_drop is None:
+        raise UsageError("--forms offers options to --budget or --max-drop; give one")
     if args.budget is not None or args.max_drop is not None:
         given = [flag for flag in _BUDGET_SETS
                  if getattr(args, flag) is not None and getattr(args, flag) is not False]

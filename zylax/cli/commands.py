@@ -177,7 +177,7 @@ def compress_to_budget(args, given, choice) -> None:
         metadata={**choice.metadata, "data": args.data}, fold_batch_norm=bool(
             args.fold_batch_norm), reference=choice.reference, seed=args.seed,
         progress=False if args.quiet else None, on_epoch=train.epoch_logger(args.quiet),
-        index_bits=args.index_bits or "ans")
+        index_bits=args.index_bits or "ans", forms=tuple(args.forms or ()))
     print(found.format_table())
     print(report.format_table(result.report))
     row = result.report["budget"]

@@ -172,8 +172,8 @@ def _interpreter_top1(tflite: bytes, images: np.ndarray, labels: np.ndarray) -> 
 def zylax_rows(net: str, model, variables, prep, train_data, test_data, out: str, limit: int
                ) -> list[dict]:
     """zylax's files of the registry's ``net`` baseline: its Deep Compression preset,
-    ``budget.run`` at ``limit`` bytes (pruning and sharing, Huffman-coded gaps: the options
-    BENCHMARKS.md's rows were measured with), soft weight-sharing (``experiments.soft_sharing``'s
+    ``budget.run`` at ``limit`` bytes (positions as Huffman-coded gaps only, as BENCHMARKS.md's
+    rows were measured), soft weight-sharing (``experiments.soft_sharing``'s
     defaults) and the ``svd`` recipe's defaults (``zylax compress --method svd --index-bits
     ans``), each exported and scored in LiteRT."""
     choice = baseline.choose_model(net, None, None, None)
@@ -190,7 +190,7 @@ def zylax_rows(net: str, model, variables, prep, train_data, test_data, out: str
             model, variables, train_data, test_data, out=path, budget=limit, preprocess=prep,
             task=task, metadata=metadata, progress=False,
             retrain=compress.Retrain(batch_size=batch),
-            index_bits="auto", forms=())),  # as BENCHMARKS.md measured: pruning and sharing
+            index_bits="auto")),  # as BENCHMARKS.md measured: Huffman-coded gaps only
         "zylax soft weight-sharing (sws)": (f"zylax_{net}_sws.zyl", lambda path: compress.run(
             model, variables, train_data, test_data,
             [methods.soft_share(epochs=10), methods.share(bits=4, epochs=1)], out=path,

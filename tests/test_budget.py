@@ -115,6 +115,18 @@ def trained(lenet300_trained):
     return lenet300_trained
 
 
+GRID = dict(sparsities=(0.0, 0.8, 0.9, 0.95), bits=(2, 3, 5))
+"""A small grid of settings: the curves measured once for the tests that plan from them."""
+
+
+@pytest.fixture(scope="module")
+def curves(trained):
+    """LeNet-300-100's curves on ``GRID``, with the ternary and binary forms scored."""
+    model, variables, train_data, prep = trained
+    return sensitivity.sensitivity(model, variables, train_data, preprocess=prep,
+                                   forms=("ternary", "binary"), **GRID)
+
+
 def test_each_option_costs_what_the_archive_writes_for_it(trained):
     model, variables, train_data, prep = trained
     w = variables["params"]["ip2"]["kernel"]
@@ -151,14 +163,12 @@ def test_the_predicted_size_is_the_written_size_within_one_percent(trained, fmni
         assert any(bits is not None for _, bits in chosen.values()), chosen
 
 
-def test_ternary_and_binary_layers_are_priced_and_written_as_planned(trained, fmnist_test,
-                                                                     tmp_path):
+def test_ternary_and_binary_layers_are_priced_and_written_as_planned(trained, curves,
+                                                                     fmnist_test, tmp_path):
     """A plan storing ip2 ternary and ip3 binary (and ip1 pruned and shared): the chain
     writes those codecs, the options' bytes are what the file holds, their drops the
     curves' forms."""
     model, variables, train_data, prep = trained
-    curves = sensitivity.sensitivity(model, variables, train_data, preprocess=prep,
-                                     sparsities=(0.0, 0.9), bits=(3,), forms=("ternary", "binary"))
     params = {n: np.asarray(w) for n, w in ztree.named_leaves(variables["params"]).items()}
     options = {n: {o.form: o for o in budget.form_options(params[n], curves, n)}
                for n in curves.weights}
@@ -187,15 +197,13 @@ def test_ternary_and_binary_layers_are_priced_and_written_as_planned(trained, fm
     assert abs(written - plan.predicted_bytes) <= 0.01 * written, (written, plan)
 
 
-def test_whole_layer_forms_are_offered_only_when_asked_for(trained):
+def test_whole_layer_forms_are_offered_only_when_asked_for(trained, curves):
     """Curves in which binary loses nothing: the plan takes it for the big layers only with
     ``forms``; without, the same curves give pruning and sharing."""
     model, variables, train_data, prep = trained
-    grid = dict(sparsities=(0.0, 0.8, 0.95), bits=(2, 3), preprocess=prep)
-    measured = budget.plan(model, variables, train_data, budget=40_000, **grid).curves
-    assert measured.forms == {}  # not even scored
-    lossless = dataclasses.replace(measured, forms={
-        n: {"binary": measured.dense, "ternary": 0.0} for n in measured.weights})
+    grid = dict(**GRID, preprocess=prep)
+    lossless = dataclasses.replace(curves, forms={
+        n: {"binary": curves.dense, "ternary": 0.0} for n in curves.weights})
     plain = budget.plan(model, variables, train_data, budget=40_000, curves=lossless, **grid)
     assert all(o.form is None for o in plain.choice.values())
     offered = budget.plan(model, variables, train_data, budget=40_000, curves=lossless,
@@ -208,10 +216,10 @@ def test_whole_layer_forms_are_offered_only_when_asked_for(trained):
                     forms=("int4",), **grid)
 
 
-def test_a_larger_budget_never_predicts_a_larger_drop(trained):
+def test_a_larger_budget_never_predicts_a_larger_drop(trained, curves):
     model, variables, train_data, prep = trained
-    grid = dict(sparsities=(0.0, 0.8, 0.9, 0.95), bits=(2, 3, 5), preprocess=prep)
-    first = budget.plan(model, variables, train_data, budget=25_000, **grid)
+    grid = dict(**GRID, preprocess=prep)
+    first = budget.plan(model, variables, train_data, budget=25_000, curves=curves, **grid)
     second = budget.plan(model, variables, train_data, budget=120_000, curves=first.curves,
                          **grid)
     assert second.predicted_drop <= first.predicted_drop

@@ -383,7 +383,7 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
         what retraining leaves than pruning's is, so the knapsack, comparing drops before
         retraining, prefers them where pruning would end more accurate (RESULTS.md,
         "Budget in, model out": LeNet-300-100's 40,000-byte file, ip1 binary, lost 2.08
-        points; pruned and shared, 0.83).
+        points; pruned and shared, 0.95).
       metadata: what the written file records (its header counts as a fixed cost).
       curves: measured ``Sensitivity`` to reuse (it must cover ``include``; the forms it
         did not score are not offered).

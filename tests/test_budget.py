@@ -209,6 +209,10 @@ def test_whole_layer_forms_are_offered_only_when_asked_for(trained, curves):
     offered = budget.plan(model, variables, train_data, budget=40_000, curves=lossless,
                           forms=("binary", "ternary"), **grid)
     assert offered.choice["ip1/kernel"].form == "binary"  # 29 KB, no drop: the best of all
+    assert offered.to_dict()["forms"] == ["binary", "ternary"] and plain.forms == ()
+    assert "whole-layer forms offered: binary, ternary; chosen for ip1/kernel" in \
+        offered.format_table()
+    assert "whole-layer forms" not in plain.format_table()
     assert all(o.form != "ternary" for o in offered.choice.values())  # scored as useless
     assert "binary" in offered.methods()[-1].name.split("+")
     with pytest.raises(ValueError, match="forms may hold"):

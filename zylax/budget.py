@@ -251,6 +251,7 @@ class Plan:
       budget, max_drop: what was asked.
       curves: the sensitivity curves the options were read from.
       index_bits: how the shared kernels' positions are coded (``"auto"``, ``"ans"``).
+      forms: the whole-layer quantizers that were offered (``plan``'s ``forms``).
     """
 
     choice: dict[str, Option]
@@ -263,6 +264,7 @@ class Plan:
     max_drop: float | None = None
     curves: sensitivity.Sensitivity | None = dataclasses.field(default=None, repr=False)
     index_bits: str = "ans"
+    forms: tuple[str, ...] = ()
 
     @property
     def predicted_bytes(self) -> int:
@@ -306,7 +308,7 @@ class Plan:
         return {"budget": self.budget, "max_drop": self.max_drop, "metric": self.metric,
                 "dense_held_out": self.dense, "rest_dtype": self.rest_dtype,
                 "fixed_bytes": self.fixed_bytes, "float16_drop": self.float16_drop,
-                "index_bits": self.index_bits,
+                "index_bits": self.index_bits, "forms": list(self.forms),
                 "predicted_bytes": self.predicted_bytes, "predicted_drop": self.predicted_drop,
                 "layers": {n: dataclasses.asdict(o) for n, o in self.choice.items()}}
 
@@ -324,6 +326,10 @@ class Plan:
                     f"{self.float16_drop if self.rest_dtype else 0.0:.2f} |")
         rows.append(f"| **predicted file** | | **{self.predicted_bytes:,}** | "
                     f"**{self.predicted_drop:.2f}** |")
+        if self.forms:
+            chosen = [n for n, o in self.choice.items() if o.form is not None]
+            rows.append(f"\nwhole-layer forms offered: {', '.join(self.forms)}; chosen for "
+                        f"{', '.join(chosen) if chosen else 'no layer'}")
         return "\n".join(rows)
 
 
@@ -459,7 +465,9 @@ def plan(model, variables: Mapping[str, Any], train_data, *, budget: int | None 
         choice = allocate(options, fixed_bytes=fixed, **goal)
         if choice is not None:
             plans.append(Plan(choice, rest_dtype, fixed, curves.metric, dense, half_drop,
-                              budget, max_drop, curves, index_bits))
+                              budget, max_drop, curves, index_bits,
+                              tuple(f for f in dict.fromkeys(forms) if any(
+                                  f in c for c in curves.forms.values()))))
     if not plans:
         raise ValueError(f"no setting fits {budget:,} bytes: the smallest file these options "
                          f"make is {min(smallest):,} bytes (before the {margin:.0%} margin)"

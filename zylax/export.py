@@ -10,9 +10,11 @@ for the interpreter); ``import zylax.export`` itself imports neither.
 How a file is made:
 
 1. Every leaf is decoded to the array it stands for (``zylax.codecs.dense``),
-   floats as float32, and the model is traced for inference: ``train=False``
-   when its ``__call__`` declares ``train``, otherwise with ``batch_stats``
-   immutable (BatchNorm's inference mode). ``nets.TapConv`` runs as the
+   floats as float32, and the model is traced for inference: its training
+   flag (``train``, ``training``, ``is_training``, ... or ``deterministic``
+   inverted, as ``nets.layers.mode_kwargs`` finds it) set to inference, or,
+   when it declares none, ``batch_stats`` immutable (BatchNorm's inference
+   mode). ``nets.TapConv`` runs as the
    ``nn.Conv`` it equals, so the converter sees one DEPTHWISE_CONV_2D.
    BatchNorm runs as ``x * a + b`` with constants ``a = scale / sqrt(var +
    eps)``, ``b = bias - mean * a``.
@@ -169,8 +171,10 @@ class Exported:
 
     @property
     def download_bytes(self) -> int:
-        """Bytes of ``gzip -9`` of the file: what an app download carries (app stores and
-        HTTP compress what they ship)."""
+        """Bytes of the file compressed by zlib's deflate at level 9 in a gzip stream
+        (``gzip.compress(tflite, 9)``): what an app download carries (app stores and HTTP
+        compress what they ship). GNU ``gzip -9`` has its own deflate and writes the file
+        name: its output differs by about 1%."""
         return len(gzip.compress(self.tflite, compresslevel=9, mtime=0))
 
 

@@ -47,11 +47,10 @@ def shipped(model, variables, path: str, preprocess, test_data) -> dict:
     """The file at ``path`` (``variables``: as decoded from it) exported as ``zylax compress
     --tflite`` exports it (weights auto, batch 1, written beside it) and scored in the LiteRT
     interpreter on ``test_data``: its download bytes (gzip -9) and top-1."""
-    methods = export.stored_methods(archive.read_header(path))
-    result = export.export(model, variables, preprocess(test_data[0][:1]), methods=methods)
-    archive.write_atomic(os.path.splitext(path)[0] + ".tflite", result.tflite)
-    litert = export.score(model, variables, tasks.Classification(), *test_data,
-                          preprocess=preprocess, methods=methods)
+    result, litert = export.ship(model, variables, *test_data, task=tasks.Classification(),
+                                 preprocess=preprocess,
+                                 out=os.path.splitext(path)[0] + ".tflite",
+                                 methods=export.stored_methods(archive.read_header(path)))
     return {"tflite_bytes": len(result.tflite), "download_bytes": result.download_bytes,
             "litert": litert["accuracy"]}
 

@@ -312,6 +312,17 @@ def score(model, variables, task, images, labels, *, preprocess, weights: str = 
     return task.score_outputs(outputs(), labels)
 
 
+def ship(model, variables, images, labels, *, task, preprocess, out: str,
+         methods: Mapping[str, str] | None = None) -> tuple[Exported, dict]:
+    """What ``zylax compress --tflite`` does: ``export`` of ``variables`` (weights auto, batch
+    1) written to ``out`` (atomically), and ``score`` of the same weights in the interpreter
+    on ``images``/``labels``. Returns the ``Exported`` and the task's metrics."""
+    exported = export(model, variables, preprocess(images[:1]), methods=methods)
+    archive.write_atomic(out, exported.tflite)
+    return exported, score(model, variables, task, images, labels, preprocess=preprocess,
+                           methods=methods)
+
+
 # -- the extra ------------------------------------------------------------------------------
 
 def _missing(package: str) -> str:

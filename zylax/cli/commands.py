@@ -136,13 +136,10 @@ def ship(args, result, test_data) -> list[str]:
     if args.tflite is None:
         return []
     loaded = model_file(args.out, args.model, "compress", None)
-    methods = export.stored_methods(loaded.header)
     images, labels = test_data
-    exported = export.export(loaded.model, loaded.variables, loaded.preprocess(images[:1]),
-                             methods=methods)
-    archive.write_atomic(args.tflite, exported.tflite)
-    scored = export.score(loaded.model, loaded.variables, loaded.task, images, labels,
-                          preprocess=loaded.preprocess, methods=methods)
+    exported, scored = export.ship(loaded.model, loaded.variables, images, labels,
+                                   task=loaded.task, preprocess=loaded.preprocess,
+                                   out=args.tflite, methods=export.stored_methods(loaded.header))
     metric, zyl = loaded.task.metric, result.report["file_bytes"]
     result.report["export"] = {
         "tflite": args.tflite, "weights": "auto", "tflite_bytes": len(exported.tflite),

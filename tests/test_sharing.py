@@ -24,6 +24,10 @@ def test_linear_init_spans_min_to_max_of_kept_weights():
     mask = jnp.array([True, True, False, True, False])
     c = sharing.initial_centroids(w, mask, 4, "linear")
     np.testing.assert_allclose(c, [-3.0, -3.0 + 5 / 3, -3.0 + 10 / 3, 2.0], rtol=1e-6)
+    w = jax.random.normal(jax.random.key(6), (500,))
+    for k in (1, 2, 4, 32, 256):  # as jnp.linspace spaces them, to the last bit or two
+        np.testing.assert_allclose(sharing.initial_centroids(w, jnp.ones(500, bool), k),
+                                   jnp.linspace(w.min(), w.max(), k), rtol=0, atol=5e-7)
 
 
 def test_density_init_follows_the_cdf():
@@ -52,6 +56,37 @@ def test_kmeans_is_a_fixed_point_of_lloyd():
     for k in range(codebook.size):
         if np.any(indices == k):
             assert abs(w[indices == k].mean() - codebook[k]) < 1e-4
+
+
+def test_pruned_entries_change_nothing_and_one_program_serves_every_width():
+    w = jax.random.laplace(jax.random.key(2), (3000,))
+    grid = 0.1 * jax.random.randint(jax.random.key(7), (3000,), -4, 5) + 0.03  # ties
+    mask = jnp.abs(w) > 0.3
+    extra = jax.random.normal(jax.random.key(3), (2000,)) * 100  # pruned: must not count
+    sharing._kmeans.clear_cache()
+    for bits, init in [(1, "linear"), (2, "linear"), (5, "density"), (8, "random")]:
+        for weights in (w, grid):
+            alone = sharing.kmeans(weights, bits, init, mask, seed=4)
+            wider = sharing.kmeans(jnp.concatenate([weights, extra]), bits, init,
+                                   jnp.concatenate([mask, jnp.zeros(2000, bool)]), seed=4)
+            np.testing.assert_array_equal(alone.codebook, wider.codebook)
+            np.testing.assert_array_equal(alone.indices, wider.indices[:3000])
+            assert np.all(np.asarray(wider.indices[3000:]) == 2 ** bits)
+    # 3,000 and 5,000 weights are padded to 4,096 and 8,192; every width <= 8 shares them
+    assert sharing._kmeans._cache_size() == 2 * 3
+    sharing.kmeans(w.reshape(60, 50), 3)
+    assert sharing._kmeans._cache_size() == 2 * 3
+
+
+def test_large_weights_never_get_the_pruned_marker():
+    top = np.float32(1.10541016e8)
+    for seed in range(8):  # random starts can put both centroids on one side
+        assert np.all(np.asarray(sharing.kmeans(jnp.array([-top, top]), 1, "random",
+                                                seed=seed).indices) < 2)
+    huge = jnp.array([-2e38, -1e38, 0.0, 1e38, 2e38])
+    found = sharing.kmeans(huge, 1)
+    assert np.all(np.isfinite(np.asarray(found.codebook)))
+    assert np.asarray(found.indices).max() < 2
 
 
 def test_pruned_zeros_are_never_clustered():

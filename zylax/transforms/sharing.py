@@ -56,23 +56,32 @@ def initial_centroids(w: jax.Array, mask: jax.Array, k: int, init: str = "linear
       (quantiles at ``(i + 0.5) / k``);
     * random (Forgy): ``k`` kept weights drawn uniformly (``key`` required).
     """
-    values = jnp.ravel(w).astype(jnp.float32)
-    keep = jnp.ravel(mask)
-    if init == "linear":
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+    if init == "random" and key is None:
+        raise ValueError("init='random' needs a PRNG key (seed)")
+    return _initial_centroids(jnp.ravel(w).astype(jnp.float32), jnp.ravel(mask),
+                              jnp.int32(k), k, init, key)
+
+
+def _initial_centroids(values, keep, k, size: int, init: str, key):
+    """``(size,)``: the first ``k`` (traced) are ``initial_centroids``; the rest are ``inf``."""
+    active = jnp.arange(size) < k
+    if init == "linear":  # as jnp.linspace(lo, hi, k) computes it
         lo = jnp.min(jnp.where(keep, values, jnp.inf))
         hi = jnp.max(jnp.where(keep, values, -jnp.inf))
-        return jnp.linspace(lo, hi, k)
+        step = jnp.arange(size, dtype=jnp.float32) / jnp.maximum(k - 1, 1).astype(jnp.float32)
+        spaced = jnp.where(jnp.arange(size) == jnp.maximum(k - 1, 1), hi,
+                           lo * (1 - step) + hi * step)
+        return jnp.where(active, spaced, jnp.inf)
     order = sort_floats(jnp.where(keep, values, jnp.inf))
     count = jnp.sum(keep)
     if init == "density":
-        position = ((jnp.arange(k) + 0.5) / k * count).astype(jnp.int32)
-        return order[jnp.clip(position, 0, jnp.maximum(count - 1, 0))]
-    if init == "random":
-        if key is None:
-            raise ValueError("init='random' needs a PRNG key (seed)")
-        picks = jax.random.randint(key, (k,), 0, jnp.maximum(count, 1))
-        return jnp.sort(order[picks])
-    raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+        position = ((jnp.arange(size) + 0.5) / k.astype(jnp.float32) * count).astype(jnp.int32)
+        picked = order[jnp.clip(position, 0, jnp.maximum(count - 1, 0))]
+    else:
+        picked = order[jax.random.randint(key, (size,), 0, jnp.maximum(count, 1))]
+    return jnp.sort(jnp.where(active, picked, jnp.inf))
 
 
 def assign(values: jax.Array, codebook: jax.Array) -> jax.Array:
@@ -95,38 +104,41 @@ def sort_floats(x: jax.Array) -> jax.Array:
 
 
 def _count_at_most(sorted_values: jax.Array, queries: jax.Array) -> jax.Array:
-    """``searchsorted(sorted_values, queries, side="right")`` as an unrolled binary search.
-
-    ceil(log2(n + 1)) vectorised steps traced straight into the graph: no XLA
-    while loop per step, which matters inside a Lloyd loop of many iterations.
-    """
+    """``searchsorted(sorted_values, queries, side="right")`` as a binary search loop."""
     n = sorted_values.shape[0]
-    lo = jnp.zeros(queries.shape, jnp.int32)
-    hi = jnp.full(queries.shape, n, jnp.int32)
-    for _ in range(max(1, int(np.ceil(np.log2(n + 1))))):
+
+    def step(_, bounds):
+        lo, hi = bounds
         mid = (lo + hi) // 2
         right = sorted_values[jnp.minimum(mid, n - 1)] <= queries
         active = lo < hi
-        lo = jnp.where(active & right, mid + 1, lo)
-        hi = jnp.where(active & ~right, mid, hi)
+        return jnp.where(active & right, mid + 1, lo), jnp.where(active & ~right, mid, hi)
+
+    lo, _ = jax.lax.fori_loop(0, max(1, int(np.ceil(np.log2(n + 1)))), step,
+                              (jnp.zeros(queries.shape, jnp.int32),
+                               jnp.full(queries.shape, n, jnp.int32)))
     return lo
 
 
-def _lloyd(sorted_values, count, codebook, max_iters: int, tol: float):
-    """Lloyd iterations on 1-D values sorted ascending (the first ``count`` are real).
+def _lloyd(sorted_values, count, codebook, k, max_iters: int, tol: float):
+    """Lloyd iterations on 1-D values sorted ascending (the first ``count`` are real), of
+    the first ``k`` centroids of ``codebook`` (the rest, any value, are left out).
 
     In 1-D every cluster is an interval, so with prefix sums of the sorted
     values one iteration costs O(k log n) instead of O(n k): the cluster
     boundaries are binary searches of the midpoints between centroids, and the
     cluster sums are differences of prefix sums. Values are centred first to
-    keep the float32 prefix sums accurate. Empty clusters keep their centroid;
+    keep the float32 prefix sums accurate (on their median, which no padding moves).
+    Empty clusters keep their centroid;
     centroids are re-sorted each iteration. Returns the codebook and the
     inertia (within-cluster sum of squares) after each iteration, padded with
-    the last value.
+    the last value; centroids past the ``k``-th are ``inf``, never move and hold no
+    value, so the first ``k`` do not depend on the codebook's length.
     """
-    k = codebook.shape[0]
+    size = codebook.shape[0]
+    active = jnp.arange(size) < k
     valid = jnp.arange(sorted_values.shape[0]) < count
-    centre = jnp.sum(jnp.where(valid, sorted_values, 0.0)) / jnp.maximum(count, 1)
+    centre = jnp.where(count > 0, sorted_values[jnp.maximum(count - 1, 0) // 2], 0.0)
     centred = jnp.where(valid, sorted_values - centre, 0.0)
     prefix = jnp.concatenate([jnp.zeros(1), jnp.cumsum(centred)])
     prefix_sq = jnp.concatenate([jnp.zeros(1), jnp.cumsum(centred ** 2)])
@@ -134,7 +146,9 @@ def _lloyd(sorted_values, count, codebook, max_iters: int, tol: float):
 
     def statistics(cb):
         midpoints = (cb[1:] + cb[:-1]) / 2
-        inner = _count_at_most(search, midpoints)
+        # every value below the boundary after the k-th centroid: the rest hold none
+        inner = jnp.where(jnp.arange(size - 1) < k - 1, _count_at_most(search, midpoints),
+                          count)
         bounds = jnp.concatenate([jnp.zeros(1, inner.dtype), inner, count[None].astype(inner.dtype)])
         sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
         squares = prefix_sq[bounds[1:]] - prefix_sq[bounds[:-1]]
@@ -143,7 +157,7 @@ def _lloyd(sorted_values, count, codebook, max_iters: int, tol: float):
 
     def inertia_of(cb):
         sums, squares, counts, _ = statistics(cb)
-        return jnp.sum(squares - 2 * cb * sums + cb ** 2 * counts)
+        return jnp.sum(jnp.where(active, squares - 2 * cb * sums + cb ** 2 * counts, 0.0))
 
     def body(carry):
         it, cb, history, _ = carry
@@ -154,13 +168,14 @@ def _lloyd(sorted_values, count, codebook, max_iters: int, tol: float):
         # relocate empty clusters: the r-th empty one goes to the point farthest
         # from its centroid (an end of the cluster's interval) of the r-th
         # largest-SSE cluster
-        donors = jnp.argsort(-sse)[jnp.clip(jnp.cumsum(~filled) - 1, 0, k - 1)]
+        empty = ~filled & active
+        donors = jnp.argsort(-sse)[jnp.clip(jnp.cumsum(empty) - 1, 0, size - 1)]
         first = centred[bounds[:-1][donors]]
         last = centred[jnp.maximum(bounds[1:][donors] - 1, 0)]
         far = jnp.where(jnp.abs(first - means[donors]) > jnp.abs(last - means[donors]), first, last)
-        relocate = ~filled & (sse[donors] > 0)
+        relocate = empty & (sse[donors] > 0)
         new = jnp.sort(jnp.where(relocate, far, means))
-        shift = jnp.max(jnp.abs(new - cb))
+        shift = jnp.max(jnp.where(active, jnp.abs(new - cb), 0.0))
         return it + 1, new, history.at[it].set(inertia_of(new)), shift
 
     def cond(carry):
@@ -169,7 +184,8 @@ def _lloyd(sorted_values, count, codebook, max_iters: int, tol: float):
 
     history = jnp.zeros((max_iters,), jnp.float32)
     it, codebook, history, _ = jax.lax.while_loop(
-        cond, body, (0, codebook - centre, history, jnp.float32(jnp.inf)))
+        cond, body, (0, jnp.where(active, codebook - centre, jnp.inf), history,
+                     jnp.float32(jnp.inf)))
     history = jnp.where(jnp.arange(max_iters) < it, history, history[jnp.maximum(it - 1, 0)])
     return codebook + centre, history
 
@@ -194,29 +210,55 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
     Returns:
       ``KMeansResult(codebook (k,) sorted, in w's float dtype; indices int32 like w, k where
       pruned; inertia (max_iters,) float32)``. Clustering runs in float32.
+
+    One program is compiled per (size of ``w`` rounded up to a power of two, or to a
+    multiple of 2**17 past 2**20; ``init``, ``max_iters``, ``tol``) for every ``bits`` up
+    to 8 (``COMPILED_BITS``): the weights are padded with pruned entries and the codebook
+    with centroids that hold none, which change neither the codebook nor the indices
+    (``init="random"`` draws the first ``k`` of its padded draws: the same ones under
+    JAX's default ``jax_threefry_partitionable``).
     """
     check_bits("<kmeans>", bits)
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
     if ztree.is_concrete(w) and not np.isfinite(np.asarray(w)).all():
         raise ValueError("kmeans: weights hold NaN or Inf")
-    mask = jnp.ones(jnp.shape(w), bool) if mask is None else jnp.asarray(mask, bool)
     w = jnp.asarray(w)
+    if w.size == 0:
+        raise ValueError("kmeans: w holds no weights")
+    mask = jnp.broadcast_to(jnp.asarray(True if mask is None else mask, bool), w.shape)
     key = jax.random.key(seed) if key is None else key
-    result = _kmeans(w, mask, key, k=2 ** int(bits), init=init,
-                     max_iters=max_iters, tol=tol)
+    n, k = w.size, 2 ** int(bits)
+    padded = _compiled_size(n)
+    result = _kmeans(jnp.pad(jnp.ravel(w).astype(jnp.float32), (0, padded - n)),
+                     jnp.pad(jnp.ravel(mask), (0, padded - n)), key, jnp.int32(k),
+                     size=2 ** max(int(bits), COMPILED_BITS), init=init, max_iters=max_iters,
+                     tol=tol)
     dtype = w.dtype if jnp.issubdtype(w.dtype, jnp.floating) else jnp.float32
-    return result._replace(codebook=result.codebook.astype(dtype))
+    return KMeansResult(result.codebook[:k].astype(dtype), result.indices[:n].reshape(w.shape),
+                        result.inertia)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "init", "max_iters", "tol"))
-def _kmeans(w, mask, key, *, k, init, max_iters, tol):
-    values = jnp.ravel(w).astype(jnp.float32)
-    keep = jnp.ravel(mask)
+COMPILED_BITS = 8
+"""``kmeans`` compiles for at least ``2**COMPILED_BITS`` centroids (the first ``k`` used)."""
+
+
+def _compiled_size(n: int) -> int:
+    """The length ``kmeans`` pads ``n`` weights to: a power of two from 1,024 to 2**20, then
+    a multiple of 2**17 (at most 12.5% more, where sorting outweighs compiling)."""
+    if n <= 2 ** 20:
+        return max(1024, 1 << max(n - 1, 0).bit_length())
+    return -(-n // 2 ** 17) * 2 ** 17
+
+
+@functools.partial(jax.jit, static_argnames=("size", "init", "max_iters", "tol"))
+def _kmeans(values, keep, key, k, *, size, init, max_iters, tol):
+    """``kmeans`` of flat ``values`` (``keep``: clustered) with ``k`` (traced) centroids in a
+    codebook of ``size``: ``(size,)``, the first ``k`` sorted, the rest ``inf``."""
     sorted_values = sort_floats(jnp.where(keep, values, jnp.inf))
-    start = initial_centroids(w, mask, k, init, key)
-    codebook, history = _lloyd(sorted_values, jnp.sum(keep), start, max_iters, tol)
-    indices = jnp.where(mask, assign(values, codebook).reshape(w.shape), k)
+    start = _initial_centroids(values, keep, k, size, init, key)
+    codebook, history = _lloyd(sorted_values, jnp.sum(keep), start, k, max_iters, tol)
+    indices = jnp.where(keep, jnp.minimum(assign(values, codebook), k - 1), k)
     return KMeansResult(codebook, indices.astype(jnp.int32), history)
 
 

@@ -22,5 +22,8 @@ if [[ ${XLA_FLAGS:-} != *xla_backend_optimization_level* ]]; then
   export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_backend_optimization_level=1"
 fi
 # Two workers (-n 2), each taking whole files (loadfile: a module's fixtures are built once):
-# XLA compiles on one thread, and most of the suite's time is compiling.
-.venv/bin/python -m pytest -q -n 2 --dist loadfile --nbmake tests notebooks "$@"
+# XLA compiles on one thread, and most of the suite's time is compiling. Files are handed
+# out in the order given (--no-loadscope-reorder; xdist's default puts the files with the
+# most tests first): the notebooks, the longest single items, first, so that no worker is
+# left running one of them alone at the end.
+.venv/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --nbmake notebooks tests "$@"

@@ -212,11 +212,12 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
       pruned; inertia (max_iters,) float32)``. Clustering runs in float32.
 
     One program is compiled per (size of ``w`` rounded up to a power of two, or to a
-    multiple of 2**17 past 2**20; ``init``, ``max_iters``, ``tol``) for every ``bits`` up
-    to 8 (``COMPILED_BITS``): the weights are padded with pruned entries and the codebook
-    with centroids that hold none, which change neither the codebook nor the indices
-    (``init="random"`` draws the first ``k`` of its padded draws: the same ones under
-    JAX's default ``jax_threefry_partitionable``).
+    multiple of 2**17 past 2**20; ``init``, ``max_iters``, ``tol``), for every ``bits`` up
+    to 8 (``COMPILED_BITS``) where ``w`` holds at most 2**19 weights (beyond, clustering
+    outweighs compiling: one per ``bits``). The weights are padded with pruned entries and
+    the codebook with centroids that hold none, which change neither the codebook nor the
+    indices (``init="random"`` draws the first ``k`` of its padded draws: the same ones
+    under JAX's default ``jax_threefry_partitionable``).
     """
     check_bits("<kmeans>", bits)
     if init not in INITS:
@@ -232,15 +233,16 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
     padded = _compiled_size(n)
     result = _kmeans(jnp.pad(jnp.ravel(w).astype(jnp.float32), (0, padded - n)),
                      jnp.pad(jnp.ravel(mask), (0, padded - n)), key, jnp.int32(k),
-                     size=2 ** max(int(bits), COMPILED_BITS), init=init, max_iters=max_iters,
-                     tol=tol)
+                     size=2 ** (max(int(bits), COMPILED_BITS) if n <= 2 ** 19 else int(bits)),
+                     init=init, max_iters=max_iters, tol=tol)
     dtype = w.dtype if jnp.issubdtype(w.dtype, jnp.floating) else jnp.float32
     return KMeansResult(result.codebook[:k].astype(dtype), result.indices[:n].reshape(w.shape),
                         result.inertia)
 
 
 COMPILED_BITS = 8
-"""``kmeans`` compiles for at least ``2**COMPILED_BITS`` centroids (the first ``k`` used)."""
+"""``kmeans`` of at most 2**19 weights compiles for at least ``2**COMPILED_BITS`` centroids
+(the first ``k`` used)."""
 
 
 def _compiled_size(n: int) -> int:

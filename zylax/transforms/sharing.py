@@ -129,8 +129,7 @@ def _lloyd(sorted_values, count, codebook, k, max_iters: int, tol: float):
     boundaries are binary searches of the midpoints between centroids, and the
     cluster sums are differences of prefix sums. Values are centred first to
     keep the float32 prefix sums accurate (on their median, which no padding moves).
-    Empty clusters keep their centroid;
-    centroids are re-sorted each iteration. Returns the codebook and the
+    Empty clusters keep their centroid; centroids are re-sorted each iteration. Returns the codebook and the
     inertia (within-cluster sum of squares) after each iteration, padded with
     the last value; centroids past the ``k``-th are ``inf``, never move and hold no
     value, so the first ``k`` do not depend on the codebook's length.
@@ -233,8 +232,8 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
     padded = _compiled_size(n)
     result = _kmeans(jnp.pad(jnp.ravel(w).astype(jnp.float32), (0, padded - n)),
                      jnp.pad(jnp.ravel(mask), (0, padded - n)), key, jnp.int32(k),
-                     size=2 ** (max(int(bits), COMPILED_BITS) if n <= 2 ** 19 else int(bits)),
-                     init=init, max_iters=max_iters, tol=tol)
+                     size=_codebook_size(n, int(bits)), init=init, max_iters=max_iters,
+                     tol=tol)
     dtype = w.dtype if jnp.issubdtype(w.dtype, jnp.floating) else jnp.float32
     return KMeansResult(result.codebook[:k].astype(dtype), result.indices[:n].reshape(w.shape),
                         result.inertia)
@@ -243,6 +242,12 @@ def kmeans(w: jax.Array, bits: int, init: str = "linear", mask: jax.Array | None
 COMPILED_BITS = 8
 """``kmeans`` of at most 2**19 weights compiles for at least ``2**COMPILED_BITS`` centroids
 (the first ``k`` used)."""
+
+
+def _codebook_size(n: int, bits: int) -> int:
+    """The codebook length ``kmeans`` compiles for: ``2**max(bits, COMPILED_BITS)`` for at
+    most 2**19 weights (where compiling, about 0.6 s, outweighs clustering), else ``2**bits``."""
+    return 2 ** (max(bits, COMPILED_BITS) if n <= 2 ** 19 else bits)
 
 
 def _compiled_size(n: int) -> int:

@@ -3,9 +3,10 @@
 Run: python -m benchmarks.litert_latency [FILE.zyl ...]   (needs zylax[litert])
 Each ``.zyl`` file (default: the ones earlier runs left under ``runs/``, those
 missing are skipped) is exported at batch 1 with ``weights`` float32, auto,
-int8 and int4; one ``invoke`` of the default interpreter (XNNPACK delegate) with
-1 and with 2 threads is timed on a preprocessed test image, next to the
-jitted ``model.apply`` at batch 1 in the same process (the baseline).
+auto with every kernel dense (``sparse=False``), int8 and int4; one
+``invoke`` of the default interpreter (XNNPACK delegate) with 1 and with 2
+threads is timed on a preprocessed test image, next to the jitted
+``model.apply`` at batch 1 in the same process (the baseline).
 Outputs (all of them, for the detection nets' two) are checked against JAX
 before timing (max |diff| column).
 """
@@ -19,14 +20,14 @@ import jax
 import numpy as np
 
 from benchmarks.common import measure, print_table
-from experiments.export_litert import model_for
-from zylax import archive, codecs, data, export, train
+from zylax import codecs, export, modelfile, train
 
 FILES = ("runs/main/lenet300.zyl", "runs/cli/lenet5.zyl", "runs/quantizers/ttq_lenet5.zyl",
          "runs/quantizers/bnn_mlp.zyl", "runs/cli/squeezenet1_1.zyl", "runs/cli/mobilenet_v1.zyl",
          "runs/cli/mobilenet_v2.zyl", "runs/cli/sepnet.zyl", "runs/scenes/ssdlite_dc.zyl",
          "runs/scenes/deeplab_e1/model.zyl")
-MODES = ("float32", "auto", "int8", "int4")
+MODES = (("float32", True), ("auto", True), ("auto", False), ("int8", True), ("int4", True))
+"""``(weights, sparse)`` of each row (``export.export``'s arguments)."""
 
 
 THREADS = (1, 2)
@@ -50,24 +51,26 @@ def _invoker(tflite: bytes, x: np.ndarray, threads: int):
 
 def file_rows(path: str, repeats: int = 51) -> list[list[str]]:
     """Rows of one file: per mode the bytes, LiteRT time at 1 and 2 threads, JAX time, ratios."""
-    variables, metadata = archive.load(path)
-    methods = export.stored_methods(archive.read_header(path))
-    model = model_for(path, metadata, variables["params"])
-    images, _ = data.load(metadata.get("data", "fashion_mnist"), "test")
-    x = data.Preprocess.from_dict(metadata["preprocess"])(images[:1])
+    loaded = modelfile.load_model_file(path)
+    model, variables = loaded.model, loaded.variables
+    methods = export.stored_methods(loaded.header)
+    _, (images, _) = modelfile.scoring_data(loaded, loaded.metadata.data or "fashion_mnist")
+    x = loaded.preprocess(images[:1])
     dense = jax.tree.map(codecs.dense, variables)
     kwargs = train.mode_kwargs(model, False)
     apply = jax.jit(lambda v, a: model.apply(v, a, **kwargs))
     expected = [np.asarray(o) for o in jax.tree.leaves(apply(dense, x))]
     jax_time = measure(lambda: apply(dense, x), repeats=repeats)
     rows = []
-    for mode in MODES:
-        tflite = export.to_tflite(model, variables, x, weights=mode, methods=methods)
+    for mode, sparse in MODES:
+        tflite = export.to_tflite(model, variables, x, weights=mode, methods=methods,
+                                  sparse=sparse)
         invokers = [_invoker(tflite, x, threads) for threads in THREADS]
         diff = max(float(np.abs(a - b).max()) for invoke in invokers
                    for a, b in zip(invoke(), expected, strict=True))
         timings = [measure(invoke, repeats=repeats) for invoke in invokers]
-        rows.append([path.removeprefix("runs/"), mode, f"{len(tflite):,}",
+        label = mode if sparse else f"{mode}, dense"
+        rows.append([path.removeprefix("runs/"), label, f"{len(tflite):,}",
                      *(str(t) for t in timings), str(jax_time),
                      *(f"{jax_time.median / t.median:.2f}x" for t in timings), f"{diff:.2g}"])
     return rows

@@ -169,45 +169,53 @@ def _interpreter_top1(tflite: bytes, images: np.ndarray, labels: np.ndarray) -> 
     return correct / len(labels)
 
 
-def zylax_rows(net: str, model, variables, prep, train_data, test_data, out: str, limit: int
-               ) -> list[dict]:
+ZYLAX_RUNS = ("preset", "budget", "sws", "svd")
+"""The zylax rows ``zylax_rows`` can run (``--zylax``)."""
+
+
+def zylax_rows(net: str, model, variables, prep, train_data, test_data, out: str, limit: int,
+               which=ZYLAX_RUNS) -> list[dict]:
     """zylax's files of the registry's ``net`` baseline: its Deep Compression preset,
     ``budget.run`` at ``limit`` bytes (positions as Huffman-coded gaps only, as BENCHMARKS.md's
     rows were measured), soft weight-sharing (``experiments.soft_sharing``'s
     defaults) and the ``svd`` recipe's defaults (``zylax compress --method svd --index-bits
-    ans``), each exported and scored in LiteRT."""
+    ans``), each exported and scored in LiteRT; ``which``: those of ``ZYLAX_RUNS`` to run."""
     choice = baseline.choose_model(net, None, None, None)
     task = tasks.Classification()
     metadata = {"net": net, "data": "fashion_mnist"}
     preset = presets.override(choice.compression)
     batch = choice.recipe.batch_size
     runs = {
-        "zylax Deep Compression preset": (f"zylax_{net}_deep.zyl", lambda path: compress.run(
+        "preset": lambda path: compress.run(
             model, variables, train_data, test_data, preset.chain(), out=path,
             retrain=compress.Retrain(batch_size=batch, **preset.retrain), preprocess=prep,
-            task=task, metadata=metadata, progress=False)),
-        f"zylax --budget {limit:,}": (f"zylax_{net}_budget{limit}.zyl", lambda path: budget.run(
+            task=task, metadata=metadata, progress=False),
+        "budget": lambda path: budget.run(
             model, variables, train_data, test_data, out=path, budget=limit, preprocess=prep,
             task=task, metadata=metadata, progress=False,
             retrain=compress.Retrain(batch_size=batch),
-            index_bits="auto")),  # as BENCHMARKS.md measured: Huffman-coded gaps only
-        "zylax soft weight-sharing (sws)": (f"zylax_{net}_sws.zyl", lambda path: compress.run(
+            index_bits="auto"),  # as BENCHMARKS.md measured: Huffman-coded gaps only
+        "sws": lambda path: compress.run(
             model, variables, train_data, test_data,
             [methods.soft_share(epochs=10), methods.share(bits=4, epochs=1)], out=path,
             retrain=compress.Retrain(learning_rate=1e-3, batch_size=256), preprocess=prep,
-            task=task, metadata=metadata, progress=False)),
-        "zylax sparse variational dropout (svd)": (
-            f"zylax_{net}_svd.zyl", lambda path: compress.run(
-                model, variables, train_data, test_data,
-                methods.build("svd", {"share": {"index_bits": "ans"}}), out=path,
-                retrain=compress.Retrain(batch_size=batch), preprocess=prep, task=task,
-                metadata=metadata, progress=False)),
+            task=task, metadata=metadata, progress=False),
+        "svd": lambda path: compress.run(
+            model, variables, train_data, test_data,
+            methods.build("svd", {"share": {"index_bits": "ans"}}), out=path,
+            retrain=compress.Retrain(batch_size=batch), preprocess=prep, task=task,
+            metadata=metadata, progress=False),
     }
+    labels = {"preset": ("zylax Deep Compression preset", "deep"),
+              "budget": (f"zylax --budget {limit:,}", f"budget{limit}"),
+              "sws": ("zylax soft weight-sharing (sws)", "sws"),
+              "svd": ("zylax sparse variational dropout (svd)", "svd")}
     found = []
-    for tool, (name, run) in runs.items():
-        path = os.path.join(out, name)
+    for key in which:
+        tool, stem = labels[key]
+        path = os.path.join(out, f"zylax_{net}_{stem}.zyl")
         t0 = time.perf_counter()
-        run(path)
+        runs[key](path)
         seconds = time.perf_counter() - t0
         measured = export_litert.measure_file(path, ["auto"], out)[0]
         found.append({"tool": tool, "file_bytes": os.path.getsize(path),
@@ -260,6 +268,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/peers")
     parser.add_argument("--nets", nargs="+", choices=sorted(RUNS), default=sorted(RUNS))
+    parser.add_argument("--zylax", nargs="+", choices=ZYLAX_RUNS, default=list(ZYLAX_RUNS),
+                        help="the zylax rows to run (default: all)")
+    parser.add_argument("--no-qwix", action="store_true", help="leave out Qwix's rows")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     train_data, test_data = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "test")
@@ -269,8 +280,8 @@ def main() -> None:
         peer = tfmot(net, train_data, test_data, args.out, run.tfmot_epochs)
         model, variables, prep, _, _ = budget_pareto.registry_baseline(net, train_data)
         rows = [peer, *zylax_rows(net, model, variables, prep, train_data, test_data, args.out,
-                                  run.budget),
-                *qwix_rows(model, variables, prep, test_data)]
+                                  run.budget, args.zylax),
+                *([] if args.no_qwix else qwix_rows(model, variables, prep, test_data))]
         table = [[r["tool"], f"{r['file_bytes']:,}", f"{r['file_bytes'] / peer['file_bytes']:.2f}",
                   f"{r['download_bytes']:,}",
                   f"{r['download_bytes'] / peer['download_bytes']:.2f}",

@@ -28,33 +28,39 @@ def gzipped(data: bytes) -> int:
     return len(gzip.compress(data, compresslevel=9, mtime=0))
 
 
-def kernel_buffers(tflite: bytes) -> tuple[dict[str, bytes], bytes]:
-    """``({params path: the bytes of its rewritten kernel tensor}, the file without them)``:
-    the exporter names each tensor it writes ``zylax/<path>/<storage>``."""
+def kernel_buffers(tflite: bytes, paths) -> tuple[dict[str, bytes], bytes]:
+    """``({params path: the bytes of the tensors that store its kernel}, the file without
+    them)``: the exporter names every tensor it writes for a kernel ``zylax/<path>/...``
+    (one dense tensor, two for ternary, or the values and gaps of a sparse kernel; the
+    sparse form's int32 shape constants count as the rest)."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     graph = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
-    found = {}
+    found, rest = {}, tflite
     for tensor in graph.subgraphs[0].tensors:
         name = tensor.name.decode()
         data = graph.buffers[tensor.buffer].data
-        if name.startswith("zylax/") and data is not None and len(data):
-            found[name.split("/", 1)[1].rsplit("/", 1)[0]] = np.asarray(data, np.uint8).tobytes()
-    rest = tflite
-    for data in found.values():
+        path = next((p for p in paths if name.startswith(f"zylax/{p}/")), None)
+        if path is None or data is None or not len(data) or \
+                tensor.type == flatbuffer_utils.schema_fb.TensorType.INT32:
+            continue
+        data = np.asarray(data, np.uint8).tobytes()
+        found[path] = found.get(path, b"") + data
         rest = rest.replace(data, b"", 1)
     return found, rest
 
 
-def breakdown(path: str) -> list[tuple[str, int, int, int]]:
+def breakdown(path: str, sparse: bool = True) -> list[tuple[str, int, int, int]]:
     """``(part, .zyl bytes, .tflite bytes, gzip -9 bytes)`` rows of one file (module
     docstring)."""
     loaded = modelfile.load_model_file(path)
     methods = export.stored_methods(loaded.header)
     sample = loaded.preprocess(np.zeros((1, *loaded.input_shape), np.uint8))
-    tflite = export.to_tflite(loaded.model, loaded.variables, sample, methods=methods)
+    exported = export.export(loaded.model, loaded.variables, sample, methods=methods,
+                             sparse=sparse)
+    tflite = exported.tflite
     coded = {row["name"]: row["coded_bytes"] for row in report.layer_rows(loaded.header)}
-    kernels, rest = kernel_buffers(tflite)
+    kernels, rest = kernel_buffers(tflite, [p for p, row in exported.layers.items() if row.ops])
     rows = [(name, coded[name], len(data), gzipped(data)) for name, data in kernels.items()]
     zyl = os.path.getsize(path)
     rows.append(("everything else", zyl - sum(coded[n] for n in kernels), len(rest),
@@ -67,12 +73,14 @@ def breakdown(path: str) -> list[tuple[str, int, int, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+")
+    parser.add_argument("--dense", action="store_true",
+                        help="store every kernel dense (export's sparse=False)")
     args = parser.parse_args()
     for path in args.files:
         archive.read_header(path)  # a damaged file is refused before the export starts
         print(f"\n{path}\n\n| part | .zyl bytes | .tflite bytes | gzip -9 | gzip -9 / .zyl |\n"
               "|---|---|---|---|---|")
-        for part, zyl, raw, packed in breakdown(path):
+        for part, zyl, raw, packed in breakdown(path, sparse=not args.dense):
             print(f"| {part} | {zyl:,} | {raw:,} | {packed:,} | {packed / max(zyl, 1):.2f}x |")
 
 

@@ -5,6 +5,7 @@ Run (files are exported and measured one after another):
   python -m experiments.export_litert FILE.zyl --weights float32 auto int8 --out runs/export_litert
 
 For each file and each ``--weights`` mode it writes ``<out>/<stem>-<mode>.tflite``
+(``<mode>-dense`` with ``--dense``: every kernel dense, ``export``'s ``sparse=False``)
 (batch 1, the file an app ships) and prints one row: its bytes, its gzip -9
 bytes, the ``.zyl`` bytes, max |output(LiteRT) - output(JAX)| over the first
 1,000 test images, and the file's task metric computed from the LiteRT
@@ -63,8 +64,9 @@ def _scored(task, batches, labels, drift_reference=None) -> tuple[dict, float]:
     return task.score_outputs(outputs(), labels), drift
 
 
-def measure_file(path: str, modes: list[str], out: str) -> list[dict]:
-    """One row per weights mode of one ``.zyl`` file (module docstring)."""
+def measure_file(path: str, modes: list[str], out: str, sparse: bool = True) -> list[dict]:
+    """One row per weights mode of one ``.zyl`` file (module docstring); ``sparse``: as
+    ``export.export`` (False: every kernel dense, the files and rows named ``<mode>-dense``)."""
     f = modelfile.load_model_file(path)
     variables, model, task = f.variables, f.model, f.task
     methods = export.stored_methods(f.header)
@@ -80,14 +82,16 @@ def measure_file(path: str, modes: list[str], out: str) -> list[dict]:
     stem = os.path.splitext(os.path.basename(path))[0]
     rows = []
     for mode in modes:
-        result = export.export(model, variables, x[:1], weights=mode, methods=methods)
-        archive.write_atomic(os.path.join(out, f"{stem}-{mode}.tflite"), result.tflite)
+        result = export.export(model, variables, x[:1], weights=mode, methods=methods,
+                               sparse=sparse)
+        label = mode if sparse else f"{mode}-dense"
+        archive.write_atomic(os.path.join(out, f"{stem}-{label}.tflite"), result.tflite)
         batched = export.to_tflite(model, variables, x[:1], weights=mode, methods=methods,
-                                   batch=EVAL_BATCH)
+                                   batch=EVAL_BATCH, sparse=sparse)
         litert_scores, drift = _scored(task, export.interpreter_outputs(batched, _batches(x)),
                                        labels, drift_reference)
         rows.append({
-            "file": path, "weights": mode, "tflite_bytes": len(result.tflite),
+            "file": path, "weights": label, "tflite_bytes": len(result.tflite),
             "gzip9_bytes": len(gzip.compress(result.tflite, 9, mtime=0)),
             "zyl_bytes": os.path.getsize(path), "metric": task.metric,
             "max_output_diff": drift,
@@ -122,12 +126,14 @@ def main() -> None:
     parser.add_argument("--weights", nargs="+", default=["float32", "auto", "int8"],
                         choices=export.WEIGHTS)
     parser.add_argument("--out", default="runs/export_litert")
+    parser.add_argument("--dense", action="store_true",
+                        help="store every kernel dense (export's sparse=False)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     print(HEADER)
     for path in args.files:
-        rows = measure_file(path, args.weights, args.out)
-        stem = os.path.splitext(os.path.basename(path))[0]
+        rows = measure_file(path, args.weights, args.out, sparse=not args.dense)
+        stem = os.path.splitext(os.path.basename(path))[0] + ("-dense" if args.dense else "")
         archive.write_atomic(os.path.join(args.out, f"{stem}.json"),
                              json.dumps(rows, indent=1).encode())
 

@@ -255,6 +255,129 @@ def test_binary_kernels_stay_exact_after_batchnorm_folding():
     assert result.max_output_diff <= 1e-5 * np.abs(expected).max()
 
 
+class Pruned(nn.Module):
+    """Two convs and a dense layer; the user pruned the second conv and the dense layer."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="stem")(x))
+        x = nn.relu(nn.Conv(64, (5, 5), strides=2, name="conv")(x))
+        return nn.Dense(100, name="fc")(x.reshape((x.shape[0], -1)))
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    """``(model, variables)``: conv kept float32 with 4% kept, fc shared (32 values) with 3%."""
+    model, rng = Pruned(), np.random.default_rng(4)
+    params = jax.tree.map(np.asarray, dict(model.init(jax.random.key(0), _inputs(1))["params"]))
+    conv = params["conv"]["kernel"]
+    params["conv"] = {**params["conv"], "kernel": np.where(
+        rng.random(conv.shape) < 0.04, rng.normal(0, 0.3, conv.shape), 0).astype(np.float32)}
+    shape = params["fc"]["kernel"].shape
+    indices = np.where(rng.random(shape) < 0.03, rng.integers(0, 32, shape), 32)
+    indices[:, -1] = 32  # a dead unit: gaps longer than a uint8 holds
+    params["fc"] = {**params["fc"], "kernel": Shared(
+        np.sort(rng.normal(0, 0.1, 32)).astype(np.float32), indices)}
+    return model, {"params": params}
+
+
+def _op_kernels(tflite, x):
+    """``{kernel tensor name: the kernel its conv or dense op reads}`` after one invoke."""
+    interpreter = _run(tflite, x, preserve=True)
+    subgraph, ops = _graph(tflite)
+    return {subgraph.tensors[op.inputs[1]].name: interpreter.get_tensor(op.inputs[1])
+            for name, op in ops if name in _AXIS}
+
+
+def test_a_pruned_kernel_ships_as_values_and_gaps_read_back_exactly(pruned):
+    """Sparse and dense exports hold the same kernel values (the op reads equal arrays), give
+    the same logits, and the sparse file downloads smaller."""
+    model, variables = pruned
+    x = _inputs(1)
+    sparse = export.export(model, variables, x)
+    dense = export.export(model, variables, x, sparse=False)
+    assert sparse.layers["fc/kernel"].storage == "int8 sparse"
+    assert sparse.layers["conv/kernel"].storage == "float32 sparse"
+    assert sparse.layers["stem/kernel"].storage == "float32"  # dense: zeros cost nothing
+    assert {row.storage for row in dense.layers.values()} == {"int8", "float32"}
+    assert sparse.layers["fc/kernel"].max_error == dense.layers["fc/kernel"].max_error > 0
+    assert {"CAST", "CUMSUM", "SCATTER_ND"} <= set(export.op_names(sparse.tflite))
+    read = [_op_kernels(e.tflite, x) for e in (sparse, dense)]
+    assert read[0].keys() == read[1].keys() and len(read[0]) == 3
+    for name in read[0]:
+        assert np.array_equal(read[0][name], read[1][name]), name
+    conv = np.moveaxis(np.asarray(variables["params"]["conv"]["kernel"]), -1, 0)
+    assert any(np.array_equal(kernel, conv) for kernel in read[0].values())  # float32: exact
+    expected = np.asarray(model.apply(jax.tree.map(codecs.dense, variables), x))
+    assert np.allclose(_logits(sparse.tflite, x), _logits(dense.tflite, x), rtol=0, atol=1e-5)
+    assert sparse.max_output_diff <= 1.5e-2 * np.abs(expected).max()
+    assert sparse.download_bytes < dense.download_bytes
+    assert sparse.layers["fc/kernel"].bytes < dense.layers["fc/kernel"].bytes / 10  # 3% kept
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4", "float16"])
+def test_sparse_kernels_in_every_storage_equal_the_dense_ones(pruned, weights):
+    """Per-channel int8 and int4 scales (a MUL after the scatter) and float16 values: the
+    kernels the ops read equal the dense export's."""
+    model, variables = pruned
+    x = _inputs(1)
+    sparse = export.export(model, variables, x, weights=weights)
+    dense = export.export(model, variables, x, weights=weights, sparse=False)
+    assert sparse.layers["fc/kernel"].storage == f"{weights} sparse"  # 3% kept
+    assert sparse.layers["conv/kernel"].storage in (weights, f"{weights} sparse")  # 4% kept
+    assert sparse.layers["stem/kernel"].storage == dense.layers["stem/kernel"].storage == weights
+    read = [_op_kernels(e.tflite, x) for e in (sparse, dense)]
+    assert read[0].keys() == read[1].keys() and len(read[0]) == 3
+    for name in read[0]:
+        assert np.array_equal(read[0][name], read[1][name]), name
+    assert ("MUL" in export.op_names(sparse.tflite)) == (weights != "float16")
+    assert sparse.download_bytes < dense.download_bytes
+
+
+class Wide(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(300, name="fc")(x.reshape((x.shape[0], -1)))
+
+
+@pytest.mark.parametrize("kept", [0.02, 0.2, 0.6])
+def test_sparse_is_chosen_only_where_the_whole_download_is_smaller(kept):
+    """Ternary codes with one scale and empty output channels: the sparse form needs no MUL
+    (empty channels' scales do not count), and it is chosen only when it shrinks the file."""
+    model, rng = Wide(), np.random.default_rng(5)
+    x = _inputs(1, 28)
+    params = jax.tree.map(np.asarray, dict(model.init(jax.random.key(0), x)["params"]))
+    codes = np.where(rng.random((784, 300)) < kept, rng.choice([-1, 1], (784, 300)), 0)
+    codes[:, :40] = 0  # 40 output channels with no weight
+    params["fc"] = {**params["fc"], "kernel": Ternary(codes, np.float32(0.3), np.float32(0.3))}
+    variables = {"params": params}
+    sparse, dense = (export.export(model, variables, x, sparse=s) for s in (True, False))
+    if sparse.layers["fc/kernel"].storage == "int2 sparse":
+        assert "MUL" not in export.op_names(sparse.tflite)
+        assert sparse.download_bytes < dense.download_bytes
+    else:
+        assert sparse.tflite == dense.tflite
+    assert (sparse.layers["fc/kernel"].storage == "int2 sparse") == (kept < 0.1)
+    with pytest.raises(ValueError, match="sparse must be True or False"):
+        export.export(model, variables, x, sparse="no")
+
+
+@pytest.mark.parametrize("kept", [[], [0], [5], [700], [1, 2, 3, 999], list(range(0, 1000, 300))])
+def test_sparse_positions_reach_every_non_zero_in_steps_a_uint8_holds(kept):
+    q = np.zeros((10, 100), np.int8)
+    q.flat[kept] = 3
+    gaps, values = export._sparse_form(q)
+    positions = np.concatenate([[0], np.cumsum(gaps[:-1, 0].astype(np.int64))])
+    assert gaps.dtype == np.uint8 and gaps[-1, 0] == 0 and np.all(gaps[:-1] >= 1)
+    assert np.array_equal(np.unique(positions), positions) and positions[-1] < q.size
+    rebuilt = np.zeros(q.size, np.int8)
+    rebuilt[positions] = values
+    assert np.array_equal(rebuilt.reshape(q.shape), q)
+    ends = sorted({0, *kept})  # bridged by one zero every 255 positions, no more
+    assert values.size == len(ends) + sum((b - a - 1) // export.SPARSE_GAP
+                                          for a, b in zip(ends, ends[1:]))
+
+
 def test_same_inputs_same_bytes(compressed):
     model, variables, _ = compressed
     first = export.to_tflite(model, variables, _inputs(1))
@@ -348,15 +471,19 @@ def test_score_counts_every_image_once_and_agrees_with_jax():
 @pytest.fixture()
 def lenet_file(tmp_path):
     """A LeNet-300-100 ``.zyl`` file: a shared layer, the metadata ``zylax compress`` writes."""
+    shape = (784, 300)
+    return _lenet300_file(tmp_path / "lenet300.zyl",
+                          np.random.default_rng(0).integers(0, 33, shape))
+
+
+def _lenet300_file(path, indices):
+    """Writes a LeNet-300-100 ``.zyl`` file whose ip1 is shared (32 values, ``indices``)."""
     from zylax import registry
 
     model = registry.get("lenet300").factory(10)
     params = jax.tree.map(np.asarray, dict(model.init(jax.random.key(0), _inputs(1, 28))["params"]))
-    rng = np.random.default_rng(0)
     params["ip1"] = {**params["ip1"], "kernel": Shared(
-        np.linspace(-0.1, 0.1, 32, dtype=np.float32),
-        rng.integers(0, 33, params["ip1"]["kernel"].shape))}
-    path = tmp_path / "lenet300.zyl"
+        np.linspace(-0.1, 0.1, 32, dtype=np.float32), indices)}
     archive.save(path, {"params": params}, metadata={
         "net": "lenet300", "num_classes": 10, "data": "fashion_mnist", "input_shape": [28, 28, 1],
         "preprocess": {"mean": [0.286], "std": [0.353], "pad_to": None}})
@@ -372,6 +499,27 @@ def test_cli_export_writes_a_file_the_interpreter_runs(lenet_file, tmp_path, cap
     shipped = len(gzip.compress(out.read_bytes(), compresslevel=9, mtime=0))
     assert shipped < out.stat().st_size  # the float32 layers and int8 ip1 compress
     assert f"download (gzip -9 of the .tflite): {shipped:,} bytes" in printed
+    dense = tmp_path / "dense.tflite"
+    cli.main(["export", str(lenet_file), "--out", str(dense), "--dense"])
+    assert "sparse" not in capsys.readouterr().out
+    assert export.op_names(dense.read_bytes()).count("DEQUANTIZE") == 1  # ip1, dense
+
+
+def test_cli_export_stores_a_pruned_kernel_sparse_and_dense_when_told(tmp_path, capsys):
+    """The default table says ``int8 sparse`` for a 97%-pruned shared kernel; ``--dense``
+    stores it dense in a file whose download is larger."""
+    rng, shape = np.random.default_rng(0), (784, 300)
+    path = _lenet300_file(tmp_path / "pruned.zyl",
+                          np.where(rng.random(shape) < 0.03, rng.integers(0, 32, shape), 32))
+    sizes = {}
+    for flags in ([], ["--dense"]):
+        out = tmp_path / f"m{len(flags)}.tflite"
+        cli.main(["export", str(path), "--out", str(out), *flags])
+        printed = capsys.readouterr().out
+        assert ("ip1/kernel  shared   int8 sparse" in printed) == (not flags), printed
+        sizes[bool(flags)] = len(gzip.compress(out.read_bytes(), compresslevel=9, mtime=0))
+        assert _logits(out.read_bytes(), _inputs(1, 28)).shape == (1, 10)
+    assert sizes[False] < sizes[True]
 
 
 def test_cli_export_bounds_the_arrays_it_converts_not_the_decoders_working_set(

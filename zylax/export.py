@@ -1,9 +1,13 @@
 """Export any Flax model (zylax's or your own) to a LiteRT ``.tflite`` file for phones.
 
-``to_tflite(model, variables, example_input, weights=..., batch=1) -> bytes``;
-``export(...)`` returns the bytes together with one row per kernel (how it is
-stored, the largest change of a weight). Command line: ``zylax export
-model.zyl --out model.tflite [--weights auto] [--batch N]``. Needs the extra
+``to_tflite(model, variables, example_input, weights=..., batch=1, methods=...,
+sparse=True) -> bytes``; ``export(...)`` takes the same and returns an
+``Exported``: the bytes, one row per kernel (how it is stored, the largest
+change of a weight) and the interpreter's largest output difference from JAX.
+Command line: ``zylax export model.zyl --out model.tflite [--weights auto]
+[--dense] [--batch N]``. A model that was only pruned keeps float32 kernels
+in ``auto`` (exact); ``weights="int8"`` stores them in a quarter of the bytes
+(snapped per channel), sparse too. Needs the extra
 ``pip install 'zylax[litert]'`` (TensorFlow for the converter, ai-edge-litert
 for the interpreter); ``import zylax.export`` itself imports neither.
 
@@ -59,16 +63,32 @@ reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
   Not exact (a codebook is not a uniform grid and ``.tflite`` has no palette
   type): ``Layer.max_error`` reports the largest change per layer.
 * ``raw``: float32, as converted (exact).
-* Pruned weights are stored as zeros in the dense tensor. LiteRT's sparse
-  (CSR) format is densified when the interpreter loads a model, so it would
-  save only file bytes, not memory; zylax does not write it. A gzip of the
-  file recovers much of what the zeros cost.
+* Pruned kernels (``sparse=True``, the default): a kernel (one tensor, in
+  any storage, at most half of it non-zero) whose non-zero values and gaps
+  gzip smaller than its dense tensor, the extra ops included, is stored as
+  those two tensors: the values in flat order ``(m,)`` and the gaps between
+  their flat positions as uint8 ``(m, 1)`` (a zero value every 255
+  positions where a gap is longer, and one at position 0). At every invoke
+  ``CAST -> CUMSUM (exclusive) -> SCATTER_ND -> RESHAPE`` writes them into
+  the dense kernel (integer values dequantized once, then a ``MUL`` by the
+  per-channel scales where channels have their own): the dense tensor's
+  values, a pruned -0.0 as +0.0. The layer then runs as before. A
+  download's gzip codes each uint8 gap as one Huffman-coded byte, where each
+  run of zeros of the dense tensor costs it a match length and a distance:
+  LeNet-300-100's first kernel (5% kept) gzips to 19,289 bytes dense,
+  16,899 as values and gaps, against 15,129 in its ``.zyl`` (RESULTS.md,
+  "On the phone runtime"). LiteRT's own sparse (CSR) format stores absolute
+  indices, which gzip codes in more bits than either. The price is speed:
+  the kernel is no longer a constant, so the layer leaves XNNPACK's
+  packed-weight path and pays the scatter at every invoke (BENCHMARKS.md,
+  section 7). ``sparse=False`` stores every kernel dense.
 
 ``weights="int8"`` / ``"int4"``: every matched kernel in that type; the sign
 and ternary kernels above stay exact (their q fits), shared and raw kernels
 are snapped to the symmetric per-channel grid (``max|w| / 127`` or ``/ 7``)
 with the error reported. ``"float16"``: every matched kernel as float16 plus
-DEQUANTIZE (error reported). ``"float32"``: the converter's file as is.
+DEQUANTIZE (error reported). ``"float32"``: the converter's kernels. In
+every mode a pruned kernel may be stored as values and gaps (above).
 Biases, BatchNorm-folded biases and every other constant stay float32.
 
 Speed (BENCHMARKS.md, section 7): XNNPACK dequantizes int8 kernels once and
@@ -142,11 +162,12 @@ class Layer:
     """How one params kernel is stored in the ``.tflite`` file.
 
     ``storage``: ``float32``, ``float16``, ``int8``, ``int4``, ``int2`` or
-    ``int2+int2`` (ternary as two tensors); ``max_error``: the largest
-    ``|stored - float kernel|`` (after BatchNorm folding), 0.0 when exact;
-    ``bytes``: bytes of the stored values (scales not counted); ``ops``: the
-    graph ops that read it (empty: the kernel is not the weight of a conv or
-    dense op of the graph, so it stays float32 wherever the converter put it).
+    ``int2+int2`` (ternary as two tensors), followed by `` sparse`` when stored
+    as non-zero values and gaps; ``max_error``: the largest ``|stored - float
+    kernel|`` (after BatchNorm folding), 0.0 when exact; ``bytes``: bytes of the
+    stored values, and of the gaps when sparse (scales not counted); ``ops``:
+    the graph ops that read it (empty: the kernel is not the weight of a conv
+    or dense op of the graph, so it stays float32 wherever the converter put it).
     """
 
     method: str
@@ -179,7 +200,7 @@ class Exported:
 
 
 def to_tflite(model, variables, example_input, *, weights: str = "auto", batch: int = 1,
-              methods: Mapping[str, str] | None = None) -> bytes:
+              methods: Mapping[str, str] | None = None, sparse: bool = True) -> bytes:
     """The ``.tflite`` bytes of ``model`` for float32 input ``(batch, *example_input.shape[1:])``.
 
     ``variables``: Flax variables (``{"params": ..., "batch_stats": ...}``)
@@ -188,20 +209,23 @@ def to_tflite(model, variables, example_input, *, weights: str = "auto", batch: 
     example of which checks the file; ``weights``: one of ``WEIGHTS``
     (module docstring: what each stores and what is exact); ``methods``:
     ``{params path: codec method}`` for leaves that are plain arrays decoded
-    from a ``.zyl`` file (``stored_methods``). ``export`` gives the
-    per-layer report as well.
+    from a ``.zyl`` file (``stored_methods``); ``sparse``: pruned kernels as non-zero
+    values and uint8 gaps where that gzips smaller (module docstring), False: every kernel
+    dense. ``export`` gives the per-layer report as well.
     """
     return export(model, variables, example_input, weights=weights, batch=batch,
-                  methods=methods).tflite
+                  methods=methods, sparse=sparse).tflite
 
 
 def export(model, variables, example_input, *, weights: str = "auto", batch: int = 1,
-           methods: Mapping[str, str] | None = None) -> Exported:
+           methods: Mapping[str, str] | None = None, sparse: bool = True) -> Exported:
     """``to_tflite`` plus the per-kernel report and the interpreter-vs-JAX check."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    if not isinstance(sparse, bool):
+        raise ValueError(f"sparse must be True or False, got {sparse!r}")
     example = np.asarray(example_input, np.float32)
     if example.ndim < 1 or example.shape[0] < 1:
         raise ValueError(f"example_input needs a batch axis with one example, got shape "
@@ -214,7 +238,7 @@ def export(model, variables, example_input, *, weights: str = "auto", batch: int
     shape = (batch, *example.shape[1:])
     graph = _read(lib, _convert(lib, predict, shape))
     _check_builtin(lib, graph)
-    layers = _store_kernels(lib, graph, dense["params"], methods, weights)
+    layers = _store_kernels(lib, graph, dense["params"], methods, weights, sparse)
     tflite = _serialize(graph)
     sample = np.broadcast_to(example[:1], shape).copy()
     diff = _max_output_diff(lib, tflite, reference, sample)
@@ -224,11 +248,11 @@ def export(model, variables, example_input, *, weights: str = "auto", batch: int
 def format_layers(layers: Mapping[str, Layer]) -> str:
     """A text table of ``Exported.layers``: path, method, storage, max weight change, bytes."""
     width = max([len("layer"), *map(len, layers)])
-    lines = [f"{'layer':<{width}}  {'method':<8} {'stored as':<10} {'max |dw|':>10} "
+    lines = [f"{'layer':<{width}}  {'method':<8} {'stored as':<14} {'max |dw|':>10} "
              f"{'bytes':>11}"]
     for path, row in layers.items():
         error = "0 (exact)" if row.max_error == 0 else f"{row.max_error:.3g}"
-        lines.append(f"{path:<{width}}  {row.method:<8} {row.storage:<10} {error:>10} "
+        lines.append(f"{path:<{width}}  {row.method:<8} {row.storage:<14} {error:>10} "
                      f"{row.bytes:>11,}")
     return "\n".join(lines)
 
@@ -596,8 +620,8 @@ def _matches(folded: np.ndarray, leaf: np.ndarray) -> bool:
     return bool(np.all((w == 0) == (f == 0)) and np.allclose(f, w * factor, rtol=1e-4, atol=0))
 
 
-def _store_kernels(lib, graph, params: dict, methods: dict[str, str],
-                   weights: str) -> dict[str, Layer]:
+def _store_kernels(lib, graph, params: dict, methods: dict[str, str], weights: str,
+                   sparse: bool) -> dict[str, Layer]:
     """Matches every params kernel to graph kernels and rewrites them; the report per leaf."""
     kernels, layers = _kernels(lib, graph), {}
     for path, leaf in ztree.named_leaves(params).items():
@@ -606,48 +630,68 @@ def _store_kernels(lib, graph, params: dict, methods: dict[str, str],
             continue
         mine = [k for k in kernels if _reads(k, leaf)]
         kernels = [k for k in kernels if k not in mine]
-        rows = [_store(lib, graph, path, methods[path], k, weights) for k in mine]
+        rows = [_store(lib, graph, path, methods[path], k, weights, sparse) for k in mine]
         layers[path] = _merged(methods[path], rows, leaf)
     return layers
 
 
 def _merged(method: str, rows: list[Layer], leaf: np.ndarray) -> Layer:
-    """One report row for a leaf read by ``rows`` kernels (0: left float32 wherever it is)."""
+    """One report row for a leaf read by ``rows`` kernels (0: left float32 wherever it is;
+    several: their storages joined by `` / `` where they differ)."""
     if len(rows) == 1:
         return rows[0]
     if not rows:
         return Layer(method, "float32", 0.0, leaf.nbytes, ())
-    return Layer(method, rows[0].storage, max(r.max_error for r in rows),
+    return Layer(method, " / ".join(dict.fromkeys(r.storage for r in rows)),
+                 max(r.max_error for r in rows),
                  sum(r.bytes for r in rows), tuple(op for r in rows for op in r.ops))
 
 
-def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str) -> Layer:
+def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
+           sparse: bool) -> Layer:
     """Rewrites one kernel tensor to its storage (``weights``, or with ``"auto"`` the one its
-    codec declares, ``LITERT_STORAGE``); the report row."""
+    codec declares, ``LITERT_STORAGE``), as values and gaps when ``sparse`` and that gzips
+    smaller; the report row."""
     codec = codecs.by_method(method)
     storage, values = codec.LITERT_STORAGE if weights == "auto" else weights, kernel.values
+    parts = _stored_parts(path, method, kernel, storage, weights)
+    stored = sum(_dequantized(q, scale, kernel.axis) for _, q, scale in parts)
+    error = float(np.max(np.abs(stored - values), initial=0.0))
     ops = tuple(kernel.ops)
+    if sparse and len(parts) == 1 and np.count_nonzero(parts[0][1]) <= parts[0][1].size // 2:
+        _, q, scale = parts[0]
+        gaps, kept = _sparse_form(q)
+        if _sparse_is_smaller(gaps, kept, q, storage):
+            written = _replace_sparse(lib, graph, kernel, path, gaps, kept, q,
+                                      _kept_scale(q, scale, kernel.axis), storage)
+            return Layer(method, f"{storage} sparse", error, written, ops)
     if storage == "float32":
         return Layer(method, storage, 0.0, values.size * 4, ops)
+    _replace(lib, graph, kernel, [(f"zylax/{path}/{storage}{suffix}", q, scale)
+                                  for suffix, q, scale in parts], storage)
+    written = sum(len(_payload(q, storage)) for _, q, _ in parts)
+    return Layer(method, "+".join([storage] * len(parts)), error, written, ops)
+
+
+def _stored_parts(path: str, method: str, kernel: _Kernel, storage: str, weights: str
+                  ) -> list:
+    """``[(suffix, q, scale or None)]`` whose dequantized sum is what ``storage`` keeps of the
+    kernel: the float32 values themselves, their float16 (refused when one overflows), the
+    exact sign grids of a binary/ternary/pattern kernel, or the symmetric integer grid."""
+    values = kernel.values
+    if storage == "float32":
+        return [("", values, None)]
     if storage == "float16":
         with np.errstate(over="ignore"):
             half = values.astype(np.float16)
         if not np.isfinite(half).all():
             raise RuntimeError(f"{path}: a kernel value ({float(np.abs(values).max()):.3g}) "
                                "overflows float16; export it with --weights float32 or int8")
-        _replace(lib, graph, kernel, [(f"zylax/{path}/float16", half, None)], "float16")
-        error = float(np.max(np.abs(half.astype(np.float32) - values), initial=0.0))
-        return Layer(method, storage, error, half.nbytes, ops)
-    bits = _BITS[storage]
-    parts = _exact_parts(path, method, values, kernel.axis) if codec.LITERT_EXACT else \
-        [("", *_snapped(values, kernel.axis, bits,
-                        per_tensor=weights == "auto" and method == "shared"))]
-    tensors = [(f"zylax/{path}/{storage}{suffix}", q, scale) for suffix, q, scale in parts]
-    _replace(lib, graph, kernel, tensors, storage)
-    stored = sum(_dequantized(q, scale, kernel.axis) for _, q, scale in tensors)
-    error = float(np.max(np.abs(stored - values), initial=0.0))
-    packed = sum(len(_packed(q, bits)) for _, q, _ in tensors)
-    return Layer(method, "+".join([storage] * len(tensors)), error, packed, ops)
+        return [("", half, None)]
+    if codecs.by_method(method).LITERT_EXACT:
+        return _exact_parts(path, method, values, kernel.axis)
+    per_tensor = weights == "auto" and method == "shared"
+    return [("", *_snapped(values, kernel.axis, _BITS[storage], per_tensor=per_tensor))]
 
 
 def _exact_parts(path: str, method: str, values: np.ndarray, axis: int) -> list:
@@ -735,6 +779,112 @@ def _replace(lib, graph, kernel: _Kernel, parts: list, storage: str) -> None:
     subgraph.operators[:0] = new_ops
 
 
+SPARSE_GAP = 255
+"""The longest gap a uint8 stores: a longer one is bridged by zero values every 255 positions."""
+SPARSE_GRAPH_BYTES = 300
+"""About what the sparse form's ops (4 to 7) and their small tensors add to a gzipped file."""
+
+
+def _sparse_positions(q: np.ndarray) -> np.ndarray:
+    """Sorted flat positions of ``q``'s non-zeros, with position 0 and, inside every gap
+    longer than ``SPARSE_GAP``, one position every ``SPARSE_GAP`` (their values are zeros)."""
+    ends = np.unique(np.concatenate([[0], np.flatnonzero(q.ravel())]))
+    bridges = (np.diff(ends) - 1) // SPARSE_GAP
+    steps = np.arange(bridges.sum()) - np.repeat(np.cumsum(bridges) - bridges, bridges) + 1
+    return np.sort(np.concatenate([ends, np.repeat(ends[:-1], bridges) + SPARSE_GAP * steps]))
+
+
+def _sparse_form(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(gaps uint8 (m, 1), values (m,))``: the exclusive cumulative sum of the gaps gives
+    each value's flat position in ``q`` (the last gap is 0 and unused). A zero of either
+    sign is written as +0."""
+    positions = _sparse_positions(q)
+    gaps = np.append(np.diff(positions), 0).astype(np.uint8).reshape(-1, 1)
+    return gaps, q.ravel()[positions]
+
+
+def _sparse_is_smaller(gaps: np.ndarray, kept: np.ndarray, q: np.ndarray, storage: str) -> bool:
+    """True when gaps and values (one gzip stream, as in the file) and the sparse form's ops
+    come to fewer gzipped bytes than the dense tensor ``q``."""
+    packed = _gzipped(gaps.tobytes() + _payload(kept, storage))
+    return packed + SPARSE_GRAPH_BYTES < _gzipped(_payload(q, storage))
+
+
+def _gzipped(data: bytes) -> int:
+    """Bytes of ``data`` compressed as a download is (zlib deflate, level 9)."""
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def _kept_scale(q: np.ndarray, scale: np.ndarray | None, axis: int) -> np.ndarray | None:
+    """``scale`` as the sparse form needs it: None (float values), one scale for the tensor
+    (every channel holding a non-zero has it), or the per-channel scales."""
+    if scale is None:
+        return None
+    used = np.moveaxis(q, axis, 0).reshape(q.shape[axis], -1).any(1)
+    distinct = np.unique(scale[used] if used.any() else scale[:1])
+    return distinct if distinct.size == 1 else scale
+
+
+def _replace_sparse(lib, graph, kernel: _Kernel, path: str, gaps: np.ndarray,
+                    kept: np.ndarray, q: np.ndarray, scale: np.ndarray | None,
+                    storage: str) -> int:
+    """Makes the float kernel ``RESHAPE(SCATTER_ND(CUMSUM(CAST(gaps)), values))`` of
+    ``_sparse_form(q)``: integer values dequantized first (by ``scale`` when it is one
+    value, else by 1 and the kernel then multiplied by the per-channel ``scale``); the bytes
+    of gaps and values."""
+    schema, subgraph = lib.schema, graph.subgraphs[0]
+    kinds, codes, options = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions
+    target = subgraph.tensors[kernel.tensor]
+    _drop_buffer(graph, target.buffer)
+    target.buffer = 0
+    count, name = int(gaps.shape[0]), f"zylax/{path}/{storage}"
+    int32 = lambda data: np.asarray(data, "<i4").tobytes()  # noqa: E731
+    gap_tensor = _add_tensor(lib, graph, f"zylax/{path}/gaps", gaps.shape, kinds.UINT8,
+                             gaps.tobytes())
+    wide = _add_tensor(lib, graph, f"{name}/gaps_int32", gaps.shape, kinds.INT32)
+    positions = _add_tensor(lib, graph, f"{name}/positions", gaps.shape, kinds.INT32)
+    axis = _add_tensor(lib, graph, f"{name}/axis", (), kinds.INT32, int32(0))
+    cast, cumsum = schema.CastOptionsT(), schema.CumsumOptionsT()
+    cast.inDataType, cast.outDataType = kinds.UINT8, kinds.INT32
+    cumsum.exclusive, cumsum.reverse = True, False
+    new_ops = [
+        _operator(lib, _opcode(lib, graph, codes.CAST, 1), [gap_tensor], [wide],
+                  (options.CastOptions, cast)),
+        _operator(lib, _opcode(lib, graph, codes.CUMSUM, 1), [wide, axis], [positions],
+                  (options.CumsumOptions, cumsum))]
+    per_channel = scale is not None and scale.size > 1
+    if storage == "float32":
+        updates = _add_tensor(lib, graph, name, (count,), kinds.FLOAT32, _payload(kept, storage))
+    else:
+        one = None if scale is None else np.ones(1, np.float32) if per_channel else scale
+        stored = _add_tensor(lib, graph, name, (count,), _tensor_type(lib, storage),
+                             _payload(kept, storage), _quantization(lib, one, 0))
+        updates = _add_tensor(lib, graph, f"{name}/float", (count,), kinds.FLOAT32)
+        dequantize = _opcode(lib, graph, codes.DEQUANTIZE, _DEQUANTIZE_VERSION[storage])
+        new_ops.append(_operator(lib, dequantize, [stored], [updates]))
+    size = _add_tensor(lib, graph, f"{name}/size", (1,), kinds.INT32, int32([q.size]))
+    flat = _add_tensor(lib, graph, f"{name}/flat", (q.size,), kinds.FLOAT32)
+    shape = _add_tensor(lib, graph, f"{name}/shape", (len(target.shape),), kinds.INT32,
+                        int32(target.shape))
+    reshape = schema.ReshapeOptionsT()
+    reshape.newShape = list(target.shape)
+    unscaled = _add_tensor(lib, graph, f"{name}/unscaled", target.shape, kinds.FLOAT32) \
+        if per_channel else kernel.tensor
+    new_ops += [
+        _operator(lib, _opcode(lib, graph, codes.SCATTER_ND, 1), [positions, updates, size],
+                  [flat], (options.ScatterNdOptions, schema.ScatterNdOptionsT())),
+        _operator(lib, _opcode(lib, graph, codes.RESHAPE, 1), [flat, shape], [unscaled],
+                  (options.ReshapeOptions, reshape))]
+    if per_channel:
+        along = [scale.size if i == kernel.axis else 1 for i in range(len(target.shape))]
+        scales = _add_tensor(lib, graph, f"{name}/scale", along, kinds.FLOAT32,
+                             scale.astype("<f4").tobytes())
+        new_ops.append(_operator(lib, _opcode(lib, graph, codes.MUL, 1), [unscaled, scales],
+                                 [kernel.tensor], (options.MulOptions, schema.MulOptionsT())))
+    subgraph.operators[:0] = new_ops
+    return gaps.nbytes + len(_payload(kept, storage))
+
+
 def _drop_buffer(graph, buffer: int) -> None:
     """Empties ``buffer`` unless another tensor still reads it."""
     readers = sum(t.buffer == buffer for sg in graph.subgraphs for t in sg.tensors)
@@ -748,7 +898,10 @@ def _tensor_type(lib, storage: str) -> int:
 
 
 def _payload(q: np.ndarray, storage: str) -> bytes:
-    return q.astype("<f2").tobytes() if storage == "float16" else _packed(q, _BITS[storage])
+    """The bytes a tensor of ``storage`` holds for ``q``."""
+    if storage in ("float32", "float16"):
+        return q.astype("<f4" if storage == "float32" else "<f2").tobytes()
+    return _packed(q, _BITS[storage])
 
 
 def _quantization(lib, scale: np.ndarray | None, axis: int):

@@ -228,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how kernels are stored (default auto: as each codec declares: exact "
                         "2-bit for binary, pattern and ternary, int8 for shared, float32 for "
                         "raw)")
+    p.add_argument("--dense", action="store_true",
+                   help="store every kernel dense (default: a pruned kernel whose non-zero "
+                        "values and gaps gzip smaller is stored so and written into the dense "
+                        "kernel at each invoke; dense keeps XNNPACK's faster constant-weight "
+                        "path)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the model input")
     p.set_defaults(func=commands.cmd_export)
     parser.commands = sub.choices

@@ -265,7 +265,8 @@ def cmd_export(args) -> None:
         raise UsageError(f"--batch {args.batch} of {list(sample.shape[1:])} inputs is more than "
                          f"{MAX_EXPORT_INPUT:,} input values; lower --batch")
     result = export.export(loaded.model, loaded.variables, sample, weights=args.weights,
-                           batch=args.batch, methods=export.stored_methods(loaded.header))
+                           batch=args.batch, methods=export.stored_methods(loaded.header),
+                           sparse=not args.dense)
     archive.write_atomic(args.out, result.tflite)
     print(export.format_layers(result.layers))
     zyl = os.path.getsize(args.file)

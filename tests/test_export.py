@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from zylax import archive, cli, codecs, export, nets
-from zylax.containers import Binary, Pattern, Shared, Ternary
+from zylax.containers import Binary, Cast, Pattern, Shared, Ternary
 from zylax.nets import TapConv
 
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="needs zylax[litert]")
@@ -362,6 +362,29 @@ def test_sparse_is_chosen_only_where_the_whole_download_is_smaller(kept):
         export.export(model, variables, x, sparse="no")
 
 
+def test_float16_cast_leaves_ship_as_float16_and_bfloat16_ones_as_float32():
+    """``Cast`` leaves (a ``.zyl`` file's float16 biases and kernels) are stored as float16
+    plus DEQUANTIZE where float16 holds them exactly: the ops read the same values."""
+    model, x = Pruned(), _inputs(1)
+    params = jax.tree.map(np.asarray, dict(model.init(jax.random.key(0), x)["params"]))
+    rng = np.random.default_rng(6)
+    bias = lambda n: rng.normal(0, 0.1, n).astype(np.float32)  # noqa: E731
+    params["stem"] = {**params["stem"], "bias": Cast(bias(16), "float16")}
+    params["conv"] = {**params["conv"], "bias": Cast(np.append(bias(63), 1e5), "bfloat16")}
+    params["fc"] = {"kernel": Cast(params["fc"]["kernel"], "float16"),
+                    "bias": Cast(bias(100), "float16")}
+    variables = {"params": params}
+    result = export.export(model, variables, x)
+    layers = {path: row.storage for path, row in result.layers.items()}
+    assert layers["stem/bias"] == layers["fc/bias"] == layers["fc/kernel"] == "float16"
+    assert "conv/bias" not in layers  # 1e5 in bfloat16 is past float16's largest, 65504
+    expected = np.asarray(model.apply(jax.tree.map(codecs.dense, variables), x))
+    assert np.abs(_logits(result.tflite, x) - expected).max() <= 1e-5 * np.abs(expected).max()
+    plain = export.export(model, jax.tree.map(codecs.dense, variables), x)  # no cast leaves
+    assert not any(row.storage == "float16" for row in plain.layers.values())
+    assert result.download_bytes < plain.download_bytes
+
+
 @pytest.mark.parametrize("kept", [[], [0], [5], [700], [1, 2, 3, 999], list(range(0, 1000, 300))])
 def test_sparse_positions_reach_every_non_zero_in_steps_a_uint8_holds(kept):
     q = np.zeros((10, 100), np.int8)
@@ -517,6 +540,7 @@ def test_cli_export_stores_a_pruned_kernel_sparse_and_dense_when_told(tmp_path, 
         cli.main(["export", str(path), "--out", str(out), *flags])
         printed = capsys.readouterr().out
         assert ("ip1/kernel  shared   int8 sparse" in printed) == (not flags), printed
+        assert ("1 kernel(s) stored sparse" in printed) == (not flags)
         sizes[bool(flags)] = len(gzip.compress(out.read_bytes(), compresslevel=9, mtime=0))
         assert _logits(out.read_bytes(), _inputs(1, 28)).shape == (1, 10)
     assert sizes[False] < sizes[True]

@@ -63,6 +63,10 @@ reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
   Not exact (a codebook is not a uniform grid and ``.tflite`` has no palette
   type): ``Layer.max_error`` reports the largest change per layer.
 * ``raw``: float32, as converted (exact).
+* ``cast`` (the ``.zyl`` file's float16 leaves): float16 and a DEQUANTIZE,
+  kernels and conv or dense biases alike, wherever the graph holds the
+  leaf's values unchanged and float16 holds them exactly; float32 otherwise
+  (a bfloat16 leaf, a BatchNorm folded in). Other biases stay float32.
 * Pruned kernels (``sparse=True``, the default): a kernel (one tensor, in
   any storage, at most half of it non-zero) whose non-zero values and gaps
   gzip smaller than its dense tensor, the extra ops included, is stored as
@@ -89,7 +93,8 @@ are snapped to the symmetric per-channel grid (``max|w| / 127`` or ``/ 7``)
 with the error reported. ``"float16"``: every matched kernel as float16 plus
 DEQUANTIZE (error reported). ``"float32"``: the converter's kernels. In
 every mode a pruned kernel may be stored as values and gaps (above).
-Biases, BatchNorm-folded biases and every other constant stay float32.
+Biases (but ``cast`` ones in ``auto``), BatchNorm-folded biases and every
+other constant stay float32.
 
 Speed (BENCHMARKS.md, section 7): XNNPACK dequantizes int8 kernels once and
 runs them at float32 speed; int4 and int2 kernels, and ternary's ADD, leave
@@ -239,6 +244,8 @@ def export(model, variables, example_input, *, weights: str = "auto", batch: int
     graph = _read(lib, _convert(lib, predict, shape))
     _check_builtin(lib, graph)
     layers = _store_kernels(lib, graph, dense["params"], methods, weights, sparse)
+    if weights == "auto":
+        layers.update(_store_biases(lib, graph, dense["params"], methods))
     tflite = _serialize(graph)
     sample = np.broadcast_to(example[:1], shape).copy()
     diff = _max_output_diff(lib, tflite, reference, sample)
@@ -255,6 +262,16 @@ def format_layers(layers: Mapping[str, Layer]) -> str:
         lines.append(f"{path:<{width}}  {row.method:<8} {row.storage:<14} {error:>10} "
                      f"{row.bytes:>11,}")
     return "\n".join(lines)
+
+
+def sparse_note(layers: Mapping[str, Layer]) -> str | None:
+    """One line on the speed of the layers stored as values and gaps, or None if none is."""
+    sparse = [path for path, row in layers.items() if "sparse" in row.storage]
+    if not sparse:
+        return None
+    return (f"{len(sparse)} kernel(s) stored sparse (non-zero values and gaps): a smaller "
+            "download, rebuilt at every invoke, so those layers run slower; zylax export "
+            "--dense (sparse=False) keeps every kernel dense and fast")
 
 
 def stored_methods(header: Mapping) -> dict[str, str]:
@@ -577,21 +594,23 @@ class _Kernel:
     ops: list[str]
 
 
-def _kernels(lib, graph) -> list[_Kernel]:
-    """Every constant float32 input 1 of a conv or fully connected op, once per tensor."""
+def _kernels(lib, graph, position: int = 1) -> list[_Kernel]:
+    """Every constant float32 input ``position`` of a conv or fully connected op (1: its
+    kernel, 2: its bias), once per tensor."""
     subgraph, found = graph.subgraphs[0], {}
     for op in subgraph.operators:
         name = _op_name(lib, graph, op)
-        if name not in _KERNEL_OPS or len(op.inputs) < 2 or op.inputs[1] < 0:
+        if name not in _KERNEL_OPS or len(op.inputs) <= position or op.inputs[position] < 0:
             continue
-        tensor = subgraph.tensors[op.inputs[1]]
+        index = op.inputs[position]
+        tensor = subgraph.tensors[index]
         data = graph.buffers[tensor.buffer].data
         if tensor.type != lib.schema.TensorType.FLOAT32 or data is None or not len(data):
             continue
-        if op.inputs[1] not in found:
+        if index not in found:
             values = np.frombuffer(bytes(data), "<f4").reshape(tensor.shape)
-            found[op.inputs[1]] = _Kernel(op.inputs[1], values, _KERNEL_OPS[name], [])
-        found[op.inputs[1]].ops.append(name)
+            found[index] = _Kernel(index, values, _KERNEL_OPS[name] if position == 1 else 0, [])
+        found[index].ops.append(name)
     return list(found.values())
 
 
@@ -635,6 +654,32 @@ def _store_kernels(lib, graph, params: dict, methods: dict[str, str], weights: s
     return layers
 
 
+def _store_biases(lib, graph, params: dict, methods: dict[str, str]) -> dict[str, Layer]:
+    """Stores as float16 (and a DEQUANTIZE) every conv or dense bias the graph holds as it is
+    in a ``cast`` leaf whose values float16 holds exactly (the ``.zyl`` file's float16
+    biases); the report per leaf."""
+    biases, layers = _kernels(lib, graph, position=2), {}
+    for path, leaf in ztree.named_leaves(params).items():
+        leaf = np.asarray(leaf)
+        if methods[path] != "cast" or leaf.ndim != 1 or not _exact_in_float16(leaf):
+            continue
+        mine = [b for b in biases if np.array_equal(b.values, leaf)]
+        biases = [b for b in biases if b not in mine]
+        half = leaf.astype(np.float16)
+        for bias in mine:
+            _replace(lib, graph, bias, [(f"zylax/{path}/float16", half, None)], "float16")
+        if mine:
+            layers[path] = Layer("cast", "float16", 0.0, half.nbytes * len(mine),
+                                 tuple(op for b in mine for op in b.ops))
+    return layers
+
+
+def _exact_in_float16(values: np.ndarray) -> bool:
+    """True when every value of a float32 array is a float16 value (no rounding, no overflow)."""
+    with np.errstate(over="ignore"):
+        return bool(np.array_equal(values.astype(np.float16).astype(np.float32), values))
+
+
 def _merged(method: str, rows: list[Layer], leaf: np.ndarray) -> Layer:
     """One report row for a leaf read by ``rows`` kernels (0: left float32 wherever it is;
     several: their storages joined by `` / `` where they differ)."""
@@ -654,6 +699,8 @@ def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
     smaller; the report row."""
     codec = codecs.by_method(method)
     storage, values = codec.LITERT_STORAGE if weights == "auto" else weights, kernel.values
+    if weights == "auto" and method == "cast" and _exact_in_float16(values):
+        storage = "float16"
     parts = _stored_parts(path, method, kernel, storage, weights)
     stored = sum(_dequantized(q, scale, kernel.axis) for _, q, scale in parts)
     error = float(np.max(np.abs(stored - values), initial=0.0))

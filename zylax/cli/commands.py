@@ -147,6 +147,8 @@ def ship(args, result, test_data) -> list[str]:
         "test_examples": len(images), "max_output_diff": exported.max_output_diff,
         "layers": {path: dataclasses.asdict(row) for path, row in exported.layers.items()}}
     print(export.format_layers(exported.layers))
+    if note := export.sparse_note(exported.layers):
+        print(note)
     print(f"LiteRT: {len(exported.tflite):,} B .tflite, download (gzip -9) "
           f"{exported.download_bytes:,} B = {exported.download_bytes / zyl:.2f}x the "
           f"{zyl:,}-byte .zyl; test {metric} {scored[metric]:.4f} in the interpreter on "
@@ -269,6 +271,8 @@ def cmd_export(args) -> None:
                            sparse=not args.dense)
     archive.write_atomic(args.out, result.tflite)
     print(export.format_layers(result.layers))
+    if note := export.sparse_note(result.layers):
+        print(note)
     zyl = os.path.getsize(args.file)
     print(f"download (gzip -9 of the .tflite): {result.download_bytes:,} bytes, "
           f"{result.download_bytes / zyl:.2f}x the {zyl:,}-byte .zyl")

@@ -20,7 +20,8 @@ from zylax.containers import Cast
 
 METHOD = "cast"
 LITERT_STORAGE = "float32"
-"""How ``zylax.export`` stores such a kernel with ``weights="auto"``: float32 (the narrow values widened)."""
+"""How ``zylax.export`` stores such a kernel with ``weights="auto"``: float32 (the narrow values
+widened), or float16 where float16 holds the values the graph reads exactly."""
 LITERT_EXACT = False
 """Float values are kept as they are, not snapped to a grid."""
 Leaf = Cast

@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="auto", choices=export.WEIGHTS,
                    help="how kernels are stored (default auto: as each codec declares: exact "
                         "2-bit for binary, pattern and ternary, int8 for shared, float32 for "
-                        "raw)")
+                        "raw, float16 for the file's float16 leaves)")
     p.add_argument("--dense", action="store_true",
                    help="store every kernel dense (default: a pruned kernel whose non-zero "
                         "values and gaps gzip smaller is stored so and written into the dense "

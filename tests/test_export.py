@@ -315,6 +315,25 @@ def test_a_pruned_kernel_ships_as_values_and_gaps_read_back_exactly(pruned):
     assert sparse.layers["fc/kernel"].bytes < dense.layers["fc/kernel"].bytes / 10  # 3% kept
 
 
+def test_a_users_pruned_batchnorm_model_ships_sparse_with_batchnorm_folded():
+    """A user's model with BatchNorm and a ``train`` flag, its conv2 and fc1 pruned to 5%:
+    BatchNorm folds into the pruned kernels, which ship sparse and give dense's logits."""
+    model, x = WithTrain(), _inputs(1, side=32)
+    variables = _batchnorm_variables(model, x)
+    rng = np.random.default_rng(7)
+    for name in ("conv2", "fc1"):
+        kernel = variables["params"][name]["kernel"]
+        variables["params"][name] = {"kernel": np.where(rng.random(kernel.shape) < 0.05,
+                                                        kernel, 0).astype(np.float32)}
+    sparse, dense = (export.export(model, variables, x, sparse=s) for s in (True, False))
+    assert sparse.layers["fc1/kernel"].storage == "float32 sparse"
+    assert "MUL" not in export.op_names(dense.tflite)  # folded, not a separate op
+    assert np.allclose(_logits(sparse.tflite, x), _logits(dense.tflite, x), rtol=0, atol=1e-5)
+    expected = np.asarray(model.apply(variables, x, train=False))
+    assert sparse.max_output_diff <= 1e-5 * np.abs(expected).max()
+    assert sparse.download_bytes < dense.download_bytes
+
+
 @pytest.mark.parametrize("weights", ["int8", "int4", "float16"])
 def test_sparse_kernels_in_every_storage_equal_the_dense_ones(pruned, weights):
     """Per-channel int8 and int4 scales (a MUL after the scatter) and float16 values: the

@@ -2,7 +2,8 @@
 tensor in the exported ``.tflite`` compressed alone by gzip -9, then the rest of both files,
 then what compressing the whole ``.tflite`` at once adds.
 
-Run (files of registered nets, ``zylax compress --net NET``):
+Run (files of registered nets, ``zylax compress --net NET``; ``--model pkg.mod:factory``
+for files of your own model):
   python -m experiments.download_breakdown runs/vd_long/lenet300-kl0.7-e100-float16.zyl
 
 Each file is exported as ``zylax compress --tflite`` exports it (weights auto, batch 1).
@@ -20,7 +21,7 @@ import os
 
 import numpy as np
 
-from zylax import archive, export, modelfile, report
+from zylax import archive, export, modelfile, registry, report
 
 
 def gzipped(data: bytes) -> int:
@@ -50,10 +51,10 @@ def kernel_buffers(tflite: bytes, paths) -> tuple[dict[str, bytes], bytes]:
     return found, rest
 
 
-def breakdown(path: str, sparse: bool = True) -> list[tuple[str, int, int, int]]:
+def breakdown(path: str, sparse: bool = True, model=None) -> list[tuple[str, int, int, int]]:
     """``(part, .zyl bytes, .tflite bytes, gzip -9 bytes)`` rows of one file (module
-    docstring)."""
-    loaded = modelfile.load_model_file(path)
+    docstring); ``model``: the module or factory of a file made from a user's model."""
+    loaded = modelfile.load_model_file(path, model=model)
     methods = export.stored_methods(loaded.header)
     sample = loaded.preprocess(np.zeros((1, *loaded.input_shape), np.uint8))
     exported = export.export(loaded.model, loaded.variables, sample, methods=methods,
@@ -75,12 +76,15 @@ def main() -> None:
     parser.add_argument("files", nargs="+")
     parser.add_argument("--dense", action="store_true",
                         help="store every kernel dense (export's sparse=False)")
+    parser.add_argument("--model", help="package.module:factory of files made from your own "
+                        "model (as zylax --model; a file never names code that runs)")
     args = parser.parse_args()
+    model = registry.import_factory(args.model) if args.model else None
     for path in args.files:
         archive.read_header(path)  # a damaged file is refused before the export starts
         print(f"\n{path}\n\n| part | .zyl bytes | .tflite bytes | gzip -9 | gzip -9 / .zyl |\n"
               "|---|---|---|---|---|")
-        for part, zyl, raw, packed in breakdown(path, sparse=not args.dense):
+        for part, zyl, raw, packed in breakdown(path, sparse=not args.dense, model=model):
             print(f"| {part} | {zyl:,} | {raw:,} | {packed:,} | {packed / max(zyl, 1):.2f}x |")
 
 

@@ -359,10 +359,12 @@ class Wide(nn.Module):
         return nn.Dense(300, name="fc")(x.reshape((x.shape[0], -1)))
 
 
-@pytest.mark.parametrize("kept", [0.02, 0.2, 0.6])
-def test_sparse_is_chosen_only_where_the_whole_download_is_smaller(kept):
-    """Ternary codes with one scale and empty output channels: the sparse form needs no MUL
-    (empty channels' scales do not count), and it is chosen only when it shrinks the file."""
+@pytest.mark.parametrize("kept,chosen", [(0.02, "int2 sparse"), (0.2, "palette sparse"),
+                                         (0.45, "int2")])
+def test_sparse_is_chosen_only_where_the_whole_download_is_smaller(kept, chosen):
+    """Ternary codes with one scale and empty output channels: values and gaps need no MUL
+    (empty channels' scales do not count); a sparse form is chosen only when it shrinks the
+    file, and then the smallest: values and gaps when very sparse, the palette at 20%."""
     model, rng = Wide(), np.random.default_rng(5)
     x = _inputs(1, 28)
     params = jax.tree.map(np.asarray, dict(model.init(jax.random.key(0), x)["params"]))
@@ -371,14 +373,34 @@ def test_sparse_is_chosen_only_where_the_whole_download_is_smaller(kept):
     params["fc"] = {**params["fc"], "kernel": Ternary(codes, np.float32(0.3), np.float32(0.3))}
     variables = {"params": params}
     sparse, dense = (export.export(model, variables, x, sparse=s) for s in (True, False))
-    if sparse.layers["fc/kernel"].storage == "int2 sparse":
+    assert sparse.layers["fc/kernel"].storage == chosen
+    if chosen == "int2":
+        assert sparse.tflite == dense.tflite
+    else:
         assert "MUL" not in export.op_names(sparse.tflite)
         assert sparse.download_bytes < dense.download_bytes
-    else:
-        assert sparse.tflite == dense.tflite
-    assert (sparse.layers["fc/kernel"].storage == "int2 sparse") == (kept < 0.1)
     with pytest.raises(ValueError, match="sparse must be True or False"):
         export.export(model, variables, x, sparse="no")
+
+
+def test_a_pruned_ternary_kernel_with_two_scales_is_one_palette_without_the_add():
+    """TTQ's ``w_pos != w_neg`` needs two INT2 tensors and an ADD dense; its palette holds
+    both scales in one tensor of three values, exactly, and downloads smaller."""
+    model, rng = Wide(), np.random.default_rng(5)
+    x = _inputs(1, 28)
+    params = jax.tree.map(np.asarray, dict(model.init(jax.random.key(0), x)["params"]))
+    codes = np.where(rng.random((784, 300)) < 0.2, rng.choice([-1, 1], (784, 300)), 0)
+    params["fc"] = {**params["fc"], "kernel": Ternary(codes, np.float32(0.3), np.float32(0.2))}
+    variables = {"params": params}
+    sparse, dense = (export.export(model, variables, x, sparse=s) for s in (True, False))
+    assert dense.layers["fc/kernel"].storage == "int2+int2" and "ADD" in \
+        export.op_names(dense.tflite)
+    assert (sparse.layers["fc/kernel"].storage, sparse.layers["fc/kernel"].max_error) == \
+        ("palette sparse", 0.0)
+    assert "ADD" not in export.op_names(sparse.tflite)
+    (kernel,) = _op_kernels(sparse.tflite, x).values()
+    assert np.array_equal(kernel, codecs.dense(params["fc"]["kernel"]).T)
+    assert sparse.download_bytes < dense.download_bytes
 
 
 def test_float16_cast_leaves_ship_as_float16_and_bfloat16_ones_as_float32():
@@ -418,6 +440,65 @@ def test_sparse_positions_reach_every_non_zero_in_steps_a_uint8_holds(kept):
     ends = sorted({0, *kept})  # bridged by one zero every 255 positions, no more
     assert values.size == len(ends) + sum((b - a - 1) // export.SPARSE_GAP
                                           for a, b in zip(ends, ends[1:]))
+
+
+def _few_valued(kept, values, seed=8):
+    """A ``Wide`` model whose kernel is shared: ``values`` codebook entries at ``kept``."""
+    model, rng = Wide(), np.random.default_rng(seed)
+    x = _inputs(1, 28)
+    params = jax.tree.map(np.asarray, dict(model.init(jax.random.key(0), x)["params"]))
+    indices = np.where(rng.random((784, 300)) < kept, rng.integers(0, values, (784, 300)),
+                       values)
+    codebook = np.sort(rng.normal(0, 0.1, values)).astype(np.float32)
+    params["fc"] = {**params["fc"], "kernel": Shared(codebook, indices)}
+    return model, {"params": params}, x
+
+
+def test_a_few_valued_pruned_kernel_ships_as_an_exact_palette(monkeypatch):
+    """A 2-bit shared kernel, 20% kept: its palette form (one byte per kept weight holding
+    the gap and the value's index, GATHER_ND from the float32 codebook) is exact where int8
+    is not, gives JAX's logits, and downloads smaller than values and gaps or dense int8."""
+    model, variables, x = _few_valued(0.2, 4)
+    palette = export.export(model, variables, x)
+    dense = export.export(model, variables, x, sparse=False)
+    row = palette.layers["fc/kernel"]
+    assert (row.storage, row.max_error) == ("palette sparse", 0.0)
+    assert dense.layers["fc/kernel"].max_error > 0  # int8 cannot hold a k-means codebook
+    assert {"FLOOR_DIV", "FLOOR_MOD", "GATHER_ND", "SCATTER_ND"} <= \
+        set(export.op_names(palette.tflite))
+    (kernel,) = _op_kernels(palette.tflite, x).values()
+    assert np.array_equal(kernel, codecs.dense(variables["params"]["fc"]["kernel"]).T)
+    expected = np.asarray(model.apply(jax.tree.map(codecs.dense, variables), x))
+    assert palette.max_output_diff <= 1e-5 * np.abs(expected).max()
+    monkeypatch.setattr(export, "PALETTE_VALUES", 0)  # no palette: values and gaps
+    values = export.export(model, variables, x)
+    assert values.layers["fc/kernel"].storage == "int8 sparse"
+    assert palette.download_bytes < values.download_bytes < dense.download_bytes
+
+
+@pytest.mark.parametrize("values,kept", [(1, 0.0), (2, 0.01), (4, 0.3), (16, 0.05),
+                                         (63, 0.5)])
+def test_palette_symbols_decode_to_the_kernel(values, kept):
+    """``s // k`` summed exclusively gives each kept position (gaps bridged by zeros every
+    ``256 // k - 1`` positions), ``palette[s % k]`` its value; -0.0 comes back +0.0."""
+    rng = np.random.default_rng(values)
+    codebook = np.linspace(-1, 1, values + 1, dtype=np.float32)
+    codebook = codebook[codebook != 0][:values] if values > 1 else np.zeros(1, np.float32)
+    kernel = np.where(rng.random((40, 70)) < kept, rng.choice(codebook, (40, 70)), 0)
+    kernel = kernel.astype(np.float32)
+    kernel[0, 1] = -0.0
+    symbols, palette = export._palette_form(kernel)
+    k = palette.size
+    assert symbols.dtype == np.uint8 and k <= export.PALETTE_VALUES and 0.0 in palette
+    wide = symbols[:, 0].astype(np.int64)
+    positions = np.concatenate([[0], np.cumsum(wide // k)[:-1]])
+    assert np.all(np.diff(positions) >= 1) and positions[-1] < kernel.size
+    rebuilt = np.zeros(kernel.size, np.float32)
+    rebuilt[positions] = palette[wide % k]
+    assert np.array_equal(rebuilt.reshape(kernel.shape), kernel)
+    assert not np.signbit(palette[palette == 0]).any()
+    many = np.arange(export.PALETTE_VALUES, dtype=np.float32).reshape(8, -1) + 1
+    assert export._palette_form(many) is None  # 64 values and 0: no room for gaps
 
 
 def test_same_inputs_same_bytes(compressed):

@@ -53,7 +53,9 @@ reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
   P (q in {0, 1}, scale ``w_pos``) and N (q in {-1, 0}, scale ``w_neg``),
   each dequantized, then added by one ADD op (it runs at every invoke, one
   pass over the kernel): exact, since at every position one of the two is
-  0. When ``w_pos == w_neg``, one INT2 tensor.
+  0. When ``w_pos == w_neg``, one INT2 tensor. A pruned one (at most half
+  non-zero) usually ships smaller as one palette of its three values (below),
+  with no ADD.
 * ``shared`` (k-means): INT8 with one scale for the whole kernel,
   ``max|w| / 127``, so that the codebook's k values stay k distinct bytes,
   which the download's gzip codes in about log2(k) bits (``weights="int8"``,
@@ -61,7 +63,8 @@ reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
   gzip -9 on LeNet-300-100's Deep Compression file at equal LiteRT top-1;
   RESULTS.md, "On the phone runtime").
   Not exact (a codebook is not a uniform grid and ``.tflite`` has no palette
-  type): ``Layer.max_error`` reports the largest change per layer.
+  type): ``Layer.max_error`` reports the largest change per layer. A pruned
+  shared kernel of at most 63 values stored as a palette (below) is exact.
 * ``raw``: float32, as converted (exact).
 * ``cast`` (the ``.zyl`` file's float16 leaves): float16 and a DEQUANTIZE,
   kernels and conv or dense biases alike, wherever the graph holds the
@@ -82,7 +85,18 @@ reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
   LeNet-300-100's first kernel (5% kept) gzips to 19,289 bytes dense,
   16,899 as values and gaps, against 15,129 in its ``.zyl`` (RESULTS.md,
   "On the phone runtime"). LiteRT's own sparse (CSR) format stores absolute
-  indices, which gzip codes in more bits than either. The price is speed:
+  indices, which gzip codes in more bits than either.
+  A kernel of at most ``PALETTE_VALUES`` distinct values (a pruned k-means
+  kernel of up to 5 bits, a ternary or binary one) may instead ship as a
+  palette: its k values (0 included) in float32, and one uint8 symbol per
+  kept position, ``gap * k + index`` (gaps bridged every ``256 // k - 1``
+  positions); ``CAST -> FLOOR_DIV / FLOOR_MOD -> CUMSUM / GATHER_ND ->
+  SCATTER_ND -> RESHAPE`` rebuild it. The kernel is then exact (the
+  codebook's own float32 values, where ``auto``'s int8 snaps them), and gzip
+  codes gap and index as one symbol: LeNet-300-100's 2-bit second kernel of a
+  12,000-byte budget file, 20% kept, gzips to 4,435 bytes as a palette, 5,490
+  as values and gaps, 5,702 dense. Whichever form (dense included) gzips
+  smallest, ops counted, is stored. The price is speed:
   the kernel is no longer a constant, so the layer leaves XNNPACK's
   packed-weight path and pays the scatter at every invoke (BENCHMARKS.md,
   section 7). ``sparse=False`` stores every kernel dense.
@@ -168,9 +182,11 @@ class Layer:
 
     ``storage``: ``float32``, ``float16``, ``int8``, ``int4``, ``int2`` or
     ``int2+int2`` (ternary as two tensors), followed by `` sparse`` when stored
-    as non-zero values and gaps; ``max_error``: the largest ``|stored - float
-    kernel|`` (after BatchNorm folding), 0.0 when exact; ``bytes``: bytes of the
-    stored values, and of the gaps when sparse (scales not counted); ``ops``:
+    as non-zero values and gaps, or ``palette sparse`` (the kernel's own values,
+    indexed jointly with the gaps: exact); ``max_error``: the largest ``|stored
+    - float kernel|`` (after BatchNorm folding), 0.0 when exact; ``bytes``: bytes
+    of the stored values, and of the gaps when sparse (scales not counted; a
+    palette's symbols and values); ``ops``:
     the graph ops that read it (empty: the kernel is not the weight of a conv
     or dense op of the graph, so it stays float32 wherever the converter put it).
     """
@@ -215,8 +231,9 @@ def to_tflite(model, variables, example_input, *, weights: str = "auto", batch: 
     (module docstring: what each stores and what is exact); ``methods``:
     ``{params path: codec method}`` for leaves that are plain arrays decoded
     from a ``.zyl`` file (``stored_methods``); ``sparse``: pruned kernels as non-zero
-    values and uint8 gaps where that gzips smaller (module docstring), False: every kernel
-    dense. ``export`` gives the per-layer report as well.
+    values and uint8 gaps, or as a palette of their few values coded with the gaps, where
+    that gzips smaller (module docstring), False: every kernel dense. ``export`` gives the
+    per-layer report as well.
     """
     return export(model, variables, example_input, weights=weights, batch=batch,
                   methods=methods, sparse=sparse).tflite
@@ -265,11 +282,13 @@ def format_layers(layers: Mapping[str, Layer]) -> str:
 
 
 def sparse_note(layers: Mapping[str, Layer]) -> str | None:
-    """One line on the speed of the layers stored as values and gaps, or None if none is."""
+    """One line on the speed of the layers stored sparse (values and gaps, or a palette), or
+    None if none is."""
     sparse = [path for path, row in layers.items() if "sparse" in row.storage]
     if not sparse:
         return None
-    return (f"{len(sparse)} kernel(s) stored sparse (non-zero values and gaps): a smaller "
+    return (f"{len(sparse)} kernel(s) stored sparse (non-zero values and gaps, or a palette "
+            "of values coded with the gaps): a smaller "
             "download, rebuilt at every invoke, so those layers run slower; zylax export "
             "--dense (sparse=False) keeps every kernel dense and fast")
 
@@ -695,7 +714,7 @@ def _merged(method: str, rows: list[Layer], leaf: np.ndarray) -> Layer:
 def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
            sparse: bool) -> Layer:
     """Rewrites one kernel tensor to its storage (``weights``, or with ``"auto"`` the one its
-    codec declares, ``LITERT_STORAGE``), as values and gaps when ``sparse`` and that gzips
+    codec declares, ``LITERT_STORAGE``), in a sparse form when ``sparse`` and that gzips
     smaller; the report row."""
     codec = codecs.by_method(method)
     storage, values = codec.LITERT_STORAGE if weights == "auto" else weights, kernel.values
@@ -705,19 +724,49 @@ def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
     stored = sum(_dequantized(q, scale, kernel.axis) for _, q, scale in parts)
     error = float(np.max(np.abs(stored - values), initial=0.0))
     ops = tuple(kernel.ops)
-    if sparse and len(parts) == 1 and np.count_nonzero(parts[0][1]) <= parts[0][1].size // 2:
-        _, q, scale = parts[0]
-        gaps, kept = _sparse_form(q)
-        if _sparse_is_smaller(gaps, kept, q, storage):
-            written = _replace_sparse(lib, graph, kernel, path, gaps, kept, q,
-                                      _kept_scale(q, scale, kernel.axis), storage)
-            return Layer(method, f"{storage} sparse", error, written, ops)
+    if sparse and np.count_nonzero(stored) <= stored.size // 2:
+        exact = values if weights == "auto" else stored
+        row = _store_sparse(lib, graph, path, kernel, parts, storage, exact)
+        if row is not None:
+            label, written = row
+            return Layer(method, label, float(np.max(np.abs(exact - values), initial=0.0))
+                         if label == "palette sparse" else error, written, ops)
     if storage == "float32":
         return Layer(method, storage, 0.0, values.size * 4, ops)
     _replace(lib, graph, kernel, [(f"zylax/{path}/{storage}{suffix}", q, scale)
                                   for suffix, q, scale in parts], storage)
     written = sum(len(_payload(q, storage)) for _, q, _ in parts)
     return Layer(method, "+".join([storage] * len(parts)), error, written, ops)
+
+
+def _store_sparse(lib, graph, path: str, kernel: _Kernel, parts: list, storage: str,
+                  exact: np.ndarray) -> tuple[str, int] | None:
+    """Rewrites a kernel at most half non-zero to the sparse form whose gzipped bytes (ops
+    included) are the fewest, when fewer than its dense ``parts``: ``storage`` values and
+    uint8 gaps (one part only), or a palette of ``exact``'s values coded jointly with the
+    gaps (at most ``PALETTE_VALUES`` values); ``(storage label, bytes written)``, or None
+    (left for the dense form)."""
+    best = sum(_gzipped(_payload(q, storage)) for _, q, _ in parts)
+    choice = None
+    if len(parts) == 1:
+        gaps, kept = _sparse_form(parts[0][1])
+        cost = _gzipped(gaps.tobytes() + _payload(kept, storage)) + SPARSE_GRAPH_BYTES
+        if cost < best:
+            best, choice = cost, "values"
+    palette = _palette_form(exact)
+    if palette is not None:
+        symbols, codebook = palette
+        cost = _gzipped(symbols.tobytes()) + codebook.nbytes + PALETTE_GRAPH_BYTES
+        if cost < best:
+            best, choice = cost, "palette"
+    if choice == "palette":
+        return "palette sparse", _replace_palette(lib, graph, kernel, path, *palette)
+    if choice == "values":
+        _, q, scale = parts[0]
+        return f"{storage} sparse", _replace_sparse(lib, graph, kernel, path, gaps, kept, q,
+                                                    _kept_scale(q, scale, kernel.axis),
+                                                    storage)
+    return None
 
 
 def _stored_parts(path: str, method: str, kernel: _Kernel, storage: str, weights: str
@@ -830,15 +879,20 @@ SPARSE_GAP = 255
 """The longest gap a uint8 stores: a longer one is bridged by zero values every 255 positions."""
 SPARSE_GRAPH_BYTES = 300
 """About what the sparse form's ops (4 to 7) and their small tensors add to a gzipped file."""
+PALETTE_VALUES = 64
+"""The most distinct values a palette kernel holds: a symbol byte then still holds gaps up
+to 3 (``256 // 64 - 1``); more values leave too little room for gaps to pay."""
+PALETTE_GRAPH_BYTES = 350
+"""About what the palette form's 7 ops and their small tensors add to a gzipped file."""
 
 
-def _sparse_positions(q: np.ndarray) -> np.ndarray:
+def _sparse_positions(q: np.ndarray, longest: int = SPARSE_GAP) -> np.ndarray:
     """Sorted flat positions of ``q``'s non-zeros, with position 0 and, inside every gap
-    longer than ``SPARSE_GAP``, one position every ``SPARSE_GAP`` (their values are zeros)."""
+    longer than ``longest``, one position every ``longest`` (their values are zeros)."""
     ends = np.unique(np.concatenate([[0], np.flatnonzero(q.ravel())]))
-    bridges = (np.diff(ends) - 1) // SPARSE_GAP
+    bridges = (np.diff(ends) - 1) // longest
     steps = np.arange(bridges.sum()) - np.repeat(np.cumsum(bridges) - bridges, bridges) + 1
-    return np.sort(np.concatenate([ends, np.repeat(ends[:-1], bridges) + SPARSE_GAP * steps]))
+    return np.sort(np.concatenate([ends, np.repeat(ends[:-1], bridges) + longest * steps]))
 
 
 def _sparse_form(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -850,11 +904,22 @@ def _sparse_form(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gaps, q.ravel()[positions]
 
 
-def _sparse_is_smaller(gaps: np.ndarray, kept: np.ndarray, q: np.ndarray, storage: str) -> bool:
-    """True when gaps and values (one gzip stream, as in the file) and the sparse form's ops
-    come to fewer gzipped bytes than the dense tensor ``q``."""
-    packed = _gzipped(gaps.tobytes() + _payload(kept, storage))
-    return packed + SPARSE_GRAPH_BYTES < _gzipped(_payload(q, storage))
+def _palette_form(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(symbols uint8 (m, 1), palette float32 (k,))`` of a kernel with at most
+    ``PALETTE_VALUES`` distinct values (0 included), else None. Symbol ``i`` is
+    ``gap_i * k + index_i``: the gap to the next kept position (exclusive cumulative sums
+    give the positions, as in ``_sparse_form``, bridged by zeros every ``256 // k - 1``
+    positions) and the index of the value there in the sorted palette."""
+    flat = values.ravel()
+    palette = np.unique(np.append(flat, np.float32(0)))
+    if palette.size > PALETTE_VALUES:
+        return None
+    palette[palette == 0] = 0  # +0.0, whichever zero np.unique kept
+    k = palette.size
+    positions = _sparse_positions(flat, 256 // k - 1)
+    gaps = np.append(np.diff(positions), 0)
+    symbols = gaps * k + np.searchsorted(palette, flat[positions])
+    return symbols.astype(np.uint8).reshape(-1, 1), palette.astype(np.float32)
 
 
 def _gzipped(data: bytes) -> int:
@@ -879,26 +944,15 @@ def _replace_sparse(lib, graph, kernel: _Kernel, path: str, gaps: np.ndarray,
     ``_sparse_form(q)``: integer values dequantized first (by ``scale`` when it is one
     value, else by 1 and the kernel then multiplied by the per-channel ``scale``); the bytes
     of gaps and values."""
-    schema, subgraph = lib.schema, graph.subgraphs[0]
-    kinds, codes, options = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions
-    target = subgraph.tensors[kernel.tensor]
-    _drop_buffer(graph, target.buffer)
-    target.buffer = 0
-    count, name = int(gaps.shape[0]), f"zylax/{path}/{storage}"
-    int32 = lambda data: np.asarray(data, "<i4").tobytes()  # noqa: E731
+    schema = lib.schema
+    kinds, codes = schema.TensorType, schema.BuiltinOperator
+    name, count = f"zylax/{path}/{storage}", int(gaps.shape[0])
     gap_tensor = _add_tensor(lib, graph, f"zylax/{path}/gaps", gaps.shape, kinds.UINT8,
                              gaps.tobytes())
     wide = _add_tensor(lib, graph, f"{name}/gaps_int32", gaps.shape, kinds.INT32)
-    positions = _add_tensor(lib, graph, f"{name}/positions", gaps.shape, kinds.INT32)
-    axis = _add_tensor(lib, graph, f"{name}/axis", (), kinds.INT32, int32(0))
-    cast, cumsum = schema.CastOptionsT(), schema.CumsumOptionsT()
-    cast.inDataType, cast.outDataType = kinds.UINT8, kinds.INT32
-    cumsum.exclusive, cumsum.reverse = True, False
-    new_ops = [
-        _operator(lib, _opcode(lib, graph, codes.CAST, 1), [gap_tensor], [wide],
-                  (options.CastOptions, cast)),
-        _operator(lib, _opcode(lib, graph, codes.CUMSUM, 1), [wide, axis], [positions],
-                  (options.CumsumOptions, cumsum))]
+    new_ops = [_cast_op(lib, graph, gap_tensor, wide)]
+    positions, cumsum = _positions_op(lib, graph, name, wide)
+    new_ops.append(cumsum)
     per_channel = scale is not None and scale.size > 1
     if storage == "float32":
         updates = _add_tensor(lib, graph, name, (count,), kinds.FLOAT32, _payload(kept, storage))
@@ -909,27 +963,99 @@ def _replace_sparse(lib, graph, kernel: _Kernel, path: str, gaps: np.ndarray,
         updates = _add_tensor(lib, graph, f"{name}/float", (count,), kinds.FLOAT32)
         dequantize = _opcode(lib, graph, codes.DEQUANTIZE, _DEQUANTIZE_VERSION[storage])
         new_ops.append(_operator(lib, dequantize, [stored], [updates]))
-    size = _add_tensor(lib, graph, f"{name}/size", (1,), kinds.INT32, int32([q.size]))
-    flat = _add_tensor(lib, graph, f"{name}/flat", (q.size,), kinds.FLOAT32)
-    shape = _add_tensor(lib, graph, f"{name}/shape", (len(target.shape),), kinds.INT32,
-                        int32(target.shape))
-    reshape = schema.ReshapeOptionsT()
-    reshape.newShape = list(target.shape)
+    target = graph.subgraphs[0].tensors[kernel.tensor]
     unscaled = _add_tensor(lib, graph, f"{name}/unscaled", target.shape, kinds.FLOAT32) \
         if per_channel else kernel.tensor
-    new_ops += [
-        _operator(lib, _opcode(lib, graph, codes.SCATTER_ND, 1), [positions, updates, size],
-                  [flat], (options.ScatterNdOptions, schema.ScatterNdOptionsT())),
-        _operator(lib, _opcode(lib, graph, codes.RESHAPE, 1), [flat, shape], [unscaled],
-                  (options.ReshapeOptions, reshape))]
+    new_ops += _scatter_ops(lib, graph, kernel, name, positions, updates, unscaled)
     if per_channel:
         along = [scale.size if i == kernel.axis else 1 for i in range(len(target.shape))]
         scales = _add_tensor(lib, graph, f"{name}/scale", along, kinds.FLOAT32,
                              scale.astype("<f4").tobytes())
         new_ops.append(_operator(lib, _opcode(lib, graph, codes.MUL, 1), [unscaled, scales],
-                                 [kernel.tensor], (options.MulOptions, schema.MulOptionsT())))
-    subgraph.operators[:0] = new_ops
+                                 [kernel.tensor], (schema.BuiltinOptions.MulOptions,
+                                                   schema.MulOptionsT())))
+    graph.subgraphs[0].operators[:0] = new_ops
     return gaps.nbytes + len(_payload(kept, storage))
+
+
+def _replace_palette(lib, graph, kernel: _Kernel, path: str, symbols: np.ndarray,
+                     palette: np.ndarray) -> int:
+    """Makes the float kernel ``RESHAPE(SCATTER_ND(CUMSUM(s // k), GATHER_ND(palette,
+    s % k)))`` of ``_palette_form``'s symbols ``s`` (``CAST`` to int32 first; ``FLOOR_DIV``,
+    ``FLOOR_MOD``): the palette's float32 values themselves, so the kernel is exact; the bytes
+    of symbols and palette."""
+    schema = lib.schema
+    kinds, codes = schema.TensorType, schema.BuiltinOperator
+    name, shape = f"zylax/{path}/palette", symbols.shape
+    coded = _add_tensor(lib, graph, f"zylax/{path}/symbols", shape, kinds.UINT8,
+                        symbols.tobytes())
+    wide, gaps, index = (_add_tensor(lib, graph, f"{name}/{part}", shape, kinds.INT32)
+                         for part in ("symbols_int32", "gaps", "index"))
+    k = _add_tensor(lib, graph, f"{name}/k", (), kinds.INT32,
+                    np.asarray(palette.size, "<i4").tobytes())
+    table = _add_tensor(lib, graph, name, palette.shape, kinds.FLOAT32,
+                        palette.astype("<f4").tobytes())
+    updates = _add_tensor(lib, graph, f"{name}/float", (shape[0],), kinds.FLOAT32)
+    options = schema.BuiltinOptions
+    new_ops = [
+        _cast_op(lib, graph, coded, wide),
+        _operator(lib, _opcode(lib, graph, codes.FLOOR_DIV, 1), [wide, k], [gaps],
+                  (options.FloorDivOptions, schema.FloorDivOptionsT())),
+        _operator(lib, _opcode(lib, graph, codes.FLOOR_MOD, 1), [wide, k], [index],
+                  (options.FloorModOptions, schema.FloorModOptionsT())),
+        _operator(lib, _opcode(lib, graph, codes.GATHER_ND, 1), [table, index], [updates],
+                  (options.GatherNdOptions, schema.GatherNdOptionsT()))]
+    positions, cumsum = _positions_op(lib, graph, name, gaps)
+    new_ops += [cumsum, *_scatter_ops(lib, graph, kernel, name, positions, updates,
+                                      kernel.tensor)]
+    graph.subgraphs[0].operators[:0] = new_ops
+    return symbols.nbytes + palette.nbytes
+
+
+def _cast_op(lib, graph, uint8: int, int32: int):
+    """``CAST`` of the uint8 tensor ``uint8`` into the int32 tensor ``int32``."""
+    schema = lib.schema
+    cast = schema.CastOptionsT()
+    cast.inDataType, cast.outDataType = schema.TensorType.UINT8, schema.TensorType.INT32
+    return _operator(lib, _opcode(lib, graph, schema.BuiltinOperator.CAST, 1), [uint8], [int32],
+                     (schema.BuiltinOptions.CastOptions, cast))
+
+
+def _positions_op(lib, graph, name: str, gaps: int) -> tuple[int, object]:
+    """``(positions tensor, CUMSUM op)``: the exclusive cumulative sum of the int32 ``gaps``
+    ``(m, 1)``, each kept value's flat position as SCATTER_ND reads it."""
+    schema, shape = lib.schema, graph.subgraphs[0].tensors[gaps].shape
+    positions = _add_tensor(lib, graph, f"{name}/positions", shape, schema.TensorType.INT32)
+    axis = _add_tensor(lib, graph, f"{name}/axis", (), schema.TensorType.INT32,
+                       np.asarray(0, "<i4").tobytes())
+    cumsum = schema.CumsumOptionsT()
+    cumsum.exclusive, cumsum.reverse = True, False
+    return positions, _operator(lib, _opcode(lib, graph, schema.BuiltinOperator.CUMSUM, 1),
+                                [gaps, axis], [positions],
+                                (schema.BuiltinOptions.CumsumOptions, cumsum))
+
+
+def _scatter_ops(lib, graph, kernel: _Kernel, name: str, positions: int, updates: int,
+                 out: int) -> list:
+    """``SCATTER_ND`` of the float32 ``updates`` at ``positions`` into a flat zero kernel,
+    ``RESHAPE``d into ``out`` (the kernel's shape); the kernel's old buffer is dropped."""
+    schema, subgraph = lib.schema, graph.subgraphs[0]
+    kinds, codes, options = schema.TensorType, schema.BuiltinOperator, schema.BuiltinOptions
+    target = subgraph.tensors[kernel.tensor]
+    _drop_buffer(graph, target.buffer)
+    target.buffer = 0
+    size = int(np.prod(target.shape))
+    count = _add_tensor(lib, graph, f"{name}/size", (1,), kinds.INT32,
+                        np.asarray([size], "<i4").tobytes())
+    flat = _add_tensor(lib, graph, f"{name}/flat", (size,), kinds.FLOAT32)
+    shape = _add_tensor(lib, graph, f"{name}/shape", (len(target.shape),), kinds.INT32,
+                        np.asarray(target.shape, "<i4").tobytes())
+    reshape = schema.ReshapeOptionsT()
+    reshape.newShape = list(target.shape)
+    return [_operator(lib, _opcode(lib, graph, codes.SCATTER_ND, 1), [positions, updates, count],
+                      [flat], (options.ScatterNdOptions, schema.ScatterNdOptionsT())),
+            _operator(lib, _opcode(lib, graph, codes.RESHAPE, 1), [flat, shape], [out],
+                      (options.ReshapeOptions, reshape))]
 
 
 def _drop_buffer(graph, buffer: int) -> None:

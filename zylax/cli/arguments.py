@@ -230,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "raw, float16 for the file's float16 leaves)")
     p.add_argument("--dense", action="store_true",
                    help="store every kernel dense (default: a pruned kernel whose non-zero "
-                        "values and gaps gzip smaller is stored so and written into the dense "
-                        "kernel at each invoke; dense keeps XNNPACK's faster constant-weight "
-                        "path)")
+                        "values and gaps, or palette of few values coded with the gaps, gzip "
+                        "smaller is stored so and written into the dense kernel at each "
+                        "invoke; dense keeps XNNPACK's faster constant-weight path)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the model input")
     p.set_defaults(func=commands.cmd_export)
     parser.commands = sub.choices

@@ -574,8 +574,11 @@ compress.run(model, dense, train_data, test_data, [ttq], out=files["TTQ"], prepr
                "(the loaded arrays are plain). `max |dw|` compares the stored kernel with the "
                "float one; `0 (exact)` means equal, weight for weight. A pruned kernel whose "
                "non-zero values and one-byte gaps gzip smaller than its dense tensor is stored "
-               "so (`int8 sparse`): a smaller download, rebuilt at every invoke, so slower; "
-               "`sparse=False` keeps every kernel dense."),
+               "so (`int8 sparse`); one of at most 64 distinct values may instead be a palette "
+               "of them and one byte per kept weight holding its gap and value index "
+               "(`palette sparse`: the codebook's own values, exact). Either is a smaller "
+               "download, rebuilt at every invoke, so slower; `sparse=False` keeps every "
+               "kernel dense."),
         ("code", '''test_x = prep(test_data[0])
 
 

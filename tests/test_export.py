@@ -401,6 +401,10 @@ def test_a_pruned_ternary_kernel_with_two_scales_is_one_palette_without_the_add(
     (kernel,) = _op_kernels(sparse.tflite, x).values()
     assert np.array_equal(kernel, codecs.dense(params["fc"]["kernel"]).T)
     assert sparse.download_bytes < dense.download_bytes
+    half = export.export(model, variables, x, weights="float16").layers["fc/kernel"]
+    assert half.storage == "float16 palette sparse"  # the values float16 keeps
+    assert half.max_error == max(abs(np.float16(w).astype(np.float32) - np.float32(w))
+                                 for w in (0.3, 0.2))
 
 
 def test_float16_cast_leaves_ship_as_float16_and_bfloat16_ones_as_float32():
@@ -470,6 +474,10 @@ def test_a_few_valued_pruned_kernel_ships_as_an_exact_palette(monkeypatch):
     assert np.array_equal(kernel, codecs.dense(variables["params"]["fc"]["kernel"]).T)
     expected = np.asarray(model.apply(jax.tree.map(codecs.dense, variables), x))
     assert palette.max_output_diff <= 1e-5 * np.abs(expected).max()
+    graph = flatbuffer_utils.read_model_from_bytearray(bytearray(palette.tflite))
+    (runtime,) = [bytes(graph.buffers[m.buffer].data).rstrip(b"\0") for m in graph.metadata
+                  if m.name == b"min_runtime_version"]
+    assert runtime == b"2.4.0"  # CUMSUM's, above the converter's own ops
     monkeypatch.setattr(export, "PALETTE_VALUES", 0)  # no palette: values and gaps
     values = export.export(model, variables, x)
     assert values.layers["fc/kernel"].storage == "int8 sparse"
@@ -499,6 +507,32 @@ def test_palette_symbols_decode_to_the_kernel(values, kept):
     assert not np.signbit(palette[palette == 0]).any()
     many = np.arange(export.PALETTE_VALUES, dtype=np.float32).reshape(8, -1) + 1
     assert export._palette_form(many) is None  # 64 values and 0: no room for gaps
+
+
+@pytest.mark.parametrize("all_dense", [3050, 2800])
+def test_close_calls_are_settled_by_the_whole_files_gzip(all_dense):
+    """Each kernel's form is its cheapest estimate; the all-dense file, then each runner-up
+    within the margin (not one further), closest first, is written whole and kept only
+    where that file gzips smaller."""
+    rng, calls = np.random.default_rng(0), []
+    estimates = {7: {"dense": 1000, "values": 950, "palette": 1700}, 9: {"dense": 500,
+                                                                           "palette": 480}}
+    whole = {("values", "palette"): 3000, ("dense", "palette"): 2900,
+             ("values", "dense"): 3100, ("dense", "dense"): all_dense}
+
+    def write(forms, costs):
+        calls.append(dict(forms))
+        costs.update(estimates if not forms else {})
+        key = (forms.get(7, "values"), forms.get(9, "palette"))
+        return rng.bytes(whole[key]), {"key": key}  # incompressible: gzip grows with it
+
+    tflite, layers = export._smallest_download(write)
+    dense = {7: "dense", 9: "dense"}
+    if all_dense < 2900:
+        assert layers == {"key": ("dense", "dense")} and calls == [{}, dense]
+    else:
+        assert layers == {"key": ("dense", "palette")} and len(tflite) == 2900
+        assert calls == [{}, dense, {7: "values", 9: "dense"}, {7: "dense", 9: "palette"}]
 
 
 def test_same_inputs_same_bytes(compressed):

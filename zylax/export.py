@@ -64,7 +64,7 @@ reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
   RESULTS.md, "On the phone runtime").
   Not exact (a codebook is not a uniform grid and ``.tflite`` has no palette
   type): ``Layer.max_error`` reports the largest change per layer. A pruned
-  shared kernel of at most 63 values stored as a palette (below) is exact.
+  shared kernel stored as a palette (below) is exact.
 * ``raw``: float32, as converted (exact).
 * ``cast`` (the ``.zyl`` file's float16 leaves): float16 and a DEQUANTIZE,
   kernels and conv or dense biases alike, wherever the graph holds the
@@ -86,17 +86,24 @@ reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
   16,899 as values and gaps, against 15,129 in its ``.zyl`` (RESULTS.md,
   "On the phone runtime"). LiteRT's own sparse (CSR) format stores absolute
   indices, which gzip codes in more bits than either.
-  A kernel of at most ``PALETTE_VALUES`` distinct values (a pruned k-means
-  kernel of up to 5 bits, a ternary or binary one) may instead ship as a
-  palette: its k values (0 included) in float32, and one uint8 symbol per
+  A kernel of at most ``PALETTE_VALUES`` (64) distinct values, 0 included (a
+  pruned k-means kernel of up to 63 values, 5 bits or fewer, a ternary or
+  binary one), may instead ship as a palette: its k values in float32
+  (``auto``: the kernel's own; another mode: the values that mode keeps,
+  ``int8 palette sparse`` etc.), and one uint8 symbol per
   kept position, ``gap * k + index`` (gaps bridged every ``256 // k - 1``
   positions); ``CAST -> FLOOR_DIV / FLOOR_MOD -> CUMSUM / GATHER_ND ->
-  SCATTER_ND -> RESHAPE`` rebuild it. The kernel is then exact (the
-  codebook's own float32 values, where ``auto``'s int8 snaps them), and gzip
+  SCATTER_ND -> RESHAPE`` rebuild it. In ``auto`` the kernel is then exact (the
+  codebook's own float32 values, where int8 snaps them), and gzip
   codes gap and index as one symbol: LeNet-300-100's 2-bit second kernel of a
   12,000-byte budget file, 20% kept, gzips to 4,435 bytes as a palette, 5,490
   as values and gaps, 5,702 dense. Whichever form (dense included) gzips
-  smallest, ops counted, is stored. The price is speed:
+  smallest, ops counted, is stored; then the whole file is written again
+  with every kernel dense, and with each close call's runner-up (within 10%
+  or 600 bytes), and the smallest download kept, never larger than the dense
+  one (one gzip stream codes neighbouring tensors with shared Huffman tables,
+  which a kernel's own estimate misses by up to a few hundred bytes). The
+  price is speed:
   the kernel is no longer a constant, so the layer leaves XNNPACK's
   packed-weight path and pays the scatter at every invoke (BENCHMARKS.md,
   section 7). ``sparse=False`` stores every kernel dense.
@@ -182,8 +189,9 @@ class Layer:
 
     ``storage``: ``float32``, ``float16``, ``int8``, ``int4``, ``int2`` or
     ``int2+int2`` (ternary as two tensors), followed by `` sparse`` when stored
-    as non-zero values and gaps, or ``palette sparse`` (the kernel's own values,
-    indexed jointly with the gaps: exact); ``max_error``: the largest ``|stored
+    as non-zero values and gaps; ``palette sparse`` (``auto``: the kernel's own values,
+    indexed jointly with the gaps: exact) or ``<weights> palette sparse`` (the values
+    that mode keeps); ``max_error``: the largest ``|stored
     - float kernel|`` (after BatchNorm folding), 0.0 when exact; ``bytes``: bytes
     of the stored values, and of the gaps when sparse (scales not counted; a
     palette's symbols and values); ``ops``:
@@ -216,7 +224,7 @@ class Exported:
         """Bytes of the file compressed by zlib's deflate at level 9 in a gzip stream
         (``gzip.compress(tflite, 9)``): what an app download carries (app stores and HTTP
         compress what they ship). GNU ``gzip -9`` has its own deflate and writes the file
-        name: its output differs by about 1%."""
+        name: its output differs by 1-2%."""
         return len(gzip.compress(self.tflite, compresslevel=9, mtime=0))
 
 
@@ -258,26 +266,28 @@ def export(model, variables, example_input, *, weights: str = "auto", batch: int
     predict = _inference(model, dense)
     reference = _reference(model, dense)
     shape = (batch, *example.shape[1:])
-    graph = _read(lib, _convert(lib, predict, shape))
-    _check_builtin(lib, graph)
-    layers = _store_kernels(lib, graph, dense["params"], methods, weights, sparse)
-    if weights == "auto":
-        layers.update(_store_biases(lib, graph, dense["params"], methods))
-    tflite = _serialize(graph)
+    converted = _convert(lib, predict, shape)
+    write = lambda forms, costs: _written(lib, converted, dense["params"], methods,  # noqa: E731
+                                          weights, sparse, forms, costs)
+    tflite, layers = _smallest_download(write) if sparse else write({}, {})
     sample = np.broadcast_to(example[:1], shape).copy()
     diff = _max_output_diff(lib, tflite, reference, sample)
     return Exported(tflite, layers, diff, shape)
 
 
 def format_layers(layers: Mapping[str, Layer]) -> str:
-    """A text table of ``Exported.layers``: path, method, storage, max weight change, bytes."""
+    """A text table of ``Exported.layers``: path, method, storage, max weight change, bytes;
+    a line saying what the last two mean."""
     width = max([len("layer"), *map(len, layers)])
-    lines = [f"{'layer':<{width}}  {'method':<8} {'stored as':<14} {'max |dw|':>10} "
+    kind = max([14, *(len(row.storage) for row in layers.values())])
+    lines = [f"{'layer':<{width}}  {'method':<8} {'stored as':<{kind}} {'max |dw|':>10} "
              f"{'bytes':>11}"]
     for path, row in layers.items():
         error = "0 (exact)" if row.max_error == 0 else f"{row.max_error:.3g}"
-        lines.append(f"{path:<{width}}  {row.method:<8} {row.storage:<14} {error:>10} "
+        lines.append(f"{path:<{width}}  {row.method:<8} {row.storage:<{kind}} {error:>10} "
                      f"{row.bytes:>11,}")
+    lines.append("max |dw|: the largest change of a weight (0: exact); bytes: the stored "
+                 "values (and gaps, or palette symbols)")
     return "\n".join(lines)
 
 
@@ -658,9 +668,85 @@ def _matches(folded: np.ndarray, leaf: np.ndarray) -> bool:
     return bool(np.all((w == 0) == (f == 0)) and np.allclose(f, w * factor, rtol=1e-4, atol=0))
 
 
+def _written(lib, converted: bytes, params: dict, methods: dict[str, str], weights: str,
+             sparse: bool, forms: dict[int, str], costs: dict) -> tuple[bytes, dict[str, Layer]]:
+    """``(the .tflite bytes, the report per leaf)`` of the converted graph with every kernel
+    (and, in ``auto``, every ``cast`` bias) rewritten; ``forms``: ``{kernel tensor: "dense",
+    "values" or "palette"}`` to store, else the one with the fewest estimated bytes, each
+    kernel's estimates written to ``costs``."""
+    graph = _read(lib, converted)
+    _check_builtin(lib, graph)
+    layers = _store_kernels(lib, graph, params, methods, weights, sparse, forms, costs)
+    if weights == "auto":
+        layers.update(_store_biases(lib, graph, params, methods))
+    _raise_min_runtime_version(lib, graph)
+    return _serialize(graph), layers
+
+
+_RUNTIME_VERSIONS = {
+    ("ADD", 1): "1.5.0", ("CAST", 1): "1.5.0", ("CUMSUM", 1): "2.4.0",
+    ("DEQUANTIZE", 3): "1.15.0", ("DEQUANTIZE", 5): "2.7.0", ("FLOOR_DIV", 1): "1.14.0",
+    ("FLOOR_MOD", 1): "1.13.0", ("GATHER_ND", 1): "1.14.0", ("MUL", 1): "1.5.0",
+    ("RESHAPE", 1): "1.5.0", ("SCATTER_ND", 1): "2.1.0"}
+"""The oldest LiteRT runtime of each op version the exporter adds (TFLite's
+``runtime_version.cc``, which lists no INT4/INT2 DEQUANTIZE)."""
+
+
+def _raise_min_runtime_version(lib, graph) -> None:
+    """Raises the file's ``min_runtime_version`` metadata (the converter's, for its own ops) to
+    the newest runtime an added op needs (``_RUNTIME_VERSIONS``)."""
+    names = {v: k for k, v in vars(lib.schema.BuiltinOperator).items() if k.isupper()}
+    key = lambda version: tuple(int(part) for part in version.split("."))  # noqa: E731
+    needed = [_RUNTIME_VERSIONS.get((names.get(max(code.builtinCode,
+                                                       code.deprecatedBuiltinCode)),
+                                     code.version)) for code in graph.operatorCodes]
+    for entry in graph.metadata or []:
+        if entry.name != b"min_runtime_version":
+            continue
+        buffer = graph.buffers[entry.buffer]
+        current = bytes(np.asarray(buffer.data, np.uint8)).rstrip(b"\0").decode() or "0"
+        newest = max([current, *filter(None, needed)], key=key)
+        buffer.data = np.frombuffer(newest.encode().ljust(len(buffer.data), b"\0"), np.uint8)
+
+
+WHOLE_FILE_MARGIN = (0.1, 600)
+"""A sparse kernel's runner-up form estimated within this fraction of its chosen one, or within
+this many bytes, is also tried in the whole file (``_smallest_download``): the ops a first
+sparse kernel adds cost up to about 300 bytes more than their estimate."""
+WHOLE_FILE_TRIES = 8
+"""The most whole files written to check the close calls."""
+
+
+def _smallest_download(write) -> tuple[bytes, dict[str, Layer]]:
+    """``write(forms, costs)`` with each kernel's form chosen by its own estimate, then every
+    kernel dense, then, for the close calls (a runner-up within ``WHOLE_FILE_MARGIN``, fewest
+    bytes apart first, at most ``WHOLE_FILE_TRIES``), the runner-up: each kept where the whole
+    file gzips smaller, so the file is never larger than the all-dense one. One gzip stream
+    over the file codes neighbouring tensors with shared Huffman tables, and the sparse ops'
+    opcodes are written once for all kernels, which a kernel's estimate alone does not see."""
+    costs: dict[int, dict[str, int]] = {}
+    tflite, layers = write({}, costs)
+    chosen = {tensor: min(options, key=options.get) for tensor, options in costs.items()}
+    fraction, slack = WHOLE_FILE_MARGIN
+    close = sorted((options[form] - options[chosen[tensor]], tensor, form)
+                   for tensor, options in costs.items() for form in options
+                   if form != chosen[tensor] and options[form] - options[chosen[tensor]] <=
+                   max(fraction * options[chosen[tensor]], slack))
+    best, dense = _gzipped(tflite), {tensor: "dense" for tensor in chosen}
+    for change in [dense, *({tensor: form} for _, tensor, form in close[:WHOLE_FILE_TRIES])]:
+        forms = {**chosen, **change}
+        if forms == chosen:
+            continue
+        candidate, rows = write(forms, {})
+        if (size := _gzipped(candidate)) < best:
+            best, tflite, layers, chosen = size, candidate, rows, forms
+    return tflite, layers
+
+
 def _store_kernels(lib, graph, params: dict, methods: dict[str, str], weights: str,
-                   sparse: bool) -> dict[str, Layer]:
-    """Matches every params kernel to graph kernels and rewrites them; the report per leaf."""
+                   sparse: bool, forms: dict[int, str], costs: dict) -> dict[str, Layer]:
+    """Matches every params kernel to graph kernels and rewrites them (``_written``: ``forms``
+    and ``costs``); the report per leaf."""
     kernels, layers = _kernels(lib, graph), {}
     for path, leaf in ztree.named_leaves(params).items():
         leaf = np.asarray(leaf)
@@ -668,7 +754,8 @@ def _store_kernels(lib, graph, params: dict, methods: dict[str, str], weights: s
             continue
         mine = [k for k in kernels if _reads(k, leaf)]
         kernels = [k for k in kernels if k not in mine]
-        rows = [_store(lib, graph, path, methods[path], k, weights, sparse) for k in mine]
+        rows = [_store(lib, graph, path if i == 0 else f"{path}/{i}", methods[path], k,
+                       weights, sparse, forms, costs) for i, k in enumerate(mine)]
         layers[path] = _merged(methods[path], rows, leaf)
     return layers
 
@@ -712,10 +799,10 @@ def _merged(method: str, rows: list[Layer], leaf: np.ndarray) -> Layer:
 
 
 def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
-           sparse: bool) -> Layer:
+           sparse: bool, forms: dict[int, str], costs: dict) -> Layer:
     """Rewrites one kernel tensor to its storage (``weights``, or with ``"auto"`` the one its
     codec declares, ``LITERT_STORAGE``), in a sparse form when ``sparse`` and that gzips
-    smaller; the report row."""
+    smaller (``_written``: ``forms`` and ``costs``); the report row."""
     codec = codecs.by_method(method)
     storage, values = codec.LITERT_STORAGE if weights == "auto" else weights, kernel.values
     if weights == "auto" and method == "cast" and _exact_in_float16(values):
@@ -726,11 +813,21 @@ def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
     ops = tuple(kernel.ops)
     if sparse and np.count_nonzero(stored) <= stored.size // 2:
         exact = values if weights == "auto" else stored
-        row = _store_sparse(lib, graph, path, kernel, parts, storage, exact)
-        if row is not None:
-            label, written = row
-            return Layer(method, label, float(np.max(np.abs(exact - values), initial=0.0))
-                         if label == "palette sparse" else error, written, ops)
+        form = forms.get(kernel.tensor)
+        if form is None:
+            options = _sparse_options(parts, storage, exact)
+            costs[kernel.tensor] = options
+            form = min(options, key=options.get)
+        if form == "palette":
+            written = _replace_palette(lib, graph, kernel, path, *_palette_form(exact))
+            label = "palette sparse" if weights == "auto" else f"{weights} palette sparse"
+            return Layer(method, label, float(np.max(np.abs(exact - values), initial=0.0)),
+                         written, ops)
+        if form == "values":
+            _, q, scale = parts[0]
+            written = _replace_sparse(lib, graph, kernel, path, *_sparse_form(q), q,
+                                      _kept_scale(q, scale, kernel.axis), storage)
+            return Layer(method, f"{storage} sparse", error, written, ops)
     if storage == "float32":
         return Layer(method, storage, 0.0, values.size * 4, ops)
     _replace(lib, graph, kernel, [(f"zylax/{path}/{storage}{suffix}", q, scale)
@@ -739,34 +836,21 @@ def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
     return Layer(method, "+".join([storage] * len(parts)), error, written, ops)
 
 
-def _store_sparse(lib, graph, path: str, kernel: _Kernel, parts: list, storage: str,
-                  exact: np.ndarray) -> tuple[str, int] | None:
-    """Rewrites a kernel at most half non-zero to the sparse form whose gzipped bytes (ops
-    included) are the fewest, when fewer than its dense ``parts``: ``storage`` values and
-    uint8 gaps (one part only), or a palette of ``exact``'s values coded jointly with the
-    gaps (at most ``PALETTE_VALUES`` values); ``(storage label, bytes written)``, or None
-    (left for the dense form)."""
-    best = sum(_gzipped(_payload(q, storage)) for _, q, _ in parts)
-    choice = None
+def _sparse_options(parts: list, storage: str, exact: np.ndarray) -> dict[str, int]:
+    """Estimated gzipped bytes of each form of a kernel at most half non-zero, its ops
+    included: ``"dense"`` (its ``parts`` in ``storage``), ``"values"`` (``storage`` values and
+    uint8 gaps; one part only) and ``"palette"`` (``exact``'s values, at most
+    ``PALETTE_VALUES``, coded jointly with the gaps)."""
+    options = {"dense": sum(_gzipped(_payload(q, storage)) for _, q, _ in parts)}
     if len(parts) == 1:
         gaps, kept = _sparse_form(parts[0][1])
-        cost = _gzipped(gaps.tobytes() + _payload(kept, storage)) + SPARSE_GRAPH_BYTES
-        if cost < best:
-            best, choice = cost, "values"
+        options["values"] = _gzipped(gaps.tobytes() + _payload(kept, storage)) + \
+            SPARSE_GRAPH_BYTES
     palette = _palette_form(exact)
     if palette is not None:
-        symbols, codebook = palette
-        cost = _gzipped(symbols.tobytes()) + codebook.nbytes + PALETTE_GRAPH_BYTES
-        if cost < best:
-            best, choice = cost, "palette"
-    if choice == "palette":
-        return "palette sparse", _replace_palette(lib, graph, kernel, path, *palette)
-    if choice == "values":
-        _, q, scale = parts[0]
-        return f"{storage} sparse", _replace_sparse(lib, graph, kernel, path, gaps, kept, q,
-                                                    _kept_scale(q, scale, kernel.axis),
-                                                    storage)
-    return None
+        symbols, values = palette
+        options["palette"] = _gzipped(symbols.tobytes()) + values.nbytes + PALETTE_GRAPH_BYTES
+    return options
 
 
 def _stored_parts(path: str, method: str, kernel: _Kernel, storage: str, weights: str

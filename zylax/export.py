@@ -945,8 +945,7 @@ def _replace(lib, graph, kernel: _Kernel, parts: list, storage: str) -> None:
     dequantize = _opcode(lib, graph, schema.BuiltinOperator.DEQUANTIZE,
                          _DEQUANTIZE_VERSION[storage])
     outputs = [kernel.tensor] if len(parts) == 1 else [
-        _add_tensor(lib, graph, f"{name}/float", target.shape, schema.TensorType.FLOAT32)
-        for name, _, _ in parts]
+        _add_tensor(lib, graph, "", target.shape, schema.TensorType.FLOAT32) for _ in parts]
     new_ops = []
     for (name, q, scale), out in zip(parts, outputs):
         stored = _add_tensor(lib, graph, name, target.shape, _tensor_type(lib, storage),
@@ -1033,9 +1032,9 @@ def _replace_sparse(lib, graph, kernel: _Kernel, path: str, gaps: np.ndarray,
     name, count = f"zylax/{path}/{storage}", int(gaps.shape[0])
     gap_tensor = _add_tensor(lib, graph, f"zylax/{path}/gaps", gaps.shape, kinds.UINT8,
                              gaps.tobytes())
-    wide = _add_tensor(lib, graph, f"{name}/gaps_int32", gaps.shape, kinds.INT32)
+    wide = _add_tensor(lib, graph, "", gaps.shape, kinds.INT32)
     new_ops = [_cast_op(lib, graph, gap_tensor, wide)]
-    positions, cumsum = _positions_op(lib, graph, name, wide)
+    positions, cumsum = _positions_op(lib, graph, wide)
     new_ops.append(cumsum)
     per_channel = scale is not None and scale.size > 1
     if storage == "float32":
@@ -1044,13 +1043,13 @@ def _replace_sparse(lib, graph, kernel: _Kernel, path: str, gaps: np.ndarray,
         one = None if scale is None else np.ones(1, np.float32) if per_channel else scale
         stored = _add_tensor(lib, graph, name, (count,), _tensor_type(lib, storage),
                              _payload(kept, storage), _quantization(lib, one, 0))
-        updates = _add_tensor(lib, graph, f"{name}/float", (count,), kinds.FLOAT32)
+        updates = _add_tensor(lib, graph, "", (count,), kinds.FLOAT32)
         dequantize = _opcode(lib, graph, codes.DEQUANTIZE, _DEQUANTIZE_VERSION[storage])
         new_ops.append(_operator(lib, dequantize, [stored], [updates]))
     target = graph.subgraphs[0].tensors[kernel.tensor]
-    unscaled = _add_tensor(lib, graph, f"{name}/unscaled", target.shape, kinds.FLOAT32) \
+    unscaled = _add_tensor(lib, graph, "", target.shape, kinds.FLOAT32) \
         if per_channel else kernel.tensor
-    new_ops += _scatter_ops(lib, graph, kernel, name, positions, updates, unscaled)
+    new_ops += _scatter_ops(lib, graph, kernel, positions, updates, unscaled)
     if per_channel:
         along = [scale.size if i == kernel.axis else 1 for i in range(len(target.shape))]
         scales = _add_tensor(lib, graph, f"{name}/scale", along, kinds.FLOAT32,
@@ -1073,13 +1072,12 @@ def _replace_palette(lib, graph, kernel: _Kernel, path: str, symbols: np.ndarray
     name, shape = f"zylax/{path}/palette", symbols.shape
     coded = _add_tensor(lib, graph, f"zylax/{path}/symbols", shape, kinds.UINT8,
                         symbols.tobytes())
-    wide, gaps, index = (_add_tensor(lib, graph, f"{name}/{part}", shape, kinds.INT32)
-                         for part in ("symbols_int32", "gaps", "index"))
-    k = _add_tensor(lib, graph, f"{name}/k", (), kinds.INT32,
+    wide, gaps, index = (_add_tensor(lib, graph, "", shape, kinds.INT32) for _ in range(3))
+    k = _add_tensor(lib, graph, "", (), kinds.INT32,
                     np.asarray(palette.size, "<i4").tobytes())
     table = _add_tensor(lib, graph, name, palette.shape, kinds.FLOAT32,
                         palette.astype("<f4").tobytes())
-    updates = _add_tensor(lib, graph, f"{name}/float", (shape[0],), kinds.FLOAT32)
+    updates = _add_tensor(lib, graph, "", (shape[0],), kinds.FLOAT32)
     options = schema.BuiltinOptions
     new_ops = [
         _cast_op(lib, graph, coded, wide),
@@ -1089,9 +1087,8 @@ def _replace_palette(lib, graph, kernel: _Kernel, path: str, symbols: np.ndarray
                   (options.FloorModOptions, schema.FloorModOptionsT())),
         _operator(lib, _opcode(lib, graph, codes.GATHER_ND, 1), [table, index], [updates],
                   (options.GatherNdOptions, schema.GatherNdOptionsT()))]
-    positions, cumsum = _positions_op(lib, graph, name, gaps)
-    new_ops += [cumsum, *_scatter_ops(lib, graph, kernel, name, positions, updates,
-                                      kernel.tensor)]
+    positions, cumsum = _positions_op(lib, graph, gaps)
+    new_ops += [cumsum, *_scatter_ops(lib, graph, kernel, positions, updates, kernel.tensor)]
     graph.subgraphs[0].operators[:0] = new_ops
     return symbols.nbytes + palette.nbytes
 
@@ -1105,12 +1102,12 @@ def _cast_op(lib, graph, uint8: int, int32: int):
                      (schema.BuiltinOptions.CastOptions, cast))
 
 
-def _positions_op(lib, graph, name: str, gaps: int) -> tuple[int, object]:
+def _positions_op(lib, graph, gaps: int) -> tuple[int, object]:
     """``(positions tensor, CUMSUM op)``: the exclusive cumulative sum of the int32 ``gaps``
     ``(m, 1)``, each kept value's flat position as SCATTER_ND reads it."""
     schema, shape = lib.schema, graph.subgraphs[0].tensors[gaps].shape
-    positions = _add_tensor(lib, graph, f"{name}/positions", shape, schema.TensorType.INT32)
-    axis = _add_tensor(lib, graph, f"{name}/axis", (), schema.TensorType.INT32,
+    positions = _add_tensor(lib, graph, "", shape, schema.TensorType.INT32)
+    axis = _add_tensor(lib, graph, "", (), schema.TensorType.INT32,
                        np.asarray(0, "<i4").tobytes())
     cumsum = schema.CumsumOptionsT()
     cumsum.exclusive, cumsum.reverse = True, False
@@ -1119,8 +1116,7 @@ def _positions_op(lib, graph, name: str, gaps: int) -> tuple[int, object]:
                                 (schema.BuiltinOptions.CumsumOptions, cumsum))
 
 
-def _scatter_ops(lib, graph, kernel: _Kernel, name: str, positions: int, updates: int,
-                 out: int) -> list:
+def _scatter_ops(lib, graph, kernel: _Kernel, positions: int, updates: int, out: int) -> list:
     """``SCATTER_ND`` of the float32 ``updates`` at ``positions`` into a flat zero kernel,
     ``RESHAPE``d into ``out`` (the kernel's shape); the kernel's old buffer is dropped."""
     schema, subgraph = lib.schema, graph.subgraphs[0]
@@ -1129,10 +1125,10 @@ def _scatter_ops(lib, graph, kernel: _Kernel, name: str, positions: int, updates
     _drop_buffer(graph, target.buffer)
     target.buffer = 0
     size = int(np.prod(target.shape))
-    count = _add_tensor(lib, graph, f"{name}/size", (1,), kinds.INT32,
+    count = _add_tensor(lib, graph, "", (1,), kinds.INT32,
                         np.asarray([size], "<i4").tobytes())
-    flat = _add_tensor(lib, graph, f"{name}/flat", (size,), kinds.FLOAT32)
-    shape = _add_tensor(lib, graph, f"{name}/shape", (len(target.shape),), kinds.INT32,
+    flat = _add_tensor(lib, graph, "", (size,), kinds.FLOAT32)
+    shape = _add_tensor(lib, graph, "", (len(target.shape),), kinds.INT32,
                         np.asarray(target.shape, "<i4").tobytes())
     reshape = schema.ReshapeOptionsT()
     reshape.newShape = list(target.shape)
@@ -1187,7 +1183,9 @@ def _opcode(lib, graph, builtin: int, version: int) -> int:
 
 def _add_tensor(lib, graph, name: str, shape, dtype: int, data: bytes | None = None,
                 quantization=None) -> int:
-    """Appends a tensor (and its buffer when ``data`` is given); its index."""
+    """Appends a tensor (and its buffer when ``data`` is given); its index. The sparse forms'
+    intermediates and small int32 constants are unnamed (``""``): names cost download bytes,
+    and the tensors that hold a kernel's data are named ``zylax/<params path>/...``."""
     tensor = lib.schema.TensorT()
     tensor.name, tensor.shape, tensor.type = name, list(shape), dtype
     tensor.quantization = quantization

@@ -178,9 +178,9 @@ register("squeezenet1_1", lambda n: nets.SqueezeNet1_1(num_classes=n, head_bias_
          _SQUEEZE,
          compression=_deep(
              prune=dict(sparsity={".*conv1/kernel": 0.3, ".*conv10/kernel": 0.5,
-                                  ".*kernel": 0.7}, cycles=3, epochs=2),
-             share=dict(bits=6, epochs=1, lr_scale=0.2),
-             retrain=dict(learning_rate=5e-4, weight_decay=5e-4)))
+                                  ".*kernel": 0.75}, cycles=3, epochs=4),
+             share=dict(bits=5, epochs=2, lr_scale=0.2, index_bits="ans"),
+             retrain=dict(learning_rate=5e-4, weight_decay=5e-4), unshared_dtype="float16"))
 register("mobilenet_v1", lambda n: nets.MobileNetV1(alpha=0.5, num_classes=n, conv=TapConv),
          Recipe(epochs=10, **_SGD))
 register("mobilenet_v2", lambda n: nets.MobileNetV2(width_multiplier=0.5, num_classes=n,

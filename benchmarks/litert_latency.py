@@ -23,7 +23,7 @@ from benchmarks.common import measure, print_table
 from zylax import codecs, export, modelfile, train
 
 FILES = ("runs/main/lenet300.zyl", "runs/cli/lenet5.zyl", "runs/quantizers/ttq_lenet5.zyl",
-         "runs/quantizers/bnn_mlp.zyl", "runs/cli/squeezenet1_1.zyl", "runs/cli/mobilenet_v1.zyl",
+         "runs/quantizers/bnn_mlp.zyl", "runs/sq20/squeezenet1_1.zyl", "runs/cli/mobilenet_v1.zyl",
          "runs/cli/mobilenet_v2.zyl", "runs/cli/sepnet.zyl", "runs/scenes/ssdlite_dc.zyl",
          "runs/scenes/deeplab_e1/model.zyl")
 MODES = (("float32", True), ("auto", True), ("auto", False), ("int8", True), ("int4", True))

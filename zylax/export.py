@@ -96,14 +96,14 @@ reads, equal ``zylax.codecs.dense(leaf)`` exactly (max error 0, not 1 ulp).
   SCATTER_ND -> RESHAPE`` rebuild it. In ``auto`` the kernel is then exact (the
   codebook's own float32 values, where int8 snaps them), and gzip
   codes gap and index as one symbol: LeNet-300-100's 2-bit second kernel of a
-  12,000-byte budget file, 20% kept, gzips to 4,435 bytes as a palette, 5,490
-  as values and gaps, 5,702 dense. Whichever form (dense included) gzips
-  smallest, ops counted, is stored; then the whole file is written again
-  with every kernel dense, and with each close call's runner-up (within 10%
-  or 600 bytes), and the smallest download kept, never larger than the dense
-  one (one gzip stream codes neighbouring tensors with shared Huffman tables,
-  which a kernel's own estimate misses by up to a few hundred bytes). The
-  price is speed:
+  12,000-byte budget file, 20% kept, gzips to 4,462 bytes as a palette, 5,507
+  as values and gaps, 5,688 dense (its tensors alone; 4,228 in the ``.zyl``).
+  Whichever form (dense included) gzips smallest, ops counted, is stored;
+  then the whole file is written again with every kernel dense, and with each
+  close call's runner-up (within 10% or 600 bytes), and the smallest download
+  kept, never larger than the dense one (one gzip stream codes neighbouring
+  tensors with shared Huffman tables, which a kernel's own estimate misses by
+  up to a few hundred bytes). The price is speed:
   the kernel is no longer a constant, so the layer leaves XNNPACK's
   packed-weight path and pays the scatter at every invoke (BENCHMARKS.md,
   section 7). ``sparse=False`` stores every kernel dense.

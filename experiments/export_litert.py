@@ -13,8 +13,8 @@ interpreter's outputs (the default interpreter, XNNPACK included) over the
 whole 10,000-image test split, next to JAX's on the same decoded weights:
 top-1 accuracy, AP50 (pycocotools, after the same box decoding and NMS) or
 mIoU (``tasks.*.score_outputs``). The scoring run uses a batch-100 export of
-the same weights (a batch-1 graph cannot be resized: its reshapes are
-constants). Inputs are preprocessed as the file's metadata says.
+the same kernels (``forms=``: each kernel in the form the batch-1 file stores it; a batch-1
+graph cannot be resized: its reshapes are constants). Inputs are preprocessed as the file's metadata says.
 
 Files of a registered net (``zylax compress --net NET [--method ...]``) need
 nothing else: the registry builds their model.
@@ -87,7 +87,7 @@ def measure_file(path: str, modes: list[str], out: str, sparse: bool = True) -> 
         label = mode if sparse else f"{mode}-dense"
         archive.write_atomic(os.path.join(out, f"{stem}-{label}.tflite"), result.tflite)
         batched = export.to_tflite(model, variables, x[:1], weights=mode, methods=methods,
-                                   batch=EVAL_BATCH, sparse=sparse)
+                                   batch=EVAL_BATCH, sparse=sparse, forms=result.forms)
         litert_scores, drift = _scored(task, export.interpreter_outputs(batched, _batches(x)),
                                        labels, drift_reference)
         rows.append({

@@ -598,11 +598,13 @@ for name, path in files.items():
     print(name)
     print(export.format_layers(exported[name, "auto"].layers), "\\n")'''),
         ("md", "## 3. Accuracy of the LiteRT interpreter on the 10,000 test images"),
-        ("code", '''def litert_accuracy(path, weights, batch=100):
-    """Runs the default interpreter (XNNPACK) over the test set, `batch` images an invoke."""
-    variables, methods = load(path)
+        ("code", '''def litert_accuracy(name, weights, batch=100):
+    """Runs the default interpreter (XNNPACK) over the test set, `batch` images an invoke, on
+    the kernels of the batch-1 file exported above (`forms`: each kernel as that file stores
+    it)."""
+    variables, methods = load(files[name])
     tflite = export.to_tflite(model, variables, test_x[:1], weights=weights, methods=methods,
-                              batch=batch)
+                              batch=batch, forms=exported[name, weights].forms)
     interpreter = Interpreter(model_content=tflite)
     interpreter.allocate_tensors()
     given = interpreter.get_input_details()[0]["index"]
@@ -620,7 +622,7 @@ for name, path in files.items():
     jax_accuracy = train.evaluate(model, load(path)[0], *test_data, preprocess=prep)["accuracy"]
     for weights in ("float32", "auto"):
         print(f"{name:17s} {weights:8s} {len(exported[name, weights].tflite):>9,} bytes  "
-              f"LiteRT {litert_accuracy(path, weights):.4f}  JAX {jax_accuracy:.4f}")'''),
+              f"LiteRT {litert_accuracy(name, weights):.4f}  JAX {jax_accuracy:.4f}")'''),
         ("md", "## 4. The size ladder: fp32 params -> `.zyl` -> `.tflite`"),
         ("code", '''fp32_bytes = 4 * sum(np.size(a) for a in jax.tree.leaves(dense))
 ladder = {name: {"fp32 params": fp32_bytes, ".zyl": os.path.getsize(path),

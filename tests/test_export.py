@@ -484,6 +484,25 @@ def test_a_few_valued_pruned_kernel_ships_as_an_exact_palette(monkeypatch):
     assert palette.download_bytes < values.download_bytes < dense.download_bytes
 
 
+def test_a_files_forms_export_the_same_kernels_at_another_batch():
+    """``Exported.forms`` names each weighed kernel's form; ``forms=`` stores those at
+    another batch (what scoring a shipped file at batch 100 needs), a form for other kernel
+    values falls back to dense, and an unknown form is a ValueError."""
+    model, variables, x = _few_valued(0.2, 4)
+    shipped = export.export(model, variables, x)
+    assert shipped.forms == {"fc/kernel": "palette"}
+    scored = export.export(model, variables, x, batch=3, forms=shipped.forms)
+    assert scored.layers["fc/kernel"].storage == "palette sparse" and scored.input_shape[0] == 3
+    for form, storage in (("values", "int8 sparse"), ("dense", "int8")):
+        forced = export.export(model, variables, x, forms={"fc/kernel": form})
+        assert forced.layers["fc/kernel"].storage == storage and forced.forms["fc/kernel"] == form
+    many, _, _ = _few_valued(0.2, 100)
+    wide = export.export(many, _few_valued(0.2, 100)[1], x, forms={"fc/kernel": "palette"})
+    assert wide.layers["fc/kernel"].storage in ("int8", "int8 sparse")  # 101 values: no palette
+    with pytest.raises(ValueError, match="forms must map"):
+        export.export(model, variables, x, forms={"fc/kernel": "zip"})
+
+
 @pytest.mark.parametrize("values,kept", [(1, 0.0), (2, 0.01), (4, 0.3), (16, 0.05),
                                          (63, 0.5)])
 def test_palette_symbols_decode_to_the_kernel(values, kept):
@@ -526,12 +545,14 @@ def test_close_calls_are_settled_by_the_whole_files_gzip(all_dense):
         key = (forms.get(7, "values"), forms.get(9, "palette"))
         return rng.bytes(whole[key]), {"key": key}  # incompressible: gzip grows with it
 
-    tflite, layers = export._smallest_download(write)
+    tflite, layers, chosen = export._smallest_download(write)
     dense = {7: "dense", 9: "dense"}
     if all_dense < 2900:
         assert layers == {"key": ("dense", "dense")} and calls == [{}, dense]
+        assert chosen == dense
     else:
         assert layers == {"key": ("dense", "palette")} and len(tflite) == 2900
+        assert chosen == {7: "dense", 9: "palette"}
         assert calls == [{}, dense, {7: "values", 9: "dense"}, {7: "dense", 9: "palette"}]
 
 

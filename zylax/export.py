@@ -211,13 +211,16 @@ class Exported:
     """A ``.tflite`` file, its kernels (``{params path: Layer}``) and a check of its output.
 
     ``max_output_diff``: max ``|interpreter - JAX|`` on ``example_input``
-    (tiled to the batch), over every output; ``input_shape``: the model input.
+    (tiled to the batch), over every output; ``input_shape``: the model input;
+    ``forms``: ``{params path: "dense", "values" or "palette"}`` of each kernel a sparse
+    form was weighed for (``export(forms=...)`` exports the same kernels at another batch).
     """
 
     tflite: bytes
     layers: dict[str, Layer]
     max_output_diff: float
     input_shape: tuple[int, ...]
+    forms: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def download_bytes(self) -> int:
@@ -229,7 +232,8 @@ class Exported:
 
 
 def to_tflite(model, variables, example_input, *, weights: str = "auto", batch: int = 1,
-              methods: Mapping[str, str] | None = None, sparse: bool = True) -> bytes:
+              methods: Mapping[str, str] | None = None, sparse: bool = True,
+              forms: Mapping[str, str] | None = None) -> bytes:
     """The ``.tflite`` bytes of ``model`` for float32 input ``(batch, *example_input.shape[1:])``.
 
     ``variables``: Flax variables (``{"params": ..., "batch_stats": ...}``)
@@ -240,15 +244,18 @@ def to_tflite(model, variables, example_input, *, weights: str = "auto", batch: 
     ``{params path: codec method}`` for leaves that are plain arrays decoded
     from a ``.zyl`` file (``stored_methods``); ``sparse``: pruned kernels as non-zero
     values and uint8 gaps, or as a palette of their few values coded with the gaps, where
-    that gzips smaller (module docstring), False: every kernel dense. ``export`` gives the
-    per-layer report as well.
+    that gzips smaller (module docstring), False: every kernel dense; ``forms``: each
+    kernel's form as another export chose it (``Exported.forms``: the same kernel values at
+    another batch; kernels it leaves out are chosen as usual). ``export`` gives the per-layer
+    report as well.
     """
     return export(model, variables, example_input, weights=weights, batch=batch,
-                  methods=methods, sparse=sparse).tflite
+                  methods=methods, sparse=sparse, forms=forms).tflite
 
 
 def export(model, variables, example_input, *, weights: str = "auto", batch: int = 1,
-           methods: Mapping[str, str] | None = None, sparse: bool = True) -> Exported:
+           methods: Mapping[str, str] | None = None, sparse: bool = True,
+           forms: Mapping[str, str] | None = None) -> Exported:
     """``to_tflite`` plus the per-kernel report and the interpreter-vs-JAX check."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
@@ -256,6 +263,8 @@ def export(model, variables, example_input, *, weights: str = "auto", batch: int
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     if not isinstance(sparse, bool):
         raise ValueError(f"sparse must be True or False, got {sparse!r}")
+    if forms is not None and not set(forms.values()) <= set(FORMS):
+        raise ValueError(f"forms must map params paths to one of {FORMS}, got {dict(forms)!r}")
     example = np.asarray(example_input, np.float32)
     if example.ndim < 1 or example.shape[0] < 1:
         raise ValueError(f"example_input needs a batch axis with one example, got shape "
@@ -269,10 +278,18 @@ def export(model, variables, example_input, *, weights: str = "auto", batch: int
     converted = _convert(lib, predict, shape)
     write = lambda forms, costs: _written(lib, converted, dense["params"], methods,  # noqa: E731
                                           weights, sparse, forms, costs)
-    tflite, layers = _smallest_download(write) if sparse else write({}, {})
+    if not sparse:
+        (tflite, layers), chosen = write({}, {}), {}
+    elif forms is not None:
+        costs: dict = {}
+        tflite, layers = write(dict(forms), costs)
+        chosen = {**{path: min(options, key=options.get) for path, options in costs.items()},
+                  **forms}
+    else:
+        tflite, layers, chosen = _smallest_download(write)
     sample = np.broadcast_to(example[:1], shape).copy()
     diff = _max_output_diff(lib, tflite, reference, sample)
-    return Exported(tflite, layers, diff, shape)
+    return Exported(tflite, layers, diff, shape, chosen)
 
 
 def format_layers(layers: Mapping[str, Layer]) -> str:
@@ -354,21 +371,23 @@ def model_outputs(outputs: list):
 
 
 def score(model, variables, task, images, labels, *, preprocess, weights: str = "auto",
-          methods: Mapping[str, str] | None = None, batch: int = SCORE_BATCH) -> dict:
+          methods: Mapping[str, str] | None = None, batch: int = SCORE_BATCH,
+          forms: Mapping[str, str] | None = None) -> dict:
     """The task's metrics (``task.score_outputs``) of the model as LiteRT runs it.
 
     ``images`` ``(N, ...)`` uint8 and ``labels`` as the task scores them; the images are
     preprocessed (``preprocess``) and run by the interpreter ``batch`` at a time (fewer when
     that is over ``SCORE_INPUT_VALUES`` input values) on an export of ``variables`` for that
-    batch (``weights``, ``methods`` as ``export``); the last batch is padded with copies of
-    its first image and the padding's outputs dropped, so every image counts once."""
+    batch (``weights``, ``methods``, ``forms`` as ``export``: pass a shipped file's
+    ``Exported.forms`` to score its very kernels); the last batch is padded with copies of its
+    first image and the padding's outputs dropped, so every image counts once."""
     count = len(images)
     if not count:
         raise ValueError("no image to score")
     example = np.asarray(preprocess(images[:1]), np.float32)
     batch = max(1, min(batch, count, SCORE_INPUT_VALUES // max(1, example.size)))
     tflite = to_tflite(model, variables, example, weights=weights, batch=batch,
-                       methods=methods)
+                       methods=methods, forms=forms)
 
     def batches():
         for start in range(0, count, batch):
@@ -385,12 +404,12 @@ def score(model, variables, task, images, labels, *, preprocess, weights: str = 
 def ship(model, variables, images, labels, *, task, preprocess, out: str,
          methods: Mapping[str, str] | None = None) -> tuple[Exported, dict]:
     """What ``zylax compress --tflite`` does: ``export`` of ``variables`` (weights auto, batch
-    1) written to ``out`` (atomically), and ``score`` of the same weights in the interpreter
-    on ``images``/``labels``. Returns the ``Exported`` and the task's metrics."""
+    1) written to ``out`` (atomically), and ``score`` of the same kernels (its forms) in the
+    interpreter on ``images``/``labels``. Returns the ``Exported`` and the task's metrics."""
     exported = export(model, variables, preprocess(images[:1]), methods=methods)
     archive.write_atomic(out, exported.tflite)
     return exported, score(model, variables, task, images, labels, preprocess=preprocess,
-                           methods=methods)
+                           methods=methods, forms=exported.forms)
 
 
 # -- the extra ------------------------------------------------------------------------------
@@ -671,9 +690,10 @@ def _matches(folded: np.ndarray, leaf: np.ndarray) -> bool:
 def _written(lib, converted: bytes, params: dict, methods: dict[str, str], weights: str,
              sparse: bool, forms: dict[int, str], costs: dict) -> tuple[bytes, dict[str, Layer]]:
     """``(the .tflite bytes, the report per leaf)`` of the converted graph with every kernel
-    (and, in ``auto``, every ``cast`` bias) rewritten; ``forms``: ``{kernel tensor: "dense",
-    "values" or "palette"}`` to store, else the one with the fewest estimated bytes, each
-    kernel's estimates written to ``costs``."""
+    (and, in ``auto``, every ``cast`` bias) rewritten; ``forms``: ``{params path: "dense",
+    "values" or "palette"}`` to store (a path ``p/1`` for the second graph kernel of leaf
+    ``p``), else the one with the fewest estimated bytes, each kernel's estimates written to
+    ``costs``."""
     graph = _read(lib, converted)
     _check_builtin(lib, graph)
     layers = _store_kernels(lib, graph, params, methods, weights, sparse, forms, costs)
@@ -709,6 +729,8 @@ def _raise_min_runtime_version(lib, graph) -> None:
         buffer.data = np.frombuffer(newest.encode().ljust(len(buffer.data), b"\0"), np.uint8)
 
 
+FORMS = ("dense", "values", "palette")
+"""How a kernel at most half non-zero may be stored (module docstring; ``Exported.forms``)."""
 WHOLE_FILE_MARGIN = (0.1, 600)
 """A sparse kernel's runner-up form estimated within this fraction of its chosen one, or within
 this many bytes, is also tried in the whole file (``_smallest_download``): the ops a first
@@ -717,30 +739,31 @@ WHOLE_FILE_TRIES = 8
 """The most whole files written to check the close calls."""
 
 
-def _smallest_download(write) -> tuple[bytes, dict[str, Layer]]:
+def _smallest_download(write) -> tuple[bytes, dict[str, Layer], dict[str, str]]:
     """``write(forms, costs)`` with each kernel's form chosen by its own estimate, then every
     kernel dense, then, for the close calls (a runner-up within ``WHOLE_FILE_MARGIN``, fewest
     bytes apart first, at most ``WHOLE_FILE_TRIES``), the runner-up: each kept where the whole
     file gzips smaller, so the file is never larger than the all-dense one. One gzip stream
     over the file codes neighbouring tensors with shared Huffman tables, and the sparse ops'
-    opcodes are written once for all kernels, which a kernel's estimate alone does not see."""
-    costs: dict[int, dict[str, int]] = {}
+    opcodes are written once for all kernels, which a kernel's estimate alone does not see.
+    Returns the file, its report and each kernel's form."""
+    costs: dict[str, dict[str, int]] = {}
     tflite, layers = write({}, costs)
-    chosen = {tensor: min(options, key=options.get) for tensor, options in costs.items()}
+    chosen = {path: min(options, key=options.get) for path, options in costs.items()}
     fraction, slack = WHOLE_FILE_MARGIN
-    close = sorted((options[form] - options[chosen[tensor]], tensor, form)
-                   for tensor, options in costs.items() for form in options
-                   if form != chosen[tensor] and options[form] - options[chosen[tensor]] <=
-                   max(fraction * options[chosen[tensor]], slack))
-    best, dense = _gzipped(tflite), {tensor: "dense" for tensor in chosen}
-    for change in [dense, *({tensor: form} for _, tensor, form in close[:WHOLE_FILE_TRIES])]:
+    close = sorted((options[form] - options[chosen[path]], path, form)
+                   for path, options in costs.items() for form in options
+                   if form != chosen[path] and options[form] - options[chosen[path]] <=
+                   max(fraction * options[chosen[path]], slack))
+    best, dense = _gzipped(tflite), {path: "dense" for path in chosen}
+    for change in [dense, *({path: form} for _, path, form in close[:WHOLE_FILE_TRIES])]:
         forms = {**chosen, **change}
         if forms == chosen:
             continue
         candidate, rows = write(forms, {})
         if (size := _gzipped(candidate)) < best:
             best, tflite, layers, chosen = size, candidate, rows, forms
-    return tflite, layers
+    return tflite, layers, chosen
 
 
 def _store_kernels(lib, graph, params: dict, methods: dict[str, str], weights: str,
@@ -813,11 +836,13 @@ def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
     ops = tuple(kernel.ops)
     if sparse and np.count_nonzero(stored) <= stored.size // 2:
         exact = values if weights == "auto" else stored
-        form = forms.get(kernel.tensor)
-        if form is None:
-            options = _sparse_options(parts, storage, exact)
-            costs[kernel.tensor] = options
-            form = min(options, key=options.get)
+        options = None if path in forms else _sparse_options(parts, storage, exact)
+        if options is not None:
+            costs[path] = options
+        form = forms[path] if options is None else min(options, key=options.get)
+        if form == "palette" and _palette_form(exact) is None or \
+                form == "values" and len(parts) != 1:
+            form = "dense"  # a form named for other kernel values
         if form == "palette":
             written = _replace_palette(lib, graph, kernel, path, *_palette_form(exact))
             label = "palette sparse" if weights == "auto" else f"{weights} palette sparse"

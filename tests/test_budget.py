@@ -237,16 +237,22 @@ def test_a_larger_budget_never_predicts_a_larger_drop(trained, curves):
 
 def test_the_command_writes_a_file_under_a_tiny_budget_and_its_report(trained, tmp_path,
                                                                       capsys):
+    pytest.importorskip("ai_edge_litert", reason="--tflite needs zylax[litert]")
     model, variables, train_data, prep = trained
     path = tmp_path / "model.zyl"
     archive.save(path, variables, metadata=tasks.file_metadata(
         tasks.Classification(), prep, *train_data, {"net": "lenet300", "data": "fashion_mnist"}))
-    out, rep = tmp_path / "small.zyl", tmp_path / "small.json"
+    out, rep, phone = tmp_path / "small.zyl", tmp_path / "small.json", tmp_path / "small.tflite"
     cli.main(["compress", "--from", str(path), "--budget", "16KB",  # ANS-coded masks: default
               "--max-examples", "2000", "--finetune-epochs", "0",  # the plan as measured
               "--max-test-examples", "1000", "--quiet",
-              "--out", str(out), "--report", str(rep)])
+              "--out", str(out), "--report", str(rep), "--tflite", str(phone)])
     printed = capsys.readouterr().out
+    download = json.loads(rep.read_text())["export"]["download_bytes"]
+    over = f"the download is over --budget 16,000 B, which caps the .zyl file: for a " \
+        f"download under it, run again with about --budget " \
+        f"{16_000 * out.stat().st_size // download:,}"
+    assert download > 16_000 and over in printed  # the graph and gzip add about a fifth
     assert 0 < out.stat().st_size <= 16_000  # 1.07 MB of float weights in 16 KB
     written = json.loads(rep.read_text())["budget"]
     assert written["written_bytes"] == out.stat().st_size and written["budget"] == 16_000

@@ -372,22 +372,23 @@ def model_outputs(outputs: list):
 
 def score(model, variables, task, images, labels, *, preprocess, weights: str = "auto",
           methods: Mapping[str, str] | None = None, batch: int = SCORE_BATCH,
-          forms: Mapping[str, str] | None = None) -> dict:
+          sparse: bool = True, forms: Mapping[str, str] | None = None) -> dict:
     """The task's metrics (``task.score_outputs``) of the model as LiteRT runs it.
 
     ``images`` ``(N, ...)`` uint8 and ``labels`` as the task scores them; the images are
     preprocessed (``preprocess``) and run by the interpreter ``batch`` at a time (fewer when
     that is over ``SCORE_INPUT_VALUES`` input values) on an export of ``variables`` for that
-    batch (``weights``, ``methods``, ``forms`` as ``export``: pass a shipped file's
-    ``Exported.forms`` to score its very kernels); the last batch is padded with copies of its
-    first image and the padding's outputs dropped, so every image counts once."""
+    batch (``weights``, ``methods``, ``sparse``, ``forms`` as ``export``: pass a shipped
+    file's ``sparse`` and ``Exported.forms`` to score its very kernels); the last batch is
+    padded with copies of its first image and the padding's outputs dropped, so every image
+    counts once."""
     count = len(images)
     if not count:
         raise ValueError("no image to score")
     example = np.asarray(preprocess(images[:1]), np.float32)
     batch = max(1, min(batch, count, SCORE_INPUT_VALUES // max(1, example.size)))
     tflite = to_tflite(model, variables, example, weights=weights, batch=batch,
-                       methods=methods, forms=forms)
+                       methods=methods, sparse=sparse, forms=forms)
 
     def batches():
         for start in range(0, count, batch):

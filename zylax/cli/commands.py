@@ -154,6 +154,10 @@ def ship(args, result, test_data) -> list[str]:
           f"{zyl:,}-byte .zyl; test {metric} {scored[metric]:.4f} in the interpreter on "
           f"{len(images):,} images ({result.report['compressed_accuracy']:.4f} from the file "
           "in JAX)")
+    if args.budget is not None and exported.download_bytes > args.budget:
+        print(f"the download is over --budget {args.budget:,} B, which caps the .zyl file: for "
+              f"a download under it, run again with about --budget "
+              f"{args.budget * zyl // exported.download_bytes:,}")
     return [args.tflite]
 
 

@@ -478,6 +478,20 @@ def test_a_few_valued_pruned_kernel_ships_as_an_exact_palette(monkeypatch):
     (runtime,) = [bytes(graph.buffers[m.buffer].data).rstrip(b"\0") for m in graph.metadata
                   if m.name == b"min_runtime_version"]
     assert runtime == b"2.4.0"  # CUMSUM's, above the converter's own ops
+    lib = export._litert()
+    for found in (b"2.4.0-rc1", b"\xff\xfe", None, b"9.0.0"):  # unreadable: replaced
+        graph = export._read(lib, palette.tflite)
+        (entry,) = [m for m in graph.metadata if m.name == b"min_runtime_version"]
+        graph.buffers[entry.buffer].data = None if found is None else np.frombuffer(
+            found.ljust(16, b"\0"), np.uint8)
+        export._raise_min_runtime_version(lib, graph)
+        kept = bytes(graph.buffers[entry.buffer].data).rstrip(b"\0")
+        assert kept == (b"9.0.0" if found == b"9.0.0" else b"2.4.0"), found
+    graph = export._read(lib, palette.tflite)
+    graph.metadata = None  # a converter that writes none: the entry is added
+    export._raise_min_runtime_version(lib, graph)
+    assert [bytes(graph.buffers[m.buffer].data).rstrip(b"\0") for m in graph.metadata] == \
+        [b"2.4.0"]
     monkeypatch.setattr(export, "PALETTE_VALUES", 0)  # no palette: values and gaps
     values = export.export(model, variables, x)
     assert values.layers["fc/kernel"].storage == "int8 sparse"
@@ -491,16 +505,20 @@ def test_a_files_forms_export_the_same_kernels_at_another_batch():
     model, variables, x = _few_valued(0.2, 4)
     shipped = export.export(model, variables, x)
     assert shipped.forms == {"fc/kernel": "palette"}
+    assert export.export(model, variables, x, forms={}).tflite == shipped.tflite
     scored = export.export(model, variables, x, batch=3, forms=shipped.forms)
     assert scored.layers["fc/kernel"].storage == "palette sparse" and scored.input_shape[0] == 3
     for form, storage in (("values", "int8 sparse"), ("dense", "int8")):
         forced = export.export(model, variables, x, forms={"fc/kernel": form})
         assert forced.layers["fc/kernel"].storage == storage and forced.forms["fc/kernel"] == form
-    many, _, _ = _few_valued(0.2, 100)
-    wide = export.export(many, _few_valued(0.2, 100)[1], x, forms={"fc/kernel": "palette"})
-    assert wide.layers["fc/kernel"].storage in ("int8", "int8 sparse")  # 101 values: no palette
-    with pytest.raises(ValueError, match="forms must map"):
-        export.export(model, variables, x, forms={"fc/kernel": "zip"})
+    many, more, _ = _few_valued(0.2, 100)
+    wide = export.export(many, more, x, forms={"fc/kernel": "palette"})
+    assert (wide.layers["fc/kernel"].storage, wide.forms) == ("int8", {"fc/kernel": "dense"})
+    for bad in ({"fc/kernel": "zip"}, [("fc/kernel", "dense")], {"fc/kernel": ["dense"]}):
+        with pytest.raises(ValueError, match="forms must map"):
+            export.export(model, variables, x, forms=bad)
+    with pytest.raises(ValueError, match="'fc/bias'"):  # no kernel: a typo is not ignored
+        export.export(model, variables, x, forms={"fc/bias": "palette"})
 
 
 @pytest.mark.parametrize("values,kept", [(1, 0.0), (2, 0.01), (4, 0.3), (16, 0.05),
@@ -543,9 +561,9 @@ def test_close_calls_are_settled_by_the_whole_files_gzip(all_dense):
         calls.append(dict(forms))
         costs.update(estimates if not forms else {})
         key = (forms.get(7, "values"), forms.get(9, "palette"))
-        return rng.bytes(whole[key]), {"key": key}  # incompressible: gzip grows with it
+        return rng.bytes(whole[key]), {"key": key}, dict(zip((7, 9), key))  # incompressible
 
-    tflite, layers, chosen = export._smallest_download(write)
+    tflite, layers, chosen = export._smallest_download(write, {})
     dense = {7: "dense", 9: "dense"}
     if all_dense < 2900:
         assert layers == {"key": ("dense", "dense")} and calls == [{}, dense]

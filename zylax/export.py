@@ -244,10 +244,10 @@ def to_tflite(model, variables, example_input, *, weights: str = "auto", batch: 
     ``{params path: codec method}`` for leaves that are plain arrays decoded
     from a ``.zyl`` file (``stored_methods``); ``sparse``: pruned kernels as non-zero
     values and uint8 gaps, or as a palette of their few values coded with the gaps, where
-    that gzips smaller (module docstring), False: every kernel dense; ``forms``: each
-    kernel's form as another export chose it (``Exported.forms``: the same kernel values at
-    another batch; kernels it leaves out are chosen as usual). ``export`` gives the per-layer
-    report as well.
+    that gzips smaller (module docstring), False: every kernel dense (``forms`` ignored);
+    ``forms``: each kernel's form as another export chose it (``Exported.forms``: the same
+    kernel values at another batch; kernels it leaves out are chosen as usual, a path that
+    is no such kernel is a ValueError). ``export`` gives the per-layer report as well.
     """
     return export(model, variables, example_input, weights=weights, batch=batch,
                   methods=methods, sparse=sparse, forms=forms).tflite
@@ -263,8 +263,9 @@ def export(model, variables, example_input, *, weights: str = "auto", batch: int
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     if not isinstance(sparse, bool):
         raise ValueError(f"sparse must be True or False, got {sparse!r}")
-    if forms is not None and not set(forms.values()) <= set(FORMS):
-        raise ValueError(f"forms must map params paths to one of {FORMS}, got {dict(forms)!r}")
+    if forms is not None and (not isinstance(forms, Mapping) or not all(
+            isinstance(form, str) and form in FORMS for form in forms.values())):
+        raise ValueError(f"forms must map params paths to one of {FORMS}, got {forms!r}")
     example = np.asarray(example_input, np.float32)
     if example.ndim < 1 or example.shape[0] < 1:
         raise ValueError(f"example_input needs a batch axis with one example, got shape "
@@ -279,14 +280,12 @@ def export(model, variables, example_input, *, weights: str = "auto", batch: int
     write = lambda forms, costs: _written(lib, converted, dense["params"], methods,  # noqa: E731
                                           weights, sparse, forms, costs)
     if not sparse:
-        (tflite, layers), chosen = write({}, {}), {}
-    elif forms is not None:
-        costs: dict = {}
-        tflite, layers = write(dict(forms), costs)
-        chosen = {**{path: min(options, key=options.get) for path, options in costs.items()},
-                  **forms}
+        tflite, layers, chosen = write({}, {})
     else:
-        tflite, layers, chosen = _smallest_download(write)
+        tflite, layers, chosen = _smallest_download(write, dict(forms or {}))
+        if unknown := set(forms or {}) - set(chosen):
+            raise ValueError(f"forms names {sorted(map(repr, unknown))}, which this model has "
+                             "no kernel at most half non-zero for")
     sample = np.broadcast_to(example[:1], shape).copy()
     diff = _max_output_diff(lib, tflite, reference, sample)
     return Exported(tflite, layers, diff, shape, chosen)
@@ -689,19 +688,21 @@ def _matches(folded: np.ndarray, leaf: np.ndarray) -> bool:
 
 
 def _written(lib, converted: bytes, params: dict, methods: dict[str, str], weights: str,
-             sparse: bool, forms: dict[int, str], costs: dict) -> tuple[bytes, dict[str, Layer]]:
-    """``(the .tflite bytes, the report per leaf)`` of the converted graph with every kernel
-    (and, in ``auto``, every ``cast`` bias) rewritten; ``forms``: ``{params path: "dense",
-    "values" or "palette"}`` to store (a path ``p/1`` for the second graph kernel of leaf
-    ``p``), else the one with the fewest estimated bytes, each kernel's estimates written to
+             sparse: bool, forms: dict[str, str], costs: dict
+             ) -> tuple[bytes, dict[str, Layer], dict[str, str]]:
+    """``(the .tflite bytes, the report per leaf, the form stored per weighed kernel)`` of the
+    converted graph with every kernel (and, in ``auto``, every ``cast`` bias) rewritten;
+    ``forms``: ``{params path: "dense", "values" or "palette"}`` to store (a path ``p/1`` for
+    the second graph kernel of leaf ``p``; dense where the form does not fit the kernel),
+    else the one with the fewest estimated bytes, each kernel's estimates written to
     ``costs``."""
-    graph = _read(lib, converted)
+    graph, applied = _read(lib, converted), {}
     _check_builtin(lib, graph)
-    layers = _store_kernels(lib, graph, params, methods, weights, sparse, forms, costs)
+    layers = _store_kernels(lib, graph, params, methods, weights, sparse, forms, costs, applied)
     if weights == "auto":
         layers.update(_store_biases(lib, graph, params, methods))
     _raise_min_runtime_version(lib, graph)
-    return _serialize(graph), layers
+    return _serialize(graph), layers, applied
 
 
 _RUNTIME_VERSIONS = {
@@ -715,19 +716,35 @@ _RUNTIME_VERSIONS = {
 
 def _raise_min_runtime_version(lib, graph) -> None:
     """Raises the file's ``min_runtime_version`` metadata (the converter's, for its own ops) to
-    the newest runtime an added op needs (``_RUNTIME_VERSIONS``)."""
+    the newest runtime an added op needs (``_RUNTIME_VERSIONS``); a value that is no dotted
+    version is replaced, and a file without the entry gets one, 16 bytes as TFLite writes it."""
     names = {v: k for k, v in vars(lib.schema.BuiltinOperator).items() if k.isupper()}
-    key = lambda version: tuple(int(part) for part in version.split("."))  # noqa: E731
     needed = [_RUNTIME_VERSIONS.get((names.get(max(code.builtinCode,
                                                        code.deprecatedBuiltinCode)),
                                      code.version)) for code in graph.operatorCodes]
-    for entry in graph.metadata or []:
-        if entry.name != b"min_runtime_version":
-            continue
-        buffer = graph.buffers[entry.buffer]
-        current = bytes(np.asarray(buffer.data, np.uint8)).rstrip(b"\0").decode() or "0"
-        newest = max([current, *filter(None, needed)], key=key)
-        buffer.data = np.frombuffer(newest.encode().ljust(len(buffer.data), b"\0"), np.uint8)
+    needed = [version for version in needed if version]
+    if not needed:
+        return
+    newest = max(needed, key=_version_key)
+    entries = [m for m in graph.metadata or [] if m.name in (b"min_runtime_version",
+                                                              "min_runtime_version")]
+    if not entries:
+        graph.buffers.append(lib.schema.BufferT())
+        entry = lib.schema.MetadataT()
+        entry.name, entry.buffer = "min_runtime_version", len(graph.buffers) - 1
+        graph.metadata = [*(graph.metadata or []), entry]
+        entries = [entry]
+    buffer = graph.buffers[entries[0].buffer]
+    data = b"" if buffer.data is None else bytes(np.asarray(buffer.data, np.uint8))
+    current = data.rstrip(b"\0").decode("ascii", "replace")
+    if re.fullmatch(r"\d+(\.\d+)*", current) and _version_key(current) >= _version_key(newest):
+        return
+    buffer.data = np.frombuffer(newest.encode().ljust(max(16, len(data)), b"\0"), np.uint8)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    """``"2.4.0"`` -> ``(2, 4, 0)``, for comparing runtime versions."""
+    return tuple(int(part) for part in version.split("."))
 
 
 FORMS = ("dense", "values", "palette")
@@ -740,37 +757,40 @@ WHOLE_FILE_TRIES = 8
 """The most whole files written to check the close calls."""
 
 
-def _smallest_download(write) -> tuple[bytes, dict[str, Layer], dict[str, str]]:
+def _smallest_download(write, fixed: dict[str, str]
+                       ) -> tuple[bytes, dict[str, Layer], dict[str, str]]:
     """``write(forms, costs)`` with each kernel's form chosen by its own estimate, then every
     kernel dense, then, for the close calls (a runner-up within ``WHOLE_FILE_MARGIN``, fewest
     bytes apart first, at most ``WHOLE_FILE_TRIES``), the runner-up: each kept where the whole
     file gzips smaller, so the file is never larger than the all-dense one. One gzip stream
     over the file codes neighbouring tensors with shared Huffman tables, and the sparse ops'
     opcodes are written once for all kernels, which a kernel's estimate alone does not see.
-    Returns the file, its report and each kernel's form."""
+    The kernels ``fixed`` names keep their form throughout. Returns the file, its report and
+    each weighed kernel's form."""
     costs: dict[str, dict[str, int]] = {}
-    tflite, layers = write({}, costs)
-    chosen = {path: min(options, key=options.get) for path, options in costs.items()}
+    tflite, layers, chosen = write(fixed, costs)
+    estimated = {path: min(options, key=options.get) for path, options in costs.items()}
     fraction, slack = WHOLE_FILE_MARGIN
-    close = sorted((options[form] - options[chosen[path]], path, form)
+    close = sorted((options[form] - options[estimated[path]], path, form)
                    for path, options in costs.items() for form in options
-                   if form != chosen[path] and options[form] - options[chosen[path]] <=
-                   max(fraction * options[chosen[path]], slack))
-    best, dense = _gzipped(tflite), {path: "dense" for path in chosen}
+                   if form != estimated[path] and options[form] - options[estimated[path]] <=
+                   max(fraction * options[estimated[path]], slack))
+    best, dense = _gzipped(tflite), {path: "dense" for path in costs}
     for change in [dense, *({path: form} for _, path, form in close[:WHOLE_FILE_TRIES])]:
         forms = {**chosen, **change}
         if forms == chosen:
             continue
-        candidate, rows = write(forms, {})
+        candidate, rows, applied = write(forms, {})
         if (size := _gzipped(candidate)) < best:
-            best, tflite, layers, chosen = size, candidate, rows, forms
+            best, tflite, layers, chosen = size, candidate, rows, applied
     return tflite, layers, chosen
 
 
 def _store_kernels(lib, graph, params: dict, methods: dict[str, str], weights: str,
-                   sparse: bool, forms: dict[int, str], costs: dict) -> dict[str, Layer]:
-    """Matches every params kernel to graph kernels and rewrites them (``_written``: ``forms``
-    and ``costs``); the report per leaf."""
+                   sparse: bool, forms: dict[str, str], costs: dict, applied: dict
+                   ) -> dict[str, Layer]:
+    """Matches every params kernel to graph kernels and rewrites them (``_written``: ``forms``,
+    ``costs``, and ``applied``, each weighed kernel's form as stored); the report per leaf."""
     kernels, layers = _kernels(lib, graph), {}
     for path, leaf in ztree.named_leaves(params).items():
         leaf = np.asarray(leaf)
@@ -779,7 +799,7 @@ def _store_kernels(lib, graph, params: dict, methods: dict[str, str], weights: s
         mine = [k for k in kernels if _reads(k, leaf)]
         kernels = [k for k in kernels if k not in mine]
         rows = [_store(lib, graph, path if i == 0 else f"{path}/{i}", methods[path], k,
-                       weights, sparse, forms, costs) for i, k in enumerate(mine)]
+                       weights, sparse, forms, costs, applied) for i, k in enumerate(mine)]
         layers[path] = _merged(methods[path], rows, leaf)
     return layers
 
@@ -823,10 +843,10 @@ def _merged(method: str, rows: list[Layer], leaf: np.ndarray) -> Layer:
 
 
 def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
-           sparse: bool, forms: dict[int, str], costs: dict) -> Layer:
+           sparse: bool, forms: dict[str, str], costs: dict, applied: dict) -> Layer:
     """Rewrites one kernel tensor to its storage (``weights``, or with ``"auto"`` the one its
     codec declares, ``LITERT_STORAGE``), in a sparse form when ``sparse`` and that gzips
-    smaller (``_written``: ``forms`` and ``costs``); the report row."""
+    smaller (``_written``: ``forms``, ``costs``, ``applied``); the report row."""
     codec = codecs.by_method(method)
     storage, values = codec.LITERT_STORAGE if weights == "auto" else weights, kernel.values
     if weights == "auto" and method == "cast" and _exact_in_float16(values):
@@ -844,6 +864,7 @@ def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
         if form == "palette" and _palette_form(exact) is None or \
                 form == "values" and len(parts) != 1:
             form = "dense"  # a form named for other kernel values
+        applied[path] = form
         if form == "palette":
             written = _replace_palette(lib, graph, kernel, path, *_palette_form(exact))
             label = "palette sparse" if weights == "auto" else f"{weights} palette sparse"

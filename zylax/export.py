@@ -277,8 +277,8 @@ def export(model, variables, example_input, *, weights: str = "auto", batch: int
     reference = _reference(model, dense)
     shape = (batch, *example.shape[1:])
     converted = _convert(lib, predict, shape)
-    write = lambda forms, costs: _written(lib, converted, dense["params"], methods,  # noqa: E731
-                                          weights, sparse, forms, costs)
+    write = lambda given, costs: _written(lib, converted, dense["params"], methods,  # noqa: E731
+                                          weights, sparse, given, costs)
     if not sparse:
         tflite, layers, chosen = write({}, {})
     else:
@@ -861,12 +861,12 @@ def _store(lib, graph, path: str, method: str, kernel: _Kernel, weights: str,
         if options is not None:
             costs[path] = options
         form = forms[path] if options is None else min(options, key=options.get)
-        if form == "palette" and _palette_form(exact) is None or \
-                form == "values" and len(parts) != 1:
+        palette = _palette_form(exact) if form == "palette" else None
+        if form == "palette" and palette is None or form == "values" and len(parts) != 1:
             form = "dense"  # a form named for other kernel values
         applied[path] = form
         if form == "palette":
-            written = _replace_palette(lib, graph, kernel, path, *_palette_form(exact))
+            written = _replace_palette(lib, graph, kernel, path, *palette)
             label = "palette sparse" if weights == "auto" else f"{weights} palette sparse"
             return Layer(method, label, float(np.max(np.abs(exact - values), initial=0.0)),
                          written, ops)

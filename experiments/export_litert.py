@@ -14,7 +14,8 @@ whole 10,000-image test split, next to JAX's on the same decoded weights:
 top-1 accuracy, AP50 (pycocotools, after the same box decoding and NMS) or
 mIoU (``tasks.*.score_outputs``). The scoring run uses a batch-100 export of
 the same kernels (``forms=``: each kernel in the form the batch-1 file stores it; a batch-1
-graph cannot be resized: its reshapes are constants). Inputs are preprocessed as the file's metadata says.
+graph cannot be resized: its reshapes are constants). Inputs are preprocessed as the file's
+metadata says.
 
 Files of a registered net (``zylax compress --net NET [--method ...]``) need
 nothing else: the registry builds their model.

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zylax import archive, budget, cli, compress, data, sensitivity, tasks
+from zylax import archive, budget, cli, compress, data, export, sensitivity, tasks
 from zylax.transforms import tree as ztree
 
 
@@ -390,3 +390,14 @@ def test_a_users_batchnorm_model_fits_its_budget_and_keeps_its_accuracy(fmnist_t
     assert set(result.variables) == {"params", "batch_stats"}  # its statistics stored too
     rep = result.report
     assert rep["compressed_accuracy"] >= rep["dense_accuracy"] - 0.02, rep["budget"]
+    # ...and ships: the file exported for phones through the public API (BatchNorm folded,
+    # each kernel in its smallest form), scored in LiteRT on those very kernels
+    pytest.importorskip("ai_edge_litert", reason="the export needs zylax[litert]")
+    loaded, _ = archive.load(out)
+    methods = export.stored_methods(archive.read_header(out))
+    shipped, scored = export.ship(model, loaded, *test_data, task=tasks.Classification(),
+                                  preprocess=prep, out=str(tmp_path / "users.tflite"),
+                                  methods=methods)
+    dense = export.export(model, loaded, prep(test_data[0][:1]), methods=methods, sparse=False)
+    assert shipped.download_bytes <= dense.download_bytes
+    assert abs(scored["accuracy"] - rep["compressed_accuracy"]) <= 3 / 2000, shipped.layers
